@@ -1,0 +1,114 @@
+//! The small, hot part of the projection kept in memory: the admin token hash, accounts,
+//! API keys, webhooks and their status rows. Ingest matches events against it and
+//! authentication reads it without touching disk.
+//!
+//! Invariant: the catalog is a mirror of rows, never a fold of its own. It is loaded from the
+//! rows at start and then absorbs every committed row change after the flush and before the
+//! writer answers the callers, so a read after an acknowledged write sees the write.
+
+use super::codec::{self, CodecError};
+use super::keys;
+use super::projection::{StatusRow, WebhookRow};
+use super::rows::ROW_VERSION;
+use crate::model::*;
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Catalog {
+    pub admin_token: Option<[u8; 32]>,
+    pub accounts: HashMap<AccountId, Account>,
+    pub keys: HashMap<KeyId, ApiKey>,
+    /// Deleted webhooks stay here as tombstones (`deleted_at`), as in the rows.
+    pub webhooks: HashMap<WebhookId, WebhookRow>,
+    pub statuses: HashMap<WebhookId, StatusRow>,
+    /// Live (not deleted) webhooks of each account, derived from `webhooks`.
+    by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
+}
+
+impl Catalog {
+    /// Takes in one row change; other prefixes are ignored.
+    pub fn absorb(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), CodecError> {
+        let Some(prefix) = key.first() else { return Ok(()) };
+        let name = || std::str::from_utf8(&key[1..]).unwrap_or_default();
+        match *prefix {
+            keys::META if key == keys::ADMIN_TOKEN => {
+                self.admin_token = value.and_then(|v| v.try_into().ok());
+            }
+            keys::ACCOUNT => {
+                let Ok(id) = AccountId::parse_any(name()) else { return Ok(()) };
+                match value {
+                    Some(v) => {
+                        self.accounts.insert(id, codec::decode(ROW_VERSION, v)?);
+                    }
+                    None => {
+                        self.accounts.remove(&id);
+                    }
+                }
+            }
+            keys::KEY => {
+                let Ok(id) = KeyId::parse(name()) else { return Ok(()) };
+                match value {
+                    Some(v) => {
+                        self.keys.insert(id, codec::decode(ROW_VERSION, v)?);
+                    }
+                    None => {
+                        self.keys.remove(&id);
+                    }
+                }
+            }
+            keys::WEBHOOK => {
+                let Ok(id) = WebhookId::parse(name()) else { return Ok(()) };
+                if let Some(old) = self.webhooks.remove(&id) {
+                    if let Some(set) = self.by_account.get_mut(&old.webhook.account_id) {
+                        set.remove(&id);
+                    }
+                }
+                if let Some(v) = value {
+                    let row: WebhookRow = codec::decode(ROW_VERSION, v)?;
+                    if row.deleted_at.is_none() {
+                        self.by_account.entry(row.webhook.account_id.clone()).or_default().insert(id.clone());
+                    }
+                    self.webhooks.insert(id, row);
+                }
+            }
+            keys::STATUS => {
+                let Ok(id) = WebhookId::parse(name()) else { return Ok(()) };
+                match value {
+                    Some(v) => {
+                        self.statuses.insert(id, codec::decode(ROW_VERSION, v)?);
+                    }
+                    None => {
+                        self.statuses.remove(&id);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a row under this key is mirrored here.
+    pub fn wants(key: &[u8]) -> bool {
+        matches!(key.first(), Some(&keys::ACCOUNT | &keys::KEY | &keys::WEBHOOK | &keys::STATUS)) || key == keys::ADMIN_TOKEN
+    }
+
+    /// The account's live webhooks, oldest first.
+    pub fn webhooks_of<'a>(&'a self, account: &AccountId) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.by_account
+            .get(account)
+            .into_iter()
+            .flat_map(|set| set.iter())
+            .filter_map(|id| self.webhooks.get(id))
+            .map(|row| &row.webhook)
+    }
+
+    /// The live webhooks of the account that subscribe to `event`, oldest first.
+    pub fn matching<'a>(&'a self, account: &AccountId, event: &'a str) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.webhooks_of(account).filter(move |w| w.is_active && w.matches(event))
+    }
+
+    /// An account that exists and is not deleted.
+    pub fn live_account(&self, id: &AccountId) -> Option<&Account> {
+        self.accounts.get(id).filter(|a| a.deleted_at.is_none())
+    }
+}

@@ -1,0 +1,289 @@
+//! The append-only event log in sled, and the projection folded from it.
+//!
+//! Everything Herald knows is a [`Record`] in this log; every row that answers a query is a
+//! fold of those records ([`projection`]). The two live in one sled tree so that one atomic
+//! batch and one flush make a record and its effect durable together ([`writer`]), which
+//! makes the stored rows a checkpoint that is always exactly as new as the log: start-up
+//! reads the rows, not the history, and its time does not grow with the history.
+//!
+//! This module knows nothing of HTTP or actors.
+//!
+//! - [`codec`]: the version byte + CRC framing of every stored value.
+//! - [`record`]: the records.
+//! - [`keys`]: the key space of the tree.
+//! - [`rows`]: the row view a fold writes through (staged over sled, or in memory).
+//! - [`projection`]: the fold.
+//! - [`writer`]: the single writer thread with group commit.
+//! - [`compaction`]: retention.
+//! - [`catalog`]: the in-memory mirror of the hot rows.
+//! - [`verify`]: a fresh fold of the whole log, compared with the stored projection.
+
+pub mod catalog;
+pub mod codec;
+pub mod compaction;
+pub mod keys;
+pub mod projection;
+pub mod record;
+pub mod rows;
+pub mod verify;
+pub mod writer;
+
+pub use catalog::Catalog;
+pub use compaction::{CompactionPolicy, CompactionReport};
+pub use projection::{DeliveryRow, EventRow, QueueEntry, StatusRow, WebhookRow};
+pub use record::Record;
+pub use writer::{AppendError, Appended, Command, Rejection, Writer};
+
+use crate::model::{DeliveryId, Millis, WebhookId};
+use rows::{Rows, RowsError, Txn};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Name of the sled tree holding records and rows.
+const TREE: &str = "herald";
+
+/// Errors of opening the log.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("data directory {0} is in use by another process (is herald already running?)")]
+    Locked(PathBuf),
+    #[error("cannot open the log in {path}: {source}")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error("cannot read the log: {0}")]
+    Read(#[from] sled::Error),
+    #[error("cannot start the log writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// How the log is opened.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub compaction: CompactionPolicy,
+    /// How many due deliveries per webhook recovery loads into memory; the rest stay on disk
+    /// until the actor pages them in.
+    pub queue_window: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            compaction: CompactionPolicy {
+                retention: Duration::from_secs(7 * 86_400),
+                dead_retention: Duration::from_secs(30 * 86_400),
+                idempotency_window: Duration::from_secs(86_400),
+                interval: Duration::from_secs(60),
+            },
+            queue_window: 1024,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// An unfinished delivery, as recovery hands it to its webhook's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    pub id: DeliveryId,
+    pub due: Millis,
+    pub entry: QueueEntry,
+}
+
+/// What start-up found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub duration: Duration,
+    /// Records after the `applied` marker folded at start (0 unless the last run was cut
+    /// between a write and its fold, which the single-batch commit rules out).
+    pub tail_records: u64,
+    pub last_seq: u64,
+    /// The first `queue_window` due deliveries of each live webhook, in due order.
+    pub queues: HashMap<WebhookId, Vec<Queued>>,
+    /// Unfinished deliveries over all webhooks.
+    pub unfinished: u64,
+    /// Damaged rows or records noticed while recovering; each was skipped.
+    pub warnings: Vec<String>,
+}
+
+/// The open log: the tree, its writer and the in-memory catalog.
+pub struct Log {
+    db: sled::Db,
+    tree: sled::Tree,
+    writer: Writer,
+    thread: Option<writer::WriterThread>,
+    catalog: Arc<RwLock<Catalog>>,
+    path: PathBuf,
+}
+
+/// Creates `dir` (and parents) with mode 0700 if it does not exist.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
+    create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
+    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).open().map_err(|source| match source {
+        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => OpenError::Locked(dir.to_owned()),
+        source => OpenError::Sled { path: dir.to_owned(), source },
+    })
+}
+
+fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
+    match tree.scan_prefix([keys::LOG]).next_back() {
+        Some(item) => Ok(keys::log_seq(&item?.0).unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
+fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
+    Ok(tree.get(keys::APPLIED)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, folds any unapplied tail, loads the catalog and
+    /// the due windows, and starts the writer.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<(Log, Recovery), OpenError> {
+        Self::open_with_observer(dir, options, None)
+    }
+
+    /// Like [`Log::open`], with an observer told of every committed group.
+    pub fn open_with_observer(dir: &Path, options: LogOptions, observer: Option<writer::Observer>) -> Result<(Log, Recovery), OpenError> {
+        let started = Instant::now();
+        let db = open_db(dir, options.cache_bytes)?;
+        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
+        let mut recovery = Recovery::default();
+
+        let applied = applied_seq(&tree)?;
+        let last = last_seq(&tree)?;
+        if last > applied {
+            recovery.tail_records = fold_tail(&tree, applied, last, &mut recovery.warnings)?;
+        }
+        recovery.last_seq = last;
+
+        let mut catalog = Catalog::default();
+        for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS] {
+            for item in tree.scan_prefix([prefix]) {
+                let (k, v) = item?;
+                if let Err(e) = catalog.absorb(&k, Some(&v)) {
+                    recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
+                }
+            }
+        }
+        if let Some(v) = tree.get(keys::ADMIN_TOKEN)? {
+            let _ = catalog.absorb(keys::ADMIN_TOKEN, Some(&v));
+        }
+
+        for (id, row) in &catalog.webhooks {
+            if row.deleted_at.is_some() {
+                continue;
+            }
+            let prefix = keys::queue_of(id);
+            let mut window = Vec::new();
+            for item in tree.scan_prefix(&prefix).take(options.queue_window) {
+                let (k, v) = item?;
+                let parsed = keys::queue_parts(&k).zip(codec::decode::<QueueEntry>(rows::ROW_VERSION, &v).ok());
+                match parsed {
+                    Some(((due, delivery), entry)) => window.push(Queued { id: delivery, due, entry }),
+                    None => recovery.warnings.push(format!("queue entry {} skipped: damaged", rows::show_key(&k))),
+                }
+            }
+            recovery.unfinished += catalog.statuses.get(id).map_or(0, |s| s.pending);
+            recovery.queues.insert(id.clone(), window);
+        }
+        for w in &recovery.warnings {
+            tracing::warn!("{w}");
+        }
+
+        let catalog = Arc::new(RwLock::new(catalog));
+        let state = writer::WriterState {
+            tree: tree.clone(),
+            next_seq: last + 1,
+            catalog: catalog.clone(),
+            policy: options.compaction,
+            observer,
+            cursors: Default::default(),
+        };
+        let (writer, thread) = Writer::spawn(state).map_err(OpenError::Thread)?;
+        recovery.duration = started.elapsed();
+        Ok((Log { db, tree, writer, thread: Some(thread), catalog, path: dir.to_owned() }, recovery))
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// The tree, for reads. Writes go through the [`Writer`] only.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub fn catalog(&self) -> &Arc<RwLock<Catalog>> {
+        &self.catalog
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record at `seq`, if it is still in the log.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
+        match self.tree.get(keys::log(seq))? {
+            None => Ok(None),
+            Some(bytes) => {
+                Record::decode(&bytes).map(Some).map_err(|source| RowsError::Codec { key: format!("record {seq}"), source })
+            }
+        }
+    }
+
+    /// Bytes sled reports for its files (the real disk use is `du` of the directory).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Commits what was sent, flushes, and stops the writer.
+    pub fn close(mut self) {
+        self.writer.stop_blocking();
+        if let Some(t) = self.thread.take() {
+            drop(self.writer);
+            t.join();
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "flush at close failed");
+        }
+    }
+}
+
+/// Folds records `applied+1..=last` that are in the log but not yet in the rows.
+fn fold_tail(tree: &sled::Tree, applied: u64, last: u64, warnings: &mut Vec<String>) -> Result<u64, RowsError> {
+    let mut txn = Txn::new(tree);
+    let mut folded = 0;
+    for item in tree.range(keys::log(applied + 1)..=keys::log(last)) {
+        let (k, v) = item?;
+        let Some(seq) = keys::log_seq(&k) else { continue };
+        match Record::decode(&v) {
+            Ok(record) => {
+                projection::apply(&mut txn, seq, &record)?;
+                folded += 1;
+            }
+            Err(e) => warnings.push(format!("record {seq} not folded: {e}")),
+        }
+    }
+    txn.put(keys::APPLIED.to_vec(), last.to_be_bytes().to_vec());
+    let (batch, _) = txn.into_parts();
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(folded)
+}

@@ -1,0 +1,243 @@
+//! The log's records: one per state change (SPEC §5), and their stored form.
+//!
+//! Invariants:
+//! - A record says everything its fold needs: times, jittered due times, breaker decisions
+//!   and generated ids are chosen by the live process and written here, so folding the log
+//!   reads no clock and no random source.
+//! - Records that describe a webhook carry the whole webhook, so the newest one supersedes
+//!   the older ones (compaction may drop those).
+//! - An event's body is written once, in its `EventIngested` record, however many webhooks it
+//!   fans out to; deliveries point at that record by its sequence number.
+//! - The stored form is [`codec`](super::codec) framing with [`RECORD_VERSION`]. A new
+//!   layout gets a new version and a new decoder here; old decoders stay.
+
+use super::codec::{self, CodecError};
+use crate::model::*;
+use serde::{Deserialize, Serialize};
+
+/// Format version of records written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// One state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The admin token was generated or reset; only its SHA-256 is kept.
+    AdminTokenSet { hash: [u8; 32], at: Millis },
+    AccountCreated { account: Account },
+    /// Deletes the account's webhooks (their queued deliveries die with reason `deleted`)
+    /// and revokes its keys.
+    AccountDeleted { account_id: AccountId, at: Millis },
+    ApiKeyCreated { key: ApiKey },
+    ApiKeyRevoked { key_id: KeyId, at: Millis },
+    WebhookCreated { webhook: Webhook },
+    WebhookUpdated { webhook: Webhook },
+    SecretRotated { webhook: Webhook },
+    /// Queued deliveries of the webhook die with reason `deleted`.
+    WebhookDeleted { webhook_id: WebhookId, at: Millis },
+    /// An event and the deliveries it owes: delivery `i` goes to `webhooks[i]`, first due at
+    /// `at`.
+    EventIngested(Box<EventIngested>),
+    /// One attempt of one delivery finished (or was cut off); `status` is the webhook's
+    /// health after it.
+    AttemptFinished(Box<AttemptFinished>),
+    /// A delivery stopped for a reason other than its last attempt (expiry, disabling).
+    DeliveryDead { delivery_id: DeliveryId, webhook_id: WebhookId, reason: DeadReason, at: Millis },
+    /// A dead delivery re-queued with fresh attempts and a fresh TTL, due at once. One record
+    /// per delivery, so compacting one event's history never removes another's re-queue.
+    DeliveryRequeued { delivery_id: DeliveryId, webhook_id: WebhookId, at: Millis },
+    /// A change of a webhook's health outside an attempt (breaker cooldown over, disabled).
+    WebhookStatusSet { webhook_id: WebhookId, status: WebhookStatus, at: Millis },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventIngested {
+    pub id: EventId,
+    pub account_id: AccountId,
+    pub event: String,
+    /// The event's own time (client-supplied or the ingest time).
+    pub timestamp: Millis,
+    pub external_id: Option<String>,
+    /// The `Idempotency-Key` header or the client's `id`, claimed by this record.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request body, to tell a replay from a conflicting reuse of the key.
+    pub request_hash: [u8; 32],
+    /// The exact bytes every attempt sends.
+    pub body: Vec<u8>,
+    pub webhooks: Vec<WebhookId>,
+    /// Ingest time: first due time and start of every delivery's TTL.
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptFinished {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    /// 1-based, counted since the delivery was created (re-queues do not reset it).
+    pub attempt: u32,
+    pub started_at: Millis,
+    pub at: Millis,
+    pub outcome: AttemptOutcome,
+    pub next: NextStep,
+    pub status: WebhookStatus,
+}
+
+impl Record {
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(RECORD_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (version, body) = codec::unframe(bytes)?;
+        match version {
+            1 => codec::decode_body(body),
+            other => Err(CodecError::UnknownVersion(other)),
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::AdminTokenSet { .. } => "admin_token_set",
+            Record::AccountCreated { .. } => "account_created",
+            Record::AccountDeleted { .. } => "account_deleted",
+            Record::ApiKeyCreated { .. } => "api_key_created",
+            Record::ApiKeyRevoked { .. } => "api_key_revoked",
+            Record::WebhookCreated { .. } => "webhook_created",
+            Record::WebhookUpdated { .. } => "webhook_updated",
+            Record::SecretRotated { .. } => "secret_rotated",
+            Record::WebhookDeleted { .. } => "webhook_deleted",
+            Record::EventIngested(_) => "event_ingested",
+            Record::AttemptFinished(_) => "attempt_finished",
+            Record::DeliveryDead { .. } => "delivery_dead",
+            Record::DeliveryRequeued { .. } => "delivery_requeued",
+            Record::WebhookStatusSet { .. } => "webhook_status_set",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod samples {
+    //! One sample of every record variant, shared by the codec tests and the fold tests.
+    use super::*;
+
+    pub fn webhook(account: &AccountId) -> Webhook {
+        Webhook {
+            id: WebhookId::parse("wh_01JD6Z1M8Q4W9X2Y3Z4A5B6C7D").unwrap(),
+            account_id: account.clone(),
+            name: "crm".into(),
+            description: "leads to the CRM".into(),
+            url: "https://hooks.example.com/in".into(),
+            events: vec!["lead.*".into(), "new_lead".into()],
+            secrets: vec![Secret { value: "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into(), created_at: 1_700_000_000_000, expires_at: None }],
+            is_active: true,
+            max_retries: 5,
+            timeout_ms: 30_000,
+            method: Method::Post,
+            headers: vec![("X-Team".into(), "sales".into())],
+            signature_header: "X-Webhook-Signature".into(),
+            signature_prefix: "sha256=".into(),
+            ordered: false,
+            max_in_flight: 16,
+            rate_limit: Some(50),
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_000,
+        }
+    }
+
+    pub fn all() -> Vec<Record> {
+        let acct = AccountId::parse("acct_01JD6Z1M8Q4W9X2Y3Z4A5B6C7E").unwrap();
+        let wh = webhook(&acct);
+        let evt = EventId::parse("evt_01JD6Z1M8Q4W9X2Y3Z4A5B6C7F").unwrap();
+        let dlv = DeliveryId::new(&evt, 0);
+        vec![
+            Record::AdminTokenSet { hash: [7; 32], at: 1 },
+            Record::AccountCreated { account: Account { id: acct.clone(), name: "AstroLeads".into(), created_at: 2, deleted_at: None } },
+            Record::ApiKeyCreated {
+                key: ApiKey {
+                    id: KeyId::parse("key_01JD6Z1M8Q4W9X2Y3Z4A5B6C7G").unwrap(),
+                    account_id: acct.clone(),
+                    prefix: "hk_01JD6".into(),
+                    hash: [3; 32],
+                    created_at: 3,
+                    revoked_at: None,
+                },
+            },
+            Record::WebhookCreated { webhook: wh.clone() },
+            Record::WebhookUpdated { webhook: Webhook { name: "crm-2".into(), ..wh.clone() } },
+            Record::SecretRotated { webhook: wh.clone() },
+            Record::EventIngested(Box::new(EventIngested {
+                id: evt.clone(),
+                account_id: acct.clone(),
+                event: "lead.qualified".into(),
+                timestamp: 1_700_000_000_500,
+                external_id: Some("lead_123".into()),
+                idempotency_key: Some("k-1".into()),
+                request_hash: [9; 32],
+                body: br#"{"id":"evt_01JD6Z1M8Q4W9X2Y3Z4A5B6C7F","event":"lead.qualified","timestamp":"2023-11-14T22:13:20Z","data":{"b":1,"a":2.50}}"#.to_vec(),
+                webhooks: vec![wh.id.clone()],
+                at: 1_700_000_000_600,
+            })),
+            Record::AttemptFinished(Box::new(AttemptFinished {
+                delivery_id: dlv,
+                webhook_id: wh.id.clone(),
+                attempt: 1,
+                started_at: 1_700_000_000_700,
+                at: 1_700_000_000_750,
+                outcome: AttemptOutcome {
+                    result: AttemptResult::HttpError,
+                    status_code: Some(503),
+                    latency_us: 50_000,
+                    error: Some("HTTP 503".into()),
+                    response_excerpt: Some(b"busy".to_vec()),
+                    request_headers: vec![("X-Webhook-Attempt".into(), "1".into())],
+                },
+                next: NextStep::RetryAt(1_700_000_001_800),
+                status: WebhookStatus { state: HealthState::Failing, consecutive_failures: 1, ..Default::default() },
+            })),
+            Record::DeliveryDead { delivery_id: dlv, webhook_id: wh.id.clone(), reason: DeadReason::Expired, at: 1_700_000_002_000 },
+            Record::DeliveryRequeued { delivery_id: dlv, webhook_id: wh.id.clone(), at: 1_700_000_003_000 },
+            Record::WebhookStatusSet { webhook_id: wh.id.clone(), status: WebhookStatus::default(), at: 1_700_000_004_000 },
+            Record::ApiKeyRevoked { key_id: KeyId::parse("key_01JD6Z1M8Q4W9X2Y3Z4A5B6C7G").unwrap(), at: 5 },
+            Record::WebhookDeleted { webhook_id: wh.id.clone(), at: 1_700_000_005_000 },
+            Record::AccountDeleted { account_id: acct, at: 1_700_000_006_000 },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_round_trips() {
+        for record in samples::all() {
+            let bytes = record.encode().unwrap();
+            assert_eq!(bytes[0], RECORD_VERSION);
+            assert_eq!(Record::decode(&bytes).unwrap(), record, "{}", record.kind());
+        }
+    }
+
+    /// Bytes written by version 1 must stay readable by every later build. If this fails,
+    /// the layout changed: add a new version with its own decoder and keep this one. (Run
+    /// with `HERALD_BLESS=1` only to create the file for a new version.)
+    #[test]
+    fn version_1_bytes_still_decode() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/records_v1.hex");
+        let samples = samples::all();
+        if std::env::var_os("HERALD_BLESS").is_some() {
+            let text: String = samples.iter().map(|r| hex(&r.encode().unwrap()) + "\n").collect();
+            std::fs::write(path, text).unwrap();
+        }
+        let stored = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = stored.lines().collect();
+        assert_eq!(lines.len(), samples.len());
+        for (line, expected) in lines.iter().zip(&samples) {
+            let bytes: Vec<u8> = (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
+            assert_eq!(&Record::decode(&bytes).unwrap(), expected, "{}", expected.kind());
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! Reading and writing projection rows during a fold, over sled or over memory.
+//!
+//! The fold ([`projection::apply`](super::projection::apply)) is written against [`Rows`], so
+//! one piece of code both maintains the live projection (through a [`Txn`] that stages
+//! changes over the sled tree until the group commit writes them in one batch) and rebuilds
+//! a projection from scratch in memory ([`MemRows`]) to check the live one against.
+//!
+//! Invariant: nothing staged in a [`Txn`] reaches sled except through
+//! [`Txn::into_batch`], whose batch the writer applies and flushes together with the records
+//! that caused it.
+
+use super::codec::{self, CodecError};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+
+/// Format version of projection rows.
+pub const ROW_VERSION: u8 = 1;
+
+/// Failures of the storage under a fold.
+#[derive(Debug, thiserror::Error)]
+pub enum RowsError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("row {key} is damaged: {source}")]
+    Codec { key: String, source: CodecError },
+}
+
+/// Printable form of a key for error messages: prefix byte plus hex.
+pub fn show_key(key: &[u8]) -> String {
+    let mut out = String::new();
+    if let Some((first, rest)) = key.split_first() {
+        out.push(*first as char);
+        out.push(':');
+        for b in rest {
+            if b.is_ascii_alphanumeric() || *b == b'_' {
+                out.push(*b as char);
+            } else {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    out
+}
+
+/// A key-value view a fold reads and writes.
+pub trait Rows {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError>;
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    fn delete(&mut self, key: Vec<u8>);
+    /// Every entry under `prefix`, in key order, at most `limit`.
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError>;
+
+    fn get_row<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RowsError>
+    where
+        Self: Sized,
+    {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(ROW_VERSION, &bytes)
+                .map(Some)
+                .map_err(|source| RowsError::Codec { key: show_key(key), source }),
+        }
+    }
+
+    fn put_row<T: Serialize>(&mut self, key: Vec<u8>, row: &T) -> Result<(), RowsError>
+    where
+        Self: Sized,
+    {
+        let bytes = codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
+        self.put(key, bytes);
+        Ok(())
+    }
+}
+
+/// Changes staged over a sled tree, visible to later reads of the same transaction.
+pub struct Txn<'a> {
+    tree: &'a sled::Tree,
+    /// `None` marks a deletion.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The overlay's previous entry for each change, newest last, for [`Txn::rollback`].
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+}
+
+/// A point a transaction can roll back to.
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint(usize);
+
+impl<'a> Txn<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Self { tree, overlay: BTreeMap::new(), undo: Vec::new() }
+    }
+
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint(self.undo.len())
+    }
+
+    /// Forgets every change made since `sp`.
+    pub fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.0 {
+            let Some((key, previous)) = self.undo.pop() else { break };
+            match previous {
+                Some(entry) => self.overlay.insert(key, entry),
+                None => self.overlay.remove(&key),
+            };
+        }
+    }
+
+    fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let previous = self.overlay.insert(key.clone(), value);
+        self.undo.push((key, previous));
+    }
+
+    /// The staged changes, in key order.
+    pub fn changes(&self) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        &self.overlay
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    /// The sled batch that makes the staged changes, and the changes themselves (for the
+    /// observers told after the commit).
+    pub fn into_parts(self) -> (sled::Batch, BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in &self.overlay {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                None => batch.remove(k.as_slice()),
+            }
+        }
+        (batch, self.overlay)
+    }
+}
+
+impl Rows for Txn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
+        match self.overlay.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.stage(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.stage(key, None);
+    }
+
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError> {
+        // Merge the tree's entries with the staged ones; staged entries win.
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let staged = self.overlay.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
+        let mut staged_count = 0;
+        for (k, v) in staged {
+            merged.insert(k.clone(), v.clone());
+            staged_count += 1;
+        }
+        // Deleted entries may hide tree entries, so read enough to still fill `limit`.
+        for item in self.tree.scan_prefix(prefix).take(limit.saturating_add(staged_count)) {
+            let (k, v) = item?;
+            merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
+    }
+}
+
+/// Rows in memory, for folding a log from scratch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemRows(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl Rows for MemRows {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.insert(key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.0.remove(&key);
+    }
+
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError> {
+        Ok(self
+            .0
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_changes_shadow_the_tree_and_roll_back() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert(b"qa", b"1").unwrap();
+        tree.insert(b"qb", b"2").unwrap();
+        tree.insert(b"qc", b"3").unwrap();
+        let mut txn = Txn::new(&tree);
+        txn.delete(b"qa".to_vec());
+        txn.put(b"qd".to_vec(), b"4".to_vec());
+        let sp = txn.savepoint();
+        txn.put(b"qb".to_vec(), b"20".to_vec());
+        txn.delete(b"qc".to_vec());
+        assert_eq!(txn.get(b"qb").unwrap(), Some(b"20".to_vec()));
+        let keys = |t: &Txn| t.scan(b"q", 10).unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qd".to_vec()]);
+        txn.rollback(sp);
+        assert_eq!(txn.get(b"qb").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qc".to_vec(), b"qd".to_vec()]);
+        assert_eq!(txn.scan(b"q", 2).unwrap().len(), 2);
+        let (batch, _) = txn.into_parts();
+        tree.apply_batch(batch).unwrap();
+        assert_eq!(tree.get(b"qa").unwrap(), None);
+        assert_eq!(tree.get(b"qd").unwrap().as_deref(), Some(&b"4"[..]));
+    }
+}

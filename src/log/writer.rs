@@ -1,0 +1,317 @@
+//! The log writer: one thread that owns every write to the tree, with group commit.
+//!
+//! Callers send a [`Command`] (records plus an optional precondition) and wait for its
+//! answer. The thread takes every command waiting, checks each one's precondition against
+//! the state as the commands before it in the same group left it, stages its records and
+//! their fold, then writes the whole group with one `apply_batch` and one `flush`, updates
+//! the in-memory catalog, and only then answers every caller.
+//!
+//! Invariants:
+//! - An append is acknowledged only after its records and their effects are flushed.
+//! - Records, their effects and the `applied` marker are in one atomic batch: after a crash
+//!   the tree holds whole groups or nothing of them.
+//! - Sequence numbers increase by one per record, with no gaps among acknowledged records (a
+//!   rejected command gives its numbers back).
+//! - Compaction runs on this thread too, so it can never race an append.
+
+use super::catalog::Catalog;
+use super::compaction::{self, CompactionPolicy, CompactionReport};
+use super::keys;
+use super::projection;
+use super::record::Record;
+use super::rows::{Rows, RowsError, Txn};
+use crate::model::{now_millis, EventId};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most records one group commit takes; more wait for the next flush.
+const MAX_GROUP_RECORDS: usize = 16_384;
+/// Commands that may wait for the writer before senders block (back-pressure).
+const QUEUE_DEPTH: usize = 65_536;
+
+/// Why a precondition refused a command. Nothing of the command was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The idempotency key is already claimed by `event_id`.
+    #[error("idempotency key already used by {event_id}")]
+    Duplicate { event_id: EventId, same_request: bool, seq: u64 },
+    #[error("limit reached: {0}")]
+    Limit(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error("record does not encode: {0}")]
+    Encode(#[from] super::codec::CodecError),
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("the log writer has stopped")]
+    Closed,
+}
+
+/// A precondition, run on the writer thread against the state the command would change.
+pub type Check = Box<dyn FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send>;
+
+/// What an acknowledged append got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The sequence number of each record, in order.
+    pub seqs: Vec<u64>,
+}
+
+/// Records to append atomically, if `check` allows.
+pub struct Command {
+    pub records: Vec<Record>,
+    pub check: Option<Check>,
+}
+
+impl Command {
+    pub fn new(records: Vec<Record>) -> Self {
+        Self { records, check: None }
+    }
+
+    pub fn checked(records: Vec<Record>, check: impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static) -> Self {
+        Self { records, check: Some(Box::new(check)) }
+    }
+}
+
+enum Msg {
+    Append(Command, oneshot::Sender<Result<Appended, AppendError>>),
+    Compact { now: u64, reply: oneshot::Sender<Result<CompactionReport, RowsError>> },
+    /// Commit what came before, flush and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread. Dropping every handle stops the thread after it has
+/// committed what it was sent.
+#[derive(Clone)]
+pub struct Writer {
+    tx: SyncSender<Msg>,
+}
+
+/// Joins the writer thread.
+pub struct WriterThread(Option<JoinHandle<()>>);
+
+impl WriterThread {
+    /// Waits until the thread has committed everything and stopped (all [`Writer`] handles
+    /// must be dropped first).
+    pub fn join(mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Observes committed batches, e.g. to wake delivery actors.
+pub type Observer = Box<dyn FnMut(&[(u64, Record)]) + Send>;
+
+pub(crate) struct WriterState {
+    pub tree: sled::Tree,
+    pub next_seq: u64,
+    pub catalog: Arc<RwLock<Catalog>>,
+    pub policy: CompactionPolicy,
+    pub observer: Option<Observer>,
+    pub cursors: compaction::Cursors,
+}
+
+impl Writer {
+    pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        let handle = std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, rx))?;
+        Ok((Writer { tx }, WriterThread(Some(handle))))
+    }
+
+    /// Appends and waits for the flush.
+    pub async fn append(&self, cmd: Command) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Appends from a thread outside any async runtime and waits for the flush.
+    pub fn append_blocking(&self, cmd: Command) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Commits everything sent before, flushes and stops the thread; later appends fail
+    /// with [`AppendError::Closed`].
+    pub fn stop_blocking(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(reply)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+    }
+
+    /// Runs compaction to completion as of `now` (milliseconds), between appends.
+    pub fn compact_blocking(&self, now: u64) -> Result<CompactionReport, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Compact { now, reply }).map_err(|_| AppendError::Closed)?;
+        Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
+    }
+}
+
+fn run(mut state: WriterState, rx: Receiver<Msg>) {
+    let mut next_compaction = Instant::now() + state.policy.interval;
+    let mut compaction_behind = false;
+    loop {
+        let wait = if compaction_behind { Duration::ZERO } else { next_compaction.saturating_duration_since(Instant::now()) };
+        let first = match rx.recv_timeout(wait) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = now_millis();
+                match compaction::step(&mut state, now, compaction::STEP_GROUPS) {
+                    Ok(report) => {
+                        compaction_behind = !report.done;
+                        if report.removed_records > 0 {
+                            tracing::debug!(removed = report.removed_records, "compacted log");
+                        }
+                    }
+                    Err(e) => {
+                        compaction_behind = false;
+                        tracing::error!(error = %e, "log compaction failed");
+                    }
+                }
+                if !compaction_behind {
+                    next_compaction = Instant::now() + state.policy.interval;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut appends = Vec::new();
+        let mut records = 0;
+        let mut pending = Some(first);
+        let mut stop = None;
+        while let Some(msg) = pending.take() {
+            match msg {
+                Msg::Stop(reply) => {
+                    stop = Some(reply);
+                    break;
+                }
+                Msg::Append(cmd, reply) => {
+                    records += cmd.records.len();
+                    appends.push((cmd, reply));
+                }
+                Msg::Compact { now, reply } => {
+                    // Commit what came before, so compaction sees it.
+                    commit_group(&mut state, std::mem::take(&mut appends));
+                    records = 0;
+                    let _ = reply.send(compaction::run_to_end(&state, now));
+                }
+            }
+            if records < MAX_GROUP_RECORDS {
+                pending = rx.try_recv().ok();
+            }
+        }
+        commit_group(&mut state, appends);
+        if let Some(reply) = stop {
+            flush_and_stop(&state);
+            let _ = reply.send(());
+            return;
+        }
+    }
+    flush_and_stop(&state);
+}
+
+fn flush_and_stop(state: &WriterState) {
+    if let Err(e) = state.tree.flush() {
+        tracing::error!(error = %e, "final log flush failed");
+    }
+}
+
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
+    if appends.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let first_seq = state.next_seq;
+    let mut txn = Txn::new(&state.tree);
+    let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
+    let mut committed: Vec<(u64, Record)> = Vec::new();
+    let mut replies = Vec::with_capacity(appends.len());
+    for (cmd, reply) in appends {
+        replies.push(reply);
+        let sp = txn.savepoint();
+        let seq_before = state.next_seq;
+        let kept_before = committed.len();
+        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut committed);
+        if outcome.is_err() {
+            txn.rollback(sp);
+            state.next_seq = seq_before;
+            committed.truncate(kept_before);
+        }
+        outcomes.push(outcome);
+    }
+    if state.next_seq > first_seq {
+        txn.put(keys::APPLIED.to_vec(), (state.next_seq - 1).to_be_bytes().to_vec());
+    }
+    let written = if txn.is_empty() { Ok(Changes::new()) } else { write(&state.tree, txn) };
+    match written {
+        Ok(changes) => {
+            if let Ok(mut catalog) = state.catalog.write() {
+                for (key, value) in changes.iter().filter(|(k, _)| Catalog::wants(k)) {
+                    if let Err(e) = catalog.absorb(key, value.as_deref()) {
+                        tracing::error!(error = %e, "catalog could not absorb a committed row");
+                    }
+                }
+            }
+            if let Some(observer) = state.observer.as_mut() {
+                observer(&committed);
+            }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            // The group may or may not be on disk: tell every caller it failed, and number
+            // the next group after whatever this one may have left behind.
+            tracing::error!(error = %e, "log group commit failed");
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(AppendError::Storage(msg.clone())));
+            }
+        }
+    }
+    tracing::trace!(records = state.next_seq - first_seq, elapsed_us = started.elapsed().as_micros() as u64, "group committed");
+}
+
+fn stage(txn: &mut Txn<'_>, next_seq: &mut u64, cmd: Command, committed: &mut Vec<(u64, Record)>) -> Result<Appended, AppendError> {
+    if let Some(check) = cmd.check {
+        check(txn)?;
+    }
+    let mut seqs = Vec::with_capacity(cmd.records.len());
+    for record in cmd.records {
+        let seq = *next_seq;
+        txn.put(keys::log(seq), record.encode()?);
+        projection::apply(txn, seq, &record)?;
+        *next_seq += 1;
+        seqs.push(seq);
+        committed.push((seq, record));
+    }
+    Ok(Appended { seqs })
+}
+
+type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+fn write(tree: &sled::Tree, txn: Txn<'_>) -> Result<Changes, sled::Error> {
+    let (batch, changes) = txn.into_parts();
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(changes)
+}

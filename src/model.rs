@@ -1,0 +1,443 @@
+//! The domain's nouns: identifiers, accounts, API keys, webhooks, events, deliveries and
+//! attempts, as they are stored and folded. Nothing here does I/O.
+//!
+//! Invariants:
+//! - Every identifier is `<prefix>_<ULID>` (26 Crockford base-32 characters), so ids sort by
+//!   creation time; `acct_default` is the one fixed exception.
+//! - A delivery id is its event's ULID followed by three base-32 digits, the delivery's index
+//!   in the event's fan-out list. This lets a pending delivery exist without a stored row of
+//!   its own (the event's log record says which webhooks it owes), which halves the writes of
+//!   ingest. The id stays opaque to clients.
+//! - Times are unix milliseconds (`Millis`) chosen by the live process and written into log
+//!   records; folding the log never reads a clock.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// The current wall-clock time in unix milliseconds. Only the live process calls this; the
+/// fold of the log never does.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Errors of parsing an identifier supplied from outside.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {kind} id")]
+pub struct BadId {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+const ULID_LEN: usize = 26;
+
+fn is_ulid_text(s: &str) -> bool {
+    // Only the canonical spelling, so one id has one text.
+    s.len() == ULID_LEN && ulid::Ulid::from_string(s).is_ok_and(|u| u.to_string() == s)
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh, time-sortable id.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+            }
+
+            /// A fresh id whose time part is `at`, for ids that must agree with a record's time.
+            pub fn generate_at(at: Millis) -> Self {
+                Self(format!("{}{}", $prefix, ulid::Ulid::from_parts(at, rand::random::<u128>())))
+            }
+
+            /// Parses an id from outside input, checking its prefix and ULID body.
+            pub fn parse(s: &str) -> Result<Self, BadId> {
+                match s.strip_prefix($prefix) {
+                    Some(body) if is_ulid_text(body) => Ok(Self(s.to_owned())),
+                    _ => Err(BadId { kind: $kind, value: s.chars().take(64).collect() }),
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An account (tenant). See also [`AccountId::default_account`].
+    AccountId, "acct_", "account"
+);
+id_type!(
+    /// An API key's public id; the secret part is never stored.
+    KeyId, "key_", "key"
+);
+id_type!(
+    /// A webhook endpoint.
+    WebhookId, "wh_", "webhook"
+);
+id_type!(
+    /// An ingested event.
+    EventId, "evt_", "event"
+);
+
+impl AccountId {
+    pub const DEFAULT: &'static str = "acct_default";
+
+    /// `acct_default`, the account that always exists.
+    pub fn default_account() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    /// Like [`AccountId::parse`], but also accepts `acct_default`.
+    pub fn parse_any(s: &str) -> Result<Self, BadId> {
+        if s == Self::DEFAULT {
+            Ok(Self::default_account())
+        } else {
+            Self::parse(s)
+        }
+    }
+}
+
+/// One event owed to one webhook: the event's ULID plus the index of the webhook in the
+/// event's fan-out list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeliveryId {
+    pub event: u128,
+    pub index: u16,
+}
+
+/// Most webhooks one event can fan out to (three base-32 digits).
+pub const MAX_FANOUT: usize = 32 * 32 * 32;
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl DeliveryId {
+    pub const PREFIX: &'static str = "dlv_";
+
+    pub fn new(event: &EventId, index: usize) -> Self {
+        debug_assert!(index < MAX_FANOUT);
+        Self { event: event.ulid(), index: index as u16 }
+    }
+
+    pub fn event_id(&self) -> EventId {
+        EventId(format!("{}{}", EventId::PREFIX, ulid::Ulid(self.event)))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, BadId> {
+        let bad = || BadId { kind: "delivery", value: s.chars().take(64).collect() };
+        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
+        if body.len() != ULID_LEN + 3 || !body.is_ascii() {
+            return Err(bad());
+        }
+        let (ulid_text, idx) = body.split_at(ULID_LEN);
+        if !is_ulid_text(ulid_text) {
+            return Err(bad());
+        }
+        let event = ulid::Ulid::from_string(ulid_text).map_err(|_| bad())?.0;
+        let mut index: u16 = 0;
+        for b in idx.bytes() {
+            let digit = CROCKFORD.iter().position(|c| *c == b).ok_or_else(bad)?;
+            index = index * 32 + digit as u16;
+        }
+        Ok(Self { event, index })
+    }
+
+    /// Big-endian bytes: sorts like the textual id.
+    pub fn to_bytes(self) -> [u8; 18] {
+        let mut out = [0u8; 18];
+        out[..16].copy_from_slice(&self.event.to_be_bytes());
+        out[16..].copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != 18 {
+            return None;
+        }
+        let event = u128::from_be_bytes(b[..16].try_into().ok()?);
+        let index = u16::from_be_bytes(b[16..].try_into().ok()?);
+        Some(Self { event, index })
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.index as usize;
+        let digits = [CROCKFORD[(i >> 10) & 31], CROCKFORD[(i >> 5) & 31], CROCKFORD[i & 31]];
+        write!(f, "{}{}", Self::PREFIX, ulid::Ulid(self.event))?;
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl EventId {
+    pub fn ulid(&self) -> u128 {
+        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).map(|u| u.0).unwrap_or(0)
+    }
+
+    /// The creation time encoded in the id.
+    pub fn millis(&self) -> Millis {
+        ulid::Ulid(self.ulid()).timestamp_ms()
+    }
+}
+
+/// A tenant of the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub created_at: Millis,
+    /// Set when the account was deleted; the row stays as a tombstone so that ids are never
+    /// reused and deleted resources answer 404 rather than reappearing.
+    pub deleted_at: Option<Millis>,
+}
+
+/// An API key. Only a SHA-256 hash of the whole key is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub account_id: AccountId,
+    /// The first characters of the key, shown in listings so a user can tell keys apart.
+    pub prefix: String,
+    pub hash: [u8; 32],
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// HTTP method used to deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Method {
+    #[default]
+    Post,
+    Put,
+    Patch,
+}
+
+/// A signing secret and, once superseded by a rotation, when it stops signing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub value: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+}
+
+/// An endpoint an account subscribed, with its delivery policy. A record carrying a
+/// `Webhook` carries all of it, so the newest record of a webhook supersedes the older ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    /// Exact names, `family.*` prefixes or `*`.
+    pub events: Vec<String>,
+    /// Newest first; older ones sign Standard Webhooks signatures until they expire.
+    pub secrets: Vec<Secret>,
+    pub is_active: bool,
+    pub max_retries: u32,
+    pub timeout_ms: u64,
+    pub method: Method,
+    pub headers: Vec<(String, String)>,
+    pub signature_header: String,
+    pub signature_prefix: String,
+    pub ordered: bool,
+    pub max_in_flight: u32,
+    pub rate_limit: Option<u32>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Webhook {
+    /// Whether this webhook subscribes to an event name.
+    pub fn matches(&self, event: &str) -> bool {
+        self.events.iter().any(|pattern| event_matches(pattern, event))
+    }
+}
+
+/// `*` matches everything; `family.*` matches names under `family.`; anything else exactly.
+pub fn event_matches(pattern: &str, event: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event.starts_with(prefix),
+        None => pattern == event,
+    }
+}
+
+/// The health a webhook shows in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum HealthState {
+    #[default]
+    Healthy,
+    Failing,
+    CircuitOpen,
+    Disabled,
+}
+
+/// A webhook's delivery health and counters, as folded from its attempts. Every field that
+/// depends on time or chance was decided by the live process and written in a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WebhookStatus {
+    pub state: HealthState,
+    pub consecutive_failures: u32,
+    pub last_attempt_at: Option<Millis>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    /// Start of the current run of failed attempts (for `disable_after`).
+    pub failing_since: Option<Millis>,
+    /// While the breaker is open: when the next probe may go out.
+    pub breaker_until: Option<Millis>,
+    /// The breaker's current cooldown (doubles on every failed probe).
+    pub breaker_cooldown_ms: u64,
+    pub disabled_reason: Option<String>,
+}
+
+/// Why a delivery stopped being attempted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadReason {
+    /// Every allowed attempt failed.
+    RetriesExhausted,
+    /// Still unfinished `delivery_ttl` after it was queued.
+    Expired,
+    /// The webhook or its account was deleted.
+    Deleted,
+    /// The webhook was disabled (410 Gone or `disable_after`).
+    Disabled,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// The stored event could not be read back (checksum mismatch).
+    Corrupt,
+}
+
+impl DeadReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadReason::RetriesExhausted => "retries_exhausted",
+            DeadReason::Expired => "expired",
+            DeadReason::Deleted => "deleted",
+            DeadReason::Disabled => "disabled",
+            DeadReason::Gone => "gone",
+            DeadReason::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryState {
+    /// Queued, not attempted since it was (re-)queued.
+    Pending,
+    /// At least one failed attempt; another is due.
+    Retrying,
+    Succeeded,
+    Dead(DeadReason),
+}
+
+impl DeliveryState {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, DeliveryState::Succeeded | DeliveryState::Dead(_))
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Dead(_) => "dead",
+        }
+    }
+}
+
+/// How an attempt ended, classified for metrics and retry decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptResult {
+    Success,
+    HttpError,
+    Timeout,
+    NetworkError,
+    /// Refused by Herald itself (forbidden address, breaker open for a manual send, …).
+    Refused,
+}
+
+/// What was observed of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptOutcome {
+    pub result: AttemptResult,
+    pub status_code: Option<u16>,
+    pub latency_us: u64,
+    pub error: Option<String>,
+    /// First 4 KiB of the response body, kept for failed attempts only.
+    pub response_excerpt: Option<Vec<u8>>,
+    /// The request headers as sent, with secret-bearing values already masked.
+    pub request_headers: Vec<(String, String)>,
+}
+
+/// What comes after an attempt, decided by the live process (jitter included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Millis),
+    Dead(DeadReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_round_trip_and_sort_with_their_event() {
+        let evt = EventId::generate();
+        for index in [0usize, 1, 31, 32, 1000, MAX_FANOUT - 1] {
+            let id = DeliveryId::new(&evt, index);
+            let text = id.to_string();
+            assert_eq!(DeliveryId::parse(&text), Ok(id));
+            assert_eq!(DeliveryId::from_bytes(&id.to_bytes()), Some(id));
+            assert_eq!(id.event_id(), evt);
+        }
+        let a = DeliveryId::new(&evt, 2).to_string();
+        let b = DeliveryId::new(&evt, 10).to_string();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn ids_reject_garbage() {
+        for bad in ["", "wh_", "wh_123", "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV", "wh_01ARZ3NDEKTSV4RRFFQ69G5FA\u{e9}"] {
+            assert!(WebhookId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(WebhookId::parse("wh_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
+        for bad in ["dlv_", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV00U", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV\u{e9}0"] {
+            assert!(DeliveryId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(AccountId::parse_any("acct_default").is_ok());
+        assert!(AccountId::parse("acct_default").is_err());
+    }
+
+    #[test]
+    fn patterns_match_as_documented() {
+        assert!(event_matches("*", "lead.qualified"));
+        assert!(event_matches("lead.*", "lead.qualified"));
+        assert!(!event_matches("lead.*", "leads.qualified"));
+        assert!(!event_matches("lead.*", "email.bounced"));
+        assert!(event_matches("new_lead", "new_lead"));
+        assert!(!event_matches("new_lead", "new_lead2"));
+    }
+}
