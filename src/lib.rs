@@ -1,8 +1,23 @@
 //! Herald, a self-hosted webhook delivery engine.
 //!
-//! Module map:
-//! - [`model`]: identifiers and the domain's nouns.
-//! - [`log`]: the append-only sled log, its projection, group commit, compaction, recovery.
+//! A platform posts its events to Herald's HTTP API; Herald writes them to a durable,
+//! append-only log in sled, fans each one out to the webhooks subscribed to it, and delivers
+//! every copy signed, with retries, a circuit breaker per endpoint and a dead-letter queue.
+//! `ARCHITECTURE.md` has the bird's-eye view; this is the module map:
+//!
+//! - [`config`]: defaults, TOML file, `HERALD_*` variables and flags, validation, redaction.
+//! - [`model`]: identifiers and the domain's nouns (accounts, webhooks, events, deliveries).
+//! - [`log`]: the append-only sled log and the projection folded from it: records, group
+//!   commit, recovery, compaction, verification. Knows nothing of HTTP or actors.
+//! - [`credentials`]: issuing and checking tokens.
+//! - [`api`]: the HTTP API; the only module that knows HTTP.
+//! - [`server`]: start-up, recovery before readiness, graceful shutdown.
+//! - [`telemetry`]: logging set-up.
 
+pub mod api;
+pub mod config;
+pub mod credentials;
 pub mod log;
 pub mod model;
+pub mod server;
+pub mod telemetry;

@@ -1,1 +1,127 @@
-fn main() {}
+//! The `herald` command line: thin over the library.
+
+use clap::{Parser, Subcommand};
+use herald::config::{Config, LogFormat, Overrides};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Self-hosted webhook delivery engine")]
+struct Cli {
+    /// TOML configuration file (overridden by HERALD_* variables, then by flags).
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Data directory.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Development mode: allow http:// and private targets.
+    #[arg(long, global = true)]
+    dev: bool,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_parser = parse_format)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run Herald.
+    Serve,
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Manage the admin token (with the server stopped).
+    AdminToken {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Check a stopped node's log: every record's checksum, and the stored projection
+    /// against a fresh fold of the records.
+    Verify,
+    /// Append a mixed load to the log until killed (crash tests).
+    #[command(hide = true)]
+    StressLog {
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        #[arg(long, default_value_t = u64::MAX)]
+        records: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Issue a new admin token, print it once, and keep only its hash.
+    Reset,
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}` is not text or json")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides { listen: cli.listen.clone(), data_dir: cli.data_dir.clone(), dev: cli.dev, log_format: cli.log_format };
+    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    herald::telemetry::init_logging(config.log_format);
+    match run(cli.command, config) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        Cmd::Serve => herald::server::serve(config)?,
+        Cmd::Config => print!("{}", config.redacted_toml()),
+        Cmd::AdminToken { action: TokenAction::Reset } => {
+            let (log, _) = herald::log::Log::open(&config.data_dir, config.log_options())?;
+            herald::server::issue_admin_token(&log)?;
+            log.close();
+        }
+        Cmd::Verify => {
+            let tree = herald::log::open_for_inspection(&config.data_dir)?;
+            let report = herald::log::verify::verify(&tree)?;
+            println!("{report}");
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::StressLog { writers, records, seed } => {
+            let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;
+            println!("recovered last_seq={} unfinished={} tail={} warnings={}", recovery.last_seq, recovery.unfinished, recovery.tail_records, recovery.warnings.len());
+            let stop = AtomicBool::new(false);
+            let stdout = std::io::stdout();
+            let acked = |seqs: &[u64]| {
+                let mut out = stdout.lock();
+                for seq in seqs {
+                    let _ = writeln!(out, "ack {seq}");
+                }
+                let _ = out.flush();
+            };
+            herald::log::load::run(&log, writers, records, seed, &stop, &acked)?;
+            log.close();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

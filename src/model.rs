@@ -283,6 +283,17 @@ pub fn event_matches(pattern: &str, event: &str) -> bool {
     }
 }
 
+/// Longest event name accepted.
+pub const MAX_EVENT_NAME: usize = 100;
+
+/// An event name: lowercase words of letters and digits separated by `.` or `_`
+/// (`new_lead`, `lead.qualified`), at most [`MAX_EVENT_NAME`] bytes.
+pub fn is_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME
+        && name.split(['.', '_']).all(|word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
 /// The health a webhook shows in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum HealthState {
@@ -429,6 +440,16 @@ mod tests {
         }
         assert!(AccountId::parse_any("acct_default").is_ok());
         assert!(AccountId::parse("acct_default").is_err());
+    }
+
+    #[test]
+    fn event_names_are_lowercase_words() {
+        for good in ["new_lead", "lead.qualified", "email.opened", "a1.b2_c3"] {
+            assert!(is_event_name(good), "{good}");
+        }
+        for bad in ["", "Lead", "lead..x", ".lead", "lead.", "lead-x", "lead qualified", "léad", &"a".repeat(101)] {
+            assert!(!is_event_name(bad), "{bad}");
+        }
     }
 
     #[test]

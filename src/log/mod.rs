@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod codec;
 pub mod compaction;
 pub mod keys;
+pub mod load;
 pub mod projection;
 pub mod record;
 pub mod rows;
@@ -116,7 +117,7 @@ pub struct Log {
     db: sled::Db,
     tree: sled::Tree,
     writer: Writer,
-    thread: Option<writer::WriterThread>,
+    thread: std::sync::Mutex<Option<writer::WriterThread>>,
     catalog: Arc<RwLock<Catalog>>,
     path: PathBuf,
 }
@@ -218,7 +219,7 @@ impl Log {
         };
         let (writer, thread) = Writer::spawn(state).map_err(OpenError::Thread)?;
         recovery.duration = started.elapsed();
-        Ok((Log { db, tree, writer, thread: Some(thread), catalog, path: dir.to_owned() }, recovery))
+        Ok((Log { db, tree, writer, thread: std::sync::Mutex::new(Some(thread)), catalog, path: dir.to_owned() }, recovery))
     }
 
     pub fn writer(&self) -> &Writer {
@@ -253,17 +254,28 @@ impl Log {
         self.db.size_on_disk().unwrap_or(0)
     }
 
-    /// Commits what was sent, flushes, and stops the writer.
-    pub fn close(mut self) {
+    /// Commits what was sent, flushes, and stops the writer; later appends fail with
+    /// [`AppendError::Closed`]. Blocks: call it off the async runtime.
+    pub fn close(&self) {
         self.writer.stop_blocking();
-        if let Some(t) = self.thread.take() {
-            drop(self.writer);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
             t.join();
         }
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "flush at close failed");
         }
     }
+}
+
+/// Opens a stopped node's log for offline inspection (`herald verify`), without folding or
+/// starting a writer.
+pub fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
+    if !dir.join("log").exists() {
+        return Err(OpenError::Sled { path: dir.to_owned(), source: sled::Error::Unsupported("no herald log in this directory".into()) });
+    }
+    let db = open_db(dir, 64 << 20)?;
+    db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })
 }
 
 /// Folds records `applied+1..=last` that are in the log but not yet in the rows.

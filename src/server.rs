@@ -1,0 +1,159 @@
+//! Running Herald: open the log, recover, serve HTTP, shut down gracefully.
+//!
+//! The HTTP listener starts first so `/healthz` answers at once and `/readyz` says 503 while
+//! the log recovers; routes that need state answer 503 until the [`Engine`] exists.
+//! SIGTERM/SIGINT stop accepting connections, let requests in progress finish (up to
+//! `shutdown_grace`), then the log writer commits what it holds and flushes.
+
+use crate::config::{Config, ConfigError};
+use crate::credentials;
+use crate::log::{Command, Log, OpenError, Record};
+use crate::model::now_millis;
+use actix_web::{web, App, HttpServer};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Why Herald could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Server(std::io::Error),
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    #[error("cannot write to the log: {0}")]
+    Append(#[from] crate::log::AppendError),
+}
+
+/// What recovery reported, kept for `/readyz` and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverySummary {
+    pub duration: Duration,
+    pub unfinished: u64,
+    pub tail_records: u64,
+    pub warnings: usize,
+}
+
+/// Everything that exists once the log is recovered.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub log: Log,
+    pub recovery: RecoverySummary,
+}
+
+/// State every handler sees.
+pub struct Shared {
+    pub config: Arc<Config>,
+    engine: OnceLock<Arc<Engine>>,
+    failure: OnceLock<String>,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self { config, engine: OnceLock::new(), failure: OnceLock::new() }
+    }
+
+    /// The engine, once recovery finished.
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.engine.get()
+    }
+}
+
+/// Opens and recovers the log and makes sure an admin credential exists.
+pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
+    let (log, recovery) = Log::open(&config.data_dir, config.log_options())?;
+    let summary = RecoverySummary {
+        duration: recovery.duration,
+        unfinished: recovery.unfinished,
+        tail_records: recovery.tail_records,
+        warnings: recovery.warnings.len(),
+    };
+    tracing::info!(
+        recovery_ms = summary.duration.as_millis() as u64,
+        unfinished = summary.unfinished,
+        tail_records = summary.tail_records,
+        last_seq = recovery.last_seq,
+        warnings = summary.warnings,
+        "log recovered"
+    );
+    ensure_admin_token(&log, &config)?;
+    Ok(Engine { config, log, recovery: summary })
+}
+
+/// On first start without a configured admin token, issues one and prints it once.
+fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
+    if config.admin_token.is_some() {
+        return Ok(());
+    }
+    let has_one = log.catalog().read().map(|c| c.admin_token.is_some()).unwrap_or(true);
+    if !has_one {
+        issue_admin_token(log)?;
+    }
+    Ok(())
+}
+
+/// Issues a new admin token (replacing any stored one) and prints it once to stderr.
+pub fn issue_admin_token(log: &Log) -> Result<(), StartError> {
+    let token = credentials::generate_admin_token();
+    let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
+    log.writer().append_blocking(Command::new(vec![record]))?;
+    eprintln!(
+        "\nHerald admin token (shown this once; only its hash is stored):\n\n    {token}\n\n\
+         Use it as `Authorization: Bearer <token>`. `herald admin-token reset` issues a new one.\n"
+    );
+    Ok(())
+}
+
+/// Runs Herald until SIGTERM/SIGINT.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let addr = config.listen_addr()?;
+    actix_web::rt::System::new().block_on(async move {
+        let shared = web::Data::new(Shared::new(config.clone()));
+        let for_app = shared.clone();
+        let server = HttpServer::new(move || App::new().app_data(for_app.clone()).configure(crate::api::routes))
+            .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
+            .bind(addr)
+            .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+        for bound in server.addrs() {
+            // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from here.
+            eprintln!("herald listening on http://{bound}");
+            tracing::info!(%bound, "listening");
+        }
+        let server = server.run();
+        let handle = server.handle();
+        let recovering = shared.clone();
+        actix_web::rt::spawn(async move {
+            let cfg = recovering.config.clone();
+            match web::block(move || open_engine(cfg)).await {
+                Ok(Ok(engine)) => {
+                    let _ = recovering.engine.set(Arc::new(engine));
+                    tracing::info!("ready");
+                }
+                Ok(Err(e)) => {
+                    let _ = recovering.failure.set(e.to_string());
+                    handle.stop(false).await;
+                }
+                Err(e) => {
+                    let _ = recovering.failure.set(format!("recovery task failed: {e}"));
+                    handle.stop(false).await;
+                }
+            }
+        });
+        server.await.map_err(StartError::Server)?;
+        if let Some(failure) = shared.failure.get() {
+            return Err(StartError::Recovery(failure.clone()));
+        }
+        if let Some(engine) = shared.engine().cloned() {
+            tracing::info!("shutting down: flushing the log");
+            let _ = web::block(move || engine.log.close()).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
