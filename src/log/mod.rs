@@ -137,7 +137,10 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
     create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
     sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).open().map_err(|source| match source {
-        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => OpenError::Locked(dir.to_owned()),
+        // sled wraps the lock failure in an error of its own kind; its text is what is stable.
+        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") => {
+            OpenError::Locked(dir.to_owned())
+        }
         source => OpenError::Sled { path: dir.to_owned(), source },
     })
 }

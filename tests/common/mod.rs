@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests: start the real `herald` binary on a port the OS
+//! picks, read what it prints, wait for conditions with deadlines, kill it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+/// Polls `cond` until it holds or `deadline` passes.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+/// A running `herald` process.
+pub struct Herald {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+    pub base: String,
+}
+
+impl Herald {
+    /// Starts `herald serve` on 127.0.0.1:0 in `cwd` with extra args and env, and waits
+    /// until it prints its address.
+    pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Herald {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(cwd).args(["--listen", "127.0.0.1:0"]).args(args).arg("serve");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start herald");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut base = String::new();
+        wait_for("herald to print its address", Duration::from_secs(30), || {
+            let s = stderr.lock().unwrap();
+            if let Some(at) = s.find("herald listening on ") {
+                let rest = &s[at + "herald listening on ".len()..];
+                base = rest.lines().next().unwrap_or_default().trim().to_owned();
+                return true;
+            }
+            false
+        });
+        Herald { child, stderr, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// GET, returning status and body whatever the status.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&self.url(path)).timeout(Duration::from_secs(10)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("/readyz to answer 200", Duration::from_secs(30), || self.get("/readyz").0 == 200);
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < end, "herald did not exit within {deadline:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `herald <args>` to completion: (exit code, stdout, stderr).
+pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run herald");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
