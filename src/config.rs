@@ -29,7 +29,11 @@ impl<'de> Deserialize<'de> for Dur {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"250ms\", \"30s\" or \"24h\" ({e})")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration like \"250ms\", \"30s\" or \"24h\" ({e})"
+                ))
+            })
     }
 }
 
@@ -193,7 +197,10 @@ const NON_KEY_VARS: &[&str] = &["HERALD_CONFIG"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("unknown configuration variable {0} (known keys: see `herald config`)")]
@@ -215,17 +222,33 @@ pub struct Overrides {
 
 impl Config {
     /// Layers defaults, the file, the environment and the flags, then validates.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>, flags: &Overrides) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-            table = text.parse::<toml::Table>().map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            table = text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
             // Deserialize once on its own so file errors name the file.
-            Config::deserialize(toml::Value::Table(table.clone()))
-                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
         }
         for (var, raw) in env {
-            let Some(name) = var.strip_prefix("HERALD_") else { continue };
+            let Some(name) = var.strip_prefix("HERALD_") else {
+                continue;
+            };
             if NON_KEY_VARS.contains(&var.as_str()) {
                 continue;
             }
@@ -233,25 +256,40 @@ impl Config {
             let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
                 return Err(ConfigError::UnknownVariable(var));
             };
-            let value = env_value(&raw, *kind).map_err(|message| ConfigError::Variable { var: var.clone(), message })?;
+            let value = env_value(&raw, *kind).map_err(|message| ConfigError::Variable {
+                var: var.clone(),
+                message,
+            })?;
             table.insert(key, value);
-            Config::deserialize(toml::Value::Table(table.clone()))
-                .map_err(|e| ConfigError::Variable { var: var.clone(), message: e.to_string() })?;
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::Variable {
+                    var: var.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         }
         if let Some(listen) = &flags.listen {
             table.insert("listen".into(), toml::Value::String(listen.clone()));
         }
         if let Some(dir) = &flags.data_dir {
-            table.insert("data_dir".into(), toml::Value::String(dir.to_string_lossy().into_owned()));
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(dir.to_string_lossy().into_owned()),
+            );
         }
         if flags.dev {
             table.insert("dev".into(), toml::Value::Boolean(true));
         }
         if let Some(format) = flags.log_format {
-            let text = if format == LogFormat::Json { "json" } else { "text" };
+            let text = if format == LogFormat::Json {
+                "json"
+            } else {
+                "text"
+            };
             table.insert("log_format".into(), toml::Value::String(text.into()));
         }
-        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -260,14 +298,26 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.parse::<SocketAddr>().is_err() {
-            return bad(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen));
+            return bad(format!(
+                "listen: `{}` is not an address like 127.0.0.1:8080",
+                self.listen
+            ));
         }
         if self.default_max_retries > 20 {
-            return bad(format!("default_max_retries: must be 0–20, got {}", self.default_max_retries));
+            return bad(format!(
+                "default_max_retries: must be 0–20, got {}",
+                self.default_max_retries
+            ));
         }
         let timeout = self.default_timeout.0;
-        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(120) || timeout.subsec_nanos() != 0 {
-            return bad(format!("default_timeout: must be whole seconds from 1s to 120s, got {}", humantime::format_duration(timeout)));
+        if timeout < Duration::from_secs(1)
+            || timeout > Duration::from_secs(120)
+            || timeout.subsec_nanos() != 0
+        {
+            return bad(format!(
+                "default_timeout: must be whole seconds from 1s to 120s, got {}",
+                humantime::format_duration(timeout)
+            ));
         }
         let positive = [
             ("initial_backoff", self.initial_backoff),
@@ -288,14 +338,23 @@ impl Config {
         if self.breaker_threshold == 0 {
             return bad("breaker_threshold: must be at least 1".into());
         }
-        if self.max_webhooks_per_account == 0 || self.max_webhooks_per_account as usize > crate::model::MAX_FANOUT {
-            return bad(format!("max_webhooks_per_account: must be 1–{}", crate::model::MAX_FANOUT));
+        if self.max_webhooks_per_account == 0
+            || self.max_webhooks_per_account as usize > crate::model::MAX_FANOUT
+        {
+            return bad(format!(
+                "max_webhooks_per_account: must be 1–{}",
+                crate::model::MAX_FANOUT
+            ));
         }
         if self.max_payload_bytes == 0 || self.max_batch_bytes < self.max_payload_bytes {
-            return bad("max_payload_bytes: must be more than zero and at most max_batch_bytes".into());
+            return bad(
+                "max_payload_bytes: must be more than zero and at most max_batch_bytes".into(),
+            );
         }
         if self.ingest_rate_limit == Some(0) {
-            return bad("ingest_rate_limit: must be at least 1 (leave it unset for no limit)".into());
+            return bad(
+                "ingest_rate_limit: must be at least 1 (leave it unset for no limit)".into(),
+            );
         }
         if self.max_pending_per_webhook == 0 {
             return bad("max_pending_per_webhook: must be at least 1".into());
@@ -307,7 +366,10 @@ impl Config {
         }
         for (i, t) in self.event_types.iter().enumerate() {
             if !crate::model::is_event_name(&t.name) {
-                return bad(format!("event_types[{i}].name: `{}` is not an event name like lead.qualified", t.name));
+                return bad(format!(
+                    "event_types[{i}].name: `{}` is not an event name like lead.qualified",
+                    t.name
+                ));
             }
         }
         Ok(())
@@ -327,7 +389,9 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen)))
+        self.listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen))
+        })
     }
 
     /// How the log is opened under this configuration.
@@ -346,8 +410,13 @@ impl Config {
 
 fn env_value(raw: &str, kind: Kind) -> Result<toml::Value, String> {
     let inline = |raw: &str| -> Result<toml::Value, String> {
-        let table: toml::Table = format!("v = {raw}").parse().map_err(|e: toml::de::Error| format!("`{raw}` is not a TOML value: {}", e.message()))?;
-        table.get("v").cloned().ok_or_else(|| format!("`{raw}` is not a TOML value"))
+        let table: toml::Table = format!("v = {raw}").parse().map_err(|e: toml::de::Error| {
+            format!("`{raw}` is not a TOML value: {}", e.message())
+        })?;
+        table
+            .get("v")
+            .cloned()
+            .ok_or_else(|| format!("`{raw}` is not a TOML value"))
     };
     match kind {
         Kind::Text => Ok(toml::Value::String(raw.to_owned())),
@@ -356,10 +425,18 @@ fn env_value(raw: &str, kind: Kind) -> Result<toml::Value, String> {
             "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
             _ => Err(format!("expected true or false, got `{raw}`")),
         },
-        Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| format!("expected a whole number, got `{raw}`")),
+        Kind::Int => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, got `{raw}`")),
         Kind::List if raw.trim_start().starts_with('[') => inline(raw),
         Kind::List => Ok(toml::Value::Array(
-            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_owned())).collect(),
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
         )),
         Kind::Toml => inline(raw),
     }
@@ -370,7 +447,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -394,11 +474,22 @@ mod tests {
     fn layers_apply_in_order_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("herald.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nretention = \"2s\"\ndefault_max_retries = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nretention = \"2s\"\ndefault_max_retries = 7\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[("HERALD_DEFAULT_MAX_RETRIES", "9"), ("HERALD_LISTEN", "127.0.0.1:9100"), ("PATH", "/bin")]),
-            &Overrides { listen: Some("127.0.0.1:9200".into()), ..Default::default() },
+            env(&[
+                ("HERALD_DEFAULT_MAX_RETRIES", "9"),
+                ("HERALD_LISTEN", "127.0.0.1:9100"),
+                ("PATH", "/bin"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:9200".into()),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(c.retention.0, Duration::from_secs(2));
@@ -413,7 +504,10 @@ mod tests {
             env(&[
                 ("HERALD_DEV", "true"),
                 ("HERALD_ALLOWED_CIDRS", "10.0.0.0/8, 192.168.1.0/24"),
-                ("HERALD_EVENT_TYPES", r#"[{name = "lead.qualified", description = "A lead qualified"}]"#),
+                (
+                    "HERALD_EVENT_TYPES",
+                    r#"[{name = "lead.qualified", description = "A lead qualified"}]"#,
+                ),
                 ("HERALD_INITIAL_BACKOFF", "250ms"),
                 ("HERALD_ADMIN_TOKEN", "0123456789abcdef0123"),
             ]),
@@ -431,13 +525,30 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = |e: ConfigError| e.to_string();
-        let e = err(Config::load(None, env(&[("HERALD_LISTN", "x")]), &Overrides::default()).unwrap_err());
+        let e = err(
+            Config::load(None, env(&[("HERALD_LISTN", "x")]), &Overrides::default()).unwrap_err(),
+        );
         assert!(e.contains("HERALD_LISTN"), "{e}");
-        let e = err(Config::load(None, env(&[("HERALD_DEFAULT_MAX_RETRIES", "many")]), &Overrides::default()).unwrap_err());
+        let e = err(Config::load(
+            None,
+            env(&[("HERALD_DEFAULT_MAX_RETRIES", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err());
         assert!(e.contains("HERALD_DEFAULT_MAX_RETRIES"), "{e}");
-        let e = err(Config::load(None, env(&[("HERALD_RETENTION", "soon")]), &Overrides::default()).unwrap_err());
+        let e = err(Config::load(
+            None,
+            env(&[("HERALD_RETENTION", "soon")]),
+            &Overrides::default(),
+        )
+        .unwrap_err());
         assert!(e.contains("HERALD_RETENTION") && e.contains("soon"), "{e}");
-        let e = err(Config::load(None, env(&[("HERALD_DEFAULT_MAX_RETRIES", "50")]), &Overrides::default()).unwrap_err());
+        let e = err(Config::load(
+            None,
+            env(&[("HERALD_DEFAULT_MAX_RETRIES", "50")]),
+            &Overrides::default(),
+        )
+        .unwrap_err());
         assert!(e.contains("default_max_retries"), "{e}");
 
         let dir = tempfile::tempdir().unwrap();

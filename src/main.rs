@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Self-hosted webhook delivery engine")]
+#[command(
+    name = "herald",
+    version,
+    about = "Self-hosted webhook delivery engine"
+)]
 struct Cli {
     /// TOML configuration file (overridden by HERALD_* variables, then by flags).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -71,7 +75,12 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = Overrides { listen: cli.listen.clone(), data_dir: cli.data_dir.clone(), dev: cli.dev, log_format: cli.log_format };
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+        dev: cli.dev,
+        log_format: cli.log_format,
+    };
     let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -94,7 +103,9 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
     match command {
         Cmd::Serve => herald::server::serve(config)?,
         Cmd::Config => print!("{}", config.redacted_toml()),
-        Cmd::AdminToken { action: TokenAction::Reset } => {
+        Cmd::AdminToken {
+            action: TokenAction::Reset,
+        } => {
             let (log, _) = herald::log::Log::open(&config.data_dir, config.log_options())?;
             herald::server::issue_admin_token(&log)?;
             log.close();
@@ -107,9 +118,19 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Cmd::StressLog { writers, records, seed } => {
+        Cmd::StressLog {
+            writers,
+            records,
+            seed,
+        } => {
             let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;
-            println!("recovered last_seq={} unfinished={} tail={} warnings={}", recovery.last_seq, recovery.unfinished, recovery.tail_records, recovery.warnings.len());
+            println!(
+                "recovered last_seq={} unfinished={} tail={} warnings={}",
+                recovery.last_seq,
+                recovery.unfinished,
+                recovery.tail_records,
+                recovery.warnings.len()
+            );
             let stop = AtomicBool::new(false);
             let stdout = std::io::stdout();
             let acked = |seqs: &[u64]| {

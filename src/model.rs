@@ -134,7 +134,10 @@ impl DeliveryId {
 
     pub fn new(event: &EventId, index: usize) -> Self {
         debug_assert!(index < MAX_FANOUT);
-        Self { event: event.ulid(), index: index as u16 }
+        Self {
+            event: event.ulid(),
+            index: index as u16,
+        }
     }
 
     pub fn event_id(&self) -> EventId {
@@ -142,7 +145,10 @@ impl DeliveryId {
     }
 
     pub fn parse(s: &str) -> Result<Self, BadId> {
-        let bad = || BadId { kind: "delivery", value: s.chars().take(64).collect() };
+        let bad = || BadId {
+            kind: "delivery",
+            value: s.chars().take(64).collect(),
+        };
         let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
         if body.len() != ULID_LEN + 3 || !body.is_ascii() {
             return Err(bad());
@@ -181,7 +187,11 @@ impl DeliveryId {
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = self.index as usize;
-        let digits = [CROCKFORD[(i >> 10) & 31], CROCKFORD[(i >> 5) & 31], CROCKFORD[i & 31]];
+        let digits = [
+            CROCKFORD[(i >> 10) & 31],
+            CROCKFORD[(i >> 5) & 31],
+            CROCKFORD[i & 31],
+        ];
         write!(f, "{}{}", Self::PREFIX, ulid::Ulid(self.event))?;
         f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
     }
@@ -189,7 +199,9 @@ impl fmt::Display for DeliveryId {
 
 impl EventId {
     pub fn ulid(&self) -> u128 {
-        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).map(|u| u.0).unwrap_or(0)
+        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..])
+            .map(|u| u.0)
+            .unwrap_or(0)
     }
 
     /// The creation time encoded in the id.
@@ -268,7 +280,9 @@ pub struct Webhook {
 impl Webhook {
     /// Whether this webhook subscribes to an event name.
     pub fn matches(&self, event: &str) -> bool {
-        self.events.iter().any(|pattern| event_matches(pattern, event))
+        self.events
+            .iter()
+            .any(|pattern| event_matches(pattern, event))
     }
 }
 
@@ -291,7 +305,12 @@ pub const MAX_EVENT_NAME: usize = 100;
 pub fn is_event_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_EVENT_NAME
-        && name.split(['.', '_']).all(|word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && name.split(['.', '_']).all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// The health a webhook shows in the API.
@@ -431,11 +450,22 @@ mod tests {
 
     #[test]
     fn ids_reject_garbage() {
-        for bad in ["", "wh_", "wh_123", "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV", "wh_01ARZ3NDEKTSV4RRFFQ69G5FA\u{e9}"] {
+        for bad in [
+            "",
+            "wh_",
+            "wh_123",
+            "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "wh_01ARZ3NDEKTSV4RRFFQ69G5FA\u{e9}",
+        ] {
             assert!(WebhookId::parse(bad).is_err(), "{bad}");
         }
         assert!(WebhookId::parse("wh_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
-        for bad in ["dlv_", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV00U", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV\u{e9}0"] {
+        for bad in [
+            "dlv_",
+            "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV00U",
+            "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV\u{e9}0",
+        ] {
             assert!(DeliveryId::parse(bad).is_err(), "{bad}");
         }
         assert!(AccountId::parse_any("acct_default").is_ok());
@@ -447,7 +477,17 @@ mod tests {
         for good in ["new_lead", "lead.qualified", "email.opened", "a1.b2_c3"] {
             assert!(is_event_name(good), "{good}");
         }
-        for bad in ["", "Lead", "lead..x", ".lead", "lead.", "lead-x", "lead qualified", "léad", &"a".repeat(101)] {
+        for bad in [
+            "",
+            "Lead",
+            "lead..x",
+            ".lead",
+            "lead.",
+            "lead-x",
+            "lead qualified",
+            "léad",
+            &"a".repeat(101),
+        ] {
             assert!(!is_event_name(bad), "{bad}");
         }
     }

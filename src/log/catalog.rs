@@ -28,14 +28,18 @@ pub struct Catalog {
 impl Catalog {
     /// Takes in one row change; other prefixes are ignored.
     pub fn absorb(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), CodecError> {
-        let Some(prefix) = key.first() else { return Ok(()) };
+        let Some(prefix) = key.first() else {
+            return Ok(());
+        };
         let name = || std::str::from_utf8(&key[1..]).unwrap_or_default();
         match *prefix {
             keys::META if key == keys::ADMIN_TOKEN => {
                 self.admin_token = value.and_then(|v| v.try_into().ok());
             }
             keys::ACCOUNT => {
-                let Ok(id) = AccountId::parse_any(name()) else { return Ok(()) };
+                let Ok(id) = AccountId::parse_any(name()) else {
+                    return Ok(());
+                };
                 match value {
                     Some(v) => {
                         self.accounts.insert(id, codec::decode(ROW_VERSION, v)?);
@@ -46,7 +50,9 @@ impl Catalog {
                 }
             }
             keys::KEY => {
-                let Ok(id) = KeyId::parse(name()) else { return Ok(()) };
+                let Ok(id) = KeyId::parse(name()) else {
+                    return Ok(());
+                };
                 match value {
                     Some(v) => {
                         self.keys.insert(id, codec::decode(ROW_VERSION, v)?);
@@ -57,7 +63,9 @@ impl Catalog {
                 }
             }
             keys::WEBHOOK => {
-                let Ok(id) = WebhookId::parse(name()) else { return Ok(()) };
+                let Ok(id) = WebhookId::parse(name()) else {
+                    return Ok(());
+                };
                 if let Some(old) = self.webhooks.remove(&id) {
                     if let Some(set) = self.by_account.get_mut(&old.webhook.account_id) {
                         set.remove(&id);
@@ -66,13 +74,18 @@ impl Catalog {
                 if let Some(v) = value {
                     let row: WebhookRow = codec::decode(ROW_VERSION, v)?;
                     if row.deleted_at.is_none() {
-                        self.by_account.entry(row.webhook.account_id.clone()).or_default().insert(id.clone());
+                        self.by_account
+                            .entry(row.webhook.account_id.clone())
+                            .or_default()
+                            .insert(id.clone());
                     }
                     self.webhooks.insert(id, row);
                 }
             }
             keys::STATUS => {
-                let Ok(id) = WebhookId::parse(name()) else { return Ok(()) };
+                let Ok(id) = WebhookId::parse(name()) else {
+                    return Ok(());
+                };
                 match value {
                     Some(v) => {
                         self.statuses.insert(id, codec::decode(ROW_VERSION, v)?);
@@ -89,11 +102,17 @@ impl Catalog {
 
     /// Whether a row under this key is mirrored here.
     pub fn wants(key: &[u8]) -> bool {
-        matches!(key.first(), Some(&keys::ACCOUNT | &keys::KEY | &keys::WEBHOOK | &keys::STATUS)) || key == keys::ADMIN_TOKEN
+        matches!(
+            key.first(),
+            Some(&keys::ACCOUNT | &keys::KEY | &keys::WEBHOOK | &keys::STATUS)
+        ) || key == keys::ADMIN_TOKEN
     }
 
     /// The account's live webhooks, oldest first.
-    pub fn webhooks_of<'a>(&'a self, account: &AccountId) -> impl Iterator<Item = &'a Webhook> + 'a {
+    pub fn webhooks_of<'a>(
+        &'a self,
+        account: &AccountId,
+    ) -> impl Iterator<Item = &'a Webhook> + 'a {
         self.by_account
             .get(account)
             .into_iter()
@@ -103,8 +122,13 @@ impl Catalog {
     }
 
     /// The live webhooks of the account that subscribe to `event`, oldest first.
-    pub fn matching<'a>(&'a self, account: &AccountId, event: &'a str) -> impl Iterator<Item = &'a Webhook> + 'a {
-        self.webhooks_of(account).filter(move |w| w.is_active && w.matches(event))
+    pub fn matching<'a>(
+        &'a self,
+        account: &AccountId,
+        event: &'a str,
+    ) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.webhooks_of(account)
+            .filter(move |w| w.is_active && w.matches(event))
     }
 
     /// An account that exists and is not deleted.

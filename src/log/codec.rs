@@ -93,14 +93,23 @@ mod tests {
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x40;
-            assert!(decode::<(u64, String, Vec<u8>)>(1, &damaged).is_err(), "byte {i}");
+            assert!(
+                decode::<(u64, String, Vec<u8>)>(1, &damaged).is_err(),
+                "byte {i}"
+            );
         }
-        assert!(matches!(unframe(&bytes[..3]), Err(CodecError::Truncated(3))));
+        assert!(matches!(
+            unframe(&bytes[..3]),
+            Err(CodecError::Truncated(3))
+        ));
     }
 
     #[test]
     fn unknown_versions_are_refused_not_guessed() {
         let bytes = encode(9, &1u8).unwrap();
-        assert!(matches!(decode::<u8>(1, &bytes), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<u8>(1, &bytes),
+            Err(CodecError::UnknownVersion(9))
+        ));
     }
 }

@@ -12,11 +12,11 @@
 //! thread, between group commits, and never races an append. It reads the clock, which is
 //! fine: it removes history, it never decides what the history says.
 
+use super::catalog::Catalog;
 use super::keys::{self, Finished};
 use super::projection::{DeliveryRow, EventRow, IdempotencyRow, StatusRow, WebhookRow};
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
-use super::catalog::Catalog;
 use super::writer::WriterState;
 use crate::model::{DeliveryId, DeliveryState, EventId, Millis};
 use std::collections::HashSet;
@@ -73,25 +73,45 @@ pub(crate) struct Cursors {
 }
 
 /// One bounded step of background compaction, continuing where the last one stopped.
-pub(crate) fn step(state: &mut WriterState, now: Millis, budget: usize) -> Result<CompactionReport, RowsError> {
+pub(crate) fn step(
+    state: &mut WriterState,
+    now: Millis,
+    budget: usize,
+) -> Result<CompactionReport, RowsError> {
     let mut cursors = std::mem::take(&mut state.cursors);
     let report = step_from(state, now, budget, &mut cursors);
     state.cursors = cursors;
     report
 }
 
-fn step_from(state: &WriterState, now: Millis, budget: usize, cursors: &mut Cursors) -> Result<CompactionReport, RowsError> {
+fn step_from(
+    state: &WriterState,
+    now: Millis,
+    budget: usize,
+    cursors: &mut Cursors,
+) -> Result<CompactionReport, RowsError> {
     let policy = &state.policy;
     let mut txn = Txn::new(&state.tree);
-    let mut report = CompactionReport { done: true, ..Default::default() };
+    let mut report = CompactionReport {
+        done: true,
+        ..Default::default()
+    };
     let mut examined = 0usize;
 
     // Webhook records a newer one replaced.
     let cutoff = now.saturating_sub(ms(policy.retention));
-    let start = cursors.superseded.take().unwrap_or_else(|| vec![keys::SUPERSEDED]);
-    for item in state.tree.range(start..).take_while(|r| r.as_ref().map_or(true, |(k, _)| k.first() == Some(&keys::SUPERSEDED))) {
+    let start = cursors
+        .superseded
+        .take()
+        .unwrap_or_else(|| vec![keys::SUPERSEDED]);
+    for item in state.tree.range(start..).take_while(|r| {
+        r.as_ref()
+            .map_or(true, |(k, _)| k.first() == Some(&keys::SUPERSEDED))
+    }) {
         let (key, _) = item?;
-        let Some((at, seq)) = keys::superseded_parts(&key) else { continue };
+        let Some((at, seq)) = keys::superseded_parts(&key) else {
+            continue;
+        };
         if at > cutoff {
             break;
         }
@@ -108,16 +128,23 @@ fn step_from(state: &WriterState, now: Millis, budget: usize, cursors: &mut Curs
 
     // Finished deliveries, by event.
     let mut seen: HashSet<u128> = HashSet::new();
-    for (slot, kind, keep) in [(0, Finished::Succeeded, policy.retention), (1, Finished::Dead, policy.dead_retention)] {
+    for (slot, kind, keep) in [
+        (0, Finished::Succeeded, policy.retention),
+        (1, Finished::Dead, policy.dead_retention),
+    ] {
         let cutoff = now.saturating_sub(ms(keep));
         let prefix = keys::purge_of(kind);
-        let start = cursors.finished[slot].take().unwrap_or_else(|| prefix.clone());
+        let start = cursors.finished[slot]
+            .take()
+            .unwrap_or_else(|| prefix.clone());
         for item in state.tree.range(start..) {
             let (key, _) = item?;
             if !key.starts_with(&prefix) {
                 break;
             }
-            let Some((at, delivery)) = keys::purge_parts(&key) else { continue };
+            let Some((at, delivery)) = keys::purge_parts(&key) else {
+                continue;
+            };
             if at > cutoff {
                 break;
             }
@@ -157,35 +184,51 @@ fn remove_event_if_done(
     delivery: DeliveryId,
     report: &mut CompactionReport,
 ) -> Result<(), RowsError> {
-    let Some(row) = txn.get_row::<DeliveryRow>(&keys::delivery(delivery))? else { return Ok(()) };
-    let Some(webhook) = txn.get_row::<WebhookRow>(&keys::webhook(&row.webhook_id))? else { return Ok(()) };
+    let Some(row) = txn.get_row::<DeliveryRow>(&keys::delivery(delivery))? else {
+        return Ok(());
+    };
+    let Some(webhook) = txn.get_row::<WebhookRow>(&keys::webhook(&row.webhook_id))? else {
+        return Ok(());
+    };
     let account = webhook.webhook.account_id;
     let event_id: EventId = delivery.event_id();
     let event_key = keys::event(&account, &event_id);
-    let Some(event) = txn.get_row::<EventRow>(&event_key)? else { return Ok(()) };
-    let Some(bytes) = txn.get(&keys::log(event.seq))? else { return Ok(()) };
+    let Some(event) = txn.get_row::<EventRow>(&event_key)? else {
+        return Ok(());
+    };
+    let Some(bytes) = txn.get(&keys::log(event.seq))? else {
+        return Ok(());
+    };
     let ingested = match Record::decode(&bytes) {
         Ok(Record::EventIngested(e)) => e,
         // A damaged or unexpected record is left for an operator to look at.
         _ => return Ok(()),
     };
-    if ingested.idempotency_key.is_some() && ingested.at.saturating_add(ms(policy.idempotency_window)) > now {
+    if ingested.idempotency_key.is_some()
+        && ingested.at.saturating_add(ms(policy.idempotency_window)) > now
+    {
         return Ok(());
     }
     let mut rows = Vec::with_capacity(ingested.webhooks.len());
     for index in 0..ingested.webhooks.len() {
         let id = DeliveryId::new(&event_id, index);
-        let Some(d) = txn.get_row::<DeliveryRow>(&keys::delivery(id))? else { return Ok(()) };
+        let Some(d) = txn.get_row::<DeliveryRow>(&keys::delivery(id))? else {
+            return Ok(());
+        };
         let (keep, kind) = match d.state {
             DeliveryState::Succeeded => (policy.retention, Finished::Succeeded),
             DeliveryState::Dead(_) => (policy.dead_retention, Finished::Dead),
             _ => return Ok(()),
         };
-        let Some(finished) = d.finished_at else { return Ok(()) };
+        let Some(finished) = d.finished_at else {
+            return Ok(());
+        };
         if finished.saturating_add(ms(keep)) > now {
             return Ok(());
         }
-        let status: StatusRow = txn.get_row(&keys::status(&d.webhook_id))?.unwrap_or_default();
+        let status: StatusRow = txn
+            .get_row(&keys::status(&d.webhook_id))?
+            .unwrap_or_default();
         if d.seqs.contains(&status.status_seq) {
             return Ok(());
         }
@@ -197,7 +240,10 @@ fn remove_event_if_done(
     report.removed_events += 1;
     if let Some(key) = &ingested.idempotency_key {
         let ikey = keys::idempotency(&account, key);
-        if txn.get_row::<IdempotencyRow>(&ikey)?.is_some_and(|i| i.seq == event.seq) {
+        if txn
+            .get_row::<IdempotencyRow>(&ikey)?
+            .is_some_and(|i| i.seq == event.seq)
+        {
             txn.delete(ikey);
         }
     }

@@ -40,8 +40,20 @@ pub const IDEMPOTENCY: u8 = b'i';
 pub const SUPERSEDED: u8 = b'x';
 
 /// Every prefix that holds projection rows (not records, not meta).
-pub const PROJECTION_PREFIXES: [u8; 12] =
-    [ACCOUNT, KEY, ACCOUNT_KEYS, WEBHOOK, ACCOUNT_WEBHOOKS, STATUS, EVENT, DELIVERY, QUEUE, PURGE, IDEMPOTENCY, SUPERSEDED];
+pub const PROJECTION_PREFIXES: [u8; 12] = [
+    ACCOUNT,
+    KEY,
+    ACCOUNT_KEYS,
+    WEBHOOK,
+    ACCOUNT_WEBHOOKS,
+    STATUS,
+    EVENT,
+    DELIVERY,
+    QUEUE,
+    PURGE,
+    IDEMPOTENCY,
+    SUPERSEDED,
+];
 
 pub const APPLIED: &[u8] = b"Mapplied";
 pub const ADMIN_TOKEN: &[u8] = b"Madmin";
@@ -81,7 +93,10 @@ pub fn account_keys(account: &AccountId) -> Vec<u8> {
 }
 
 pub fn account_key(account: &AccountId, id: &KeyId) -> Vec<u8> {
-    key(ACCOUNT_KEYS, &[account.as_str().as_bytes(), &[0], id.as_str().as_bytes()])
+    key(
+        ACCOUNT_KEYS,
+        &[account.as_str().as_bytes(), &[0], id.as_str().as_bytes()],
+    )
 }
 
 pub fn webhook(id: &WebhookId) -> Vec<u8> {
@@ -93,7 +108,10 @@ pub fn account_webhooks(account: &AccountId) -> Vec<u8> {
 }
 
 pub fn account_webhook(account: &AccountId, id: &WebhookId) -> Vec<u8> {
-    key(ACCOUNT_WEBHOOKS, &[account.as_str().as_bytes(), &[0], id.as_str().as_bytes()])
+    key(
+        ACCOUNT_WEBHOOKS,
+        &[account.as_str().as_bytes(), &[0], id.as_str().as_bytes()],
+    )
 }
 
 /// The webhook id at the end of a `W` key.
@@ -111,7 +129,10 @@ pub fn account_events(account: &AccountId) -> Vec<u8> {
 }
 
 pub fn event(account: &AccountId, id: &EventId) -> Vec<u8> {
-    key(EVENT, &[account.as_str().as_bytes(), &[0], &id.ulid().to_be_bytes()])
+    key(
+        EVENT,
+        &[account.as_str().as_bytes(), &[0], &id.ulid().to_be_bytes()],
+    )
 }
 
 pub fn delivery(id: DeliveryId) -> Vec<u8> {
@@ -124,7 +145,15 @@ pub fn queue_of(webhook: &WebhookId) -> Vec<u8> {
 }
 
 pub fn queue(webhook: &WebhookId, due: Millis, id: DeliveryId) -> Vec<u8> {
-    key(QUEUE, &[webhook.as_str().as_bytes(), &[0], &due.to_be_bytes(), &id.to_bytes()])
+    key(
+        QUEUE,
+        &[
+            webhook.as_str().as_bytes(),
+            &[0],
+            &due.to_be_bytes(),
+            &id.to_bytes(),
+        ],
+    )
 }
 
 /// The due time and delivery at the end of a `q` key.
@@ -169,11 +198,17 @@ pub fn superseded_parts(key: &[u8]) -> Option<(Millis, u64)> {
     if key.len() != 17 {
         return None;
     }
-    Some((u64::from_be_bytes(key[1..9].try_into().ok()?), u64::from_be_bytes(key[9..].try_into().ok()?)))
+    Some((
+        u64::from_be_bytes(key[1..9].try_into().ok()?),
+        u64::from_be_bytes(key[9..].try_into().ok()?),
+    ))
 }
 
 pub fn idempotency(account: &AccountId, idem_key: &str) -> Vec<u8> {
-    key(IDEMPOTENCY, &[account.as_str().as_bytes(), &[0], idem_key.as_bytes()])
+    key(
+        IDEMPOTENCY,
+        &[account.as_str().as_bytes(), &[0], idem_key.as_bytes()],
+    )
 }
 
 #[cfg(test)]
@@ -193,6 +228,9 @@ mod tests {
         assert!(purge(Finished::Dead, 88, d).starts_with(&purge_of(Finished::Dead)));
         assert_eq!(superseded_parts(&superseded(5, 6)), Some((5, 6)));
         let acct = AccountId::default_account();
-        assert_eq!(webhook_of_account_key(&account_webhook(&acct, &wh)), Some(wh));
+        assert_eq!(
+            webhook_of_account_key(&account_webhook(&acct, &wh)),
+            Some(wh)
+        );
     }
 }

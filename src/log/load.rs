@@ -21,16 +21,29 @@ pub const WEBHOOKS: usize = 4;
 /// Creates the account's webhooks on first use; returns the live ones.
 pub fn ensure_webhooks(log: &Log) -> Result<Vec<Webhook>, super::AppendError> {
     let account = AccountId::default_account();
-    let existing: Vec<Webhook> = log.catalog().read().map(|c| c.webhooks_of(&account).cloned().collect()).unwrap_or_default();
+    let existing: Vec<Webhook> = log
+        .catalog()
+        .read()
+        .map(|c| c.webhooks_of(&account).cloned().collect())
+        .unwrap_or_default();
     if !existing.is_empty() {
         return Ok(existing);
     }
     let at = now_millis();
-    let mut records = vec![Record::AccountCreated { account: Account { id: account.clone(), name: "default".into(), created_at: at, deleted_at: None } }];
+    let mut records = vec![Record::AccountCreated {
+        account: Account {
+            id: account.clone(),
+            name: "default".into(),
+            created_at: at,
+            deleted_at: None,
+        },
+    }];
     let mut hooks = Vec::new();
     for i in 0..WEBHOOKS {
         let webhook = sample_webhook(&account, i, at);
-        records.push(Record::WebhookCreated { webhook: webhook.clone() });
+        records.push(Record::WebhookCreated {
+            webhook: webhook.clone(),
+        });
         hooks.push(webhook);
     }
     log.writer().append_blocking(Command::new(records))?;
@@ -46,7 +59,11 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
         description: String::new(),
         url: format!("https://hooks{i}.example.com/in"),
         events: vec!["lead.*".into()],
-        secrets: vec![Secret { value: format!("whsec_load-test-secret-{i:04}"), created_at: at, expires_at: None }],
+        secrets: vec![Secret {
+            value: format!("whsec_load-test-secret-{i:04}"),
+            created_at: at,
+            expires_at: None,
+        }],
         is_active: true,
         max_retries: 5,
         timeout_ms: 30_000,
@@ -63,7 +80,12 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
 }
 
 /// An `EventIngested` record with a body of about `body_len` bytes for `webhooks`.
-pub fn sample_event(account: &AccountId, webhooks: Vec<WebhookId>, body_len: usize, at: Millis) -> Record {
+pub fn sample_event(
+    account: &AccountId,
+    webhooks: Vec<WebhookId>,
+    body_len: usize,
+    at: Millis,
+) -> Record {
     let id = EventId::generate_at(at);
     let mut body = format!(r#"{{"id":"{id}","event":"lead.qualified","timestamp":"2025-01-20T10:30:00Z","data":{{"note":""#).into_bytes();
     let pad = body_len.saturating_sub(body.len() + 3);
@@ -85,7 +107,12 @@ pub fn sample_event(account: &AccountId, webhooks: Vec<WebhookId>, body_len: usi
 
 /// An attempt record for `delivery`, with the precondition that it is still unfinished and
 /// has made `attempt - 1` attempts (two writers may pick the same delivery).
-pub fn attempt_command(delivery: DeliveryId, row: &DeliveryRow, next: NextStep, at: Millis) -> Command {
+pub fn attempt_command(
+    delivery: DeliveryId,
+    row: &DeliveryRow,
+    next: NextStep,
+    at: Millis,
+) -> Command {
     let attempt = row.attempts + 1;
     let webhook = row.webhook_id.clone();
     let success = matches!(next, NextStep::Succeeded);
@@ -96,7 +123,11 @@ pub fn attempt_command(delivery: DeliveryId, row: &DeliveryRow, next: NextStep, 
         started_at: at.saturating_sub(5),
         at,
         outcome: AttemptOutcome {
-            result: if success { AttemptResult::Success } else { AttemptResult::HttpError },
+            result: if success {
+                AttemptResult::Success
+            } else {
+                AttemptResult::HttpError
+            },
             status_code: Some(if success { 200 } else { 503 }),
             latency_us: 5_000,
             error: (!success).then(|| "HTTP 503".to_owned()),
@@ -104,18 +135,31 @@ pub fn attempt_command(delivery: DeliveryId, row: &DeliveryRow, next: NextStep, 
             request_headers: vec![("X-Webhook-Attempt".into(), attempt.to_string())],
         },
         next,
-        status: WebhookStatus { last_attempt_at: Some(at), last_status_code: Some(if success { 200 } else { 503 }), ..Default::default() },
+        status: WebhookStatus {
+            last_attempt_at: Some(at),
+            last_status_code: Some(if success { 200 } else { 503 }),
+            ..Default::default()
+        },
     }));
-    Command::checked(vec![record], move |txn| match load_delivery(txn, delivery, &webhook) {
-        Ok(Some(d)) if !d.state.is_finished() && d.attempts + 1 == attempt => Ok(()),
-        Ok(_) => Err(Rejection::Conflict("delivery moved on".into())),
-        Err(e) => Err(Rejection::Conflict(e.to_string())),
+    Command::checked(vec![record], move |txn| {
+        match load_delivery(txn, delivery, &webhook) {
+            Ok(Some(d)) if !d.state.is_finished() && d.attempts + 1 == attempt => Ok(()),
+            Ok(_) => Err(Rejection::Conflict("delivery moved on".into())),
+            Err(e) => Err(Rejection::Conflict(e.to_string())),
+        }
     })
 }
 
 /// Runs `writers` threads appending a mix of records until `stop` is set or `limit` records
 /// were acknowledged. `acked` is told the sequence numbers of every acknowledged append.
-pub fn run(log: &Log, writers: usize, limit: u64, seed: u64, stop: &AtomicBool, acked: &(dyn Fn(&[u64]) + Sync)) -> Result<u64, super::AppendError> {
+pub fn run(
+    log: &Log,
+    writers: usize,
+    limit: u64,
+    seed: u64,
+    stop: &AtomicBool,
+    acked: &(dyn Fn(&[u64]) + Sync),
+) -> Result<u64, super::AppendError> {
     let hooks = ensure_webhooks(log)?;
     let count = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -123,9 +167,13 @@ pub fn run(log: &Log, writers: usize, limit: u64, seed: u64, stop: &AtomicBool, 
             let hooks = &hooks;
             let count = &count;
             s.spawn(move || {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(w as u64));
+                let mut rng = rand::rngs::StdRng::seed_from_u64(
+                    seed.wrapping_mul(1000).wrapping_add(w as u64),
+                );
                 while !stop.load(Ordering::Relaxed) && count.load(Ordering::Relaxed) < limit {
-                    let Some(cmd) = next_command(log, hooks, &mut rng) else { continue };
+                    let Some(cmd) = next_command(log, hooks, &mut rng) else {
+                        continue;
+                    };
                     match log.writer().append_blocking(cmd) {
                         Ok(appended) => {
                             count.fetch_add(appended.seqs.len() as u64, Ordering::Relaxed);
@@ -152,11 +200,21 @@ fn next_command(log: &Log, hooks: &[Webhook], rng: &mut impl Rng) -> Option<Comm
     if roll < 60 {
         let fanout = rng.gen_range(1..=hooks.len());
         let targets = hooks.iter().take(fanout).map(|h| h.id.clone()).collect();
-        return Some(Command::new(vec![sample_event(&account, targets, rng.gen_range(100..400), at)]));
+        return Some(Command::new(vec![sample_event(
+            &account,
+            targets,
+            rng.gen_range(100..400),
+            at,
+        )]));
     }
     if roll < 94 {
         // An attempt on one of the webhook's first due deliveries.
-        let window = log.tree().scan_prefix(keys::queue_of(&hook.id)).take(32).filter_map(Result::ok).collect::<Vec<_>>();
+        let window = log
+            .tree()
+            .scan_prefix(keys::queue_of(&hook.id))
+            .take(32)
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>();
         if window.is_empty() {
             return None;
         }
@@ -171,16 +229,35 @@ fn next_command(log: &Log, hooks: &[Webhook], rng: &mut impl Rng) -> Option<Comm
         return Some(attempt_command(delivery, &row, next, at));
     }
     if roll < 97 {
-        let dead = log.tree().scan_prefix(keys::purge_of(Finished::Dead)).next()?.ok()?;
+        let dead = log
+            .tree()
+            .scan_prefix(keys::purge_of(Finished::Dead))
+            .next()?
+            .ok()?;
         let (_, delivery) = keys::purge_parts(&dead.0)?;
-        let row: DeliveryRow = TreeRows(log.tree()).get_row(&keys::delivery(delivery)).ok()??;
-        let record = Record::DeliveryRequeued { delivery_id: delivery, webhook_id: row.webhook_id, at };
-        return Some(Command::checked(vec![record], move |txn| match txn.get_row::<DeliveryRow>(&keys::delivery(delivery)) {
+        let row: DeliveryRow = TreeRows(log.tree())
+            .get_row(&keys::delivery(delivery))
+            .ok()??;
+        let record = Record::DeliveryRequeued {
+            delivery_id: delivery,
+            webhook_id: row.webhook_id,
+            at,
+        };
+        return Some(Command::checked(vec![record], move |txn| match txn
+            .get_row::<DeliveryRow>(&keys::delivery(delivery))
+        {
             Ok(Some(d)) if matches!(d.state, DeliveryState::Dead(_)) => Ok(()),
             _ => Err(Rejection::Conflict("not dead".into())),
         }));
     }
-    let mut webhook = log.catalog().read().ok()?.webhooks.get(&hook.id)?.webhook.clone();
+    let mut webhook = log
+        .catalog()
+        .read()
+        .ok()?
+        .webhooks
+        .get(&hook.id)?
+        .webhook
+        .clone();
     webhook.name = format!("receiver-{}", rng.gen_range(0..1000));
     webhook.updated_at = at;
     Some(Command::new(vec![Record::WebhookUpdated { webhook }]))
@@ -195,7 +272,11 @@ impl Rows for TreeRows<'_> {
     }
     fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
     fn delete(&mut self, _: Vec<u8>) {}
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, super::rows::RowsError> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<super::rows::Entries, super::rows::RowsError> {
         let mut out = Vec::new();
         for item in self.0.scan_prefix(prefix).take(limit) {
             let (k, v) = item?;

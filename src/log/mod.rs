@@ -8,15 +8,15 @@
 //!
 //! This module knows nothing of HTTP or actors.
 //!
-//! - [`codec`]: the version byte + CRC framing of every stored value.
-//! - [`record`]: the records.
-//! - [`keys`]: the key space of the tree.
-//! - [`rows`]: the row view a fold writes through (staged over sled, or in memory).
-//! - [`projection`]: the fold.
-//! - [`writer`]: the single writer thread with group commit.
-//! - [`compaction`]: retention.
-//! - [`catalog`]: the in-memory mirror of the hot rows.
-//! - [`verify`]: a fresh fold of the whole log, compared with the stored projection.
+//! - [`codec`] — the version byte + CRC framing of every stored value.
+//! - [`record`] — the records.
+//! - [`keys`] — the key space of the tree.
+//! - [`rows`] — the row view a fold writes through (staged over sled, or in memory).
+//! - [`projection`] — the fold.
+//! - [`writer`] — the single writer thread with group commit.
+//! - [`compaction`] — retention.
+//! - [`catalog`] — the in-memory mirror of the hot rows.
+//! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
 
 pub mod catalog;
 pub mod codec;
@@ -49,7 +49,10 @@ const TREE: &str = "herald";
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("data directory {0} is in use by another process (is herald already running?)")]
     Locked(PathBuf),
     #[error("cannot open the log in {path}: {source}")]
@@ -135,14 +138,27 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
-    create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
-    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).open().map_err(|source| match source {
-        // sled wraps the lock failure in an error of its own kind; its text is what is stable.
-        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") => {
-            OpenError::Locked(dir.to_owned())
-        }
-        source => OpenError::Sled { path: dir.to_owned(), source },
-    })
+    create_private_dir(dir).map_err(|source| OpenError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    sled::Config::new()
+        .path(dir.join("log"))
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|source| match source {
+            // sled wraps the lock failure in an error of its own kind; its text is what is stable.
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                OpenError::Locked(dir.to_owned())
+            }
+            source => OpenError::Sled {
+                path: dir.to_owned(),
+                source,
+            },
+        })
 }
 
 fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
@@ -153,7 +169,11 @@ fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
 }
 
 fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
-    Ok(tree.get(keys::APPLIED)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    Ok(tree
+        .get(keys::APPLIED)?
+        .and_then(|v| v.as_ref().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
 }
 
 impl Log {
@@ -164,10 +184,17 @@ impl Log {
     }
 
     /// Like [`Log::open`], with an observer told of every committed group.
-    pub fn open_with_observer(dir: &Path, options: LogOptions, observer: Option<writer::Observer>) -> Result<(Log, Recovery), OpenError> {
+    pub fn open_with_observer(
+        dir: &Path,
+        options: LogOptions,
+        observer: Option<writer::Observer>,
+    ) -> Result<(Log, Recovery), OpenError> {
         let started = Instant::now();
         let db = open_db(dir, options.cache_bytes)?;
-        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
+        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled {
+            path: dir.to_owned(),
+            source,
+        })?;
         let mut recovery = Recovery::default();
 
         let applied = applied_seq(&tree)?;
@@ -182,7 +209,9 @@ impl Log {
             for item in tree.scan_prefix([prefix]) {
                 let (k, v) = item?;
                 if let Err(e) = catalog.absorb(&k, Some(&v)) {
-                    recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
+                    recovery
+                        .warnings
+                        .push(format!("row {} skipped: {e}", rows::show_key(&k)));
                 }
             }
         }
@@ -198,10 +227,18 @@ impl Log {
             let mut window = Vec::new();
             for item in tree.scan_prefix(&prefix).take(options.queue_window) {
                 let (k, v) = item?;
-                let parsed = keys::queue_parts(&k).zip(codec::decode::<QueueEntry>(rows::ROW_VERSION, &v).ok());
+                let parsed = keys::queue_parts(&k)
+                    .zip(codec::decode::<QueueEntry>(rows::ROW_VERSION, &v).ok());
                 match parsed {
-                    Some(((due, delivery), entry)) => window.push(Queued { id: delivery, due, entry }),
-                    None => recovery.warnings.push(format!("queue entry {} skipped: damaged", rows::show_key(&k))),
+                    Some(((due, delivery), entry)) => window.push(Queued {
+                        id: delivery,
+                        due,
+                        entry,
+                    }),
+                    None => recovery.warnings.push(format!(
+                        "queue entry {} skipped: damaged",
+                        rows::show_key(&k)
+                    )),
                 }
             }
             recovery.unfinished += catalog.statuses.get(id).map_or(0, |s| s.pending);
@@ -222,7 +259,17 @@ impl Log {
         };
         let (writer, thread) = Writer::spawn(state).map_err(OpenError::Thread)?;
         recovery.duration = started.elapsed();
-        Ok((Log { db, tree, writer, thread: std::sync::Mutex::new(Some(thread)), catalog, path: dir.to_owned() }, recovery))
+        Ok((
+            Log {
+                db,
+                tree,
+                writer,
+                thread: std::sync::Mutex::new(Some(thread)),
+                catalog,
+                path: dir.to_owned(),
+            },
+            recovery,
+        ))
     }
 
     pub fn writer(&self) -> &Writer {
@@ -246,9 +293,12 @@ impl Log {
     pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
         match self.tree.get(keys::log(seq))? {
             None => Ok(None),
-            Some(bytes) => {
-                Record::decode(&bytes).map(Some).map_err(|source| RowsError::Codec { key: format!("record {seq}"), source })
-            }
+            Some(bytes) => Record::decode(&bytes)
+                .map(Some)
+                .map_err(|source| RowsError::Codec {
+                    key: format!("record {seq}"),
+                    source,
+                }),
         }
     }
 
@@ -275,19 +325,32 @@ impl Log {
 /// starting a writer.
 pub fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
     if !dir.join("log").exists() {
-        return Err(OpenError::Sled { path: dir.to_owned(), source: sled::Error::Unsupported("no herald log in this directory".into()) });
+        return Err(OpenError::Sled {
+            path: dir.to_owned(),
+            source: sled::Error::Unsupported("no herald log in this directory".into()),
+        });
     }
     let db = open_db(dir, 64 << 20)?;
-    db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })
+    db.open_tree(TREE).map_err(|source| OpenError::Sled {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Folds records `applied+1..=last` that are in the log but not yet in the rows.
-fn fold_tail(tree: &sled::Tree, applied: u64, last: u64, warnings: &mut Vec<String>) -> Result<u64, RowsError> {
+fn fold_tail(
+    tree: &sled::Tree,
+    applied: u64,
+    last: u64,
+    warnings: &mut Vec<String>,
+) -> Result<u64, RowsError> {
     let mut txn = Txn::new(tree);
     let mut folded = 0;
     for item in tree.range(keys::log(applied + 1)..=keys::log(last)) {
         let (k, v) = item?;
-        let Some(seq) = keys::log_seq(&k) else { continue };
+        let Some(seq) = keys::log_seq(&k) else {
+            continue;
+        };
         match Record::decode(&v) {
             Ok(record) => {
                 projection::apply(&mut txn, seq, &record)?;

@@ -82,7 +82,11 @@ impl DeliveryRow {
         Self {
             webhook_id,
             event_seq: q.event_seq,
-            state: if q.attempts == q.base_attempts { DeliveryState::Pending } else { DeliveryState::Retrying },
+            state: if q.attempts == q.base_attempts {
+                DeliveryState::Pending
+            } else {
+                DeliveryState::Retrying
+            },
             attempts: q.attempts,
             base_attempts: q.base_attempts,
             queued_at: q.queued_at,
@@ -93,7 +97,12 @@ impl DeliveryRow {
     }
 
     fn queue_entry(&self) -> QueueEntry {
-        QueueEntry { event_seq: self.event_seq, attempts: self.attempts, base_attempts: self.base_attempts, queued_at: self.queued_at }
+        QueueEntry {
+            event_seq: self.event_seq,
+            attempts: self.attempts,
+            base_attempts: self.base_attempts,
+            queued_at: self.queued_at,
+        }
     }
 }
 
@@ -113,12 +122,18 @@ pub fn first_due(id: DeliveryId) -> Millis {
 }
 
 /// Where a delivery stands now, from its row or, before it has one, from its queue entry.
-pub fn load_delivery<R: Rows>(rows: &R, id: DeliveryId, webhook: &WebhookId) -> Result<Option<DeliveryRow>, RowsError> {
+pub fn load_delivery<R: Rows>(
+    rows: &R,
+    id: DeliveryId,
+    webhook: &WebhookId,
+) -> Result<Option<DeliveryRow>, RowsError> {
     if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(id))? {
         return Ok(Some(row));
     }
     let due = first_due(id);
-    Ok(rows.get_row::<QueueEntry>(&keys::queue(webhook, due, id))?.map(|q| DeliveryRow::from_queue(webhook.clone(), due, q)))
+    Ok(rows
+        .get_row::<QueueEntry>(&keys::queue(webhook, due, id))?
+        .map(|q| DeliveryRow::from_queue(webhook.clone(), due, q)))
 }
 
 fn status<R: Rows>(rows: &R, webhook: &WebhookId) -> Result<StatusRow, RowsError> {
@@ -136,13 +151,18 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
             rows.put(keys::account_key(&key.account_id, &key.id), Vec::new());
         }
         Record::ApiKeyRevoked { key_id, at } => revoke_key(rows, key_id, *at)?,
-        Record::WebhookCreated { webhook } | Record::WebhookUpdated { webhook } | Record::SecretRotated { webhook } => {
-            define_webhook(rows, seq, webhook)?
-        }
+        Record::WebhookCreated { webhook }
+        | Record::WebhookUpdated { webhook }
+        | Record::SecretRotated { webhook } => define_webhook(rows, seq, webhook)?,
         Record::WebhookDeleted { webhook_id, at } => delete_webhook(rows, webhook_id, *at)?,
         Record::EventIngested(event) => ingest(rows, seq, event)?,
         Record::AttemptFinished(attempt) => attempt_finished(rows, seq, attempt)?,
-        Record::DeliveryDead { delivery_id, webhook_id, reason, at } => {
+        Record::DeliveryDead {
+            delivery_id,
+            webhook_id,
+            reason,
+            at,
+        } => {
             if let Some(mut row) = load_delivery(rows, *delivery_id, webhook_id)? {
                 if !row.state.is_finished() {
                     row.seqs.push(seq);
@@ -150,8 +170,16 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
                 }
             }
         }
-        Record::DeliveryRequeued { delivery_id, webhook_id, at } => requeue(rows, seq, *delivery_id, webhook_id, *at)?,
-        Record::WebhookStatusSet { webhook_id, status: new_status, .. } => {
+        Record::DeliveryRequeued {
+            delivery_id,
+            webhook_id,
+            at,
+        } => requeue(rows, seq, *delivery_id, webhook_id, *at)?,
+        Record::WebhookStatusSet {
+            webhook_id,
+            status: new_status,
+            ..
+        } => {
             let mut st = status(rows, webhook_id)?;
             st.status = new_status.clone();
             st.status_seq = seq;
@@ -171,8 +199,18 @@ fn define_webhook<R: Rows>(rows: &mut R, seq: u64, webhook: &Webhook) -> Result<
             rows.put(keys::superseded(webhook.updated_at, old.seq), Vec::new());
         }
     }
-    rows.put_row(key, &WebhookRow { webhook: webhook.clone(), seq, deleted_at: None })?;
-    rows.put(keys::account_webhook(&webhook.account_id, &webhook.id), Vec::new());
+    rows.put_row(
+        key,
+        &WebhookRow {
+            webhook: webhook.clone(),
+            seq,
+            deleted_at: None,
+        },
+    )?;
+    rows.put(
+        keys::account_webhook(&webhook.account_id, &webhook.id),
+        Vec::new(),
+    );
     if rows.get(&keys::status(&webhook.id))?.is_none() {
         rows.put_row(keys::status(&webhook.id), &StatusRow::default())?;
     }
@@ -181,7 +219,9 @@ fn define_webhook<R: Rows>(rows: &mut R, seq: u64, webhook: &Webhook) -> Result<
 
 fn delete_webhook<R: Rows>(rows: &mut R, id: &WebhookId, at: Millis) -> Result<(), RowsError> {
     let key = keys::webhook(id);
-    let Some(mut row) = rows.get_row::<WebhookRow>(&key)? else { return Ok(()) };
+    let Some(mut row) = rows.get_row::<WebhookRow>(&key)? else {
+        return Ok(());
+    };
     if row.deleted_at.is_some() {
         return Ok(());
     }
@@ -189,7 +229,9 @@ fn delete_webhook<R: Rows>(rows: &mut R, id: &WebhookId, at: Millis) -> Result<(
     rows.delete(keys::account_webhook(&row.webhook.account_id, id));
     rows.put_row(key, &row)?;
     for (qkey, _) in rows.scan(&keys::queue_of(id), usize::MAX)? {
-        let Some((_, delivery)) = keys::queue_parts(&qkey) else { continue };
+        let Some((_, delivery)) = keys::queue_parts(&qkey) else {
+            continue;
+        };
         if let Some(mut d) = load_delivery(rows, delivery, id)? {
             kill(rows, delivery, &mut d, DeadReason::Deleted, at)?;
         }
@@ -199,7 +241,9 @@ fn delete_webhook<R: Rows>(rows: &mut R, id: &WebhookId, at: Millis) -> Result<(
 
 fn delete_account<R: Rows>(rows: &mut R, id: &AccountId, at: Millis) -> Result<(), RowsError> {
     let key = keys::account(id);
-    let Some(mut account) = rows.get_row::<Account>(&key)? else { return Ok(()) };
+    let Some(mut account) = rows.get_row::<Account>(&key)? else {
+        return Ok(());
+    };
     if account.deleted_at.is_some() {
         return Ok(());
     }
@@ -212,7 +256,9 @@ fn delete_account<R: Rows>(rows: &mut R, id: &AccountId, at: Millis) -> Result<(
     }
     let prefix = keys::account_keys(id);
     for (kkey, _) in rows.scan(&prefix, usize::MAX)? {
-        let Ok(text) = std::str::from_utf8(&kkey[prefix.len()..]) else { continue };
+        let Ok(text) = std::str::from_utf8(&kkey[prefix.len()..]) else {
+            continue;
+        };
         if let Ok(key_id) = KeyId::parse(text) {
             revoke_key(rows, &key_id, at)?;
         }
@@ -232,12 +278,29 @@ fn revoke_key<R: Rows>(rows: &mut R, id: &KeyId, at: Millis) -> Result<(), RowsE
 }
 
 fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), RowsError> {
-    rows.put_row(keys::event(&event.account_id, &event.id), &EventRow { seq, at: event.at, deliveries: event.webhooks.len() as u32 })?;
+    rows.put_row(
+        keys::event(&event.account_id, &event.id),
+        &EventRow {
+            seq,
+            at: event.at,
+            deliveries: event.webhooks.len() as u32,
+        },
+    )?;
     if let Some(key) = &event.idempotency_key {
-        let row = IdempotencyRow { event_id: event.id.clone(), request_hash: event.request_hash, at: event.at, seq };
+        let row = IdempotencyRow {
+            event_id: event.id.clone(),
+            request_hash: event.request_hash,
+            at: event.at,
+            seq,
+        };
         rows.put_row(keys::idempotency(&event.account_id, key), &row)?;
     }
-    let entry = QueueEntry { event_seq: seq, attempts: 0, base_attempts: 0, queued_at: event.at };
+    let entry = QueueEntry {
+        event_seq: seq,
+        attempts: 0,
+        base_attempts: 0,
+        queued_at: event.at,
+    };
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let id = DeliveryId::new(&event.id, index);
         rows.put_row(keys::queue(webhook, first_due(id), id), &entry)?;
@@ -249,22 +312,39 @@ fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), 
 }
 
 fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Result<(), RowsError> {
-    let Some(mut row) = load_delivery(rows, a.delivery_id, &a.webhook_id)? else { return Ok(()) };
+    let Some(mut row) = load_delivery(rows, a.delivery_id, &a.webhook_id)? else {
+        return Ok(());
+    };
     if row.state.is_finished() {
         return Ok(());
     }
     row.attempts = a.attempt;
     row.seqs.push(seq);
     match &a.next {
-        NextStep::Succeeded => finish(rows, a.delivery_id, &mut row, DeliveryState::Succeeded, a.at)?,
-        NextStep::Dead(reason) => finish(rows, a.delivery_id, &mut row, DeliveryState::Dead(reason.clone()), a.at)?,
+        NextStep::Succeeded => finish(
+            rows,
+            a.delivery_id,
+            &mut row,
+            DeliveryState::Succeeded,
+            a.at,
+        )?,
+        NextStep::Dead(reason) => finish(
+            rows,
+            a.delivery_id,
+            &mut row,
+            DeliveryState::Dead(reason.clone()),
+            a.at,
+        )?,
         NextStep::RetryAt(due) => {
             if let Some(old) = row.next_due {
                 rows.delete(keys::queue(&a.webhook_id, old, a.delivery_id));
             }
             row.state = DeliveryState::Retrying;
             row.next_due = Some(*due);
-            rows.put_row(keys::queue(&a.webhook_id, *due, a.delivery_id), &row.queue_entry())?;
+            rows.put_row(
+                keys::queue(&a.webhook_id, *due, a.delivery_id),
+                &row.queue_entry(),
+            )?;
             rows.put_row(keys::delivery(a.delivery_id), &row)?;
         }
     }
@@ -274,12 +354,24 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
     rows.put_row(keys::status(&a.webhook_id), &st)
 }
 
-fn kill<R: Rows>(rows: &mut R, id: DeliveryId, row: &mut DeliveryRow, reason: DeadReason, at: Millis) -> Result<(), RowsError> {
+fn kill<R: Rows>(
+    rows: &mut R,
+    id: DeliveryId,
+    row: &mut DeliveryRow,
+    reason: DeadReason,
+    at: Millis,
+) -> Result<(), RowsError> {
     finish(rows, id, row, DeliveryState::Dead(reason), at)
 }
 
 /// Takes an unfinished delivery out of its queue into a final state.
-fn finish<R: Rows>(rows: &mut R, id: DeliveryId, row: &mut DeliveryRow, state: DeliveryState, at: Millis) -> Result<(), RowsError> {
+fn finish<R: Rows>(
+    rows: &mut R,
+    id: DeliveryId,
+    row: &mut DeliveryRow,
+    state: DeliveryState,
+    at: Millis,
+) -> Result<(), RowsError> {
     if let Some(due) = row.next_due.take() {
         rows.delete(keys::queue(&row.webhook_id, due, id));
     }
@@ -298,8 +390,16 @@ fn finish<R: Rows>(rows: &mut R, id: DeliveryId, row: &mut DeliveryRow, state: D
     rows.put_row(keys::delivery(id), row)
 }
 
-fn requeue<R: Rows>(rows: &mut R, seq: u64, id: DeliveryId, webhook: &WebhookId, at: Millis) -> Result<(), RowsError> {
-    let Some(mut row) = rows.get_row::<DeliveryRow>(&keys::delivery(id))? else { return Ok(()) };
+fn requeue<R: Rows>(
+    rows: &mut R,
+    seq: u64,
+    id: DeliveryId,
+    webhook: &WebhookId,
+    at: Millis,
+) -> Result<(), RowsError> {
+    let Some(mut row) = rows.get_row::<DeliveryRow>(&keys::delivery(id))? else {
+        return Ok(());
+    };
     if !matches!(row.state, DeliveryState::Dead(_)) {
         return Ok(());
     }

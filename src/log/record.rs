@@ -22,18 +22,40 @@ pub const RECORD_VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     /// The admin token was generated or reset; only its SHA-256 is kept.
-    AdminTokenSet { hash: [u8; 32], at: Millis },
-    AccountCreated { account: Account },
+    AdminTokenSet {
+        hash: [u8; 32],
+        at: Millis,
+    },
+    AccountCreated {
+        account: Account,
+    },
     /// Deletes the account's webhooks (their queued deliveries die with reason `deleted`)
     /// and revokes its keys.
-    AccountDeleted { account_id: AccountId, at: Millis },
-    ApiKeyCreated { key: ApiKey },
-    ApiKeyRevoked { key_id: KeyId, at: Millis },
-    WebhookCreated { webhook: Webhook },
-    WebhookUpdated { webhook: Webhook },
-    SecretRotated { webhook: Webhook },
+    AccountDeleted {
+        account_id: AccountId,
+        at: Millis,
+    },
+    ApiKeyCreated {
+        key: ApiKey,
+    },
+    ApiKeyRevoked {
+        key_id: KeyId,
+        at: Millis,
+    },
+    WebhookCreated {
+        webhook: Webhook,
+    },
+    WebhookUpdated {
+        webhook: Webhook,
+    },
+    SecretRotated {
+        webhook: Webhook,
+    },
     /// Queued deliveries of the webhook die with reason `deleted`.
-    WebhookDeleted { webhook_id: WebhookId, at: Millis },
+    WebhookDeleted {
+        webhook_id: WebhookId,
+        at: Millis,
+    },
     /// An event and the deliveries it owes: delivery `i` goes to `webhooks[i]`, first due at
     /// `at`.
     EventIngested(Box<EventIngested>),
@@ -41,12 +63,25 @@ pub enum Record {
     /// health after it.
     AttemptFinished(Box<AttemptFinished>),
     /// A delivery stopped for a reason other than its last attempt (expiry, disabling).
-    DeliveryDead { delivery_id: DeliveryId, webhook_id: WebhookId, reason: DeadReason, at: Millis },
+    DeliveryDead {
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+        reason: DeadReason,
+        at: Millis,
+    },
     /// A dead delivery re-queued with fresh attempts and a fresh TTL, due at once. One record
     /// per delivery, so compacting one event's history never removes another's re-queue.
-    DeliveryRequeued { delivery_id: DeliveryId, webhook_id: WebhookId, at: Millis },
+    DeliveryRequeued {
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+        at: Millis,
+    },
     /// A change of a webhook's health outside an attempt (breaker cooldown over, disabled).
-    WebhookStatusSet { webhook_id: WebhookId, status: WebhookStatus, at: Millis },
+    WebhookStatusSet {
+        webhook_id: WebhookId,
+        status: WebhookStatus,
+        at: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +163,11 @@ pub(crate) mod samples {
             description: "leads to the CRM".into(),
             url: "https://hooks.example.com/in".into(),
             events: vec!["lead.*".into(), "new_lead".into()],
-            secrets: vec![Secret { value: "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into(), created_at: 1_700_000_000_000, expires_at: None }],
+            secrets: vec![Secret {
+                value: "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into(),
+                created_at: 1_700_000_000_000,
+                expires_at: None,
+            }],
             is_active: true,
             max_retries: 5,
             timeout_ms: 30_000,
@@ -225,15 +264,26 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/records_v1.hex");
         let samples = samples::all();
         if std::env::var_os("HERALD_BLESS").is_some() {
-            let text: String = samples.iter().map(|r| hex(&r.encode().unwrap()) + "\n").collect();
+            let text: String = samples
+                .iter()
+                .map(|r| hex(&r.encode().unwrap()) + "\n")
+                .collect();
             std::fs::write(path, text).unwrap();
         }
         let stored = std::fs::read_to_string(path).unwrap();
         let lines: Vec<&str> = stored.lines().collect();
         assert_eq!(lines.len(), samples.len());
         for (line, expected) in lines.iter().zip(&samples) {
-            let bytes: Vec<u8> = (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
-            assert_eq!(&Record::decode(&bytes).unwrap(), expected, "{}", expected.kind());
+            let bytes: Vec<u8> = (0..line.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+                .collect();
+            assert_eq!(
+                &Record::decode(&bytes).unwrap(),
+                expected,
+                "{}",
+                expected.kind()
+            );
         }
     }
 

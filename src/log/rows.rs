@@ -42,13 +42,16 @@ pub fn show_key(key: &[u8]) -> String {
     out
 }
 
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key-value view a fold reads and writes.
 pub trait Rows {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError>;
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
     /// Every entry under `prefix`, in key order, at most `limit`.
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError>;
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError>;
 
     fn get_row<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RowsError>
     where
@@ -58,7 +61,10 @@ pub trait Rows {
             None => Ok(None),
             Some(bytes) => codec::decode(ROW_VERSION, &bytes)
                 .map(Some)
-                .map_err(|source| RowsError::Codec { key: show_key(key), source }),
+                .map_err(|source| RowsError::Codec {
+                    key: show_key(key),
+                    source,
+                }),
         }
     }
 
@@ -66,7 +72,10 @@ pub trait Rows {
     where
         Self: Sized,
     {
-        let bytes = codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
+        let bytes = codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec {
+            key: show_key(&key),
+            source,
+        })?;
         self.put(key, bytes);
         Ok(())
     }
@@ -78,8 +87,11 @@ pub struct Txn<'a> {
     /// `None` marks a deletion.
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The overlay's previous entry for each change, newest last, for [`Txn::rollback`].
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
+
+/// A key and the overlay's entry for it before a change (`None`: there was none).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point a transaction can roll back to.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +99,11 @@ pub struct Savepoint(usize);
 
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Self { tree, overlay: BTreeMap::new(), undo: Vec::new() }
+        Self {
+            tree,
+            overlay: BTreeMap::new(),
+            undo: Vec::new(),
+        }
     }
 
     pub fn savepoint(&self) -> Savepoint {
@@ -97,7 +113,9 @@ impl<'a> Txn<'a> {
     /// Forgets every change made since `sp`.
     pub fn rollback(&mut self, sp: Savepoint) {
         while self.undo.len() > sp.0 {
-            let Some((key, previous)) = self.undo.pop() else { break };
+            let Some((key, previous)) = self.undo.pop() else {
+                break;
+            };
             match previous {
                 Some(entry) => self.overlay.insert(key, entry),
                 None => self.overlay.remove(&key),
@@ -149,21 +167,32 @@ impl Rows for Txn<'_> {
         self.stage(key, None);
     }
 
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError> {
         // Merge the tree's entries with the staged ones; staged entries win.
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let staged = self.overlay.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
+        let staged = self
+            .overlay
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
         let mut staged_count = 0;
         for (k, v) in staged {
             merged.insert(k.clone(), v.clone());
             staged_count += 1;
         }
         // Deleted entries may hide tree entries, so read enough to still fill `limit`.
-        for item in self.tree.scan_prefix(prefix).take(limit.saturating_add(staged_count)) {
+        for item in self
+            .tree
+            .scan_prefix(prefix)
+            .take(limit.saturating_add(staged_count))
+        {
             let (k, v) = item?;
             merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
         }
-        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
     }
 }
 
@@ -184,7 +213,7 @@ impl Rows for MemRows {
         self.0.remove(&key);
     }
 
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RowsError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError> {
         Ok(self
             .0
             .range(prefix.to_vec()..)
@@ -213,11 +242,20 @@ mod tests {
         txn.put(b"qb".to_vec(), b"20".to_vec());
         txn.delete(b"qc".to_vec());
         assert_eq!(txn.get(b"qb").unwrap(), Some(b"20".to_vec()));
-        let keys = |t: &Txn| t.scan(b"q", 10).unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let keys = |t: &Txn| {
+            t.scan(b"q", 10)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qd".to_vec()]);
         txn.rollback(sp);
         assert_eq!(txn.get(b"qb").unwrap(), Some(b"2".to_vec()));
-        assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qc".to_vec(), b"qd".to_vec()]);
+        assert_eq!(
+            keys(&txn),
+            vec![b"qb".to_vec(), b"qc".to_vec(), b"qd".to_vec()]
+        );
         assert_eq!(txn.scan(b"q", 2).unwrap().len(), 2);
         let (batch, _) = txn.into_parts();
         tree.apply_batch(batch).unwrap();

@@ -27,25 +27,43 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.corrupt_records.is_empty() && self.mismatched_rows.is_empty() && self.applied_seq == self.last_seq
+        self.corrupt_records.is_empty()
+            && self.mismatched_rows.is_empty()
+            && self.applied_seq == self.last_seq
     }
 }
 
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "records: {} (last seq {}, applied {})", self.records, self.last_seq, self.applied_seq)?;
+        writeln!(
+            f,
+            "records: {} (last seq {}, applied {})",
+            self.records, self.last_seq, self.applied_seq
+        )?;
         writeln!(f, "projection rows: {}", self.rows)?;
         for (seq, why) in &self.corrupt_records {
             writeln!(f, "corrupt record {seq}: {why}")?;
         }
         for (i, row) in self.mismatched_rows.iter().enumerate() {
             if i == 20 {
-                writeln!(f, "… and {} more mismatched rows", self.mismatched_rows.len() - 20)?;
+                writeln!(
+                    f,
+                    "… and {} more mismatched rows",
+                    self.mismatched_rows.len() - 20
+                )?;
                 break;
             }
             writeln!(f, "mismatched row {row}")?;
         }
-        write!(f, "{}", if self.is_clean() { "clean" } else { "NOT clean" })
+        write!(
+            f,
+            "{}",
+            if self.is_clean() {
+                "clean"
+            } else {
+                "NOT clean"
+            }
+        )
     }
 }
 
@@ -55,7 +73,9 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
     let mut fresh = MemRows::default();
     for item in tree.scan_prefix([keys::LOG]) {
         let (k, v) = item?;
-        let Some(seq) = keys::log_seq(&k) else { continue };
+        let Some(seq) = keys::log_seq(&k) else {
+            continue;
+        };
         report.records += 1;
         report.last_seq = seq;
         match Record::decode(&v) {
@@ -63,7 +83,11 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
             Err(e) => report.corrupt_records.push((seq, e.to_string())),
         }
     }
-    report.applied_seq = tree.get(keys::APPLIED)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    report.applied_seq = tree
+        .get(keys::APPLIED)?
+        .and_then(|v| v.as_ref().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
 
     let mut stored: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for prefix in keys::PROJECTION_PREFIXES {
@@ -84,7 +108,9 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
     }
     for k in fresh.keys() {
         if !stored.contains_key(k) {
-            report.mismatched_rows.push(format!("{} (missing)", show_key(k)));
+            report
+                .mismatched_rows
+                .push(format!("{} (missing)", show_key(k)));
         }
     }
     Ok(report)

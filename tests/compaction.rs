@@ -1,0 +1,209 @@
+//! Retention compaction keeps the disk bounded: with `retention = 2s`, repeated cycles of
+//! writing finished history and compacting leave `du` of the data directory level, and what
+//! compaction keeps still folds to the stored projection.
+
+use herald::log::load::{attempt_command, ensure_webhooks, sample_event};
+use herald::log::{keys, verify, Command, CompactionPolicy, Log, LogOptions, Record};
+use herald::model::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn du_kib(dir: &Path) -> u64 {
+    let out = std::process::Command::new("du")
+        .arg("-sk")
+        .arg(dir)
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn options() -> LogOptions {
+    LogOptions {
+        compaction: CompactionPolicy {
+            retention: Duration::from_secs(2),
+            dead_retention: Duration::from_secs(2),
+            idempotency_window: Duration::from_secs(2),
+            // Compaction is driven by the test, with a `now` past the retention.
+            interval: Duration::from_secs(3600),
+        },
+        ..Default::default()
+    }
+}
+
+/// Ingests `n` events of 1 KiB to one webhook and finishes every delivery: most succeed,
+/// every tenth dies (a dead letter, kept for `dead_retention`).
+fn write_finished_history(log: &Log, webhook: &WebhookId, n: usize) {
+    let account = AccountId::default_account();
+    for chunk in 0..n / 500 {
+        let at = now_millis();
+        let events: Vec<Record> = (0..500)
+            .map(|_| sample_event(&account, vec![webhook.clone()], 1024, at))
+            .collect();
+        let ids: Vec<EventId> = events
+            .iter()
+            .map(|r| match r {
+                Record::EventIngested(e) => e.id.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        log.writer().append_blocking(Command::new(events)).unwrap();
+        let mut attempts = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let delivery = DeliveryId::new(id, 0);
+            let row = herald::log::projection::load_delivery(
+                &herald::log::load::TreeRows(log.tree()),
+                delivery,
+                webhook,
+            )
+            .unwrap()
+            .unwrap();
+            let next = if (chunk * 500 + i) % 10 == 0 {
+                NextStep::Dead(DeadReason::RetriesExhausted)
+            } else {
+                NextStep::Succeeded
+            };
+            attempts.extend(attempt_command(delivery, &row, next, now_millis()).records);
+        }
+        log.writer()
+            .append_blocking(Command::new(attempts))
+            .unwrap();
+    }
+}
+
+#[test]
+fn du_levels_off_over_write_and_compact_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), options()).unwrap();
+    let webhook = ensure_webhooks(&log).unwrap()[0].id.clone();
+    let mut sizes = Vec::new();
+    let mut removed = 0;
+    let cycles: usize = std::env::var("HERALD_COMPACTION_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    for cycle in 0..cycles {
+        write_finished_history(&log, &webhook, 5_000);
+        let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
+        removed += report.removed_events;
+        // Everything but the history holding the webhook's current status is gone.
+        let left = log.tree().scan_prefix([keys::LOG]).count();
+        assert!(
+            left < 20,
+            "cycle {cycle}: {left} records left after compaction ({report:?})"
+        );
+        let status = log.catalog().read().unwrap().statuses[&webhook].clone();
+        assert_eq!(status.pending, 0);
+        assert!(
+            status.dead <= 1,
+            "dead letters past dead_retention are purged: {}",
+            status.dead
+        );
+        log.tree().flush().unwrap();
+        sizes.push(du_kib(dir.path()));
+    }
+    assert!(
+        removed >= cycles as u64 * 5_000 - cycles as u64,
+        "compaction removed {removed} events"
+    );
+    // Each cycle writes ~7 MiB of records and rows; without compaction du would grow by that
+    // much every cycle. With it, once sled starts reusing the segments compaction freed (it
+    // does so late), the second half of the cycles leaves du level.
+    eprintln!("du KiB per cycle: {sizes:?}");
+    let (mid, late) = (sizes[cycles / 2], *sizes.last().unwrap());
+    assert!(late <= mid + mid / 10, "du keeps growing: {sizes:?}");
+    assert!(
+        late < (cycles as u64 * 7 * 1024) / 2,
+        "du holds most of what was written: {sizes:?}"
+    );
+    log.close();
+    drop(log);
+
+    let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+    let report = verify::verify(&tree).unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn compaction_keeps_unfinished_work_dead_letters_and_live_idempotency_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options();
+    opts.compaction.dead_retention = Duration::from_secs(3600);
+    opts.compaction.idempotency_window = Duration::from_secs(3600);
+    let (log, _) = Log::open(dir.path(), opts).unwrap();
+    let hooks = ensure_webhooks(&log).unwrap();
+    let (a, b) = (hooks[0].id.clone(), hooks[1].id.clone());
+    let account = AccountId::default_account();
+    let at = now_millis();
+
+    // 1: both deliveries succeed → removable. 2: one succeeded, one still pending → kept.
+    // 3: dead → kept for dead_retention. 4: succeeded, but its idempotency key is live → kept.
+    let e1 = sample_event(&account, vec![a.clone(), b.clone()], 200, at);
+    let e2 = sample_event(&account, vec![a.clone(), b.clone()], 200, at);
+    let e3 = sample_event(&account, vec![a.clone()], 200, at);
+    let mut e4 = sample_event(&account, vec![a.clone()], 200, at);
+    if let Record::EventIngested(e) = &mut e4 {
+        e.idempotency_key = Some("order-42".into());
+    }
+    let id = |r: &Record| match r {
+        Record::EventIngested(e) => e.id.clone(),
+        _ => unreachable!(),
+    };
+    let (i1, i2, i3, i4) = (id(&e1), id(&e2), id(&e3), id(&e4));
+    let seqs = log
+        .writer()
+        .append_blocking(Command::new(vec![e1, e2, e3, e4]))
+        .unwrap()
+        .seqs;
+    let finish = |event: &EventId, index: usize, webhook: &WebhookId, next: NextStep| {
+        let d = DeliveryId::new(event, index);
+        let row = herald::log::projection::load_delivery(
+            &herald::log::load::TreeRows(log.tree()),
+            d,
+            webhook,
+        )
+        .unwrap()
+        .unwrap();
+        log.writer()
+            .append_blocking(attempt_command(d, &row, next, now_millis()))
+            .unwrap();
+    };
+    finish(&i1, 0, &a, NextStep::Succeeded);
+    finish(&i1, 1, &b, NextStep::Succeeded);
+    finish(&i2, 0, &a, NextStep::Succeeded);
+    finish(&i3, 0, &a, NextStep::Dead(DeadReason::RetriesExhausted));
+    finish(&i4, 0, &a, NextStep::Succeeded);
+    // A later success on `a` and `b` carries their current status, so the histories above
+    // do not hold it.
+    let e5 = sample_event(&account, vec![a.clone(), b.clone()], 200, now_millis());
+    let i5 = id(&e5);
+    log.writer()
+        .append_blocking(Command::new(vec![e5]))
+        .unwrap();
+    finish(&i5, 0, &a, NextStep::Succeeded);
+    finish(&i5, 1, &b, NextStep::Succeeded);
+
+    let report = log
+        .writer()
+        .compact_blocking(now_millis() + 10_000)
+        .unwrap();
+    assert_eq!(report.removed_events, 1, "{report:?}");
+    assert!(log.record(seqs[0]).unwrap().is_none(), "event 1 compacted");
+    for (n, seq) in [(2, seqs[1]), (3, seqs[2]), (4, seqs[3])] {
+        assert!(log.record(seq).unwrap().is_some(), "event {n} kept");
+    }
+    assert!(log
+        .tree()
+        .get(keys::idempotency(&account, "order-42"))
+        .unwrap()
+        .is_some());
+    log.close();
+    drop(log);
+    let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+    let report = verify::verify(&tree).unwrap();
+    assert!(report.is_clean(), "{report}");
+}
