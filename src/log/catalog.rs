@@ -100,6 +100,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Takes in every mirrored row of a committed batch. A row that does not decode is
+    /// logged and left out (the stored row stays what `herald verify` reports).
+    pub fn absorb_committed(
+        catalog: &std::sync::RwLock<Catalog>,
+        changes: &std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) {
+        let Ok(mut catalog) = catalog.write() else {
+            return;
+        };
+        for (key, value) in changes.iter().filter(|(k, _)| Catalog::wants(k)) {
+            if let Err(e) = catalog.absorb(key, value.as_deref()) {
+                tracing::error!(error = %e, row = %super::rows::show_key(key), "catalog could not absorb a committed row");
+            }
+        }
+    }
+
     /// Whether a row under this key is mirrored here.
     pub fn wants(key: &[u8]) -> bool {
         matches!(

@@ -165,13 +165,7 @@ fn step_from(
         let (batch, changes) = txn.into_parts();
         state.tree.apply_batch(batch)?;
         state.tree.flush()?;
-        if let Ok(mut catalog) = state.catalog.write() {
-            for (key, value) in changes.iter().filter(|(k, _)| Catalog::wants(k)) {
-                if let Err(e) = catalog.absorb(key, value.as_deref()) {
-                    tracing::error!(error = %e, "catalog could not absorb a compacted row");
-                }
-            }
-        }
+        Catalog::absorb_committed(&state.catalog, &changes);
     }
     Ok(report)
 }

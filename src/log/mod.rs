@@ -168,7 +168,7 @@ fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
     }
 }
 
-fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
+pub(crate) fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
     Ok(tree
         .get(keys::APPLIED)?
         .and_then(|v| v.as_ref().try_into().ok())

@@ -83,11 +83,7 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
             Err(e) => report.corrupt_records.push((seq, e.to_string())),
         }
     }
-    report.applied_seq = tree
-        .get(keys::APPLIED)?
-        .and_then(|v| v.as_ref().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
+    report.applied_seq = super::applied_seq(tree)?;
 
     let mut stored: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for prefix in keys::PROJECTION_PREFIXES {

@@ -299,13 +299,7 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
     };
     match written {
         Ok(changes) => {
-            if let Ok(mut catalog) = state.catalog.write() {
-                for (key, value) in changes.iter().filter(|(k, _)| Catalog::wants(k)) {
-                    if let Err(e) = catalog.absorb(key, value.as_deref()) {
-                        tracing::error!(error = %e, "catalog could not absorb a committed row");
-                    }
-                }
-            }
+            Catalog::absorb_committed(&state.catalog, &changes);
             if let Some(observer) = state.observer.as_mut() {
                 observer(&committed);
             }
