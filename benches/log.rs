@@ -14,12 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A 300-byte `EventIngested` for `webhook`.
 fn record(webhook: &WebhookId) -> Record {
-    let r = sample_event(
-        &AccountId::default_account(),
-        vec![webhook.clone()],
-        155,
-        now_millis(),
-    );
+    let r = sample_event(&AccountId::default_account(), vec![webhook.clone()], 155, now_millis());
     debug_assert_eq!(r.encode().unwrap().len(), 300);
     r
 }
@@ -27,17 +22,11 @@ fn record(webhook: &WebhookId) -> Record {
 fn codec(c: &mut Criterion) {
     let r = record(&WebhookId::generate());
     let bytes = r.encode().unwrap();
-    assert!(
-        (290..=310).contains(&bytes.len()),
-        "record is {} bytes",
-        bytes.len()
-    );
+    assert!((290..=310).contains(&bytes.len()), "record is {} bytes", bytes.len());
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("encode_300B", |b| b.iter(|| r.encode().unwrap()));
-    g.bench_function("decode_300B", |b| {
-        b.iter(|| Record::decode(&bytes).unwrap())
-    });
+    g.bench_function("decode_300B", |b| b.iter(|| Record::decode(&bytes).unwrap()));
     g.finish();
 }
 
@@ -53,45 +42,31 @@ fn appends(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     g.bench_function("one_append_and_flush", |b| {
-        b.iter(|| {
-            log.writer()
-                .append_blocking(Command::new(vec![record(&webhook)]))
-                .unwrap()
-        })
+        b.iter(|| log.writer().append_blocking(Command::new(vec![record(&webhook)])).unwrap())
     });
     g.finish();
 
     let mut g = c.benchmark_group("group_commit");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .throughput(Throughput::Elements(1));
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Elements(1));
     for writers in [1usize, 16, 64] {
-        g.bench_with_input(
-            BenchmarkId::from_parameter(writers),
-            &writers,
-            |b, &writers| {
-                b.iter_custom(|iters| {
-                    let per = (iters as usize).div_ceil(writers);
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for _ in 0..writers {
-                            let (log, webhook) = (&log, &webhook);
-                            s.spawn(move || {
-                                for _ in 0..per {
-                                    log.writer()
-                                        .append_blocking(Command::new(vec![record(webhook)]))
-                                        .unwrap();
-                                }
-                            });
-                        }
-                    });
-                    // Report per requested iteration, though up to `writers - 1` extra ran.
-                    start
-                        .elapsed()
-                        .mul_f64(iters as f64 / (per * writers) as f64)
-                })
-            },
-        );
+        g.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |b, &writers| {
+            b.iter_custom(|iters| {
+                let per = (iters as usize).div_ceil(writers);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..writers {
+                        let (log, webhook) = (&log, &webhook);
+                        s.spawn(move || {
+                            for _ in 0..per {
+                                log.writer().append_blocking(Command::new(vec![record(webhook)])).unwrap();
+                            }
+                        });
+                    }
+                });
+                // Report per requested iteration, though up to `writers - 1` extra ran.
+                start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
+            })
+        });
     }
     g.finish();
     log.close();
@@ -104,27 +79,14 @@ fn filled(deliveries: usize) -> tempfile::TempDir {
     let account = AccountId::default_account();
     let at = now_millis();
     let mut records = vec![Record::AccountCreated {
-        account: Account {
-            id: account.clone(),
-            name: "bench".into(),
-            created_at: at,
-            deleted_at: None,
-        },
+        account: Account { id: account.clone(), name: "bench".into(), created_at: at, deleted_at: None },
     }];
-    let hooks: Vec<Webhook> = (0..10)
-        .map(|i| herald::log::load::sample_webhook(&account, i, at))
-        .collect();
-    records.extend(
-        hooks
-            .iter()
-            .map(|w| Record::WebhookCreated { webhook: w.clone() }),
-    );
+    let hooks: Vec<Webhook> = (0..10).map(|i| herald::log::load::sample_webhook(&account, i, at)).collect();
+    records.extend(hooks.iter().map(|w| Record::WebhookCreated { webhook: w.clone() }));
     log.writer().append_blocking(Command::new(records)).unwrap();
     let targets: Vec<WebhookId> = hooks.iter().map(|w| w.id.clone()).collect();
     for _ in 0..deliveries / 10 / 1000 {
-        let batch = (0..1000)
-            .map(|_| sample_event(&account, targets.clone(), 1024, now_millis()))
-            .collect();
+        let batch = (0..1000).map(|_| sample_event(&account, targets.clone(), 1024, now_millis())).collect();
         log.writer().append_blocking(Command::new(batch)).unwrap();
     }
     log.close();

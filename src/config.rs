@@ -27,13 +27,9 @@ impl Serialize for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Dur)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration like \"250ms\", \"30s\" or \"24h\" ({e})"
-                ))
-            })
+        humantime::parse_duration(text.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like \"250ms\", \"30s\" or \"24h\" ({e})"))
+        })
     }
 }
 
@@ -197,10 +193,7 @@ const NON_KEY_VARS: &[&str] = &["HERALD_CONFIG"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("unknown configuration variable {0} (known keys: see `herald config`)")]
@@ -229,21 +222,14 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            table = text.parse::<toml::Table>().map_err(|e| ConfigError::File {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            table = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
             // Deserialize once on its own so file errors name the file.
-            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-                ConfigError::File {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                }
-            })?;
+            Config::deserialize(toml::Value::Table(table.clone()))
+                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
         }
         for (var, raw) in env {
             let Some(name) = var.strip_prefix("HERALD_") else {
@@ -256,40 +242,26 @@ impl Config {
             let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
                 return Err(ConfigError::UnknownVariable(var));
             };
-            let value = env_value(&raw, *kind).map_err(|message| ConfigError::Variable {
-                var: var.clone(),
-                message,
-            })?;
+            let value =
+                env_value(&raw, *kind).map_err(|message| ConfigError::Variable { var: var.clone(), message })?;
             table.insert(key, value);
-            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-                ConfigError::Variable {
-                    var: var.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            Config::deserialize(toml::Value::Table(table.clone()))
+                .map_err(|e| ConfigError::Variable { var: var.clone(), message: e.to_string() })?;
         }
         if let Some(listen) = &flags.listen {
             table.insert("listen".into(), toml::Value::String(listen.clone()));
         }
         if let Some(dir) = &flags.data_dir {
-            table.insert(
-                "data_dir".into(),
-                toml::Value::String(dir.to_string_lossy().into_owned()),
-            );
+            table.insert("data_dir".into(), toml::Value::String(dir.to_string_lossy().into_owned()));
         }
         if flags.dev {
             table.insert("dev".into(), toml::Value::Boolean(true));
         }
         if let Some(format) = flags.log_format {
-            let text = if format == LogFormat::Json {
-                "json"
-            } else {
-                "text"
-            };
+            let text = if format == LogFormat::Json { "json" } else { "text" };
             table.insert("log_format".into(), toml::Value::String(text.into()));
         }
-        let config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -298,22 +270,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.parse::<SocketAddr>().is_err() {
-            return bad(format!(
-                "listen: `{}` is not an address like 127.0.0.1:8080",
-                self.listen
-            ));
+            return bad(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen));
         }
         if self.default_max_retries > 20 {
-            return bad(format!(
-                "default_max_retries: must be 0–20, got {}",
-                self.default_max_retries
-            ));
+            return bad(format!("default_max_retries: must be 0–20, got {}", self.default_max_retries));
         }
         let timeout = self.default_timeout.0;
-        if timeout < Duration::from_secs(1)
-            || timeout > Duration::from_secs(120)
-            || timeout.subsec_nanos() != 0
-        {
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(120) || timeout.subsec_nanos() != 0 {
             return bad(format!(
                 "default_timeout: must be whole seconds from 1s to 120s, got {}",
                 humantime::format_duration(timeout)
@@ -338,23 +301,14 @@ impl Config {
         if self.breaker_threshold == 0 {
             return bad("breaker_threshold: must be at least 1".into());
         }
-        if self.max_webhooks_per_account == 0
-            || self.max_webhooks_per_account as usize > crate::model::MAX_FANOUT
-        {
-            return bad(format!(
-                "max_webhooks_per_account: must be 1–{}",
-                crate::model::MAX_FANOUT
-            ));
+        if self.max_webhooks_per_account == 0 || self.max_webhooks_per_account as usize > crate::model::MAX_FANOUT {
+            return bad(format!("max_webhooks_per_account: must be 1–{}", crate::model::MAX_FANOUT));
         }
         if self.max_payload_bytes == 0 || self.max_batch_bytes < self.max_payload_bytes {
-            return bad(
-                "max_payload_bytes: must be more than zero and at most max_batch_bytes".into(),
-            );
+            return bad("max_payload_bytes: must be more than zero and at most max_batch_bytes".into());
         }
         if self.ingest_rate_limit == Some(0) {
-            return bad(
-                "ingest_rate_limit: must be at least 1 (leave it unset for no limit)".into(),
-            );
+            return bad("ingest_rate_limit: must be at least 1 (leave it unset for no limit)".into());
         }
         if self.max_pending_per_webhook == 0 {
             return bad("max_pending_per_webhook: must be at least 1".into());
@@ -366,10 +320,7 @@ impl Config {
         }
         for (i, t) in self.event_types.iter().enumerate() {
             if !crate::model::is_event_name(&t.name) {
-                return bad(format!(
-                    "event_types[{i}].name: `{}` is not an event name like lead.qualified",
-                    t.name
-                ));
+                return bad(format!("event_types[{i}].name: `{}` is not an event name like lead.qualified", t.name));
             }
         }
         Ok(())
@@ -389,9 +340,7 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen))
-        })
+        self.listen.parse().map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen)))
     }
 
     /// How the log is opened under this configuration.
@@ -410,13 +359,10 @@ impl Config {
 
 fn env_value(raw: &str, kind: Kind) -> Result<toml::Value, String> {
     let inline = |raw: &str| -> Result<toml::Value, String> {
-        let table: toml::Table = format!("v = {raw}").parse().map_err(|e: toml::de::Error| {
-            format!("`{raw}` is not a TOML value: {}", e.message())
-        })?;
-        table
-            .get("v")
-            .cloned()
-            .ok_or_else(|| format!("`{raw}` is not a TOML value"))
+        let table: toml::Table = format!("v = {raw}")
+            .parse()
+            .map_err(|e: toml::de::Error| format!("`{raw}` is not a TOML value: {}", e.message()))?;
+        table.get("v").cloned().ok_or_else(|| format!("`{raw}` is not a TOML value"))
     };
     match kind {
         Kind::Text => Ok(toml::Value::String(raw.to_owned())),
@@ -447,10 +393,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -474,22 +417,11 @@ mod tests {
     fn layers_apply_in_order_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\nretention = \"2s\"\ndefault_max_retries = 7\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nretention = \"2s\"\ndefault_max_retries = 7\n").unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[
-                ("HERALD_DEFAULT_MAX_RETRIES", "9"),
-                ("HERALD_LISTEN", "127.0.0.1:9100"),
-                ("PATH", "/bin"),
-            ]),
-            &Overrides {
-                listen: Some("127.0.0.1:9200".into()),
-                ..Default::default()
-            },
+            env(&[("HERALD_DEFAULT_MAX_RETRIES", "9"), ("HERALD_LISTEN", "127.0.0.1:9100"), ("PATH", "/bin")]),
+            &Overrides { listen: Some("127.0.0.1:9200".into()), ..Default::default() },
         )
         .unwrap();
         assert_eq!(c.retention.0, Duration::from_secs(2));
@@ -504,10 +436,7 @@ mod tests {
             env(&[
                 ("HERALD_DEV", "true"),
                 ("HERALD_ALLOWED_CIDRS", "10.0.0.0/8, 192.168.1.0/24"),
-                (
-                    "HERALD_EVENT_TYPES",
-                    r#"[{name = "lead.qualified", description = "A lead qualified"}]"#,
-                ),
+                ("HERALD_EVENT_TYPES", r#"[{name = "lead.qualified", description = "A lead qualified"}]"#),
                 ("HERALD_INITIAL_BACKOFF", "250ms"),
                 ("HERALD_ADMIN_TOKEN", "0123456789abcdef0123"),
             ]),
@@ -525,30 +454,15 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let err = |e: ConfigError| e.to_string();
-        let e = err(
-            Config::load(None, env(&[("HERALD_LISTN", "x")]), &Overrides::default()).unwrap_err(),
-        );
+        let e = err(Config::load(None, env(&[("HERALD_LISTN", "x")]), &Overrides::default()).unwrap_err());
         assert!(e.contains("HERALD_LISTN"), "{e}");
-        let e = err(Config::load(
-            None,
-            env(&[("HERALD_DEFAULT_MAX_RETRIES", "many")]),
-            &Overrides::default(),
-        )
-        .unwrap_err());
+        let e =
+            err(Config::load(None, env(&[("HERALD_DEFAULT_MAX_RETRIES", "many")]), &Overrides::default()).unwrap_err());
         assert!(e.contains("HERALD_DEFAULT_MAX_RETRIES"), "{e}");
-        let e = err(Config::load(
-            None,
-            env(&[("HERALD_RETENTION", "soon")]),
-            &Overrides::default(),
-        )
-        .unwrap_err());
+        let e = err(Config::load(None, env(&[("HERALD_RETENTION", "soon")]), &Overrides::default()).unwrap_err());
         assert!(e.contains("HERALD_RETENTION") && e.contains("soon"), "{e}");
-        let e = err(Config::load(
-            None,
-            env(&[("HERALD_DEFAULT_MAX_RETRIES", "50")]),
-            &Overrides::default(),
-        )
-        .unwrap_err());
+        let e =
+            err(Config::load(None, env(&[("HERALD_DEFAULT_MAX_RETRIES", "50")]), &Overrides::default()).unwrap_err());
         assert!(e.contains("default_max_retries"), "{e}");
 
         let dir = tempfile::tempdir().unwrap();

@@ -8,11 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Self-hosted webhook delivery engine"
-)]
+#[command(name = "herald", version, about = "Self-hosted webhook delivery engine")]
 struct Cli {
     /// TOML configuration file (overridden by HERALD_* variables, then by flags).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -103,9 +99,7 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
     match command {
         Cmd::Serve => herald::server::serve(config)?,
         Cmd::Config => print!("{}", config.redacted_toml()),
-        Cmd::AdminToken {
-            action: TokenAction::Reset,
-        } => {
+        Cmd::AdminToken { action: TokenAction::Reset } => {
             let (log, _) = herald::log::Log::open(&config.data_dir, config.log_options())?;
             herald::server::issue_admin_token(&log)?;
             log.close();
@@ -118,11 +112,7 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Cmd::StressLog {
-            writers,
-            records,
-            seed,
-        } => {
+        Cmd::StressLog { writers, records, seed } => {
             let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;
             println!(
                 "recovered last_seq={} unfinished={} tail={} warnings={}",

@@ -4,10 +4,10 @@
 //! Invariants:
 //! - Every identifier is `<prefix>_<ULID>` (26 Crockford base-32 characters), so ids sort by
 //!   creation time; `acct_default` is the one fixed exception.
-//! - A delivery id is its event's ULID followed by three base-32 digits, the delivery's index
-//!   in the event's fan-out list. This lets a pending delivery exist without a stored row of
-//!   its own (the event's log record says which webhooks it owes), which halves the writes of
-//!   ingest. The id stays opaque to clients.
+//! - An event id encodes the event's log sequence number under a per-node keyed permutation
+//!   ([`IdKey`]), and a delivery id is its event's id plus the delivery's index in the fan-out
+//!   list. Inside Herald a delivery is a [`DeliveryRef`] (sequence number, index): ingest
+//!   writes no row per event or per delivery, only the record. The ids stay opaque.
 //! - Times are unix milliseconds (`Millis`) chosen by the live process and written into log
 //!   records; folding the log never reads a clock.
 
@@ -20,10 +20,7 @@ pub type Millis = u64;
 /// The current wall-clock time in unix milliseconds. Only the live process calls this; the
 /// fold of the log never does.
 pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
 /// Errors of parsing an identifier supplied from outside.
@@ -116,9 +113,107 @@ impl AccountId {
     }
 }
 
-/// One event owed to one webhook: the event's ULID plus the index of the webhook in the
-/// event's fan-out list.
+/// Where a delivery lives inside Herald: its event's log sequence number and its index in
+/// the event's fan-out list. Records and rows use this; clients see [`DeliveryId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeliveryRef {
+    pub seq: u64,
+    pub index: u16,
+}
+
+impl DeliveryRef {
+    /// Big-endian bytes: sorts by event, then index.
+    pub fn to_bytes(self) -> [u8; 10] {
+        let mut out = [0u8; 10];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..].copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != 10 {
+            return None;
+        }
+        Some(Self {
+            seq: u64::from_be_bytes(b[..8].try_into().ok()?),
+            index: u16::from_be_bytes(b[8..].try_into().ok()?),
+        })
+    }
+}
+
+/// The per-node key that makes public ids opaque. An event id is a ULID whose time part is
+/// the ingest time and whose random part is the event's log sequence number under a keyed
+/// permutation: ids need no index to be found, yet reveal neither the sequence nor the
+/// node's volume to a tenant.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdKey(pub [u8; 16]);
+
+impl fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdKey(<redacted>)")
+    }
+}
+
+const FEISTEL_ROUNDS: u8 = 4;
+
+impl IdKey {
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    fn round(&self, r: u8, half: u32) -> u32 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update([r]);
+        h.update(half.to_be_bytes());
+        let d = h.finalize();
+        u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    }
+
+    /// A keyed bijection on u64 (a balanced Feistel network).
+    pub fn permute(&self, x: u64) -> u64 {
+        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
+        for round in 0..FEISTEL_ROUNDS {
+            (l, r) = (r, l ^ self.round(round, r));
+        }
+        ((l as u64) << 32) | r as u64
+    }
+
+    pub fn unpermute(&self, y: u64) -> u64 {
+        let (mut l, mut r) = ((y >> 32) as u32, y as u32);
+        for round in (0..FEISTEL_ROUNDS).rev() {
+            (l, r) = (r ^ self.round(round, l), l);
+        }
+        ((l as u64) << 32) | r as u64
+    }
+}
+
+impl EventId {
+    /// The public id of the event ingested at `at` as record `seq`.
+    pub fn from_seq(at: Millis, seq: u64, key: &IdKey) -> Self {
+        Self(format!("{}{}", Self::PREFIX, ulid::Ulid::from_parts(at, key.permute(seq) as u128)))
+    }
+
+    /// The log sequence number behind an id this node issued (`None` for a foreign one).
+    pub fn seq(&self, key: &IdKey) -> Option<u64> {
+        let random = self.ulid() & ((1u128 << 80) - 1);
+        (random >> 64 == 0).then(|| key.unpermute(random as u64))
+    }
+
+    pub fn ulid(&self) -> u128 {
+        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).map(|u| u.0).unwrap_or(0)
+    }
+
+    /// The ingest time encoded in the id.
+    pub fn millis(&self) -> Millis {
+        ulid::Ulid(self.ulid()).timestamp_ms()
+    }
+}
+
+/// A delivery's public id: its event's id followed by three base-32 digits, the delivery's
+/// index in the event's fan-out list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId {
     pub event: u128,
     pub index: u16,
@@ -134,21 +229,24 @@ impl DeliveryId {
 
     pub fn new(event: &EventId, index: usize) -> Self {
         debug_assert!(index < MAX_FANOUT);
-        Self {
-            event: event.ulid(),
-            index: index as u16,
-        }
+        Self { event: event.ulid(), index: index as u16 }
+    }
+
+    pub fn from_ref(r: DeliveryRef, at: Millis, key: &IdKey) -> Self {
+        Self::new(&EventId::from_seq(at, r.seq, key), r.index as usize)
     }
 
     pub fn event_id(&self) -> EventId {
         EventId(format!("{}{}", EventId::PREFIX, ulid::Ulid(self.event)))
     }
 
+    /// Where the delivery lives, for an id this node issued.
+    pub fn to_ref(&self, key: &IdKey) -> Option<DeliveryRef> {
+        Some(DeliveryRef { seq: self.event_id().seq(key)?, index: self.index })
+    }
+
     pub fn parse(s: &str) -> Result<Self, BadId> {
-        let bad = || BadId {
-            kind: "delivery",
-            value: s.chars().take(64).collect(),
-        };
+        let bad = || BadId { kind: "delivery", value: s.chars().take(64).collect() };
         let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
         if body.len() != ULID_LEN + 3 || !body.is_ascii() {
             return Err(bad());
@@ -165,48 +263,14 @@ impl DeliveryId {
         }
         Ok(Self { event, index })
     }
-
-    /// Big-endian bytes: sorts like the textual id.
-    pub fn to_bytes(self) -> [u8; 18] {
-        let mut out = [0u8; 18];
-        out[..16].copy_from_slice(&self.event.to_be_bytes());
-        out[16..].copy_from_slice(&self.index.to_be_bytes());
-        out
-    }
-
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() != 18 {
-            return None;
-        }
-        let event = u128::from_be_bytes(b[..16].try_into().ok()?);
-        let index = u16::from_be_bytes(b[16..].try_into().ok()?);
-        Some(Self { event, index })
-    }
 }
 
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = self.index as usize;
-        let digits = [
-            CROCKFORD[(i >> 10) & 31],
-            CROCKFORD[(i >> 5) & 31],
-            CROCKFORD[i & 31],
-        ];
+        let digits = [CROCKFORD[(i >> 10) & 31], CROCKFORD[(i >> 5) & 31], CROCKFORD[i & 31]];
         write!(f, "{}{}", Self::PREFIX, ulid::Ulid(self.event))?;
         f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
-    }
-}
-
-impl EventId {
-    pub fn ulid(&self) -> u128 {
-        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..])
-            .map(|u| u.0)
-            .unwrap_or(0)
-    }
-
-    /// The creation time encoded in the id.
-    pub fn millis(&self) -> Millis {
-        ulid::Ulid(self.ulid()).timestamp_ms()
     }
 }
 
@@ -280,9 +344,7 @@ pub struct Webhook {
 impl Webhook {
     /// Whether this webhook subscribes to an event name.
     pub fn matches(&self, event: &str) -> bool {
-        self.events
-            .iter()
-            .any(|pattern| event_matches(pattern, event))
+        self.events.iter().any(|pattern| event_matches(pattern, event))
     }
 }
 
@@ -305,12 +367,9 @@ pub const MAX_EVENT_NAME: usize = 100;
 pub fn is_event_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_EVENT_NAME
-        && name.split(['.', '_']).all(|word| {
-            !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        && name
+            .split(['.', '_'])
+            .all(|word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 /// The health a webhook shows in the API.
@@ -434,14 +493,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_ids_hide_and_give_back_their_sequence_number() {
+        let key = IdKey::generate();
+        let other = IdKey::generate();
+        for seq in [0u64, 1, 2, 1 << 20, u64::MAX] {
+            assert_eq!(key.unpermute(key.permute(seq)), seq);
+            let id = EventId::from_seq(1_700_000_000_123, seq, &key);
+            assert_eq!(EventId::parse(id.as_str()), Ok(id.clone()));
+            assert_eq!(id.seq(&key), Some(seq));
+            assert_ne!(id.seq(&other), Some(seq));
+            assert_eq!(id.millis(), 1_700_000_000_123);
+        }
+        // Neighbouring sequence numbers do not give neighbouring ids.
+        assert!(key.permute(1000).abs_diff(key.permute(1001)) > 1 << 20);
+    }
+
+    #[test]
     fn delivery_ids_round_trip_and_sort_with_their_event() {
-        let evt = EventId::generate();
+        let key = IdKey::generate();
+        let evt = EventId::from_seq(1_700_000_000_000, 42, &key);
         for index in [0usize, 1, 31, 32, 1000, MAX_FANOUT - 1] {
             let id = DeliveryId::new(&evt, index);
             let text = id.to_string();
             assert_eq!(DeliveryId::parse(&text), Ok(id));
-            assert_eq!(DeliveryId::from_bytes(&id.to_bytes()), Some(id));
             assert_eq!(id.event_id(), evt);
+            let r = DeliveryRef { seq: 42, index: index as u16 };
+            assert_eq!(id.to_ref(&key), Some(r));
+            assert_eq!(DeliveryRef::from_bytes(&r.to_bytes()), Some(r));
+            assert_eq!(DeliveryId::from_ref(r, 1_700_000_000_000, &key), id);
         }
         let a = DeliveryId::new(&evt, 2).to_string();
         let b = DeliveryId::new(&evt, 10).to_string();
@@ -450,13 +529,7 @@ mod tests {
 
     #[test]
     fn ids_reject_garbage() {
-        for bad in [
-            "",
-            "wh_",
-            "wh_123",
-            "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "wh_01ARZ3NDEKTSV4RRFFQ69G5FA\u{e9}",
-        ] {
+        for bad in ["", "wh_", "wh_123", "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV", "wh_01ARZ3NDEKTSV4RRFFQ69G5FA\u{e9}"] {
             assert!(WebhookId::parse(bad).is_err(), "{bad}");
         }
         assert!(WebhookId::parse("wh_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
@@ -477,17 +550,7 @@ mod tests {
         for good in ["new_lead", "lead.qualified", "email.opened", "a1.b2_c3"] {
             assert!(is_event_name(good), "{good}");
         }
-        for bad in [
-            "",
-            "Lead",
-            "lead..x",
-            ".lead",
-            "lead.",
-            "lead-x",
-            "lead qualified",
-            "léad",
-            &"a".repeat(101),
-        ] {
+        for bad in ["", "Lead", "lead..x", ".lead", "lead.", "lead-x", "lead qualified", "léad", &"a".repeat(101)] {
             assert!(!is_event_name(bad), "{bad}");
         }
     }

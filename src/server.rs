@@ -21,10 +21,7 @@ pub enum StartError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
     #[error("recovery failed: {0}")]
@@ -58,11 +55,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Arc<Config>) -> Self {
-        Self {
-            config,
-            engine: OnceLock::new(),
-            failure: OnceLock::new(),
-        }
+        Self { config, engine: OnceLock::new(), failure: OnceLock::new() }
     }
 
     /// The engine, once recovery finished.
@@ -89,11 +82,7 @@ pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
         "log recovered"
     );
     ensure_admin_token(&log, &config)?;
-    Ok(Engine {
-        config,
-        log,
-        recovery: summary,
-    })
+    Ok(Engine { config, log, recovery: summary })
 }
 
 /// On first start without a configured admin token, issues one and prints it once.
@@ -101,11 +90,7 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
     if config.admin_token.is_some() {
         return Ok(());
     }
-    let has_one = log
-        .catalog()
-        .read()
-        .map(|c| c.admin_token.is_some())
-        .unwrap_or(true);
+    let has_one = log.catalog().read().map(|c| c.admin_token.is_some()).unwrap_or(true);
     if !has_one {
         issue_admin_token(log)?;
     }
@@ -115,10 +100,7 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
 /// Issues a new admin token (replacing any stored one) and prints it once to stderr.
 pub fn issue_admin_token(log: &Log) -> Result<(), StartError> {
     let token = credentials::generate_admin_token();
-    let record = Record::AdminTokenSet {
-        hash: credentials::hash_token(&token),
-        at: now_millis(),
-    };
+    let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
     log.writer().append_blocking(Command::new(vec![record]))?;
     eprintln!(
         "\nHerald admin token (shown this once; only its hash is stored):\n\n    {token}\n\n\
@@ -134,17 +116,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     actix_web::rt::System::new().block_on(async move {
         let shared = web::Data::new(Shared::new(config.clone()));
         let for_app = shared.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(for_app.clone())
-                .configure(crate::api::routes)
-        })
-        .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
-        .bind(addr)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let server = HttpServer::new(move || App::new().app_data(for_app.clone()).configure(crate::api::routes))
+            .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
+            .bind(addr)
+            .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         for bound in server.addrs() {
             // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from here.
             eprintln!("herald listening on http://{bound}");

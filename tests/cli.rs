@@ -20,10 +20,7 @@ fn serve_starts_with_no_configuration_and_reports_health() {
     // Defaults: data in ./herald-data, created 0700.
     let data = dir.path().join("herald-data");
     assert!(data.join("log").exists());
-    assert_eq!(
-        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
 
     // Unknown routes answer the JSON error format.
     let (status, body) = herald.get("/nope");
@@ -46,11 +43,7 @@ fn first_start_prints_an_admin_token_once_and_stores_only_its_hash() {
         let mut herald = Herald::serve(dir.path(), &["--data-dir", data_arg], &[]);
         herald.wait_ready();
         let stderr = herald.stderr();
-        let token = stderr
-            .split_whitespace()
-            .find(|w| w.starts_with("hadm_"))
-            .expect("token printed")
-            .to_owned();
+        let token = stderr.split_whitespace().find(|w| w.starts_with("hadm_")).expect("token printed").to_owned();
         herald.signal(libc::SIGINT);
         assert!(herald.wait_exit(Duration::from_secs(20)).success());
         token
@@ -71,16 +64,9 @@ fn first_start_prints_an_admin_token_once_and_stores_only_its_hash() {
     assert!(herald.wait_exit(Duration::from_secs(20)).success());
 
     // A reset issues a new one, printed once.
-    let (code, _, stderr) = run(
-        dir.path(),
-        &["--data-dir", data_arg, "admin-token", "reset"],
-        &[],
-    );
+    let (code, _, stderr) = run(dir.path(), &["--data-dir", data_arg, "admin-token", "reset"], &[]);
     assert_eq!(code, 0, "{stderr}");
-    let new = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("hadm_"))
-        .expect("new token printed");
+    let new = stderr.split_whitespace().find(|w| w.starts_with("hadm_")).expect("new token printed");
     assert_ne!(new, token);
 }
 
@@ -98,16 +84,14 @@ fn admin_token_reset_refuses_while_the_server_runs() {
 fn configuration_layers_file_then_env_then_flags_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("herald.toml");
-    std::fs::write(&file, "retention = \"2s\"\nlisten = \"127.0.0.1:9001\"\nmetrics_token = \"file-secret-metrics-token\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "retention = \"2s\"\nlisten = \"127.0.0.1:9001\"\nmetrics_token = \"file-secret-metrics-token\"\n",
+    )
+    .unwrap();
     let (code, out, err) = run(
         dir.path(),
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:9003",
-            "config",
-        ],
+        &["--config", file.to_str().unwrap(), "--listen", "127.0.0.1:9003", "config"],
         &[
             ("HERALD_LISTEN", "127.0.0.1:9002"),
             ("HERALD_ADMIN_TOKEN", "env-secret-admin-token-123"),
@@ -119,10 +103,7 @@ fn configuration_layers_file_then_env_then_flags_with_secrets_redacted() {
     assert_eq!(effective["listen"].as_str(), Some("127.0.0.1:9003"));
     assert_eq!(effective["retention"].as_str(), Some("2s"));
     assert_eq!(effective["default_max_retries"].as_integer(), Some(3));
-    assert!(
-        !out.contains("env-secret-admin-token") && !out.contains("file-secret-metrics-token"),
-        "{out}"
-    );
+    assert!(!out.contains("env-secret-admin-token") && !out.contains("file-secret-metrics-token"), "{out}");
     assert_eq!(effective["admin_token"].as_str(), Some("<redacted>"));
 }
 
@@ -133,40 +114,17 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     std::fs::write(&file, "breaker_treshold = 3\n").unwrap();
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
-        (
-            vec!["--config", file.to_str().unwrap(), "serve"],
-            vec![],
-            "breaker_treshold",
-        ),
-        (
-            vec!["serve"],
-            vec![("HERALD_MAX_BACKOF", "1h")],
-            "HERALD_MAX_BACKOF",
-        ),
-        (
-            vec!["serve"],
-            vec![("HERALD_INITIAL_BACKOFF", "fast")],
-            "HERALD_INITIAL_BACKOFF",
-        ),
-        (
-            vec!["serve"],
-            vec![("HERALD_DEFAULT_TIMEOUT", "500s")],
-            "default_timeout",
-        ),
-        (
-            vec!["--listen", "not-an-address", "serve"],
-            vec![],
-            "listen",
-        ),
+        (vec!["--config", file.to_str().unwrap(), "serve"], vec![], "breaker_treshold"),
+        (vec!["serve"], vec![("HERALD_MAX_BACKOF", "1h")], "HERALD_MAX_BACKOF"),
+        (vec!["serve"], vec![("HERALD_INITIAL_BACKOFF", "fast")], "HERALD_INITIAL_BACKOFF"),
+        (vec!["serve"], vec![("HERALD_DEFAULT_TIMEOUT", "500s")], "default_timeout"),
+        (vec!["--listen", "not-an-address", "serve"], vec![], "listen"),
     ];
     for (args, env, key) in cases {
         let (code, _, stderr) = run(dir.path(), &args, &env);
         assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
         assert!(stderr.contains(key), "message names {key}: {stderr}");
-        assert!(
-            !dir.path().join("herald-data").exists(),
-            "nothing was created"
-        );
+        assert!(!dir.path().join("herald-data").exists(), "nothing was created");
     }
 }
 

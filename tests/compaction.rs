@@ -2,24 +2,16 @@
 //! writing finished history and compacting leave `du` of the data directory level, and what
 //! compaction keeps still folds to the stored projection.
 
-use herald::log::load::{attempt_command, ensure_webhooks, sample_event};
+use herald::log::load::{attempt_command, ensure_webhooks, sample_event, TreeRows};
+use herald::log::projection::load_delivery;
 use herald::log::{keys, verify, Command, CompactionPolicy, Log, LogOptions, Record};
 use herald::model::*;
 use std::path::Path;
 use std::time::Duration;
 
 fn du_kib(dir: &Path) -> u64 {
-    let out = std::process::Command::new("du")
-        .arg("-sk")
-        .arg(dir)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let out = std::process::Command::new("du").arg("-sk").arg(dir).output().expect("du");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn options() -> LogOptions {
@@ -35,43 +27,30 @@ fn options() -> LogOptions {
     }
 }
 
+/// The attempt that finishes delivery `d` with `next`, as the delivery actor would append it.
+fn finish(log: &Log, d: DeliveryRef, webhook: &WebhookId, next: NextStep) -> Vec<Record> {
+    let row = load_delivery(&TreeRows(log.tree()), d, webhook).unwrap().expect("delivery exists");
+    attempt_command(d, &row, next, now_millis()).records
+}
+
 /// Ingests `n` events of 1 KiB to one webhook and finishes every delivery: most succeed,
 /// every tenth dies (a dead letter, kept for `dead_retention`).
 fn write_finished_history(log: &Log, webhook: &WebhookId, n: usize) {
     let account = AccountId::default_account();
     for chunk in 0..n / 500 {
         let at = now_millis();
-        let events: Vec<Record> = (0..500)
-            .map(|_| sample_event(&account, vec![webhook.clone()], 1024, at))
-            .collect();
-        let ids: Vec<EventId> = events
-            .iter()
-            .map(|r| match r {
-                Record::EventIngested(e) => e.id.clone(),
-                _ => unreachable!(),
-            })
-            .collect();
-        log.writer().append_blocking(Command::new(events)).unwrap();
+        let events: Vec<Record> = (0..500).map(|_| sample_event(&account, vec![webhook.clone()], 1024, at)).collect();
+        let seqs = log.writer().append_blocking(Command::new(events)).unwrap().seqs;
         let mut attempts = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let delivery = DeliveryId::new(id, 0);
-            let row = herald::log::projection::load_delivery(
-                &herald::log::load::TreeRows(log.tree()),
-                delivery,
-                webhook,
-            )
-            .unwrap()
-            .unwrap();
+        for (i, seq) in seqs.into_iter().enumerate() {
             let next = if (chunk * 500 + i) % 10 == 0 {
                 NextStep::Dead(DeadReason::RetriesExhausted)
             } else {
                 NextStep::Succeeded
             };
-            attempts.extend(attempt_command(delivery, &row, next, now_millis()).records);
+            attempts.extend(finish(log, DeliveryRef { seq, index: 0 }, webhook, next));
         }
-        log.writer()
-            .append_blocking(Command::new(attempts))
-            .unwrap();
+        log.writer().append_blocking(Command::new(attempts)).unwrap();
     }
 }
 
@@ -80,46 +59,30 @@ fn du_levels_off_over_write_and_compact_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(dir.path(), options()).unwrap();
     let webhook = ensure_webhooks(&log).unwrap()[0].id.clone();
+    let cycles: usize = std::env::var("HERALD_COMPACTION_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let mut sizes = Vec::new();
     let mut removed = 0;
-    let cycles: usize = std::env::var("HERALD_COMPACTION_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
     for cycle in 0..cycles {
         write_finished_history(&log, &webhook, 5_000);
         let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
         removed += report.removed_events;
         // Everything but the history holding the webhook's current status is gone.
         let left = log.tree().scan_prefix([keys::LOG]).count();
-        assert!(
-            left < 20,
-            "cycle {cycle}: {left} records left after compaction ({report:?})"
-        );
+        assert!(left < 20, "cycle {cycle}: {left} records left after compaction ({report:?})");
         let status = log.catalog().read().unwrap().statuses[&webhook].clone();
         assert_eq!(status.pending, 0);
-        assert!(
-            status.dead <= 1,
-            "dead letters past dead_retention are purged: {}",
-            status.dead
-        );
+        assert!(status.dead <= 1, "dead letters past dead_retention are purged: {}", status.dead);
         log.tree().flush().unwrap();
         sizes.push(du_kib(dir.path()));
     }
-    assert!(
-        removed >= cycles as u64 * 5_000 - cycles as u64,
-        "compaction removed {removed} events"
-    );
+    assert!(removed >= cycles as u64 * 5_000 - cycles as u64, "compaction removed {removed} events");
     // Each cycle writes ~7 MiB of records and rows; without compaction du would grow by that
     // much every cycle. With it, once sled starts reusing the segments compaction freed (it
     // does so late), the second half of the cycles leaves du level.
     eprintln!("du KiB per cycle: {sizes:?}");
     let (mid, late) = (sizes[cycles / 2], *sizes.last().unwrap());
     assert!(late <= mid + mid / 10, "du keeps growing: {sizes:?}");
-    assert!(
-        late < (cycles as u64 * 7 * 1024) / 2,
-        "du holds most of what was written: {sizes:?}"
-    );
+    assert!(late < (cycles as u64 * 7 * 1024) / 2, "du holds most of what was written: {sizes:?}");
     log.close();
     drop(log);
 
@@ -149,58 +112,33 @@ fn compaction_keeps_unfinished_work_dead_letters_and_live_idempotency_keys() {
     if let Record::EventIngested(e) = &mut e4 {
         e.idempotency_key = Some("order-42".into());
     }
-    let id = |r: &Record| match r {
-        Record::EventIngested(e) => e.id.clone(),
-        _ => unreachable!(),
-    };
-    let (i1, i2, i3, i4) = (id(&e1), id(&e2), id(&e3), id(&e4));
-    let seqs = log
-        .writer()
-        .append_blocking(Command::new(vec![e1, e2, e3, e4]))
-        .unwrap()
-        .seqs;
-    let finish = |event: &EventId, index: usize, webhook: &WebhookId, next: NextStep| {
-        let d = DeliveryId::new(event, index);
-        let row = herald::log::projection::load_delivery(
-            &herald::log::load::TreeRows(log.tree()),
-            d,
-            webhook,
-        )
-        .unwrap()
-        .unwrap();
-        log.writer()
-            .append_blocking(attempt_command(d, &row, next, now_millis()))
-            .unwrap();
-    };
-    finish(&i1, 0, &a, NextStep::Succeeded);
-    finish(&i1, 1, &b, NextStep::Succeeded);
-    finish(&i2, 0, &a, NextStep::Succeeded);
-    finish(&i3, 0, &a, NextStep::Dead(DeadReason::RetriesExhausted));
-    finish(&i4, 0, &a, NextStep::Succeeded);
+    let seqs = log.writer().append_blocking(Command::new(vec![e1, e2, e3, e4])).unwrap().seqs;
+    let d = |n: usize, index: u16| DeliveryRef { seq: seqs[n], index };
+    let mut attempts = finish(&log, d(0, 0), &a, NextStep::Succeeded);
+    attempts.extend(finish(&log, d(0, 1), &b, NextStep::Succeeded));
+    attempts.extend(finish(&log, d(1, 0), &a, NextStep::Succeeded));
+    attempts.extend(finish(&log, d(2, 0), &a, NextStep::Dead(DeadReason::RetriesExhausted)));
+    attempts.extend(finish(&log, d(3, 0), &a, NextStep::Succeeded));
+    log.writer().append_blocking(Command::new(attempts)).unwrap();
     // A later success on `a` and `b` carries their current status, so the histories above
     // do not hold it.
     let e5 = sample_event(&account, vec![a.clone(), b.clone()], 200, now_millis());
-    let i5 = id(&e5);
-    log.writer()
-        .append_blocking(Command::new(vec![e5]))
-        .unwrap();
-    finish(&i5, 0, &a, NextStep::Succeeded);
-    finish(&i5, 1, &b, NextStep::Succeeded);
+    let s5 = log.writer().append_blocking(Command::new(vec![e5])).unwrap().seqs[0];
+    let mut last = finish(&log, DeliveryRef { seq: s5, index: 0 }, &a, NextStep::Succeeded);
+    last.extend(finish(&log, DeliveryRef { seq: s5, index: 1 }, &b, NextStep::Succeeded));
+    log.writer().append_blocking(Command::new(last)).unwrap();
 
-    let report = log
-        .writer()
-        .compact_blocking(now_millis() + 10_000)
-        .unwrap();
+    let report = log.writer().compact_blocking(now_millis() + 10_000).unwrap();
     assert_eq!(report.removed_events, 1, "{report:?}");
+    assert_eq!(report.removed_deliveries, 2, "{report:?}");
     assert!(log.record(seqs[0]).unwrap().is_none(), "event 1 compacted");
-    for (n, seq) in [(2, seqs[1]), (3, seqs[2]), (4, seqs[3])] {
-        assert!(log.record(seq).unwrap().is_some(), "event {n} kept");
+    for (n, seq) in seqs.iter().enumerate().skip(1) {
+        assert!(log.record(*seq).unwrap().is_some(), "event {} kept", n + 1);
     }
-    assert!(log
-        .tree()
-        .get(keys::idempotency(&account, "order-42"))
-        .unwrap()
-        .is_some());
+    assert!(log.tree().get(keys::idempotency(&account, "order-42")).unwrap().is_some());
+    // Event 2's pending delivery is still owed.
+    let (window, _) = herald::log::due_window(log.tree(), &b, 10).unwrap();
+    assert_eq!(window.iter().map(|q| q.delivery).collect::<Vec<_>>(), vec![d(1, 1)]);
     log.close();
     drop(log);
     let tree = herald::log::open_for_inspection(dir.path()).unwrap();

@@ -18,15 +18,7 @@ use std::time::Duration;
 /// while longer, SIGKILL. Returns the acknowledged sequence numbers and the recovery line.
 fn load_and_kill(data: &Path, seed: u64, min_acks: usize, extra_ms: u64) -> (Vec<u64>, String) {
     let mut child = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "stress-log",
-            "--writers",
-            "8",
-            "--seed",
-            &seed.to_string(),
-        ])
+        .args(["--data-dir", data.to_str().unwrap(), "stress-log", "--writers", "8", "--seed", &seed.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -45,9 +37,7 @@ fn load_and_kill(data: &Path, seed: u64, min_acks: usize, extra_ms: u64) -> (Vec
             }
         }
     });
-    wait_for("the load to get going", Duration::from_secs(60), || {
-        acked.lock().unwrap().len() >= min_acks
-    });
+    wait_for("the load to get going", Duration::from_secs(60), || acked.lock().unwrap().len() >= min_acks);
     // Random moment: the point of this sleep is to land the kill anywhere in the load.
     std::thread::sleep(Duration::from_millis(extra_ms));
     unsafe {
@@ -71,20 +61,10 @@ fn sigkill_under_load_loses_no_acknowledged_record_and_leaves_nothing_half_appli
         let (acked, recovered) = load_and_kill(&data, round, 200, rng.gen_range(0..400));
         assert!(!acked.is_empty());
         // What the restart recovered covers everything acknowledged before.
-        let last: u64 = recovered
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("last_seq="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            last >= highest_acked,
-            "round {round}: recovered up to {last}, but {highest_acked} was acknowledged"
-        );
-        assert!(
-            recovered.contains("tail=0") && recovered.contains("warnings=0"),
-            "{recovered}"
-        );
+        let last: u64 =
+            recovered.split_whitespace().find_map(|w| w.strip_prefix("last_seq=")).unwrap().parse().unwrap();
+        assert!(last >= highest_acked, "round {round}: recovered up to {last}, but {highest_acked} was acknowledged");
+        assert!(recovered.contains("tail=0") && recovered.contains("warnings=0"), "{recovered}");
 
         let tree = open_for_inspection(&data).unwrap();
         for seq in &acked {
@@ -129,25 +109,15 @@ fn a_damaged_record_or_row_is_reported_never_a_panic() {
         keys::log_seq(&key).unwrap()
     };
 
-    let (code, out, err) = run(
-        dir.path(),
-        &["--data-dir", data.to_str().unwrap(), "verify"],
-        &[],
-    );
+    let (code, out, err) = run(dir.path(), &["--data-dir", data.to_str().unwrap(), "verify"], &[]);
     assert_eq!(code, 1, "verify fails on damage: {out}{err}");
-    assert!(
-        out.contains(&format!("corrupt record {damaged_seq}")) && out.contains("checksum"),
-        "{out}"
-    );
+    assert!(out.contains(&format!("corrupt record {damaged_seq}")) && out.contains("checksum"), "{out}");
     assert!(!err.contains("panicked"), "{err}");
 
     // The server still starts, warns about the damaged row, and is ready.
     let herald = Herald::serve(dir.path(), &["--data-dir", data.to_str().unwrap()], &[]);
     herald.wait_ready();
     let stderr = herald.stderr();
-    assert!(
-        stderr.contains("skipped") && stderr.contains("checksum"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("skipped") && stderr.contains("checksum"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

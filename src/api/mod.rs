@@ -9,9 +9,7 @@ use error::ApiError;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::healthz)
-        .service(health::readyz)
-        .default_service(web::to(not_found));
+    cfg.service(health::healthz).service(health::readyz).default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -33,7 +33,7 @@ impl Catalog {
         };
         let name = || std::str::from_utf8(&key[1..]).unwrap_or_default();
         match *prefix {
-            keys::META if key == keys::ADMIN_TOKEN => {
+            keys::ADMIN if key == keys::ADMIN_TOKEN => {
                 self.admin_token = value.and_then(|v| v.try_into().ok());
             }
             keys::ACCOUNT => {
@@ -74,10 +74,7 @@ impl Catalog {
                 if let Some(v) = value {
                     let row: WebhookRow = codec::decode(ROW_VERSION, v)?;
                     if row.deleted_at.is_none() {
-                        self.by_account
-                            .entry(row.webhook.account_id.clone())
-                            .or_default()
-                            .insert(id.clone());
+                        self.by_account.entry(row.webhook.account_id.clone()).or_default().insert(id.clone());
                     }
                     self.webhooks.insert(id, row);
                 }
@@ -118,17 +115,12 @@ impl Catalog {
 
     /// Whether a row under this key is mirrored here.
     pub fn wants(key: &[u8]) -> bool {
-        matches!(
-            key.first(),
-            Some(&keys::ACCOUNT | &keys::KEY | &keys::WEBHOOK | &keys::STATUS)
-        ) || key == keys::ADMIN_TOKEN
+        matches!(key.first(), Some(&keys::ACCOUNT | &keys::KEY | &keys::WEBHOOK | &keys::STATUS))
+            || key == keys::ADMIN_TOKEN
     }
 
     /// The account's live webhooks, oldest first.
-    pub fn webhooks_of<'a>(
-        &'a self,
-        account: &AccountId,
-    ) -> impl Iterator<Item = &'a Webhook> + 'a {
+    pub fn webhooks_of<'a>(&'a self, account: &AccountId) -> impl Iterator<Item = &'a Webhook> + 'a {
         self.by_account
             .get(account)
             .into_iter()
@@ -138,13 +130,8 @@ impl Catalog {
     }
 
     /// The live webhooks of the account that subscribe to `event`, oldest first.
-    pub fn matching<'a>(
-        &'a self,
-        account: &AccountId,
-        event: &'a str,
-    ) -> impl Iterator<Item = &'a Webhook> + 'a {
-        self.webhooks_of(account)
-            .filter(move |w| w.is_active && w.matches(event))
+    pub fn matching<'a>(&'a self, account: &AccountId, event: &'a str) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.webhooks_of(account).filter(move |w| w.is_active && w.matches(event))
     }
 
     /// An account that exists and is not deleted.

@@ -48,6 +48,15 @@ pub fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecErro
     Ok(out)
 }
 
+/// Frames bytes that are already the body (a layout of their own, not bincode).
+pub fn frame_raw(version: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.push(version);
+    out.extend_from_slice(&crc(version, body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// Checks the frame and returns its version and body.
 pub fn unframe(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     if bytes.len() < HEADER_LEN {
@@ -93,23 +102,14 @@ mod tests {
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x40;
-            assert!(
-                decode::<(u64, String, Vec<u8>)>(1, &damaged).is_err(),
-                "byte {i}"
-            );
+            assert!(decode::<(u64, String, Vec<u8>)>(1, &damaged).is_err(), "byte {i}");
         }
-        assert!(matches!(
-            unframe(&bytes[..3]),
-            Err(CodecError::Truncated(3))
-        ));
+        assert!(matches!(unframe(&bytes[..3]), Err(CodecError::Truncated(3))));
     }
 
     #[test]
     fn unknown_versions_are_refused_not_guessed() {
         let bytes = encode(9, &1u8).unwrap();
-        assert!(matches!(
-            decode::<u8>(1, &bytes),
-            Err(CodecError::UnknownVersion(9))
-        ));
+        assert!(matches!(decode::<u8>(1, &bytes), Err(CodecError::UnknownVersion(9))));
     }
 }

@@ -5,10 +5,11 @@
 //! Each acknowledged append is reported through a callback with its sequence numbers, so a
 //! test that kills the process can check afterwards that every acknowledged record is there.
 
-use super::keys::{self, Finished};
+use super::keys;
 use super::projection::{load_delivery, DeliveryRow};
 use super::record::{AttemptFinished, EventIngested, Record};
 use super::rows::Rows;
+use super::window::due_window;
 use super::{Command, Log, Rejection};
 use crate::model::*;
 use rand::{Rng, SeedableRng};
@@ -21,29 +22,19 @@ pub const WEBHOOKS: usize = 4;
 /// Creates the account's webhooks on first use; returns the live ones.
 pub fn ensure_webhooks(log: &Log) -> Result<Vec<Webhook>, super::AppendError> {
     let account = AccountId::default_account();
-    let existing: Vec<Webhook> = log
-        .catalog()
-        .read()
-        .map(|c| c.webhooks_of(&account).cloned().collect())
-        .unwrap_or_default();
+    let existing: Vec<Webhook> =
+        log.catalog().read().map(|c| c.webhooks_of(&account).cloned().collect()).unwrap_or_default();
     if !existing.is_empty() {
         return Ok(existing);
     }
     let at = now_millis();
     let mut records = vec![Record::AccountCreated {
-        account: Account {
-            id: account.clone(),
-            name: "default".into(),
-            created_at: at,
-            deleted_at: None,
-        },
+        account: Account { id: account.clone(), name: "default".into(), created_at: at, deleted_at: None },
     }];
     let mut hooks = Vec::new();
     for i in 0..WEBHOOKS {
         let webhook = sample_webhook(&account, i, at);
-        records.push(Record::WebhookCreated {
-            webhook: webhook.clone(),
-        });
+        records.push(Record::WebhookCreated { webhook: webhook.clone() });
         hooks.push(webhook);
     }
     log.writer().append_blocking(Command::new(records))?;
@@ -59,11 +50,7 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
         description: String::new(),
         url: format!("https://hooks{i}.example.com/in"),
         events: vec!["lead.*".into()],
-        secrets: vec![Secret {
-            value: format!("whsec_load-test-secret-{i:04}"),
-            created_at: at,
-            expires_at: None,
-        }],
+        secrets: vec![Secret { value: format!("whsec_load-test-secret-{i:04}"), created_at: at, expires_at: None }],
         is_active: true,
         max_retries: 5,
         timeout_ms: 30_000,
@@ -79,27 +66,20 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
     }
 }
 
-/// An `EventIngested` record with a body of about `body_len` bytes for `webhooks`.
-pub fn sample_event(
-    account: &AccountId,
-    webhooks: Vec<WebhookId>,
-    body_len: usize,
-    at: Millis,
-) -> Record {
-    let id = EventId::generate_at(at);
-    let mut body = format!(r#"{{"id":"{id}","event":"lead.qualified","timestamp":"2025-01-20T10:30:00Z","data":{{"note":""#).into_bytes();
-    let pad = body_len.saturating_sub(body.len() + 3);
-    body.extend(std::iter::repeat_n(b'x', pad));
-    body.extend_from_slice(b"\"}}");
+/// An `EventIngested` record whose `data` is a JSON object of `data_len` bytes.
+pub fn sample_event(account: &AccountId, webhooks: Vec<WebhookId>, data_len: usize, at: Millis) -> Record {
+    let mut data = br#"{"lead_id":"lead_123","note":""#.to_vec();
+    let pad = data_len.saturating_sub(data.len() + 2);
+    data.extend(std::iter::repeat_n(b'x', pad));
+    data.extend_from_slice(b"\"}");
     Record::EventIngested(Box::new(EventIngested {
-        id,
         account_id: account.clone(),
         event: "lead.qualified".into(),
         timestamp: at,
         external_id: None,
         idempotency_key: None,
         request_hash: [0; 32],
-        body,
+        data,
         webhooks,
         at,
     }))
@@ -107,27 +87,18 @@ pub fn sample_event(
 
 /// An attempt record for `delivery`, with the precondition that it is still unfinished and
 /// has made `attempt - 1` attempts (two writers may pick the same delivery).
-pub fn attempt_command(
-    delivery: DeliveryId,
-    row: &DeliveryRow,
-    next: NextStep,
-    at: Millis,
-) -> Command {
+pub fn attempt_command(delivery: DeliveryRef, row: &DeliveryRow, next: NextStep, at: Millis) -> Command {
     let attempt = row.attempts + 1;
     let webhook = row.webhook_id.clone();
     let success = matches!(next, NextStep::Succeeded);
     let record = Record::AttemptFinished(Box::new(AttemptFinished {
-        delivery_id: delivery,
+        delivery,
         webhook_id: webhook.clone(),
         attempt,
         started_at: at.saturating_sub(5),
         at,
         outcome: AttemptOutcome {
-            result: if success {
-                AttemptResult::Success
-            } else {
-                AttemptResult::HttpError
-            },
+            result: if success { AttemptResult::Success } else { AttemptResult::HttpError },
             status_code: Some(if success { 200 } else { 503 }),
             latency_us: 5_000,
             error: (!success).then(|| "HTTP 503".to_owned()),
@@ -141,12 +112,10 @@ pub fn attempt_command(
             ..Default::default()
         },
     }));
-    Command::checked(vec![record], move |txn| {
-        match load_delivery(txn, delivery, &webhook) {
-            Ok(Some(d)) if !d.state.is_finished() && d.attempts + 1 == attempt => Ok(()),
-            Ok(_) => Err(Rejection::Conflict("delivery moved on".into())),
-            Err(e) => Err(Rejection::Conflict(e.to_string())),
-        }
+    Command::checked(vec![record], move |txn| match load_delivery(txn, delivery, &webhook) {
+        Ok(Some(d)) if !d.state.is_finished() && d.attempts + 1 == attempt => Ok(()),
+        Ok(_) => Err(Rejection::Conflict("delivery moved on".into())),
+        Err(e) => Err(Rejection::Conflict(e.to_string())),
     })
 }
 
@@ -162,16 +131,14 @@ pub fn run(
 ) -> Result<u64, super::AppendError> {
     let hooks = ensure_webhooks(log)?;
     let count = AtomicU64::new(0);
+    let dead = DeadList::default();
     std::thread::scope(|s| {
         for w in 0..writers {
-            let hooks = &hooks;
-            let count = &count;
+            let (hooks, count, dead) = (&hooks, &count, &dead);
             s.spawn(move || {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(
-                    seed.wrapping_mul(1000).wrapping_add(w as u64),
-                );
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(w as u64));
                 while !stop.load(Ordering::Relaxed) && count.load(Ordering::Relaxed) < limit {
-                    let Some(cmd) = next_command(log, hooks, &mut rng) else {
+                    let Some(cmd) = next_command(log, hooks, dead, &mut rng) else {
                         continue;
                     };
                     match log.writer().append_blocking(cmd) {
@@ -192,7 +159,10 @@ pub fn run(
     Ok(count.load(Ordering::Relaxed))
 }
 
-fn next_command(log: &Log, hooks: &[Webhook], rng: &mut impl Rng) -> Option<Command> {
+/// Deliveries the load has seen die (it may re-queue them). Some may have moved on.
+type DeadList = std::sync::Mutex<Vec<(DeliveryRef, WebhookId)>>;
+
+fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rng) -> Option<Command> {
     let at = now_millis();
     let account = AccountId::default_account();
     let roll = rng.gen_range(0..100);
@@ -200,64 +170,39 @@ fn next_command(log: &Log, hooks: &[Webhook], rng: &mut impl Rng) -> Option<Comm
     if roll < 60 {
         let fanout = rng.gen_range(1..=hooks.len());
         let targets = hooks.iter().take(fanout).map(|h| h.id.clone()).collect();
-        return Some(Command::new(vec![sample_event(
-            &account,
-            targets,
-            rng.gen_range(100..400),
-            at,
-        )]));
+        return Some(Command::new(vec![sample_event(&account, targets, rng.gen_range(100..400), at)]));
     }
     if roll < 94 {
         // An attempt on one of the webhook's first due deliveries.
-        let window = log
-            .tree()
-            .scan_prefix(keys::queue_of(&hook.id))
-            .take(32)
-            .filter_map(Result::ok)
-            .collect::<Vec<_>>();
+        let (window, _) = due_window(log.tree(), &hook.id, 32).ok()?;
         if window.is_empty() {
             return None;
         }
-        let (key, _) = &window[rng.gen_range(0..window.len())];
-        let (_, delivery) = keys::queue_parts(key)?;
+        let delivery = window[rng.gen_range(0..window.len())].delivery;
         let row = load_delivery(&TreeRows(log.tree()), delivery, &hook.id).ok()??;
         let next = match rng.gen_range(0..10) {
             0..=5 => NextStep::Succeeded,
             6..=8 => NextStep::RetryAt(at + rng.gen_range(0..5_000)),
             _ => NextStep::Dead(DeadReason::RetriesExhausted),
         };
+        if matches!(next, NextStep::Dead(_)) {
+            if let Ok(mut dead) = dead.lock() {
+                dead.push((delivery, hook.id.clone()));
+            }
+        }
         return Some(attempt_command(delivery, &row, next, at));
     }
     if roll < 97 {
-        let dead = log
-            .tree()
-            .scan_prefix(keys::purge_of(Finished::Dead))
-            .next()?
-            .ok()?;
-        let (_, delivery) = keys::purge_parts(&dead.0)?;
-        let row: DeliveryRow = TreeRows(log.tree())
-            .get_row(&keys::delivery(delivery))
-            .ok()??;
-        let record = Record::DeliveryRequeued {
-            delivery_id: delivery,
-            webhook_id: row.webhook_id,
-            at,
-        };
-        return Some(Command::checked(vec![record], move |txn| match txn
-            .get_row::<DeliveryRow>(&keys::delivery(delivery))
-        {
-            Ok(Some(d)) if matches!(d.state, DeliveryState::Dead(_)) => Ok(()),
-            _ => Err(Rejection::Conflict("not dead".into())),
+        let (delivery, webhook_id) = dead.lock().ok()?.pop()?;
+        let record = Record::DeliveryRequeued { delivery, webhook_id, at };
+        return Some(Command::checked(vec![record], move |txn| {
+            match txn.get_row::<DeliveryRow>(&keys::delivery(delivery)) {
+                Ok(Some(d)) if matches!(d.state, DeliveryState::Dead(_)) => Ok(()),
+                _ => Err(Rejection::Conflict("not dead".into())),
+            }
         }));
     }
-    let mut webhook = log
-        .catalog()
-        .read()
-        .ok()?
-        .webhooks
-        .get(&hook.id)?
-        .webhook
-        .clone();
+    let mut webhook = log.catalog().read().ok()?.webhooks.get(&hook.id)?.webhook.clone();
     webhook.name = format!("receiver-{}", rng.gen_range(0..1000));
     webhook.updated_at = at;
     Some(Command::new(vec![Record::WebhookUpdated { webhook }]))
@@ -272,11 +217,7 @@ impl Rows for TreeRows<'_> {
     }
     fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
     fn delete(&mut self, _: Vec<u8>) {}
-    fn scan(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<super::rows::Entries, super::rows::RowsError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<super::rows::Entries, super::rows::RowsError> {
         let mut out = Vec::new();
         for item in self.0.scan_prefix(prefix).take(limit) {
             let (k, v) = item?;

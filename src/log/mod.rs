@@ -27,15 +27,17 @@ pub mod projection;
 pub mod record;
 pub mod rows;
 pub mod verify;
+pub mod window;
 pub mod writer;
 
 pub use catalog::Catalog;
 pub use compaction::{CompactionPolicy, CompactionReport};
-pub use projection::{DeliveryRow, EventRow, QueueEntry, StatusRow, WebhookRow};
+pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
+pub use window::{due_window, Queued};
 pub use writer::{AppendError, Appended, Command, Rejection, Writer};
 
-use crate::model::{DeliveryId, Millis, WebhookId};
+use crate::model::{IdKey, WebhookId};
 use rows::{Rows, RowsError, Txn};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,10 +51,7 @@ const TREE: &str = "herald";
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("data directory {0} is in use by another process (is herald already running?)")]
     Locked(PathBuf),
     #[error("cannot open the log in {path}: {source}")]
@@ -91,14 +90,6 @@ impl Default for LogOptions {
     }
 }
 
-/// An unfinished delivery, as recovery hands it to its webhook's actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Queued {
-    pub id: DeliveryId,
-    pub due: Millis,
-    pub entry: QueueEntry,
-}
-
 /// What start-up found.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -122,6 +113,7 @@ pub struct Log {
     writer: Writer,
     thread: std::sync::Mutex<Option<writer::WriterThread>>,
     catalog: Arc<RwLock<Catalog>>,
+    id_key: IdKey,
     path: PathBuf,
 }
 
@@ -138,27 +130,16 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
-    create_private_dir(dir).map_err(|source| OpenError::CreateDir {
-        path: dir.to_owned(),
-        source,
-    })?;
-    sled::Config::new()
-        .path(dir.join("log"))
-        .cache_capacity(cache_bytes)
-        .open()
-        .map_err(|source| match source {
-            // sled wraps the lock failure in an error of its own kind; its text is what is stable.
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("could not acquire lock") =>
-            {
-                OpenError::Locked(dir.to_owned())
-            }
-            source => OpenError::Sled {
-                path: dir.to_owned(),
-                source,
-            },
-        })
+    create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
+    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).open().map_err(|source| match source {
+        // sled wraps the lock failure in an error of its own kind; its text is what is stable.
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+        {
+            OpenError::Locked(dir.to_owned())
+        }
+        source => OpenError::Sled { path: dir.to_owned(), source },
+    })
 }
 
 fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
@@ -169,11 +150,7 @@ fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
 }
 
 pub(crate) fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
-    Ok(tree
-        .get(keys::APPLIED)?
-        .and_then(|v| v.as_ref().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0))
+    Ok(tree.get(keys::APPLIED)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
 impl Log {
@@ -191,10 +168,7 @@ impl Log {
     ) -> Result<(Log, Recovery), OpenError> {
         let started = Instant::now();
         let db = open_db(dir, options.cache_bytes)?;
-        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
         let mut recovery = Recovery::default();
 
         let applied = applied_seq(&tree)?;
@@ -204,14 +178,27 @@ impl Log {
         }
         recovery.last_seq = last;
 
+        let id_key = match tree.get(keys::ID_KEY)? {
+            Some(v) => IdKey(v.as_ref().try_into().map_err(|_| {
+                OpenError::Rows(RowsError::Codec {
+                    key: "Midkey".into(),
+                    source: codec::CodecError::Truncated(v.len()),
+                })
+            })?),
+            None => {
+                let key = IdKey::generate();
+                tree.insert(keys::ID_KEY, &key.0)?;
+                tree.flush()?;
+                key
+            }
+        };
+
         let mut catalog = Catalog::default();
         for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS] {
             for item in tree.scan_prefix([prefix]) {
                 let (k, v) = item?;
                 if let Err(e) = catalog.absorb(&k, Some(&v)) {
-                    recovery
-                        .warnings
-                        .push(format!("row {} skipped: {e}", rows::show_key(&k)));
+                    recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
                 }
             }
         }
@@ -223,26 +210,16 @@ impl Log {
             if row.deleted_at.is_some() {
                 continue;
             }
-            let prefix = keys::queue_of(id);
-            let mut window = Vec::new();
-            for item in tree.scan_prefix(&prefix).take(options.queue_window) {
-                let (k, v) = item?;
-                let parsed = keys::queue_parts(&k)
-                    .zip(codec::decode::<QueueEntry>(rows::ROW_VERSION, &v).ok());
-                match parsed {
-                    Some(((due, delivery), entry)) => window.push(Queued {
-                        id: delivery,
-                        due,
-                        entry,
-                    }),
-                    None => recovery.warnings.push(format!(
-                        "queue entry {} skipped: damaged",
-                        rows::show_key(&k)
-                    )),
+            match window::due_window(&tree, id, options.queue_window) {
+                Ok((window, hint)) => {
+                    // Recovery is single-threaded and before the writer starts: the hint
+                    // (meta, outside the projection) can be written directly.
+                    tree.insert(keys::intake_hint(id), &hint.to_be_bytes())?;
+                    recovery.queues.insert(id.clone(), window);
                 }
+                Err(e) => recovery.warnings.push(format!("queue of {id} not loaded: {e}")),
             }
             recovery.unfinished += catalog.statuses.get(id).map_or(0, |s| s.pending);
-            recovery.queues.insert(id.clone(), window);
         }
         for w in &recovery.warnings {
             tracing::warn!("{w}");
@@ -266,6 +243,7 @@ impl Log {
                 writer,
                 thread: std::sync::Mutex::new(Some(thread)),
                 catalog,
+                id_key,
                 path: dir.to_owned(),
             },
             recovery,
@@ -285,6 +263,11 @@ impl Log {
         &self.catalog
     }
 
+    /// The key that turns sequence numbers into public ids and back.
+    pub fn id_key(&self) -> &IdKey {
+        &self.id_key
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -295,10 +278,7 @@ impl Log {
             None => Ok(None),
             Some(bytes) => Record::decode(&bytes)
                 .map(Some)
-                .map_err(|source| RowsError::Codec {
-                    key: format!("record {seq}"),
-                    source,
-                }),
+                .map_err(|source| RowsError::Codec { key: format!("record {seq}"), source }),
         }
     }
 
@@ -331,19 +311,11 @@ pub fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
         });
     }
     let db = open_db(dir, 64 << 20)?;
-    db.open_tree(TREE).map_err(|source| OpenError::Sled {
-        path: dir.to_owned(),
-        source,
-    })
+    db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })
 }
 
 /// Folds records `applied+1..=last` that are in the log but not yet in the rows.
-fn fold_tail(
-    tree: &sled::Tree,
-    applied: u64,
-    last: u64,
-    warnings: &mut Vec<String>,
-) -> Result<u64, RowsError> {
+fn fold_tail(tree: &sled::Tree, applied: u64, last: u64, warnings: &mut Vec<String>) -> Result<u64, RowsError> {
     let mut txn = Txn::new(tree);
     let mut folded = 0;
     for item in tree.range(keys::log(applied + 1)..=keys::log(last)) {

@@ -2,20 +2,24 @@
 //!
 //! Invariants:
 //! - `apply` is deterministic and total: the same records in the same order give the same
-//!   rows, whatever the clock, and a record whose subject is gone (compacted or deleted)
-//!   changes nothing rather than failing. Whether a record *may* be appended now is decided
-//!   before, by the writer's preconditions, not here.
+//!   rows, whatever the clock and however the records were grouped into commits, and a record
+//!   whose subject is gone (compacted or deleted) changes nothing rather than failing.
+//!   Whether a record *may* be appended now is decided before, by the writer's
+//!   preconditions, not here.
 //! - Writes are upserts keyed by the record's subject, so a log from which compaction has
 //!   removed finished history still folds to exactly the rows the live projection keeps:
 //!   `fold(remaining records) == projection` at every commit (checked by `verify`).
-//! - A delivery has a `d` row only once it left its first state (attempted, killed);
-//!   before that its `q` entry, due at its event's ingest time, is all there is.
-//! - `StatusRow::pending` counts the webhook's `q` entries; `StatusRow::dead` its kept dead
-//!   letters.
+//! - A new delivery is an entry in its webhook's intake chunk (`n`), shared by the 64 records
+//!   around it, so ingest costs one key per event plus a few per group commit. A delivery
+//!   gets a row (`d`) of its own once it leaves intake (first attempt finished, or killed);
+//!   from then on the row is the truth and the intake entry only history.
+//! - `StatusRow::pending` counts the webhook's unfinished deliveries; `StatusRow::dead` its
+//!   kept dead letters.
 
-use super::keys::{self, Finished};
+use super::codec::{self, CodecError};
+use super::keys;
 use super::record::{AttemptFinished, EventIngested, Record};
-use super::rows::{Rows, RowsError};
+use super::rows::{show_key, Rows, RowsError, ROW_VERSION};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 
@@ -39,20 +43,10 @@ pub struct StatusRow {
     pub dead: u64,
 }
 
-/// An event's place in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRow {
-    pub seq: u64,
-    pub at: Millis,
-    pub deliveries: u32,
-}
-
-/// What a webhook's queue holds for one unfinished delivery.
+/// What a webhook's retry queue holds for one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
-    /// The `EventIngested` record holding the body.
-    pub event_seq: u64,
-    /// Attempts made so far (0 when new).
+    /// Attempts made so far.
     pub attempts: u32,
     /// Attempts made before the latest (re-)queue: the budget of `1 + max_retries` counts
     /// from here.
@@ -61,79 +55,121 @@ pub struct QueueEntry {
     pub queued_at: Millis,
 }
 
-/// A delivery that has left its first state.
+/// A delivery that has left intake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRow {
     pub webhook_id: WebhookId,
-    pub event_seq: u64,
     pub state: DeliveryState,
     pub attempts: u32,
     pub base_attempts: u32,
     pub queued_at: Millis,
-    /// While unfinished: when it is due (its `q` key).
+    /// While unfinished: when it is due (its `q` key, or its ingest time in intake).
     pub next_due: Option<Millis>,
     pub finished_at: Option<Millis>,
     /// Every record about this delivery after its ingest: attempts, deaths, re-queues.
     pub seqs: Vec<u64>,
+    /// Whether it still sits in intake (no `q` entry): true only before it has a row, so
+    /// always false in a stored row.
+    #[serde(skip)]
+    pub in_intake: bool,
 }
 
 impl DeliveryRow {
-    fn from_queue(webhook_id: WebhookId, due: Millis, q: QueueEntry) -> Self {
+    fn from_intake(webhook_id: WebhookId, at: Millis) -> Self {
         Self {
             webhook_id,
-            event_seq: q.event_seq,
-            state: if q.attempts == q.base_attempts {
-                DeliveryState::Pending
-            } else {
-                DeliveryState::Retrying
-            },
-            attempts: q.attempts,
-            base_attempts: q.base_attempts,
-            queued_at: q.queued_at,
-            next_due: Some(due),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            base_attempts: 0,
+            queued_at: at,
+            next_due: Some(at),
             finished_at: None,
             seqs: Vec::new(),
+            in_intake: true,
         }
     }
 
-    fn queue_entry(&self) -> QueueEntry {
-        QueueEntry {
-            event_seq: self.event_seq,
-            attempts: self.attempts,
-            base_attempts: self.base_attempts,
-            queued_at: self.queued_at,
-        }
+    pub fn queue_entry(&self) -> QueueEntry {
+        QueueEntry { attempts: self.attempts, base_attempts: self.base_attempts, queued_at: self.queued_at }
     }
 }
 
 /// An idempotency key claimed by an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRow {
-    pub event_id: EventId,
+    pub seq: u64,
     pub request_hash: [u8; 32],
     pub at: Millis,
-    pub seq: u64,
 }
 
-/// The due time of a delivery that has no row yet: its event's ingest time, which is the
-/// time in the event id.
-pub fn first_due(id: DeliveryId) -> Millis {
-    ulid::Ulid(id.event).timestamp_ms()
+/// One delivery in an intake chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeEntry {
+    pub delivery: DeliveryRef,
+    /// Ingest time: first due time and start of the TTL.
+    pub at: Millis,
 }
 
-/// Where a delivery stands now, from its row or, before it has one, from its queue entry.
-pub fn load_delivery<R: Rows>(
-    rows: &R,
-    id: DeliveryId,
-    webhook: &WebhookId,
-) -> Result<Option<DeliveryRow>, RowsError> {
-    if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(id))? {
+const INTAKE_ENTRY: usize = 18;
+
+/// Decodes an intake chunk: codec framing around fixed 18-byte entries (not bincode, so an
+/// append is a copy, not a re-encode).
+pub fn intake_entries(bytes: &[u8]) -> Result<Vec<IntakeEntry>, CodecError> {
+    let (version, body) = codec::unframe(bytes)?;
+    if version != ROW_VERSION {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    if body.len() % INTAKE_ENTRY != 0 {
+        return Err(CodecError::Truncated(body.len()));
+    }
+    Ok(body
+        .chunks_exact(INTAKE_ENTRY)
+        .filter_map(|e| {
+            Some(IntakeEntry {
+                delivery: DeliveryRef::from_bytes(&e[..10])?,
+                at: u64::from_be_bytes(e[10..].try_into().ok()?),
+            })
+        })
+        .collect())
+}
+
+fn intake_bytes(entries: &[IntakeEntry]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(entries.len() * INTAKE_ENTRY);
+    for e in entries {
+        body.extend_from_slice(&e.delivery.to_bytes());
+        body.extend_from_slice(&e.at.to_be_bytes());
+    }
+    codec::frame_raw(ROW_VERSION, &body)
+}
+
+fn read_intake<R: Rows>(rows: &R, key: &[u8]) -> Result<Vec<IntakeEntry>, RowsError> {
+    match rows.get(key)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => intake_entries(&bytes).map_err(|source| RowsError::Codec { key: show_key(key), source }),
+    }
+}
+
+/// Removes one delivery's entry from its intake chunk (compaction).
+pub fn remove_intake<R: Rows>(rows: &mut R, webhook: &WebhookId, d: DeliveryRef) -> Result<(), RowsError> {
+    let key = keys::intake(webhook, d.seq);
+    let mut entries = read_intake(rows, &key)?;
+    entries.retain(|e| e.delivery != d);
+    if entries.is_empty() {
+        rows.delete(key);
+    } else {
+        rows.put(key, intake_bytes(&entries));
+    }
+    Ok(())
+}
+
+/// Where a delivery stands now: its row, or, while it is in intake, its intake entry.
+/// `None` if there is no such delivery.
+pub fn load_delivery<R: Rows>(rows: &R, d: DeliveryRef, webhook: &WebhookId) -> Result<Option<DeliveryRow>, RowsError> {
+    if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? {
         return Ok(Some(row));
     }
-    let due = first_due(id);
-    Ok(rows
-        .get_row::<QueueEntry>(&keys::queue(webhook, due, id))?
-        .map(|q| DeliveryRow::from_queue(webhook.clone(), due, q)))
+    let entries = read_intake(rows, &keys::intake(webhook, d.seq))?;
+    Ok(entries.iter().find(|e| e.delivery == d).map(|e| DeliveryRow::from_intake(webhook.clone(), e.at)))
 }
 
 fn status<R: Rows>(rows: &R, webhook: &WebhookId) -> Result<StatusRow, RowsError> {
@@ -151,35 +187,22 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
             rows.put(keys::account_key(&key.account_id, &key.id), Vec::new());
         }
         Record::ApiKeyRevoked { key_id, at } => revoke_key(rows, key_id, *at)?,
-        Record::WebhookCreated { webhook }
-        | Record::WebhookUpdated { webhook }
-        | Record::SecretRotated { webhook } => define_webhook(rows, seq, webhook)?,
+        Record::WebhookCreated { webhook } | Record::WebhookUpdated { webhook } | Record::SecretRotated { webhook } => {
+            define_webhook(rows, seq, webhook)?
+        }
         Record::WebhookDeleted { webhook_id, at } => delete_webhook(rows, webhook_id, *at)?,
         Record::EventIngested(event) => ingest(rows, seq, event)?,
         Record::AttemptFinished(attempt) => attempt_finished(rows, seq, attempt)?,
-        Record::DeliveryDead {
-            delivery_id,
-            webhook_id,
-            reason,
-            at,
-        } => {
-            if let Some(mut row) = load_delivery(rows, *delivery_id, webhook_id)? {
+        Record::DeliveryDead { delivery, webhook_id, reason, at } => {
+            if let Some(mut row) = load_delivery(rows, *delivery, webhook_id)? {
                 if !row.state.is_finished() {
                     row.seqs.push(seq);
-                    kill(rows, *delivery_id, &mut row, reason.clone(), *at)?;
+                    finish(rows, *delivery, &mut row, DeliveryState::Dead(reason.clone()), *at)?;
                 }
             }
         }
-        Record::DeliveryRequeued {
-            delivery_id,
-            webhook_id,
-            at,
-        } => requeue(rows, seq, *delivery_id, webhook_id, *at)?,
-        Record::WebhookStatusSet {
-            webhook_id,
-            status: new_status,
-            ..
-        } => {
+        Record::DeliveryRequeued { delivery, webhook_id, at } => requeue(rows, seq, *delivery, webhook_id, *at)?,
+        Record::WebhookStatusSet { webhook_id, status: new_status, .. } => {
             let mut st = status(rows, webhook_id)?;
             st.status = new_status.clone();
             st.status_seq = seq;
@@ -199,67 +222,65 @@ fn define_webhook<R: Rows>(rows: &mut R, seq: u64, webhook: &Webhook) -> Result<
             rows.put(keys::superseded(webhook.updated_at, old.seq), Vec::new());
         }
     }
-    rows.put_row(
-        key,
-        &WebhookRow {
-            webhook: webhook.clone(),
-            seq,
-            deleted_at: None,
-        },
-    )?;
-    rows.put(
-        keys::account_webhook(&webhook.account_id, &webhook.id),
-        Vec::new(),
-    );
+    rows.put_row(key, &WebhookRow { webhook: webhook.clone(), seq, deleted_at: None })?;
+    rows.put(keys::account_webhook(&webhook.account_id, &webhook.id), Vec::new());
     if rows.get(&keys::status(&webhook.id))?.is_none() {
         rows.put_row(keys::status(&webhook.id), &StatusRow::default())?;
     }
     Ok(())
 }
 
+/// Every unfinished delivery of a webhook: its retry queue and what is left in its intake.
+fn unfinished<R: Rows>(rows: &R, webhook: &WebhookId) -> Result<Vec<(DeliveryRef, DeliveryRow)>, RowsError> {
+    let mut out = Vec::new();
+    for (qkey, _) in rows.scan(&keys::queue_of(webhook), usize::MAX)? {
+        if let Some((_, d)) = keys::queue_parts(&qkey) {
+            if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? {
+                out.push((d, row));
+            }
+        }
+    }
+    for (ckey, value) in rows.scan(&keys::intake_of(webhook), usize::MAX)? {
+        let entries = intake_entries(&value).map_err(|source| RowsError::Codec { key: show_key(&ckey), source })?;
+        for e in entries {
+            if rows.get(&keys::delivery(e.delivery))?.is_none() {
+                out.push((e.delivery, DeliveryRow::from_intake(webhook.clone(), e.at)));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn delete_webhook<R: Rows>(rows: &mut R, id: &WebhookId, at: Millis) -> Result<(), RowsError> {
     let key = keys::webhook(id);
-    let Some(mut row) = rows.get_row::<WebhookRow>(&key)? else {
-        return Ok(());
-    };
+    let Some(mut row) = rows.get_row::<WebhookRow>(&key)? else { return Ok(()) };
     if row.deleted_at.is_some() {
         return Ok(());
     }
     row.deleted_at = Some(at);
     rows.delete(keys::account_webhook(&row.webhook.account_id, id));
     rows.put_row(key, &row)?;
-    for (qkey, _) in rows.scan(&keys::queue_of(id), usize::MAX)? {
-        let Some((_, delivery)) = keys::queue_parts(&qkey) else {
-            continue;
-        };
-        if let Some(mut d) = load_delivery(rows, delivery, id)? {
-            kill(rows, delivery, &mut d, DeadReason::Deleted, at)?;
-        }
+    for (d, mut delivery) in unfinished(rows, id)? {
+        finish(rows, d, &mut delivery, DeliveryState::Dead(DeadReason::Deleted), at)?;
     }
     Ok(())
 }
 
 fn delete_account<R: Rows>(rows: &mut R, id: &AccountId, at: Millis) -> Result<(), RowsError> {
     let key = keys::account(id);
-    let Some(mut account) = rows.get_row::<Account>(&key)? else {
-        return Ok(());
-    };
+    let Some(mut account) = rows.get_row::<Account>(&key)? else { return Ok(()) };
     if account.deleted_at.is_some() {
         return Ok(());
     }
     account.deleted_at = Some(at);
     rows.put_row(key, &account)?;
     for (wkey, _) in rows.scan(&keys::account_webhooks(id), usize::MAX)? {
-        if let Some(webhook) = keys::webhook_of_account_key(&wkey) {
+        if let Some(webhook) = keys::id_after_separator(&wkey).and_then(|s| WebhookId::parse(s).ok()) {
             delete_webhook(rows, &webhook, at)?;
         }
     }
-    let prefix = keys::account_keys(id);
-    for (kkey, _) in rows.scan(&prefix, usize::MAX)? {
-        let Ok(text) = std::str::from_utf8(&kkey[prefix.len()..]) else {
-            continue;
-        };
-        if let Ok(key_id) = KeyId::parse(text) {
+    for (kkey, _) in rows.scan(&keys::account_keys(id), usize::MAX)? {
+        if let Some(key_id) = keys::id_after_separator(&kkey).and_then(|s| KeyId::parse(s).ok()) {
             revoke_key(rows, &key_id, at)?;
         }
     }
@@ -278,32 +299,16 @@ fn revoke_key<R: Rows>(rows: &mut R, id: &KeyId, at: Millis) -> Result<(), RowsE
 }
 
 fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), RowsError> {
-    rows.put_row(
-        keys::event(&event.account_id, &event.id),
-        &EventRow {
-            seq,
-            at: event.at,
-            deliveries: event.webhooks.len() as u32,
-        },
-    )?;
     if let Some(key) = &event.idempotency_key {
-        let row = IdempotencyRow {
-            event_id: event.id.clone(),
-            request_hash: event.request_hash,
-            at: event.at,
-            seq,
-        };
+        let row = IdempotencyRow { seq, request_hash: event.request_hash, at: event.at };
         rows.put_row(keys::idempotency(&event.account_id, key), &row)?;
     }
-    let entry = QueueEntry {
-        event_seq: seq,
-        attempts: 0,
-        base_attempts: 0,
-        queued_at: event.at,
-    };
     for (index, webhook) in event.webhooks.iter().enumerate() {
-        let id = DeliveryId::new(&event.id, index);
-        rows.put_row(keys::queue(webhook, first_due(id), id), &entry)?;
+        let entry = IntakeEntry { delivery: DeliveryRef { seq, index: index as u16 }, at: event.at };
+        let key = keys::intake(webhook, seq);
+        let mut entries = read_intake(rows, &key)?;
+        entries.push(entry);
+        rows.put(key, intake_bytes(&entries));
         let mut st = status(rows, webhook)?;
         st.pending += 1;
         rows.put_row(keys::status(webhook), &st)?;
@@ -312,40 +317,21 @@ fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), 
 }
 
 fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Result<(), RowsError> {
-    let Some(mut row) = load_delivery(rows, a.delivery_id, &a.webhook_id)? else {
-        return Ok(());
-    };
+    let Some(mut row) = load_delivery(rows, a.delivery, &a.webhook_id)? else { return Ok(()) };
     if row.state.is_finished() {
         return Ok(());
     }
     row.attempts = a.attempt;
     row.seqs.push(seq);
     match &a.next {
-        NextStep::Succeeded => finish(
-            rows,
-            a.delivery_id,
-            &mut row,
-            DeliveryState::Succeeded,
-            a.at,
-        )?,
-        NextStep::Dead(reason) => finish(
-            rows,
-            a.delivery_id,
-            &mut row,
-            DeliveryState::Dead(reason.clone()),
-            a.at,
-        )?,
+        NextStep::Succeeded => finish(rows, a.delivery, &mut row, DeliveryState::Succeeded, a.at)?,
+        NextStep::Dead(reason) => finish(rows, a.delivery, &mut row, DeliveryState::Dead(reason.clone()), a.at)?,
         NextStep::RetryAt(due) => {
-            if let Some(old) = row.next_due {
-                rows.delete(keys::queue(&a.webhook_id, old, a.delivery_id));
-            }
+            leave_queue(rows, a.delivery, &mut row);
             row.state = DeliveryState::Retrying;
             row.next_due = Some(*due);
-            rows.put_row(
-                keys::queue(&a.webhook_id, *due, a.delivery_id),
-                &row.queue_entry(),
-            )?;
-            rows.put_row(keys::delivery(a.delivery_id), &row)?;
+            rows.put_row(keys::queue(&a.webhook_id, *due, a.delivery), &row.queue_entry())?;
+            rows.put_row(keys::delivery(a.delivery), &row)?;
         }
     }
     let mut st = status(rows, &a.webhook_id)?;
@@ -354,67 +340,159 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
     rows.put_row(keys::status(&a.webhook_id), &st)
 }
 
-fn kill<R: Rows>(
-    rows: &mut R,
-    id: DeliveryId,
-    row: &mut DeliveryRow,
-    reason: DeadReason,
-    at: Millis,
-) -> Result<(), RowsError> {
-    finish(rows, id, row, DeliveryState::Dead(reason), at)
+/// Takes the delivery out of its retry queue (a delivery in intake has no entry there).
+fn leave_queue<R: Rows>(rows: &mut R, d: DeliveryRef, row: &mut DeliveryRow) {
+    if let Some(due) = row.next_due.take() {
+        if !row.in_intake {
+            rows.delete(keys::queue(&row.webhook_id, due, d));
+        }
+    }
+    row.in_intake = false;
 }
 
-/// Takes an unfinished delivery out of its queue into a final state.
+/// Moves an unfinished delivery into a final state.
 fn finish<R: Rows>(
     rows: &mut R,
-    id: DeliveryId,
+    d: DeliveryRef,
     row: &mut DeliveryRow,
     state: DeliveryState,
     at: Millis,
 ) -> Result<(), RowsError> {
-    if let Some(due) = row.next_due.take() {
-        rows.delete(keys::queue(&row.webhook_id, due, id));
-    }
+    leave_queue(rows, d, row);
     let mut st = status(rows, &row.webhook_id)?;
     st.pending = st.pending.saturating_sub(1);
-    let kind = if matches!(state, DeliveryState::Dead(_)) {
+    if matches!(state, DeliveryState::Dead(_)) {
         st.dead += 1;
-        Finished::Dead
-    } else {
-        Finished::Succeeded
-    };
+    }
     rows.put_row(keys::status(&row.webhook_id), &st)?;
     row.state = state;
     row.finished_at = Some(at);
-    rows.put(keys::purge(kind, at, id), Vec::new());
-    rows.put_row(keys::delivery(id), row)
+    rows.put_row(keys::delivery(d), row)
 }
 
-fn requeue<R: Rows>(
-    rows: &mut R,
-    seq: u64,
-    id: DeliveryId,
-    webhook: &WebhookId,
-    at: Millis,
-) -> Result<(), RowsError> {
-    let Some(mut row) = rows.get_row::<DeliveryRow>(&keys::delivery(id))? else {
-        return Ok(());
-    };
+fn requeue<R: Rows>(rows: &mut R, seq: u64, d: DeliveryRef, webhook: &WebhookId, at: Millis) -> Result<(), RowsError> {
+    let Some(mut row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? else { return Ok(()) };
     if !matches!(row.state, DeliveryState::Dead(_)) {
         return Ok(());
     }
-    if let Some(finished) = row.finished_at.take() {
-        rows.delete(keys::purge(Finished::Dead, finished, id));
-    }
     row.state = DeliveryState::Pending;
+    row.finished_at = None;
     row.base_attempts = row.attempts;
     row.queued_at = at;
     row.next_due = Some(at);
     row.seqs.push(seq);
-    rows.put_row(keys::queue(webhook, at, id), &row.queue_entry())?;
-    rows.put_row(keys::delivery(id), &row)?;
+    rows.put_row(keys::queue(webhook, at, d), &row.queue_entry())?;
+    rows.put_row(keys::delivery(d), &row)?;
     let mut st = status(rows, webhook)?;
     st.dead = st.dead.saturating_sub(1);
     st.pending += 1;
     rows.put_row(keys::status(webhook), &st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::samples;
+    use crate::log::rows::{MemRows, Txn};
+
+    fn event(webhooks: Vec<WebhookId>, at: Millis) -> Record {
+        Record::EventIngested(Box::new(EventIngested {
+            account_id: AccountId::default_account(),
+            event: "lead.qualified".into(),
+            timestamp: at,
+            external_id: None,
+            idempotency_key: None,
+            request_hash: [0; 32],
+            data: b"{}".to_vec(),
+            webhooks,
+            at,
+        }))
+    }
+
+    fn attempt(delivery: DeliveryRef, webhook: &WebhookId, attempt: u32, next: NextStep, at: Millis) -> Record {
+        Record::AttemptFinished(Box::new(AttemptFinished {
+            delivery,
+            webhook_id: webhook.clone(),
+            attempt,
+            started_at: at,
+            at,
+            outcome: AttemptOutcome {
+                result: AttemptResult::HttpError,
+                status_code: Some(500),
+                latency_us: 1,
+                error: None,
+                response_excerpt: None,
+                request_headers: Vec::new(),
+            },
+            next,
+            status: WebhookStatus::default(),
+        }))
+    }
+
+    /// A story of one webhook and its deliveries, and the rows it must leave.
+    fn story() -> (Vec<Record>, WebhookId, WebhookId) {
+        let account = AccountId::default_account();
+        let a = samples::webhook(&account);
+        let mut b = samples::webhook(&account);
+        b.id = WebhookId::parse("wh_01JD6Z1M8Q4W9X2Y3Z4A5B6C7Z").unwrap();
+        let (ai, bi) = (a.id.clone(), b.id.clone());
+        let records = vec![
+            Record::WebhookCreated { webhook: a },
+            Record::WebhookCreated { webhook: b },
+            event(vec![ai.clone(), bi.clone()], 1_000), // seq 3: deliveries (3,0)→a, (3,1)→b
+            event(vec![ai.clone()], 1_001),             // seq 4: (4,0)→a
+            attempt(DeliveryRef { seq: 3, index: 0 }, &ai, 1, NextStep::RetryAt(5_000), 2_000),
+            attempt(DeliveryRef { seq: 3, index: 1 }, &bi, 1, NextStep::Succeeded, 2_001),
+            attempt(DeliveryRef { seq: 3, index: 0 }, &ai, 2, NextStep::Dead(DeadReason::RetriesExhausted), 5_001),
+            Record::DeliveryRequeued { delivery: DeliveryRef { seq: 3, index: 0 }, webhook_id: ai.clone(), at: 6_000 },
+            Record::WebhookDeleted { webhook_id: ai.clone(), at: 7_000 },
+        ];
+        (records, ai, bi)
+    }
+
+    #[test]
+    fn a_story_folds_to_the_expected_rows() {
+        let (records, a, b) = story();
+        let mut rows = MemRows::default();
+        for (i, r) in records.iter().enumerate() {
+            apply(&mut rows, i as u64 + 1, r).unwrap();
+        }
+        let st = |w: &WebhookId| rows.get_row::<StatusRow>(&keys::status(w)).unwrap().unwrap();
+        // a: (3,0) retried, died, was re-queued, then killed by the deletion; (4,0) killed.
+        assert_eq!((st(&a).pending, st(&a).dead), (0, 2));
+        assert_eq!((st(&b).pending, st(&b).dead), (0, 0));
+        let d30: DeliveryRow = rows.get_row(&keys::delivery(DeliveryRef { seq: 3, index: 0 })).unwrap().unwrap();
+        assert_eq!(d30.state, DeliveryState::Dead(DeadReason::Deleted));
+        assert_eq!((d30.attempts, d30.base_attempts, d30.queued_at), (2, 2, 6_000));
+        // The deletion (seq 9) is the webhook's record, not this delivery's: compacting the
+        // event's history must not take it along.
+        assert_eq!(d30.seqs, vec![5, 7, 8]);
+        let d31: DeliveryRow = rows.get_row(&keys::delivery(DeliveryRef { seq: 3, index: 1 })).unwrap().unwrap();
+        assert_eq!(d31.state, DeliveryState::Succeeded);
+        assert!(rows.scan(&keys::queue_of(&a), 10).unwrap().is_empty(), "no retry left queued");
+        assert!(rows.get_row::<WebhookRow>(&keys::webhook(&a)).unwrap().unwrap().deleted_at.is_some());
+    }
+
+    #[test]
+    fn grouping_into_commits_does_not_change_the_fold() {
+        let (records, _, _) = story();
+        let mut one_by_one = MemRows::default();
+        for (i, r) in records.iter().enumerate() {
+            apply(&mut one_by_one, i as u64 + 1, r).unwrap();
+        }
+        // The same records staged in a few sled batches.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        for group in [0..3, 3..4, 4..9] {
+            let mut txn = Txn::new(&tree);
+            for i in group {
+                apply(&mut txn, i as u64 + 1, &records[i]).unwrap();
+            }
+            let (batch, _) = txn.into_parts();
+            tree.apply_batch(batch).unwrap();
+        }
+        let stored: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            tree.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect();
+        assert_eq!(stored, one_by_one.0);
+    }
 }

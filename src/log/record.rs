@@ -6,8 +6,9 @@
 //!   reads no clock and no random source.
 //! - Records that describe a webhook carry the whole webhook, so the newest one supersedes
 //!   the older ones (compaction may drop those).
-//! - An event's body is written once, in its `EventIngested` record, however many webhooks it
-//!   fans out to; deliveries point at that record by its sequence number.
+//! - An event's payload is written once, in its `EventIngested` record, however many webhooks
+//!   it fans out to; deliveries point at that record by its sequence number
+//!   ([`DeliveryRef`]). The event's public id is derived from that number, not stored.
 //! - The stored form is [`codec`](super::codec) framing with [`RECORD_VERSION`]. A new
 //!   layout gets a new version and a new decoder here; old decoders stay.
 
@@ -64,7 +65,7 @@ pub enum Record {
     AttemptFinished(Box<AttemptFinished>),
     /// A delivery stopped for a reason other than its last attempt (expiry, disabling).
     DeliveryDead {
-        delivery_id: DeliveryId,
+        delivery: DeliveryRef,
         webhook_id: WebhookId,
         reason: DeadReason,
         at: Millis,
@@ -72,7 +73,7 @@ pub enum Record {
     /// A dead delivery re-queued with fresh attempts and a fresh TTL, due at once. One record
     /// per delivery, so compacting one event's history never removes another's re-queue.
     DeliveryRequeued {
-        delivery_id: DeliveryId,
+        delivery: DeliveryRef,
         webhook_id: WebhookId,
         at: Millis,
     },
@@ -86,7 +87,6 @@ pub enum Record {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventIngested {
-    pub id: EventId,
     pub account_id: AccountId,
     pub event: String,
     /// The event's own time (client-supplied or the ingest time).
@@ -96,8 +96,8 @@ pub struct EventIngested {
     pub idempotency_key: Option<String>,
     /// SHA-256 of the request body, to tell a replay from a conflicting reuse of the key.
     pub request_hash: [u8; 32],
-    /// The exact bytes every attempt sends.
-    pub body: Vec<u8>,
+    /// The event's `data`: the JSON object exactly as it arrived (key order, numbers).
+    pub data: Vec<u8>,
     pub webhooks: Vec<WebhookId>,
     /// Ingest time: first due time and start of every delivery's TTL.
     pub at: Millis,
@@ -105,7 +105,7 @@ pub struct EventIngested {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptFinished {
-    pub delivery_id: DeliveryId,
+    pub delivery: DeliveryRef,
     pub webhook_id: WebhookId,
     /// 1-based, counted since the delivery was created (re-queues do not reset it).
     pub attempt: u32,
@@ -186,11 +186,12 @@ pub(crate) mod samples {
     pub fn all() -> Vec<Record> {
         let acct = AccountId::parse("acct_01JD6Z1M8Q4W9X2Y3Z4A5B6C7E").unwrap();
         let wh = webhook(&acct);
-        let evt = EventId::parse("evt_01JD6Z1M8Q4W9X2Y3Z4A5B6C7F").unwrap();
-        let dlv = DeliveryId::new(&evt, 0);
+        let dlv = DeliveryRef { seq: 7, index: 0 };
         vec![
             Record::AdminTokenSet { hash: [7; 32], at: 1 },
-            Record::AccountCreated { account: Account { id: acct.clone(), name: "AstroLeads".into(), created_at: 2, deleted_at: None } },
+            Record::AccountCreated {
+                account: Account { id: acct.clone(), name: "AstroLeads".into(), created_at: 2, deleted_at: None },
+            },
             Record::ApiKeyCreated {
                 key: ApiKey {
                     id: KeyId::parse("key_01JD6Z1M8Q4W9X2Y3Z4A5B6C7G").unwrap(),
@@ -205,19 +206,18 @@ pub(crate) mod samples {
             Record::WebhookUpdated { webhook: Webhook { name: "crm-2".into(), ..wh.clone() } },
             Record::SecretRotated { webhook: wh.clone() },
             Record::EventIngested(Box::new(EventIngested {
-                id: evt.clone(),
                 account_id: acct.clone(),
                 event: "lead.qualified".into(),
                 timestamp: 1_700_000_000_500,
                 external_id: Some("lead_123".into()),
                 idempotency_key: Some("k-1".into()),
                 request_hash: [9; 32],
-                body: br#"{"id":"evt_01JD6Z1M8Q4W9X2Y3Z4A5B6C7F","event":"lead.qualified","timestamp":"2023-11-14T22:13:20Z","data":{"b":1,"a":2.50}}"#.to_vec(),
+                data: br#"{"b":1,"a":2.50,"nested":{"z":[1,2,3]}}"#.to_vec(),
                 webhooks: vec![wh.id.clone()],
                 at: 1_700_000_000_600,
             })),
             Record::AttemptFinished(Box::new(AttemptFinished {
-                delivery_id: dlv,
+                delivery: dlv,
                 webhook_id: wh.id.clone(),
                 attempt: 1,
                 started_at: 1_700_000_000_700,
@@ -233,9 +233,18 @@ pub(crate) mod samples {
                 next: NextStep::RetryAt(1_700_000_001_800),
                 status: WebhookStatus { state: HealthState::Failing, consecutive_failures: 1, ..Default::default() },
             })),
-            Record::DeliveryDead { delivery_id: dlv, webhook_id: wh.id.clone(), reason: DeadReason::Expired, at: 1_700_000_002_000 },
-            Record::DeliveryRequeued { delivery_id: dlv, webhook_id: wh.id.clone(), at: 1_700_000_003_000 },
-            Record::WebhookStatusSet { webhook_id: wh.id.clone(), status: WebhookStatus::default(), at: 1_700_000_004_000 },
+            Record::DeliveryDead {
+                delivery: dlv,
+                webhook_id: wh.id.clone(),
+                reason: DeadReason::Expired,
+                at: 1_700_000_002_000,
+            },
+            Record::DeliveryRequeued { delivery: dlv, webhook_id: wh.id.clone(), at: 1_700_000_003_000 },
+            Record::WebhookStatusSet {
+                webhook_id: wh.id.clone(),
+                status: WebhookStatus::default(),
+                at: 1_700_000_004_000,
+            },
             Record::ApiKeyRevoked { key_id: KeyId::parse("key_01JD6Z1M8Q4W9X2Y3Z4A5B6C7G").unwrap(), at: 5 },
             Record::WebhookDeleted { webhook_id: wh.id.clone(), at: 1_700_000_005_000 },
             Record::AccountDeleted { account_id: acct, at: 1_700_000_006_000 },
@@ -264,26 +273,16 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/records_v1.hex");
         let samples = samples::all();
         if std::env::var_os("HERALD_BLESS").is_some() {
-            let text: String = samples
-                .iter()
-                .map(|r| hex(&r.encode().unwrap()) + "\n")
-                .collect();
+            let text: String = samples.iter().map(|r| hex(&r.encode().unwrap()) + "\n").collect();
             std::fs::write(path, text).unwrap();
         }
         let stored = std::fs::read_to_string(path).unwrap();
         let lines: Vec<&str> = stored.lines().collect();
         assert_eq!(lines.len(), samples.len());
         for (line, expected) in lines.iter().zip(&samples) {
-            let bytes: Vec<u8> = (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
-                .collect();
-            assert_eq!(
-                &Record::decode(&bytes).unwrap(),
-                expected,
-                "{}",
-                expected.kind()
-            );
+            let bytes: Vec<u8> =
+                (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
+            assert_eq!(&Record::decode(&bytes).unwrap(), expected, "{}", expected.kind());
         }
     }
 

@@ -61,10 +61,7 @@ pub trait Rows {
             None => Ok(None),
             Some(bytes) => codec::decode(ROW_VERSION, &bytes)
                 .map(Some)
-                .map_err(|source| RowsError::Codec {
-                    key: show_key(key),
-                    source,
-                }),
+                .map_err(|source| RowsError::Codec { key: show_key(key), source }),
         }
     }
 
@@ -72,10 +69,8 @@ pub trait Rows {
     where
         Self: Sized,
     {
-        let bytes = codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec {
-            key: show_key(&key),
-            source,
-        })?;
+        let bytes =
+            codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
         self.put(key, bytes);
         Ok(())
     }
@@ -99,11 +94,7 @@ pub struct Savepoint(usize);
 
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Self {
-            tree,
-            overlay: BTreeMap::new(),
-            undo: Vec::new(),
-        }
+        Self { tree, overlay: BTreeMap::new(), undo: Vec::new() }
     }
 
     pub fn savepoint(&self) -> Savepoint {
@@ -170,29 +161,18 @@ impl Rows for Txn<'_> {
     fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError> {
         // Merge the tree's entries with the staged ones; staged entries win.
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let staged = self
-            .overlay
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix));
+        let staged = self.overlay.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
         let mut staged_count = 0;
         for (k, v) in staged {
             merged.insert(k.clone(), v.clone());
             staged_count += 1;
         }
         // Deleted entries may hide tree entries, so read enough to still fill `limit`.
-        for item in self
-            .tree
-            .scan_prefix(prefix)
-            .take(limit.saturating_add(staged_count))
-        {
+        for item in self.tree.scan_prefix(prefix).take(limit.saturating_add(staged_count)) {
             let (k, v) = item?;
             merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
         }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .take(limit)
-            .collect())
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
     }
 }
 
@@ -242,20 +222,11 @@ mod tests {
         txn.put(b"qb".to_vec(), b"20".to_vec());
         txn.delete(b"qc".to_vec());
         assert_eq!(txn.get(b"qb").unwrap(), Some(b"20".to_vec()));
-        let keys = |t: &Txn| {
-            t.scan(b"q", 10)
-                .unwrap()
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect::<Vec<_>>()
-        };
+        let keys = |t: &Txn| t.scan(b"q", 10).unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qd".to_vec()]);
         txn.rollback(sp);
         assert_eq!(txn.get(b"qb").unwrap(), Some(b"2".to_vec()));
-        assert_eq!(
-            keys(&txn),
-            vec![b"qb".to_vec(), b"qc".to_vec(), b"qd".to_vec()]
-        );
+        assert_eq!(keys(&txn), vec![b"qb".to_vec(), b"qc".to_vec(), b"qd".to_vec()]);
         assert_eq!(txn.scan(b"q", 2).unwrap().len(), 2);
         let (batch, _) = txn.into_parts();
         tree.apply_batch(batch).unwrap();

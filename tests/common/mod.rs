@@ -35,16 +35,11 @@ impl Herald {
     /// until it prints its address.
     pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Herald {
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(cwd)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .arg("serve");
+        cmd.current_dir(cwd).args(["--listen", "127.0.0.1:0"]).args(args).arg("serve");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start herald");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -57,24 +52,16 @@ impl Herald {
             }
         });
         let mut base = String::new();
-        wait_for(
-            "herald to print its address",
-            Duration::from_secs(30),
-            || {
-                let s = stderr.lock().unwrap();
-                if let Some(at) = s.find("herald listening on ") {
-                    let rest = &s[at + "herald listening on ".len()..];
-                    base = rest.lines().next().unwrap_or_default().trim().to_owned();
-                    return true;
-                }
-                false
-            },
-        );
-        Herald {
-            child,
-            stderr,
-            base,
-        }
+        wait_for("herald to print its address", Duration::from_secs(30), || {
+            let s = stderr.lock().unwrap();
+            if let Some(at) = s.find("herald listening on ") {
+                let rest = &s[at + "herald listening on ".len()..];
+                base = rest.lines().next().unwrap_or_default().trim().to_owned();
+                return true;
+            }
+            false
+        });
+        Herald { child, stderr, base }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -87,10 +74,7 @@ impl Herald {
 
     /// GET, returning status and body whatever the status.
     pub fn get(&self, path: &str) -> (u16, String) {
-        match ureq::get(&self.url(path))
-            .timeout(Duration::from_secs(10))
-            .call()
-        {
+        match ureq::get(&self.url(path)).timeout(Duration::from_secs(10)).call() {
             Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
             Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
             Err(e) => (0, e.to_string()),
@@ -98,9 +82,7 @@ impl Herald {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("/readyz to answer 200", Duration::from_secs(30), || {
-            self.get("/readyz").0 == 200
-        });
+        wait_for("/readyz to answer 200", Duration::from_secs(30), || self.get("/readyz").0 == 200);
     }
 
     pub fn signal(&self, sig: i32) {
@@ -116,10 +98,7 @@ impl Herald {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < end,
-                "herald did not exit within {deadline:?}"
-            );
+            assert!(Instant::now() < end, "herald did not exit within {deadline:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
