@@ -12,11 +12,13 @@ use herald::model::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+// The allocator the `herald` binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A 300-byte `EventIngested` for `webhook`.
 fn record(webhook: &WebhookId) -> Record {
-    let r = sample_event(&AccountId::default_account(), vec![webhook.clone()], 155, now_millis());
-    debug_assert_eq!(r.encode().unwrap().len(), 300);
-    r
+    sample_event(&AccountId::default_account(), vec![webhook.clone()], 182, now_millis())
 }
 
 fn codec(c: &mut Criterion) {
@@ -64,6 +66,37 @@ fn appends(c: &mut Criterion) {
                     }
                 });
                 // Report per requested iteration, though up to `writers - 1` extra ran.
+                start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
+            })
+        });
+    }
+    g.finish();
+
+    // The same, as the server drives it: concurrent requests are async tasks on one runtime
+    // thread awaiting the writer, not OS threads.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut g = c.benchmark_group("group_commit_async");
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Elements(1));
+    for writers in [16usize, 64] {
+        g.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |b, &writers| {
+            b.iter_custom(|iters| {
+                let per = (iters as usize).div_ceil(writers);
+                let start = Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..writers)
+                        .map(|_| {
+                            let (w, webhook) = (log.writer().clone(), webhook.clone());
+                            tokio::spawn(async move {
+                                for _ in 0..per {
+                                    w.append(Command::new(vec![record(&webhook)])).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
                 start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
             })
         });
