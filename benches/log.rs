@@ -105,6 +105,30 @@ fn appends(c: &mut Criterion) {
     log.close();
 }
 
+/// sled alone, for the ratio: 64 inserts of 300-byte values under increasing keys, one
+/// `apply_batch` and one `flush` per iteration, no fold, no threads. A group of 64 is what 64
+/// concurrent writers give the log writer at best.
+fn sled_ceiling(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let tree = db.open_tree("t").unwrap();
+    let mut seq = 0u64;
+    let mut g = c.benchmark_group("sled_ceiling");
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Elements(64));
+    g.bench_function("batch_64x300B_and_flush", |b| {
+        b.iter(|| {
+            let mut batch = sled::Batch::default();
+            for _ in 0..64 {
+                seq += 1;
+                batch.insert(&seq.to_be_bytes()[..], vec![7u8; 300]);
+            }
+            tree.apply_batch(batch).unwrap();
+            tree.flush().unwrap();
+        })
+    });
+    g.finish();
+}
+
 /// A data directory holding `deliveries` unfinished deliveries over 10 webhooks.
 fn filled(deliveries: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -148,5 +172,5 @@ fn recovery(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, appends, recovery);
+criterion_group!(benches, codec, sled_ceiling, appends, recovery);
 criterion_main!(benches);
