@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use herald::log::{keys, open_for_inspection, verify, Record};
+use herald::log::{keys, open_for_inspection, pages, verify, Record};
 use rand::{Rng, SeedableRng};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -68,8 +68,7 @@ fn sigkill_under_load_loses_no_acknowledged_record_and_leaves_nothing_half_appli
 
         let tree = open_for_inspection(&data).unwrap();
         for seq in &acked {
-            let bytes = tree
-                .get(keys::log(*seq))
+            let bytes = pages::read(&tree, *seq)
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: acknowledged record {seq} is missing"));
             Record::decode(&bytes).unwrap();
@@ -91,14 +90,20 @@ fn a_damaged_record_or_row_is_reported_never_a_panic() {
     // Damage one event record and one webhook row on purpose.
     let damaged_seq = {
         let tree = open_for_inspection(&data).unwrap();
-        let (key, value) = tree
+        // A record inside a log page: flip a byte in its middle, not in the page's framing.
+        let (key, page, slot) = tree
             .scan_prefix([keys::LOG])
             .filter_map(Result::ok)
-            .find(|(_, v)| matches!(Record::decode(v), Ok(Record::EventIngested(_))))
+            .find_map(|(k, page)| {
+                let slots = pages::slots(keys::log_seq(&k)?, &page).ok()?;
+                let slot = slots
+                    .into_iter()
+                    .find(|s| matches!(Record::decode(&page[s.start..s.end]), Ok(Record::EventIngested(_))))?;
+                Some((k, page, slot))
+            })
             .expect("an event record");
-        let mut bad = value.to_vec();
-        let mid = bad.len() / 2;
-        bad[mid] ^= 0x5a;
+        let mut bad = page.to_vec();
+        bad[(slot.start + slot.end) / 2] ^= 0x5a;
         tree.insert(&key, bad).unwrap();
         let (wkey, wval) = tree.scan_prefix([keys::WEBHOOK]).next().unwrap().unwrap();
         let mut bad = wval.to_vec();
@@ -106,7 +111,7 @@ fn a_damaged_record_or_row_is_reported_never_a_panic() {
         bad[last] ^= 0x01;
         tree.insert(&wkey, bad).unwrap();
         tree.flush().unwrap();
-        keys::log_seq(&key).unwrap()
+        slot.seq
     };
 
     let (code, out, err) = run(dir.path(), &["--data-dir", data.to_str().unwrap(), "verify"], &[]);

@@ -18,6 +18,7 @@
 
 use super::catalog::Catalog;
 use super::keys;
+use super::pages;
 use super::projection::{self, DeliveryRow, IdempotencyRow, StatusRow};
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
@@ -111,16 +112,18 @@ fn step_from(
             break;
         }
         examined += 1;
-        txn.delete(keys::log(seq));
+        pages::remove(&mut txn, seq)?;
         txn.delete(key.to_vec());
         report.removed_records += 1;
     }
 
     // Event histories, oldest first.
-    let start = keys::log(cursors.log.take().unwrap_or(0));
-    for item in state.tree.range(start..) {
-        let (key, value) = item?;
-        let Some(seq) = keys::log_seq(&key) else { break };
+    for item in pages::iter(&state.tree, cursors.log.take().unwrap_or(0)) {
+        let (seq, value) = match item {
+            Ok(entry) => entry,
+            // A damaged page is left for an operator (`herald verify` names it).
+            Err(_) => continue,
+        };
         if examined >= budget {
             cursors.log = Some(seq);
             report.done = false;
@@ -174,7 +177,7 @@ fn remove_event_if_done(
         }
         rows.push((d, row));
     }
-    txn.delete(keys::log(seq));
+    pages::remove(txn, seq)?;
     report.removed_records += 1;
     report.removed_events += 1;
     if let Some(key) = &event.idempotency_key {
@@ -185,7 +188,7 @@ fn remove_event_if_done(
     }
     for (d, row) in rows {
         for s in &row.seqs {
-            txn.delete(keys::log(*s));
+            pages::remove(txn, *s)?;
         }
         report.removed_records += row.seqs.len() as u64;
         report.removed_deliveries += 1;

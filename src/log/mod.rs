@@ -23,6 +23,7 @@ pub mod codec;
 pub mod compaction;
 pub mod keys;
 pub mod load;
+pub mod pages;
 pub mod projection;
 pub mod record;
 pub mod rows;
@@ -143,10 +144,7 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
 }
 
 fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
-    match tree.scan_prefix([keys::LOG]).next_back() {
-        Some(item) => Ok(keys::log_seq(&item?.0).unwrap_or(0)),
-        None => Ok(0),
-    }
+    pages::last_seq(tree)
 }
 
 pub(crate) fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
@@ -274,7 +272,7 @@ impl Log {
 
     /// The record at `seq`, if it is still in the log.
     pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
-        match self.tree.get(keys::log(seq))? {
+        match pages::read(&self.tree, seq)? {
             None => Ok(None),
             Some(bytes) => Record::decode(&bytes)
                 .map(Some)
@@ -318,11 +316,17 @@ pub fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
 fn fold_tail(tree: &sled::Tree, applied: u64, last: u64, warnings: &mut Vec<String>) -> Result<u64, RowsError> {
     let mut txn = Txn::new(tree);
     let mut folded = 0;
-    for item in tree.range(keys::log(applied + 1)..=keys::log(last)) {
-        let (k, v) = item?;
-        let Some(seq) = keys::log_seq(&k) else {
-            continue;
+    for item in pages::iter(tree, applied + 1) {
+        let (seq, v) = match item {
+            Ok(entry) => entry,
+            Err(e) => {
+                warnings.push(format!("records after {applied} not folded: {e}"));
+                continue;
+            }
         };
+        if seq > last {
+            break;
+        }
         match Record::decode(&v) {
             Ok(record) => {
                 projection::apply(&mut txn, seq, &record)?;

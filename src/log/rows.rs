@@ -23,6 +23,8 @@ pub enum RowsError {
     Sled(#[from] sled::Error),
     #[error("row {key} is damaged: {source}")]
     Codec { key: String, source: CodecError },
+    #[error(transparent)]
+    Page(#[from] super::pages::PageError),
 }
 
 /// Printable form of a key for error messages: prefix byte plus hex.
@@ -95,6 +97,11 @@ pub struct Savepoint(usize);
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
         Self { tree, overlay: BTreeMap::new(), undo: Vec::new() }
+    }
+
+    /// The committed tree under the staged changes.
+    pub fn tree(&self) -> &'a sled::Tree {
+        self.tree
     }
 
     pub fn savepoint(&self) -> Savepoint {

@@ -53,10 +53,13 @@ impl std::fmt::Display for VerifyReport {
 pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
     let mut report = VerifyReport::default();
     let mut fresh = MemRows::default();
-    for item in tree.scan_prefix([keys::LOG]) {
-        let (k, v) = item?;
-        let Some(seq) = keys::log_seq(&k) else {
-            continue;
+    for item in super::pages::iter(tree, 0) {
+        let (seq, v) = match item {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.corrupt_records.push((report.last_seq + 1, e.to_string()));
+                continue;
+            }
         };
         report.records += 1;
         report.last_seq = seq;

@@ -17,6 +17,7 @@
 use super::catalog::Catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
 use super::keys;
+use super::pages;
 use super::projection;
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
@@ -264,19 +265,24 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
     let mut txn = Txn::new(&state.tree);
     let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
     let mut committed: Vec<(u64, Record)> = Vec::new();
+    let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut replies = Vec::with_capacity(appends.len());
     for (cmd, reply) in appends {
         replies.push(reply);
         let sp = txn.savepoint();
         let seq_before = state.next_seq;
         let kept_before = committed.len();
-        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut committed);
+        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut committed, &mut encoded);
         if outcome.is_err() {
             txn.rollback(sp);
             state.next_seq = seq_before;
             committed.truncate(kept_before);
+            encoded.truncate(kept_before);
         }
         outcomes.push(outcome);
+    }
+    for (key, page) in pages::pack(&encoded) {
+        txn.put(key, page);
     }
     if state.next_seq > first_seq {
         txn.put(keys::APPLIED.to_vec(), (state.next_seq - 1).to_be_bytes().to_vec());
@@ -314,6 +320,7 @@ fn stage(
     next_seq: &mut u64,
     cmd: Command,
     committed: &mut Vec<(u64, Record)>,
+    encoded: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Appended, AppendError> {
     if let Some(check) = cmd.check {
         check(txn)?;
@@ -321,7 +328,7 @@ fn stage(
     let mut seqs = Vec::with_capacity(cmd.records.len());
     for record in cmd.records {
         let seq = *next_seq;
-        txn.put(keys::log(seq), record.encode()?);
+        encoded.push((seq, record.encode()?));
         projection::apply(txn, seq, &record)?;
         *next_seq += 1;
         seqs.push(seq);
