@@ -5,13 +5,13 @@
 //! and its effect durable together. Numbers are big-endian so byte order is numeric order.
 //! Variable-length parts are followed by a 0 byte (ids never contain one) or come last.
 //!
-//! sled costs about the same per key whatever the value, so ingest writes one key per event
-//! (its record) plus a few per group commit (intake chunks, status counters), never one per
-//! delivery.
+//! sled costs about the same per key whatever the value, so records are packed into log
+//! pages ([`pages`](super::pages)) and ingest writes a few keys per group commit (pages,
+//! intake chunks, status counters), never one per event or per delivery.
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `L` | seq | a [`Record`](super::record::Record) |
+//! | `L` | seq of the page's first record | a log page of up to 16 [`Record`](super::record::Record)s |
 //! | `M` | name | meta, outside the projection: `applied` (u64), `idkey`, `intake` hints |
 //! | `a` | account | [`Account`](crate::model::Account) |
 //! | `k` | key id | [`ApiKey`](crate::model::ApiKey) |

@@ -11,6 +11,7 @@
 //! - [`codec`] — the version byte + CRC framing of every stored value.
 //! - [`record`] — the records.
 //! - [`keys`] — the key space of the tree.
+//! - [`pages`] — records packed into log pages.
 //! - [`rows`] — the row view a fold writes through (staged over sled, or in memory).
 //! - [`projection`] — the fold.
 //! - [`writer`] — the single writer thread with group commit.
