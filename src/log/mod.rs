@@ -156,15 +156,6 @@ impl Log {
     /// Opens (or creates) the log in `dir`, folds any unapplied tail, loads the catalog and
     /// the due windows, and starts the writer.
     pub fn open(dir: &Path, options: LogOptions) -> Result<(Log, Recovery), OpenError> {
-        Self::open_with_observer(dir, options, None)
-    }
-
-    /// Like [`Log::open`], with an observer told of every committed group.
-    pub fn open_with_observer(
-        dir: &Path,
-        options: LogOptions,
-        observer: Option<writer::Observer>,
-    ) -> Result<(Log, Recovery), OpenError> {
         let started = Instant::now();
         let db = open_db(dir, options.cache_bytes)?;
         let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
@@ -230,7 +221,6 @@ impl Log {
             next_seq: last + 1,
             catalog: catalog.clone(),
             policy: options.compaction,
-            observer,
             cursors: Default::default(),
         };
         let (writer, thread) = Writer::spawn(state).map_err(OpenError::Thread)?;
@@ -279,11 +269,6 @@ impl Log {
                 .map(Some)
                 .map_err(|source| RowsError::Codec { key: format!("record {seq}"), source }),
         }
-    }
-
-    /// Bytes sled reports for its files (the real disk use is `du` of the directory).
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 
     /// Commits what was sent, flushes, and stops the writer; later appends fail with

@@ -127,15 +127,11 @@ impl WriterThread {
     }
 }
 
-/// Observes committed batches, e.g. to wake delivery actors.
-pub type Observer = Box<dyn FnMut(&[(u64, Record)]) + Send>;
-
 pub(crate) struct WriterState {
     pub tree: sled::Tree,
     pub next_seq: u64,
     pub catalog: Arc<RwLock<Catalog>>,
     pub policy: CompactionPolicy,
-    pub observer: Option<Observer>,
     pub cursors: compaction::Cursors,
 }
 
@@ -264,19 +260,17 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
     let first_seq = state.next_seq;
     let mut txn = Txn::new(&state.tree);
     let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
-    let mut committed: Vec<(u64, Record)> = Vec::new();
     let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut replies = Vec::with_capacity(appends.len());
     for (cmd, reply) in appends {
         replies.push(reply);
         let sp = txn.savepoint();
         let seq_before = state.next_seq;
-        let kept_before = committed.len();
-        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut committed, &mut encoded);
+        let kept_before = encoded.len();
+        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded);
         if outcome.is_err() {
             txn.rollback(sp);
             state.next_seq = seq_before;
-            committed.truncate(kept_before);
             encoded.truncate(kept_before);
         }
         outcomes.push(outcome);
@@ -291,9 +285,6 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
     match written {
         Ok(changes) => {
             Catalog::absorb_committed(&state.catalog, &changes);
-            if let Some(observer) = state.observer.as_mut() {
-                observer(&committed);
-            }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
             }
@@ -319,7 +310,6 @@ fn stage(
     txn: &mut Txn<'_>,
     next_seq: &mut u64,
     cmd: Command,
-    committed: &mut Vec<(u64, Record)>,
     encoded: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<Appended, AppendError> {
     if let Some(check) = cmd.check {
@@ -332,7 +322,6 @@ fn stage(
         projection::apply(txn, seq, &record)?;
         *next_seq += 1;
         seqs.push(seq);
-        committed.push((seq, record));
     }
     Ok(Appended { seqs })
 }
