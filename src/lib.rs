@@ -10,14 +10,20 @@
 //! - [`log`]: the append-only sled log and the projection folded from it: records, group
 //!   commit, recovery, compaction, verification. Knows nothing of HTTP or actors.
 //! - [`credentials`]: issuing and checking tokens.
+//! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
+//! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
+//! - [`time`]: RFC 3339 formatting of the API's times.
 //! - [`api`]: the HTTP API; the only module that knows HTTP.
 //! - [`server`]: start-up, recovery before readiness, graceful shutdown.
 //! - [`telemetry`]: logging set-up.
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod error;
 pub mod log;
 pub mod model;
 pub mod server;
 pub mod telemetry;
+pub mod time;

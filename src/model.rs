@@ -33,6 +33,18 @@ pub struct BadId {
 
 const ULID_LEN: usize = 26;
 
+/// A ULID for time `at` that sorts after every one this process made before for the same
+/// millisecond, so ids made in a burst keep their order ("newest first" lists rely on it).
+fn monotonic_ulid(at: Millis) -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
+    let made = GENERATOR
+        .lock()
+        .ok()
+        .and_then(|mut g| g.get_or_insert_with(ulid::Generator::new).generate_from_datetime(when).ok());
+    made.unwrap_or_else(|| ulid::Ulid::from_parts(at, rand::random::<u128>()))
+}
+
 fn is_ulid_text(s: &str) -> bool {
     // Only the canonical spelling, so one id has one text.
     s.len() == ULID_LEN && ulid::Ulid::from_string(s).is_ok_and(|u| u.to_string() == s)
@@ -54,7 +66,7 @@ macro_rules! id_type {
 
             /// A fresh id whose time part is `at`, for ids that must agree with a record's time.
             pub fn generate_at(at: Millis) -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::from_parts(at, rand::random::<u128>())))
+                Self(format!("{}{}", $prefix, monotonic_ulid(at)))
             }
 
             /// Parses an id from outside input, checking its prefix and ULID body.

@@ -82,6 +82,7 @@ pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
         "log recovered"
     );
     ensure_admin_token(&log, &config)?;
+    crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
     Ok(Engine { config, log, recovery: summary })
 }
 

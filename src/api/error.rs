@@ -50,6 +50,67 @@ impl ApiError {
     }
 }
 
+impl From<crate::error::DomainError> for ApiError {
+    fn from(e: crate::error::DomainError) -> Self {
+        use crate::error::DomainError as D;
+        let message = e.to_string();
+        match e {
+            D::Unauthenticated => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            D::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
+            D::NotFound => Self::not_found(),
+            D::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            D::Limit(_) => Self::new(StatusCode::CONFLICT, "limit_reached", message),
+            D::Invalid { field, message } => {
+                Self { field: Some(field), ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message) }
+            }
+            D::Storage(_) => {
+                tracing::error!(error = %message, "storage failure answering a request");
+                Self {
+                    retry_after: Some(1),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                }
+            }
+            D::Closed => {
+                Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message) }
+            }
+        }
+    }
+}
+
+/// Turns actix's JSON body errors into the SPEC's answers: 413 too large, 415 not JSON,
+/// 422 a field of the wrong type, 400 anything else malformed.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let api = match &err {
+        J::OverflowKnownLength { limit, .. } | J::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body is larger than {limit} bytes"),
+        ),
+        J::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ),
+        J::Deserialize(e) if e.is_data() => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
+        }
+        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
+    };
+    api.into()
+}
+
+/// Query-string errors: a parameter of the wrong form is an invalid field.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", err.to_string()).into()
+}
+
+/// Path errors (a segment that does not parse) answer 404, like an id that does not exist.
+pub fn path_error(_err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::not_found().into()
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)

@@ -1,15 +1,37 @@
 //! The HTTP API (SPEC §3). Handlers are thin: parse and validate, call the domain, map
 //! errors through [`error`]. This module is the only one that knows about HTTP.
+//!
+//! - [`auth`] — bearer token → caller.
+//! - [`accounts`] — accounts and API keys (admin).
+//! - [`health`] — `/healthz`, `/readyz`.
+//! - [`page`] — list answers and their cursors.
 
+pub mod accounts;
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod page;
 
 use actix_web::{web, HttpResponse};
 use error::ApiError;
 
+/// Largest body of a management request (accounts, keys, webhooks).
+const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz).default_service(web::to(not_found));
+    cfg.app_data(web::JsonConfig::default().limit(MANAGEMENT_BODY_BYTES).error_handler(error::json_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(accounts::create)
+        .service(accounts::list)
+        .service(accounts::remove)
+        .service(accounts::issue_key)
+        .service(accounts::list_keys)
+        .service(accounts::revoke_key)
+        .default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -125,3 +125,56 @@ pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A request's answer: status and the body as JSON (`Null` if it is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl Herald {
+    /// Sends `method path` with a bearer token (if any), extra headers and a raw body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Answer {
+        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(10));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let (status, text) = match result {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        Answer { status, body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null), text }
+    }
+
+    /// Sends JSON.
+    pub fn json(&self, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> Answer {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.send(method, path, token, &[("Content-Type", "application/json")], Some(&bytes))
+    }
+}
+
+/// The admin token the API tests start Herald with.
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Herald with a known admin token, ready.
+pub fn herald_for_api(dir: &Path) -> Herald {
+    let h = Herald::serve(dir, &["--dev"], &[("HERALD_ADMIN_TOKEN", ADMIN)]);
+    h.wait_ready();
+    h
+}

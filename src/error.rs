@@ -1,0 +1,46 @@
+//! The domain's errors: what can go wrong in a request, independent of HTTP. `api/error.rs`
+//! is the one place that turns them into statuses and JSON.
+
+use crate::log::{AppendError, Rejection};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// No credential, or one that matches nothing.
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// A valid API key on a route only the admin token may use.
+    #[error("this route needs the admin token")]
+    Forbidden,
+    /// Missing, or another account's (indistinguishable on purpose).
+    #[error("no such resource")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("limit reached: {0}")]
+    Limit(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("Herald is shutting down")]
+    Closed,
+}
+
+impl DomainError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        DomainError::Invalid { field: field.to_owned(), message: message.into() }
+    }
+}
+
+impl From<AppendError> for DomainError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Rejected(Rejection::NotFound) => DomainError::NotFound,
+            AppendError::Rejected(Rejection::Conflict(m)) => DomainError::Conflict(m),
+            AppendError::Rejected(Rejection::Limit(m)) => DomainError::Limit(m),
+            AppendError::Rejected(r @ Rejection::Duplicate { .. }) => DomainError::Conflict(r.to_string()),
+            AppendError::Closed => DomainError::Closed,
+            other => DomainError::Storage(other.to_string()),
+        }
+    }
+}
