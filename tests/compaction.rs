@@ -54,44 +54,61 @@ fn write_finished_history(log: &Log, webhook: &WebhookId, n: usize) {
     }
 }
 
-#[test]
-fn du_levels_off_over_write_and_compact_cycles() {
+/// Runs `cycles` cycles of writing finished history, compacting after each one if
+/// `compact`; returns `du` of the data directory after each cycle.
+fn du_per_cycle(compact: bool, cycles: usize) -> Vec<u64> {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(dir.path(), options()).unwrap();
     let webhook = ensure_webhooks(&log).unwrap()[0].id.clone();
-    let cycles: usize = std::env::var("HERALD_COMPACTION_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let mut sizes = Vec::new();
     let mut removed = 0;
     for cycle in 0..cycles {
         write_finished_history(&log, &webhook, 5_000);
-        let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
-        removed += report.removed_events;
-        // Everything but the history holding the webhook's current status is gone.
-        let left = herald::log::pages::iter(log.tree(), 0).count();
-        assert!(left < 20, "cycle {cycle}: {left} records left after compaction ({report:?})");
-        let status = log.catalog().read().unwrap().statuses[&webhook].clone();
-        assert_eq!(status.pending, 0);
-        assert!(status.dead <= 1, "dead letters past dead_retention are purged: {}", status.dead);
+        if compact {
+            let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
+            removed += report.removed_events;
+            // Everything but the history holding the webhook's current status is gone.
+            let left = herald::log::pages::iter(log.tree(), 0).count();
+            assert!(left < 20, "cycle {cycle}: {left} records left after compaction ({report:?})");
+            let status = log.catalog().read().unwrap().statuses[&webhook].clone();
+            assert_eq!(status.pending, 0);
+            assert!(status.dead <= 1, "dead letters past dead_retention are purged: {}", status.dead);
+        }
         log.tree().flush().unwrap();
         sizes.push(du_kib(dir.path()));
     }
-    assert!(removed >= cycles as u64 * 5_000 - cycles as u64, "compaction removed {removed} events");
-    // Each cycle writes ~7 MiB of records and rows; without compaction du would grow by that
-    // much every cycle. With it, once sled reuses the segments compaction freed (it does so
-    // late, and in whole segments, so du moves in steps of a MiB or two), the second half of
-    // the cycles together grows du by less than one cycle writes.
-    eprintln!("du KiB per cycle: {sizes:?}");
-    let per_cycle_kib = 7 * 1024;
-    let (mid, late) = (sizes[cycles / 2], *sizes.last().unwrap());
-    assert!(late.saturating_sub(mid) < per_cycle_kib, "du keeps growing: {sizes:?}");
-    let written = cycles as u64 * per_cycle_kib;
-    assert!(*sizes.iter().max().unwrap() < written / 2, "du holds most of what was written: {sizes:?}");
+    if compact {
+        assert!(removed >= cycles as u64 * 5_000 - cycles as u64, "compaction removed {removed} events");
+    }
     log.close();
     drop(log);
-
     let tree = herald::log::open_for_inspection(dir.path()).unwrap();
     let report = verify::verify(&tree).unwrap();
     assert!(report.is_clean(), "{report}");
+    sizes
+}
+
+#[test]
+fn du_levels_off_over_write_and_compact_cycles() {
+    let cycles: usize = std::env::var("HERALD_COMPACTION_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(14);
+    // The same writes twice: with compaction, and without it as the control.
+    let compacted = du_per_cycle(true, cycles);
+    let control = du_per_cycle(false, cycles);
+    eprintln!("du KiB per cycle, compacted: {compacted:?}");
+    eprintln!("du KiB per cycle, control:   {control:?}");
+    // sled hands freed space back late and in whole segments, and how late depends on the
+    // machine's load, so "level" is judged against the control: over the second half of the
+    // cycles, the compacted directory grows by a small fraction of what the control grows
+    // by, and it ends far below it.
+    let half = cycles / 2;
+    let grew = |s: &[u64]| s[cycles - 1].saturating_sub(s[half - 1]);
+    assert!(
+        grew(&compacted) * 4 < grew(&control),
+        "second half: compacted grew {} KiB, control {} KiB",
+        grew(&compacted),
+        grew(&control)
+    );
+    assert!(compacted[cycles - 1] * 2 < control[cycles - 1], "compacted {compacted:?} vs control {control:?}");
 }
 
 #[test]
