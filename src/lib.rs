@@ -24,6 +24,8 @@ pub mod credentials;
 pub mod error;
 pub mod log;
 pub mod model;
+pub mod safety;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod webhooks;

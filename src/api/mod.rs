@@ -5,12 +5,14 @@
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
 //! - [`page`] — list answers and their cursors.
+//! - [`webhooks`] — webhooks of the caller's account.
 
 pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod page;
+pub mod webhooks;
 
 use actix_web::{web, HttpResponse};
 use error::ApiError;
@@ -31,6 +33,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(accounts::issue_key)
         .service(accounts::list_keys)
         .service(accounts::revoke_key)
+        .service(webhooks::create)
+        .service(webhooks::list)
+        .service(webhooks::read)
+        .service(webhooks::edit)
+        .service(webhooks::remove)
+        .service(webhooks::rotate_secret)
         .default_service(web::to(not_found));
 }
 

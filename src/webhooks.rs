@@ -1,0 +1,374 @@
+//! Webhooks (domain): validation of what a caller asks for, the per-account limit, secrets
+//! and their rotation, and the records that create, change and delete a webhook.
+//!
+//! Invariants:
+//! - A webhook belongs to one account; another account's webhook is `NotFound`, exactly
+//!   like a missing one.
+//! - Every change appends a record carrying the whole webhook, checked against the committed
+//!   state on the writer thread (the account's limit cannot be raced past).
+//! - Custom headers never override what Herald sets (`Content-Type`, `Host`,
+//!   `Content-Length`, `X-Webhook-*`, `webhook-*`).
+
+use crate::error::DomainError;
+use crate::log::rows::{Rows, Txn};
+use crate::log::{keys, Command, Log, Record, Rejection, StatusRow, WebhookRow};
+use crate::model::*;
+use crate::safety::TargetPolicy;
+use rand::RngCore;
+
+pub const MAX_NAME: usize = 100;
+pub const MAX_DESCRIPTION: usize = 1000;
+pub const MAX_EVENTS: usize = 100;
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_BYTES: usize = 1024;
+pub const MAX_IN_FLIGHT: u32 = 256;
+pub const MAX_RATE_LIMIT: u32 = 100_000;
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+
+/// What a caller may set; `None` leaves the current value (or the default, on create).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub is_active: Option<bool>,
+    pub max_retries: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub method: Option<Method>,
+    pub headers: Option<Vec<(String, String)>>,
+    pub signature_header: Option<String>,
+    pub signature_prefix: Option<String>,
+    pub ordered: Option<bool>,
+    pub max_in_flight: Option<u32>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u32>>,
+}
+
+/// Defaults for new webhooks and the rules for targets, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: TargetPolicy,
+    pub default_max_retries: u32,
+    pub default_timeout_ms: u64,
+    pub max_per_account: u32,
+    pub secret_overlap_ms: u64,
+}
+
+/// Whether a header name suggests a credential, so its value is masked in every answer.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization" || n == "cookie" || n.contains("token") || n.contains("key") || n.contains("secret")
+}
+
+/// Headers Herald sets itself and a webhook cannot override.
+pub fn is_reserved_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "content-type" | "host" | "content-length")
+        || n.starts_with("x-webhook-")
+        || n.starts_with("webhook-")
+}
+
+/// `whsec_` + base64 of 24 random bytes.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    use base64::Engine;
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    if value.chars().count() > max || value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters, without control characters"),
+        ));
+    }
+    Ok(value.trim().to_owned())
+}
+
+fn events(list: &[String]) -> Result<Vec<String>, DomainError> {
+    if list.is_empty() || list.len() > MAX_EVENTS {
+        return Err(DomainError::invalid("events", format!("must hold 1–{MAX_EVENTS} entries")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for e in list {
+        let ok = e == "*" || is_event_name(e) || e.strip_suffix(".*").is_some_and(is_event_name);
+        if !ok {
+            let shown: String = e.chars().take(60).collect();
+            return Err(DomainError::invalid("events", format!("`{shown}` is not an event name, `family.*` or `*`")));
+        }
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn header_name_ok(name: &str) -> bool {
+    actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
+fn headers(list: &[(String, String)], signature_header: &str) -> Result<Vec<(String, String)>, DomainError> {
+    if list.len() > MAX_HEADERS {
+        return Err(DomainError::invalid("headers", format!("at most {MAX_HEADERS} headers")));
+    }
+    let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
+    for (name, value) in list {
+        if !header_name_ok(name) {
+            return Err(DomainError::invalid("headers", "a header name is not a valid HTTP header name"));
+        }
+        if is_reserved_header(name)
+            || name.eq_ignore_ascii_case(signature_header)
+            || name.eq_ignore_ascii_case("user-agent")
+        {
+            return Err(DomainError::invalid("headers", format!("{name} is set by Herald and cannot be overridden")));
+        }
+        if actix_web::http::header::HeaderValue::from_str(value).is_err() {
+            return Err(DomainError::invalid("headers", format!("the value of {name} is not a valid header value")));
+        }
+        if name.len() + value.len() > MAX_HEADER_BYTES {
+            return Err(DomainError::invalid(
+                "headers",
+                format!("{name}: name and value must fit in {MAX_HEADER_BYTES} bytes"),
+            ));
+        }
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(DomainError::invalid("headers", format!("{name} is given twice")));
+        }
+        out.push((name.clone(), value.clone()));
+    }
+    Ok(out)
+}
+
+fn secret(value: &str) -> Result<String, DomainError> {
+    let n = value.chars().count();
+    if !(16..=256).contains(&n) || value.chars().any(char::is_control) {
+        return Err(DomainError::invalid("secret", "must be 16–256 characters, without control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Applies `input` over `base` (a new webhook's defaults, or the current one) and checks
+/// every field. The URL's reachability is checked separately ([`TargetPolicy::check_target`]).
+fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -> Result<Webhook, DomainError> {
+    if let Some(v) = input.name {
+        w.name = text("name", &v, MAX_NAME)?;
+    }
+    if let Some(v) = input.description {
+        w.description = text("description", &v, MAX_DESCRIPTION)?;
+    }
+    if let Some(v) = input.url {
+        w.url = settings.policy.check_url(&v).map_err(|e| DomainError::invalid("url", e.0))?.to_string();
+    }
+    if let Some(v) = input.events {
+        w.events = events(&v)?;
+    }
+    if let Some(v) = input.secret {
+        w.secret_replace(secret(&v)?, at);
+    }
+    if let Some(v) = input.is_active {
+        w.is_active = v;
+    }
+    if let Some(v) = input.max_retries {
+        if v > 20 {
+            return Err(DomainError::invalid("max_retries", "must be 0–20"));
+        }
+        w.max_retries = v;
+    }
+    if let Some(v) = input.timeout_secs {
+        if !(1..=120).contains(&v) {
+            return Err(DomainError::invalid("timeout", "must be 1–120 seconds"));
+        }
+        w.timeout_ms = v * 1000;
+    }
+    if let Some(v) = input.method {
+        w.method = v;
+    }
+    if let Some(v) = input.signature_header {
+        if !header_name_ok(&v) || (is_reserved_header(&v) && !v.eq_ignore_ascii_case(DEFAULT_SIGNATURE_HEADER)) {
+            return Err(DomainError::invalid(
+                "signature_header",
+                "must be a valid header name Herald does not set itself",
+            ));
+        }
+        w.signature_header = v;
+    }
+    if let Some(v) = input.headers {
+        w.headers = headers(&v, &w.signature_header)?;
+    }
+    if let Some(v) = input.signature_prefix {
+        if v != DEFAULT_SIGNATURE_PREFIX && !v.is_empty() {
+            return Err(DomainError::invalid("signature_prefix", "must be \"sha256=\" or \"\""));
+        }
+        w.signature_prefix = v;
+    }
+    if let Some(v) = input.ordered {
+        w.ordered = v;
+    }
+    if let Some(v) = input.max_in_flight {
+        if !(1..=MAX_IN_FLIGHT).contains(&v) {
+            return Err(DomainError::invalid("max_in_flight", format!("must be 1–{MAX_IN_FLIGHT}")));
+        }
+        w.max_in_flight = v;
+    }
+    if let Some(v) = input.rate_limit {
+        if v.is_some_and(|r| !(1..=MAX_RATE_LIMIT).contains(&r)) {
+            return Err(DomainError::invalid(
+                "rate_limit",
+                format!("must be null or 1–{MAX_RATE_LIMIT} deliveries per second"),
+            ));
+        }
+        w.rate_limit = v;
+    }
+    w.updated_at = at;
+    Ok(w)
+}
+
+impl Webhook {
+    /// Replaces every secret with `value` (a caller-chosen secret, set on create or edit).
+    fn secret_replace(&mut self, value: String, at: Millis) {
+        self.secrets = vec![Secret { value, created_at: at, expires_at: None }];
+    }
+}
+
+/// Precondition: the webhook exists, is the account's, and is not deleted.
+fn owned(account: &AccountId, id: &WebhookId) -> impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static {
+    let (account, key) = (account.clone(), keys::webhook(id));
+    move |txn| match txn.get_row::<WebhookRow>(&key) {
+        Ok(Some(row)) if row.deleted_at.is_none() && row.webhook.account_id == account => Ok(()),
+        _ => Err(Rejection::NotFound),
+    }
+}
+
+/// The account's webhook and its status, or `NotFound`.
+pub fn get(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(Webhook, StatusRow), DomainError> {
+    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    let row = catalog
+        .webhooks
+        .get(id)
+        .filter(|r| r.deleted_at.is_none() && &r.webhook.account_id == account)
+        .ok_or(DomainError::NotFound)?;
+    Ok((row.webhook.clone(), catalog.statuses.get(id).cloned().unwrap_or_default()))
+}
+
+/// The account's webhooks, newest first, after `cursor`, at most `limit`.
+pub fn list(log: &Log, account: &AccountId, cursor: Option<&WebhookId>, limit: usize) -> Vec<(Webhook, StatusRow)> {
+    let Ok(catalog) = log.catalog().read() else { return Vec::new() };
+    let mut all: Vec<&Webhook> = catalog.webhooks_of(account).collect();
+    all.sort_by(|a, b| b.id.cmp(&a.id));
+    all.into_iter()
+        .filter(|w| cursor.is_none_or(|c| &w.id < c))
+        .take(limit)
+        .map(|w| (w.clone(), catalog.statuses.get(&w.id).cloned().unwrap_or_default()))
+        .collect()
+}
+
+/// Creates a webhook; `url` and `events` are required.
+pub async fn create(
+    log: &Log,
+    settings: &Settings,
+    account: &AccountId,
+    input: WebhookInput,
+) -> Result<Webhook, DomainError> {
+    if input.url.is_none() {
+        return Err(DomainError::invalid("url", "is required"));
+    }
+    if input.events.is_none() {
+        return Err(DomainError::invalid("events", "is required"));
+    }
+    let at = now_millis();
+    let base = Webhook {
+        id: WebhookId::generate_at(at),
+        account_id: account.clone(),
+        name: String::new(),
+        description: String::new(),
+        url: String::new(),
+        events: Vec::new(),
+        secrets: vec![Secret { value: generate_secret(), created_at: at, expires_at: None }],
+        is_active: true,
+        max_retries: settings.default_max_retries,
+        timeout_ms: settings.default_timeout_ms,
+        method: Method::Post,
+        headers: Vec::new(),
+        signature_header: DEFAULT_SIGNATURE_HEADER.into(),
+        signature_prefix: DEFAULT_SIGNATURE_PREFIX.into(),
+        ordered: false,
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        rate_limit: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let target = input.url.clone().unwrap_or_default();
+    let webhook = merge(base, input, settings, at)?;
+    settings.policy.check_target(&target).await.map_err(|e| DomainError::invalid("url", e.0))?;
+    let (limit, account_key, prefix) =
+        (settings.max_per_account, keys::account(account), keys::account_webhooks(account));
+    let check = move |txn: &Txn<'_>| {
+        match txn.get_row::<Account>(&account_key) {
+            Ok(Some(a)) if a.deleted_at.is_none() => {}
+            _ => return Err(Rejection::NotFound),
+        }
+        let count = txn.scan(&prefix, limit as usize + 1).map_err(|e| Rejection::Conflict(e.to_string()))?.len();
+        if count >= limit as usize {
+            return Err(Rejection::Limit(format!("an account has at most {limit} webhooks")));
+        }
+        Ok(())
+    };
+    log.writer().append(Command::checked(vec![Record::WebhookCreated { webhook: webhook.clone() }], check)).await?;
+    Ok(webhook)
+}
+
+/// Edits a webhook (PATCH semantics).
+pub async fn update(
+    log: &Log,
+    settings: &Settings,
+    account: &AccountId,
+    id: &WebhookId,
+    input: WebhookInput,
+) -> Result<Webhook, DomainError> {
+    let (current, _) = get(log, account, id)?;
+    let target = input.url.clone();
+    let webhook = merge(current, input, settings, now_millis())?;
+    if let Some(t) = target {
+        settings.policy.check_target(&t).await.map_err(|e| DomainError::invalid("url", e.0))?;
+    }
+    log.writer()
+        .append(Command::checked(vec![Record::WebhookUpdated { webhook: webhook.clone() }], owned(account, id)))
+        .await?;
+    Ok(webhook)
+}
+
+/// Deletes a webhook; its queued deliveries die with reason `deleted`.
+pub async fn delete(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
+    let record = Record::WebhookDeleted { webhook_id: id.clone(), at: now_millis() };
+    log.writer().append(Command::checked(vec![record], owned(account, id))).await?;
+    Ok(())
+}
+
+/// Issues a new secret; the previous newest keeps signing Standard Webhooks signatures for
+/// `secret_overlap`. Secrets already expired are dropped.
+pub async fn rotate_secret(
+    log: &Log,
+    settings: &Settings,
+    account: &AccountId,
+    id: &WebhookId,
+) -> Result<Webhook, DomainError> {
+    let (mut webhook, _) = get(log, account, id)?;
+    let at = now_millis();
+    webhook.secrets.retain(|s| s.expires_at.is_none_or(|e| e > at));
+    for s in &mut webhook.secrets {
+        if s.expires_at.is_none() {
+            s.expires_at = Some(at + settings.secret_overlap_ms);
+        }
+    }
+    webhook.secrets.insert(0, Secret { value: generate_secret(), created_at: at, expires_at: None });
+    webhook.updated_at = at;
+    log.writer()
+        .append(Command::checked(vec![Record::SecretRotated { webhook: webhook.clone() }], owned(account, id)))
+        .await?;
+    Ok(webhook)
+}
