@@ -11,6 +11,8 @@
 //!   commit, recovery, compaction, verification. Knows nothing of HTTP or actors.
 //! - [`credentials`]: issuing and checking tokens.
 //! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
+//! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
+//! - [`safety`]: which targets Herald may send to (SPEC §6).
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
 //! - [`api`]: the HTTP API; the only module that knows HTTP.
