@@ -235,13 +235,29 @@ impl Webhook {
     }
 }
 
-/// Precondition: the webhook exists, is the account's, and is not deleted.
-fn owned(account: &AccountId, id: &WebhookId) -> impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static {
+/// Precondition: the webhook exists, is the account's, is not deleted, and — if `seen` is
+/// given — is still the version the change was computed from (two concurrent edits cannot
+/// silently undo each other: the later one gets 409 and retries).
+fn owned(
+    account: &AccountId,
+    id: &WebhookId,
+    seen: Option<u64>,
+) -> impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static {
     let (account, key) = (account.clone(), keys::webhook(id));
     move |txn| match txn.get_row::<WebhookRow>(&key) {
-        Ok(Some(row)) if row.deleted_at.is_none() && row.webhook.account_id == account => Ok(()),
+        Ok(Some(row)) if row.deleted_at.is_none() && row.webhook.account_id == account => match seen {
+            Some(seq) if seq != row.seq => {
+                Err(Rejection::Conflict("the webhook changed meanwhile; read it and retry".into()))
+            }
+            _ => Ok(()),
+        },
         _ => Err(Rejection::NotFound),
     }
+}
+
+/// The version (defining record) of the account's webhook as the catalog has it.
+fn version(log: &Log, id: &WebhookId) -> Option<u64> {
+    log.catalog().read().ok().and_then(|c| c.webhooks.get(id).map(|r| r.seq))
 }
 
 /// The account's webhook and its status, or `NotFound`.
@@ -330,6 +346,7 @@ pub async fn update(
     id: &WebhookId,
     input: WebhookInput,
 ) -> Result<Webhook, DomainError> {
+    let seen = version(log, id);
     let (current, _) = get(log, account, id)?;
     let target = input.url.clone();
     let webhook = merge(current, input, settings, now_millis())?;
@@ -337,7 +354,7 @@ pub async fn update(
         settings.policy.check_target(&t).await.map_err(|e| DomainError::invalid("url", e.0))?;
     }
     log.writer()
-        .append(Command::checked(vec![Record::WebhookUpdated { webhook: webhook.clone() }], owned(account, id)))
+        .append(Command::checked(vec![Record::WebhookUpdated { webhook: webhook.clone() }], owned(account, id, seen)))
         .await?;
     Ok(webhook)
 }
@@ -345,7 +362,7 @@ pub async fn update(
 /// Deletes a webhook; its queued deliveries die with reason `deleted`.
 pub async fn delete(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
     let record = Record::WebhookDeleted { webhook_id: id.clone(), at: now_millis() };
-    log.writer().append(Command::checked(vec![record], owned(account, id))).await?;
+    log.writer().append(Command::checked(vec![record], owned(account, id, None))).await?;
     Ok(())
 }
 
@@ -357,6 +374,7 @@ pub async fn rotate_secret(
     account: &AccountId,
     id: &WebhookId,
 ) -> Result<Webhook, DomainError> {
+    let seen = version(log, id);
     let (mut webhook, _) = get(log, account, id)?;
     let at = now_millis();
     webhook.secrets.retain(|s| s.expires_at.is_none_or(|e| e > at));
@@ -368,7 +386,7 @@ pub async fn rotate_secret(
     webhook.secrets.insert(0, Secret { value: generate_secret(), created_at: at, expires_at: None });
     webhook.updated_at = at;
     log.writer()
-        .append(Command::checked(vec![Record::SecretRotated { webhook: webhook.clone() }], owned(account, id)))
+        .append(Command::checked(vec![Record::SecretRotated { webhook: webhook.clone() }], owned(account, id, seen)))
         .await?;
     Ok(webhook)
 }
