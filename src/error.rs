@@ -20,6 +20,12 @@ pub enum DomainError {
     Limit(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A body or field over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Back-pressure: try again later.
+    #[error("{0}")]
+    RateLimited(String),
     #[error("storage failed: {0}")]
     Storage(String),
     #[error("Herald is shutting down")]

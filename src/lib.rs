@@ -11,6 +11,7 @@
 //!   commit, recovery, compaction, verification. Knows nothing of HTTP or actors.
 //! - [`credentials`]: issuing and checking tokens.
 //! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
+//! - [`events`]: event ingest — validation, matching, idempotency.
 //! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
@@ -24,6 +25,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod log;
 pub mod model;
 pub mod safety;

@@ -63,6 +63,10 @@ impl From<crate::error::DomainError> for ApiError {
             D::Invalid { field, message } => {
                 Self { field: Some(field), ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message) }
             }
+            D::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
+            D::RateLimited(_) => {
+                Self { retry_after: Some(1), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
+            }
             D::Storage(_) => {
                 tracing::error!(error = %message, "storage failure answering a request");
                 Self {

@@ -4,12 +4,14 @@
 //! - [`auth`] — bearer token → caller.
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
+//! - [`events`] — event ingest (single, batch) and reading an event.
 //! - [`page`] — list answers and their cursors.
 //! - [`webhooks`] — webhooks of the caller's account.
 
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod page;
 pub mod webhooks;
@@ -33,6 +35,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(accounts::issue_key)
         .service(accounts::list_keys)
         .service(accounts::revoke_key)
+        .service(events::ingest)
+        .service(events::ingest_batch)
+        .service(events::read)
         .service(webhooks::create)
         .service(webhooks::list)
         .service(webhooks::read)

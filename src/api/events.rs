@@ -1,0 +1,180 @@
+//! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events/{id}`.
+//!
+//! Bodies are read as bytes and parsed here, so that `data` keeps its exact key order and
+//! numbers and so that every malformed, oversized or mistyped body gets the SPEC's answer.
+
+use super::auth::Auth;
+use super::error::ApiError;
+use crate::error::DomainError;
+use crate::events::{self, EventInput, IngestRules, Ingested};
+use crate::model::EventId;
+use crate::time::rfc3339;
+use actix_web::http::{header, StatusCode};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Value};
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Room for the envelope around `data` in a single-event body.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody<'a> {
+    event: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    timestamp: Option<String>,
+    id: Option<String>,
+}
+
+/// Reads the body up to `limit` bytes; more is a 413 in the SPEC's error format (actix's own
+/// limit would answer in plain text).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || ApiError::from(DomainError::TooLarge(format!("body is larger than {limit} bytes")));
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn rules(auth: &Auth) -> IngestRules {
+    let c = &auth.engine.config;
+    IngestRules {
+        max_payload_bytes: c.max_payload_bytes as usize,
+        idempotency_window_ms: c.idempotency_window.0.as_millis() as u64,
+        strict_events: c.strict_events,
+        known_events: c.event_types.iter().map(|t| t.name.clone()).collect(),
+        max_pending_per_webhook: c.max_pending_per_webhook,
+    }
+}
+
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ))
+    }
+}
+
+fn malformed(e: serde_json::Error) -> ApiError {
+    if e.is_data() {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+    }
+}
+
+/// Parses one event object; `data` must be a JSON object and is re-written compact with
+/// its key order and numbers kept.
+fn parse_event(body: &EventBody<'_>, idempotency_key: Option<String>) -> Result<EventInput, DomainError> {
+    let data: Value = serde_json::from_str(body.data.get()).map_err(|e| DomainError::invalid("data", e.to_string()))?;
+    if !data.is_object() {
+        return Err(DomainError::invalid("data", "must be a JSON object"));
+    }
+    let data = serde_json::to_vec(&data).map_err(|e| DomainError::invalid("data", e.to_string()))?;
+    let timestamp = match &body.timestamp {
+        None => None,
+        Some(t) => Some(
+            humantime::parse_rfc3339(t)
+                .ok()
+                .and_then(|st| st.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .ok_or_else(|| {
+                    DomainError::invalid("timestamp", "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z")
+                })?,
+        ),
+    };
+    Ok(EventInput { event: body.event.clone(), data, timestamp, external_id: body.id.clone(), idempotency_key })
+}
+
+fn answer(i: &Ingested) -> Value {
+    json!({"id": i.id.to_string(), "event": i.event, "deliveries": i.deliveries})
+}
+
+fn error_slot(e: ApiError) -> Value {
+    let mut inner = json!({"code": e.code, "message": e.message});
+    if let Some(f) = e.field {
+        inner["field"] = json!(f);
+    }
+    json!({ "error": inner })
+}
+
+#[post("/api/v1/events")]
+pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let rules = rules(&auth);
+    let body = read_body(payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
+    let key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(v) => {
+            Some(v.to_str().map_err(|_| DomainError::invalid("Idempotency-Key", "must be visible ASCII"))?.to_owned())
+        }
+    };
+    let parsed: EventBody = serde_json::from_slice(&body).map_err(malformed)?;
+    let input = parse_event(&parsed, key)?;
+    let done = events::ingest(&auth.engine.log, &rules, auth.caller.account(), input).await?;
+    let status = if done.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok(HttpResponse::build(status).json(answer(&done)))
+}
+
+#[post("/api/v1/events/batch")]
+pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let body = read_body(payload, auth.engine.config.max_batch_bytes as usize).await?;
+    let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            format!("the body must be a JSON array of events: {e}"),
+        )
+    })?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "batch_too_large",
+            format!("at most {MAX_BATCH} events per batch"),
+        ));
+    }
+    let rules = rules(&auth);
+    let log = &auth.engine.log;
+    let account = auth.caller.account();
+    // Every valid item is appended concurrently, so they share group commits.
+    let results = futures_util::future::join_all(items.iter().map(|raw| async {
+        let parsed: EventBody = serde_json::from_str(raw.get()).map_err(malformed)?;
+        let input = parse_event(&parsed, None)?;
+        Ok::<_, ApiError>(events::ingest(log, &rules, account, input).await?)
+    }))
+    .await;
+    let results: Vec<Value> = results.into_iter().map(|r| r.map(|i| answer(&i)).unwrap_or_else(error_slot)).collect();
+    Ok(HttpResponse::Accepted().json(json!({ "results": results })))
+}
+
+#[get("/api/v1/events/{id}")]
+pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let (_, e) = events::get(&auth.engine.log, auth.caller.account(), &id)?;
+    let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id.to_string(),
+        "event": e.event,
+        "timestamp": rfc3339(e.timestamp),
+        "created_at": rfc3339(e.at),
+        "external_id": e.external_id,
+        "data": data,
+        "deliveries": e.webhooks.len(),
+    })))
+}

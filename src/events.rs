@@ -1,0 +1,192 @@
+//! Event ingest (domain): validating an event, matching it to the account's webhooks,
+//! idempotency, and the `EventIngested` record that makes it durable with the deliveries
+//! it owes.
+//!
+//! Invariants:
+//! - `data` is stored once, compact, with its keys in the order and its numbers exactly as
+//!   they arrived (serde_json with `preserve_order` and `arbitrary_precision`).
+//! - An idempotency key is claimed by the very record that stores the event, in a
+//!   precondition on the writer thread: two identical requests at the same moment cannot
+//!   both ingest. A replay within the window returns the first event; the same key with a
+//!   different request is a conflict.
+//! - An event is acknowledged only once durable; its id is derived from its log sequence
+//!   number (see `model::IdKey`), so the answer is computed after the append.
+
+use crate::error::DomainError;
+use crate::log::projection::IdempotencyRow;
+use crate::log::record::EventIngested;
+use crate::log::rows::Rows;
+use crate::log::{keys, AppendError, Command, Log, Record, Rejection};
+use crate::model::*;
+use sha2::{Digest, Sha256};
+
+/// Longest idempotency key or client event id.
+pub const MAX_KEY_CHARS: usize = 255;
+
+/// An event as a client sent it, already parsed.
+#[derive(Debug, Clone)]
+pub struct EventInput {
+    pub event: String,
+    /// The `data` object, compact.
+    pub data: Vec<u8>,
+    pub timestamp: Option<Millis>,
+    pub external_id: Option<String>,
+    /// The `Idempotency-Key` header (else `external_id` serves).
+    pub idempotency_key: Option<String>,
+}
+
+/// What ingest settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub id: EventId,
+    pub event: String,
+    pub deliveries: usize,
+    /// A replay of an earlier request within the idempotency window.
+    pub replayed: bool,
+}
+
+/// Limits and catalog rules from the configuration.
+#[derive(Debug, Clone)]
+pub struct IngestRules {
+    pub max_payload_bytes: usize,
+    pub idempotency_window_ms: u64,
+    pub strict_events: bool,
+    pub known_events: Vec<String>,
+    pub max_pending_per_webhook: u64,
+}
+
+/// Checks the fields that do not need the store.
+pub fn validate(input: &EventInput, rules: &IngestRules) -> Result<(), DomainError> {
+    if !is_event_name(&input.event) {
+        return Err(DomainError::invalid(
+            "event",
+            "must be lowercase words separated by . or _ (at most 100 characters)",
+        ));
+    }
+    if rules.strict_events && !rules.known_events.iter().any(|e| e == &input.event) {
+        return Err(DomainError::invalid("event", "is not in the configured event types (strict_events is on)"));
+    }
+    if input.data.len() > rules.max_payload_bytes {
+        return Err(DomainError::TooLarge(format!("data is larger than {} bytes", rules.max_payload_bytes)));
+    }
+    for (field, value) in [("id", &input.external_id), ("Idempotency-Key", &input.idempotency_key)] {
+        if let Some(v) = value {
+            if v.is_empty() || v.chars().count() > MAX_KEY_CHARS || v.chars().any(char::is_control) {
+                return Err(DomainError::invalid(
+                    field,
+                    format!("must be 1–{MAX_KEY_CHARS} characters, no control characters"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn request_hash(input: &EventInput) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [input.event.as_bytes(), &input.data, input.external_id.as_deref().unwrap_or("").as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(input.timestamp.unwrap_or(u64::MAX).to_be_bytes());
+    h.finalize().into()
+}
+
+/// Ingests one event for `account`.
+pub async fn ingest(
+    log: &Log,
+    rules: &IngestRules,
+    account: &AccountId,
+    input: EventInput,
+) -> Result<Ingested, DomainError> {
+    validate(&input, rules)?;
+    let at = now_millis();
+    let webhooks: Vec<WebhookId> = {
+        let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+        let matched: Vec<WebhookId> = catalog.matching(account, &input.event).map(|w| w.id.clone()).collect();
+        for id in &matched {
+            if catalog.statuses.get(id).is_some_and(|s| s.pending >= rules.max_pending_per_webhook) {
+                return Err(DomainError::RateLimited(format!(
+                    "webhook {id} has {} deliveries queued",
+                    rules.max_pending_per_webhook
+                )));
+            }
+        }
+        matched
+    };
+    let hash = request_hash(&input);
+    let key = input.idempotency_key.clone().or_else(|| input.external_id.clone());
+    let record = EventIngested {
+        account_id: account.clone(),
+        event: input.event.clone(),
+        timestamp: input.timestamp.unwrap_or(at),
+        external_id: input.external_id,
+        idempotency_key: key.clone(),
+        request_hash: hash,
+        data: input.data,
+        webhooks,
+        at,
+    };
+    let deliveries = record.webhooks.len();
+    let cmd = match key {
+        None => Command::new(vec![Record::EventIngested(Box::new(record))]),
+        Some(k) => {
+            let ikey = keys::idempotency(account, &k);
+            let window_start = at.saturating_sub(rules.idempotency_window_ms);
+            let id_key = *log.id_key();
+            Command::checked(vec![Record::EventIngested(Box::new(record))], move |txn| {
+                match txn.get_row::<IdempotencyRow>(&ikey) {
+                    Ok(Some(row)) if row.at >= window_start => Err(Rejection::Duplicate {
+                        event_id: EventId::from_seq(row.at, row.seq, &id_key),
+                        same_request: row.request_hash == hash,
+                        seq: row.seq,
+                    }),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Rejection::Conflict(e.to_string())),
+                }
+            })
+        }
+    };
+    match log.writer().append(cmd).await {
+        Ok(appended) => {
+            let seq = appended.seqs[0];
+            Ok(Ingested {
+                id: EventId::from_seq(at, seq, log.id_key()),
+                event: input.event,
+                deliveries,
+                replayed: false,
+            })
+        }
+        Err(AppendError::Rejected(Rejection::Duplicate { same_request: true, seq, .. })) => first_result(log, seq),
+        Err(AppendError::Rejected(Rejection::Duplicate { same_request: false, .. })) => {
+            Err(DomainError::Conflict("this idempotency key was used with a different request".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer the first request with an idempotency key got.
+fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
+    match log.record(seq).map_err(|e| DomainError::Storage(e.to_string()))? {
+        Some(Record::EventIngested(e)) => Ok(Ingested {
+            id: EventId::from_seq(e.at, seq, log.id_key()),
+            event: e.event,
+            deliveries: e.webhooks.len(),
+            replayed: true,
+        }),
+        _ => Err(DomainError::Storage(format!("record {seq} is not the event its idempotency key names"))),
+    }
+}
+
+/// The account's event by id, with the record that holds it.
+pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIngested), DomainError> {
+    let seq = id.seq(log.id_key()).ok_or(DomainError::NotFound)?;
+    match log.record(seq).map_err(|e| DomainError::Storage(e.to_string()))? {
+        Some(Record::EventIngested(e))
+            if &e.account_id == account && EventId::from_seq(e.at, seq, log.id_key()) == *id =>
+        {
+            Ok((seq, *e))
+        }
+        _ => Err(DomainError::NotFound),
+    }
+}

@@ -1,0 +1,229 @@
+//! Event ingest over real HTTP: matching, exact `data`, tenancy, idempotency (also under
+//! concurrency and across a restart), durability across SIGKILL, batches, bad input.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn account(h: &Herald, name: &str) -> String {
+    let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({ "name": name }));
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["api_key"].as_str().unwrap().to_owned()
+}
+
+fn webhook(h: &Herald, key: &str, events: Value, active: bool) -> String {
+    let body = json!({"url": "http://127.0.0.1:9/in", "events": events, "is_active": active});
+    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["id"].as_str().unwrap().to_owned()
+}
+
+fn post_raw(h: &Herald, key: &str, body: &[u8], extra: &[(&str, &str)]) -> Answer {
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend_from_slice(extra);
+    h.send("POST", "/api/v1/events", Some(key), &headers, Some(body))
+}
+
+#[test]
+fn events_fan_out_to_matching_active_webhooks_and_keep_their_data_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    let key = account(&h, "AstroLeads");
+    webhook(&h, &key, json!(["lead.*"]), true);
+    webhook(&h, &key, json!(["new_lead", "email.bounced"]), true);
+    webhook(&h, &key, json!(["*"]), false);
+    webhook(&h, &key, json!(["*"]), true);
+
+    let body =
+        br#"{"event": "lead.qualified", "data": {"b": 1, "a": 2.50, "big": 12345678901234567890, "s": "caf\u00e9"}}"#;
+    let a = post_raw(&h, &key, body, &[]);
+    assert_eq!(a.status, 202, "{}", a.text);
+    assert_eq!((a.body["event"].as_str(), a.body["deliveries"].as_u64()), (Some("lead.qualified"), Some(2)));
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("evt_"));
+
+    let b = post_raw(&h, &key, br#"{"event":"new_lead","data":{}}"#, &[]);
+    assert_eq!(b.body["deliveries"], 2, "{}", b.text);
+    let c = post_raw(&h, &key, br#"{"event":"nobody.listens_here","data":{}}"#, &[]);
+    assert_eq!(c.body["deliveries"], 1, "only the active `*`: {}", c.text);
+
+    let read = h.send("GET", &format!("/api/v1/events/{id}"), Some(&key), &[], None);
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert!(read.text.contains(r#"{"b":1,"a":2.50,"big":12345678901234567890,"s":"café"}"#), "{}", read.text);
+    assert_eq!(read.body["deliveries"], 2);
+
+    // Another account, or a made-up id, sees nothing.
+    let other = account(&h, "LeadNest");
+    assert_eq!(h.send("GET", &format!("/api/v1/events/{id}"), Some(&other), &[], None).status, 404);
+    for bad in ["evt_01JD6Z1M8Q4W9X2Y3Z4A5B6C7D", "evt_", "nope"] {
+        assert_eq!(h.send("GET", &format!("/api/v1/events/{bad}"), Some(&key), &[], None).status, 404, "{bad}");
+    }
+}
+
+#[test]
+fn idempotency_keys_replay_conflict_race_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let args = ["--dev", "--data-dir", data.to_str().unwrap()];
+    let mut h = Herald::serve(dir.path(), &args, &[("HERALD_ADMIN_TOKEN", ADMIN)]);
+    h.wait_ready();
+    webhook(&h, ADMIN, json!(["*"]), true);
+    let body = br#"{"event":"lead.qualified","data":{"lead":"L1"}}"#;
+
+    let first = post_raw(&h, ADMIN, body, &[("Idempotency-Key", "order-1")]);
+    assert_eq!(first.status, 202);
+    let again = post_raw(&h, ADMIN, body, &[("Idempotency-Key", "order-1")]);
+    assert_eq!((again.status, &again.body["id"]), (200, &first.body["id"]), "{}", again.text);
+    let other_body =
+        post_raw(&h, ADMIN, br#"{"event":"lead.qualified","data":{"lead":"L2"}}"#, &[("Idempotency-Key", "order-1")]);
+    assert_eq!(other_body.status, 409, "{}", other_body.text);
+    // The client's own `id` serves as the key when there is no header.
+    let with_id = br#"{"event":"lead.qualified","data":{},"id":"lead-77"}"#;
+    let x = post_raw(&h, ADMIN, with_id, &[]);
+    let y = post_raw(&h, ADMIN, with_id, &[]);
+    assert_eq!((x.status, y.status), (202, 200));
+    assert_eq!(x.body["id"], y.body["id"]);
+
+    // Many identical requests at the same moment: exactly one event.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                s.spawn(|| {
+                    let a = post_raw(
+                        &h,
+                        ADMIN,
+                        br#"{"event":"lead.qualified","data":{"n":1}}"#,
+                        &[("Idempotency-Key", "burst")],
+                    );
+                    (a.status, a.body["id"].clone())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 202).count(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 23, "{answers:?}");
+    assert!(answers.iter().all(|(_, id)| *id == answers[0].1));
+
+    // Across a restart the key still holds.
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(20)).success());
+    let h = Herald::serve(dir.path(), &args, &[("HERALD_ADMIN_TOKEN", ADMIN)]);
+    h.wait_ready();
+    let after = post_raw(&h, ADMIN, body, &[("Idempotency-Key", "order-1")]);
+    assert_eq!((after.status, &after.body["id"]), (200, &first.body["id"]), "{}", after.text);
+}
+
+#[test]
+fn an_accepted_event_survives_sigkill_right_after_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let args = ["--dev", "--data-dir", data.to_str().unwrap()];
+    let mut h = Herald::serve(dir.path(), &args, &[("HERALD_ADMIN_TOKEN", ADMIN)]);
+    h.wait_ready();
+    webhook(&h, ADMIN, json!(["lead.*"]), true);
+    webhook(&h, ADMIN, json!(["*"]), true);
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let body = format!(r#"{{"event":"lead.created","data":{{"i":{i}}}}}"#);
+            let a = post_raw(&h, ADMIN, body.as_bytes(), &[]);
+            assert_eq!(a.status, 202);
+            a.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    h.signal(libc::SIGKILL);
+    h.wait_exit(Duration::from_secs(10));
+    let h = Herald::serve(dir.path(), &args, &[("HERALD_ADMIN_TOKEN", ADMIN)]);
+    h.wait_ready();
+    for id in &ids {
+        let a = h.send("GET", &format!("/api/v1/events/{id}"), Some(ADMIN), &[], None);
+        assert_eq!((a.status, a.body["deliveries"].as_u64()), (200, Some(2)), "{id}: {}", a.text);
+    }
+    let ready = h.get("/readyz").1;
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["unfinished_deliveries"], 40, "every acknowledged delivery is still owed: {ready}");
+}
+
+#[test]
+fn batches_answer_item_by_item_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    webhook(&h, ADMIN, json!(["*"]), true);
+    let batch = json!([
+        {"event": "lead.qualified", "data": {"n": 1}},
+        {"event": "Not Valid", "data": {}},
+        {"event": "lead.qualified", "data": [1, 2]},
+        {"event": "lead.qualified"},
+        {"event": "new_lead", "data": {"n": 2}, "timestamp": "2025-01-20T10:30:00Z"},
+        "not an object",
+    ]);
+    let a = h.json("POST", "/api/v1/events/batch", Some(ADMIN), &batch);
+    assert_eq!(a.status, 202, "{}", a.text);
+    let r = a.body["results"].as_array().unwrap();
+    assert_eq!(r.len(), 6);
+    assert!(r[0]["id"].is_string() && r[4]["id"].is_string(), "{}", a.text);
+    assert_eq!(r[1]["error"]["field"], "event");
+    assert_eq!(r[2]["error"]["field"], "data");
+    assert_eq!(r[3]["error"]["code"], "invalid_field");
+    assert_eq!(r[5]["error"]["code"], "invalid_field");
+    let read = h.send("GET", &format!("/api/v1/events/{}", r[4]["id"].as_str().unwrap()), Some(ADMIN), &[], None);
+    assert_eq!(read.body["timestamp"], "2025-01-20T10:30:00Z");
+
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"event": "e", "data": {}})).collect();
+    assert_eq!(h.json("POST", "/api/v1/events/batch", Some(ADMIN), &Value::Array(too_many)).status, 400);
+    assert_eq!(h.json("POST", "/api/v1/events/batch", Some(ADMIN), &json!({"event": "e"})).status, 400);
+    let junk =
+        h.send("POST", "/api/v1/events/batch", Some(ADMIN), &[("Content-Type", "application/json")], Some(b"[{"));
+    assert_eq!(junk.status, 400);
+}
+
+#[test]
+fn bad_events_get_the_spec_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::serve(
+        dir.path(),
+        &["--dev"],
+        &[
+            ("HERALD_ADMIN_TOKEN", ADMIN),
+            ("HERALD_MAX_PAYLOAD_BYTES", "1024"),
+            ("HERALD_STRICT_EVENTS", "true"),
+            ("HERALD_EVENT_TYPES", r#"[{name = "lead.qualified"}]"#),
+        ],
+    );
+    h.wait_ready();
+    let deep = format!(r#"{{"event":"lead.qualified","data":{{"x":{}1{}}}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let big = format!(r#"{{"event":"lead.qualified","data":{{"x":"{}"}}}}"#, "a".repeat(2000));
+    let huge = format!(r#"{{"event":"lead.qualified","data":{{"x":"{}"}}}}"#, "a".repeat(200_000));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("malformed", b"{\"event\":".to_vec(), 400),
+        ("not UTF-8", b"{\"event\":\"lead.qualified\",\"data\":{\"x\":\"\xff\"}}".to_vec(), 400),
+        ("missing event", br#"{"data":{}}"#.to_vec(), 422),
+        ("missing data", br#"{"event":"lead.qualified"}"#.to_vec(), 422),
+        ("data not an object", br#"{"event":"lead.qualified","data":"x"}"#.to_vec(), 422),
+        ("event wrong type", br#"{"event":7,"data":{}}"#.to_vec(), 422),
+        ("unknown field", br#"{"event":"lead.qualified","data":{},"extra":1}"#.to_vec(), 422),
+        ("bad name", br#"{"event":"Lead-Qualified","data":{}}"#.to_vec(), 422),
+        ("unknown name in strict mode", br#"{"event":"lead.lost","data":{}}"#.to_vec(), 422),
+        ("bad timestamp", br#"{"event":"lead.qualified","data":{},"timestamp":"yesterday"}"#.to_vec(), 422),
+        ("data over max_payload_bytes", big.into_bytes(), 413),
+        ("body far over the limit", huge.into_bytes(), 413),
+    ];
+    for (what, body, status) in cases {
+        let a = post_raw(&h, ADMIN, &body, &[]);
+        assert_eq!(a.status, status, "{what}: {}", a.text);
+        assert!(a.body["error"]["code"].is_string(), "{what}: {}", a.text);
+    }
+    let deep = post_raw(&h, ADMIN, deep.as_bytes(), &[]);
+    assert!(matches!(deep.status, 400 | 422), "nested 10,000 deep: {}", deep.text);
+    let wrong_type = h.send("POST", "/api/v1/events", Some(ADMIN), &[("Content-Type", "text/plain")], Some(b"{}"));
+    assert_eq!(wrong_type.status, 415);
+    assert_eq!(
+        h.send("POST", "/api/v1/events", None, &[("Content-Type", "application/json")], Some(b"{}")).status,
+        401
+    );
+    // Still serving, and nothing was stored.
+    let ok = post_raw(&h, ADMIN, br#"{"event":"lead.qualified","data":{}}"#, &[]);
+    assert_eq!(ok.status, 202, "{}", ok.text);
+}
