@@ -195,10 +195,7 @@ fn remove_event_if_done(
         txn.delete(keys::delivery(d));
         projection::remove_intake(txn, &row.webhook_id, d)?;
         if matches!(row.state, DeliveryState::Dead(_)) {
-            let skey = keys::status(&row.webhook_id);
-            let mut status: StatusRow = txn.get_row(&skey)?.unwrap_or_default();
-            status.dead = status.dead.saturating_sub(1);
-            txn.put_row(skey, &status)?;
+            projection::update_status(txn, &row.webhook_id, |st| st.dead = st.dead.saturating_sub(1))?;
         }
     }
     Ok(())

@@ -172,8 +172,16 @@ pub fn load_delivery<R: Rows>(rows: &R, d: DeliveryRef, webhook: &WebhookId) -> 
     Ok(entries.iter().find(|e| e.delivery == d).map(|e| DeliveryRow::from_intake(webhook.clone(), e.at)))
 }
 
-fn status<R: Rows>(rows: &R, webhook: &WebhookId) -> Result<StatusRow, RowsError> {
-    Ok(rows.get_row(&keys::status(webhook))?.unwrap_or_default())
+/// Read-modify-write of a webhook's status row (created on first use).
+pub(crate) fn update_status<R: Rows>(
+    rows: &mut R,
+    webhook: &WebhookId,
+    change: impl FnOnce(&mut StatusRow),
+) -> Result<(), RowsError> {
+    let key = keys::status(webhook);
+    let mut st: StatusRow = rows.get_row(&key)?.unwrap_or_default();
+    change(&mut st);
+    rows.put_row(key, &st)
 }
 
 /// Applies one record at `seq` to the rows.
@@ -203,10 +211,10 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
         }
         Record::DeliveryRequeued { delivery, webhook_id, at } => requeue(rows, seq, *delivery, webhook_id, *at)?,
         Record::WebhookStatusSet { webhook_id, status: new_status, .. } => {
-            let mut st = status(rows, webhook_id)?;
-            st.status = new_status.clone();
-            st.status_seq = seq;
-            rows.put_row(keys::status(webhook_id), &st)?;
+            update_status(rows, webhook_id, |st| {
+                st.status = new_status.clone();
+                st.status_seq = seq;
+            })?;
         }
     }
     Ok(())
@@ -309,9 +317,7 @@ fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), 
         let mut entries = read_intake(rows, &key)?;
         entries.push(entry);
         rows.put(key, intake_bytes(&entries));
-        let mut st = status(rows, webhook)?;
-        st.pending += 1;
-        rows.put_row(keys::status(webhook), &st)?;
+        update_status(rows, webhook, |st| st.pending += 1)?;
     }
     Ok(())
 }
@@ -334,10 +340,10 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
             rows.put_row(keys::delivery(a.delivery), &row)?;
         }
     }
-    let mut st = status(rows, &a.webhook_id)?;
-    st.status = a.status.clone();
-    st.status_seq = seq;
-    rows.put_row(keys::status(&a.webhook_id), &st)
+    update_status(rows, &a.webhook_id, |st| {
+        st.status = a.status.clone();
+        st.status_seq = seq;
+    })
 }
 
 /// Takes the delivery out of its retry queue (a delivery in intake has no entry there).
@@ -359,12 +365,11 @@ fn finish<R: Rows>(
     at: Millis,
 ) -> Result<(), RowsError> {
     leave_queue(rows, d, row);
-    let mut st = status(rows, &row.webhook_id)?;
-    st.pending = st.pending.saturating_sub(1);
-    if matches!(state, DeliveryState::Dead(_)) {
-        st.dead += 1;
-    }
-    rows.put_row(keys::status(&row.webhook_id), &st)?;
+    let dead = matches!(state, DeliveryState::Dead(_));
+    update_status(rows, &row.webhook_id, |st| {
+        st.pending = st.pending.saturating_sub(1);
+        st.dead += u64::from(dead);
+    })?;
     row.state = state;
     row.finished_at = Some(at);
     rows.put_row(keys::delivery(d), row)
@@ -383,10 +388,10 @@ fn requeue<R: Rows>(rows: &mut R, seq: u64, d: DeliveryRef, webhook: &WebhookId,
     row.seqs.push(seq);
     rows.put_row(keys::queue(webhook, at, d), &row.queue_entry())?;
     rows.put_row(keys::delivery(d), &row)?;
-    let mut st = status(rows, webhook)?;
-    st.dead = st.dead.saturating_sub(1);
-    st.pending += 1;
-    rows.put_row(keys::status(webhook), &st)
+    update_status(rows, webhook, |st| {
+        st.dead = st.dead.saturating_sub(1);
+        st.pending += 1;
+    })
 }
 
 #[cfg(test)]
