@@ -114,8 +114,9 @@ pub async fn ingest(
         }
         matched
     };
-    let hash = request_hash(&input);
     let key = input.idempotency_key.clone().or_else(|| input.external_id.clone());
+    // Only a request with a key can be compared with an earlier one.
+    let hash = if key.is_some() { request_hash(&input) } else { [0; 32] };
     let record = EventIngested {
         account_id: account.clone(),
         event: input.event.clone(),

@@ -21,10 +21,11 @@ const ENVELOPE_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventBody<'a> {
+struct EventBody {
     event: String,
-    #[serde(borrow)]
-    data: &'a RawValue,
+    /// Parsed with `preserve_order` and `arbitrary_precision`: writing it back keeps the
+    /// key order and the exact numbers.
+    data: Value,
     timestamp: Option<String>,
     id: Option<String>,
 }
@@ -78,14 +79,13 @@ fn malformed(e: serde_json::Error) -> ApiError {
     }
 }
 
-/// Parses one event object; `data` must be a JSON object and is re-written compact with
+/// Checks one parsed event; `data` must be a JSON object and is written back compact with
 /// its key order and numbers kept.
-fn parse_event(body: &EventBody<'_>, idempotency_key: Option<String>) -> Result<EventInput, DomainError> {
-    let data: Value = serde_json::from_str(body.data.get()).map_err(|e| DomainError::invalid("data", e.to_string()))?;
-    if !data.is_object() {
+fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<EventInput, DomainError> {
+    if !body.data.is_object() {
         return Err(DomainError::invalid("data", "must be a JSON object"));
     }
-    let data = serde_json::to_vec(&data).map_err(|e| DomainError::invalid("data", e.to_string()))?;
+    let data = serde_json::to_vec(&body.data).map_err(|e| DomainError::invalid("data", e.to_string()))?;
     let timestamp = match &body.timestamp {
         None => None,
         Some(t) => Some(
@@ -98,7 +98,7 @@ fn parse_event(body: &EventBody<'_>, idempotency_key: Option<String>) -> Result<
                 })?,
         ),
     };
-    Ok(EventInput { event: body.event.clone(), data, timestamp, external_id: body.id.clone(), idempotency_key })
+    Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key })
 }
 
 fn answer(i: &Ingested) -> Value {
@@ -125,7 +125,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
         }
     };
     let parsed: EventBody = serde_json::from_slice(&body).map_err(malformed)?;
-    let input = parse_event(&parsed, key)?;
+    let input = parse_event(parsed, key)?;
     let done = events::ingest(&auth.engine.log, &rules, auth.caller.account(), input).await?;
     let status = if done.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(answer(&done)))
@@ -155,7 +155,7 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
     // Every valid item is appended concurrently, so they share group commits.
     let results = futures_util::future::join_all(items.iter().map(|raw| async {
         let parsed: EventBody = serde_json::from_str(raw.get()).map_err(malformed)?;
-        let input = parse_event(&parsed, None)?;
+        let input = parse_event(parsed, None)?;
         Ok::<_, ApiError>(events::ingest(log, &rules, account, input).await?)
     }))
     .await;
