@@ -1,0 +1,120 @@
+//! Property tests over the real HTTP API: arbitrary bodies for event ingest and webhook
+//! creation — random bytes, JSON of every shape, and well-formed requests with hostile field
+//! values — never get a 5xx, always get the error JSON when refused, and leave the server
+//! serving. Run more cases with `PROPTEST_CASES=5000 cargo test --release --test api_fuzz`.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
+
+/// One Herald for every case (starting one per case would dominate the run).
+fn server() -> &'static (tempfile::TempDir, Herald, String) {
+    static SERVER: OnceLock<(tempfile::TempDir, Herald, String)> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Herald::serve(
+            dir.path(),
+            &["--dev"],
+            &[("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_MAX_PAYLOAD_BYTES", "4096")],
+        );
+        h.wait_ready();
+        let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({"name": "fuzz"}));
+        let key = a.body["api_key"].as_str().unwrap().to_owned();
+        let w =
+            h.json("POST", "/api/v1/webhooks", Some(&key), &json!({"url": "http://127.0.0.1:9/in", "events": ["*"]}));
+        assert_eq!(w.status, 201);
+        (dir, h, key)
+    })
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        ".{0,40}".prop_map(Value::String),
+        "[a-z._]{1,30}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::vec((".{0,12}", inner), 0..8)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// Objects with the real field names and values of any shape.
+fn shaped(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    prop::collection::vec((prop::sample::select(fields), json_value()), 0..fields.len() + 2)
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..512),
+        json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        shaped(&["event", "data", "timestamp", "id"]).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        shaped(&[
+            "url",
+            "events",
+            "name",
+            "description",
+            "secret",
+            "headers",
+            "timeout",
+            "max_retries",
+            "method",
+            "signature_header",
+            "signature_prefix",
+            "ordered",
+            "max_in_flight",
+            "rate_limit",
+            "is_active",
+        ])
+        .prop_map(|v| serde_json::to_vec(&v).unwrap()),
+    ]
+}
+
+fn check(path: &str, bytes: &[u8], content_type: &str) -> Result<(), TestCaseError> {
+    let (_, h, key) = server();
+    let a = h.send("POST", path, Some(key), &[("Content-Type", content_type)], Some(bytes));
+    prop_assert!(a.status < 500, "{path} answered {}: {}", a.status, a.text);
+    if a.status >= 400 {
+        prop_assert!(
+            a.body["error"]["code"].is_string() && a.body["error"]["message"].is_string(),
+            "{path}: {}",
+            a.text
+        );
+    } else {
+        prop_assert!(matches!(a.status, 200 | 201 | 202), "{path}: {} {}", a.status, a.text);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ingest_never_fails_badly(bytes in body(), ct in prop::sample::select(&["application/json", "text/plain", "application/x-www-form-urlencoded"][..])) {
+        check("/api/v1/events", &bytes, ct)?;
+        check("/api/v1/events/batch", &bytes, "application/json")?;
+    }
+
+    #[test]
+    fn webhook_create_never_fails_badly(bytes in body()) {
+        check("/api/v1/webhooks", &bytes, "application/json")?;
+    }
+}
+
+#[test]
+fn the_server_still_serves_after_the_fuzzing() {
+    let (_, h, key) = server();
+    let a = h.json("POST", "/api/v1/events", Some(key), &json!({"event": "lead.qualified", "data": {}}));
+    assert_eq!(a.status, 202, "{}", a.text);
+    assert_eq!(h.get("/readyz").0, 200);
+}
