@@ -13,6 +13,7 @@
 //! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
 //! - [`events`]: event ingest — validation, matching, idempotency.
 //! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
+//! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod events;
 pub mod log;
 pub mod model;
+pub mod ratelimit;
 pub mod safety;
 pub mod server;
 pub mod telemetry;

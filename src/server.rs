@@ -44,6 +44,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub log: Log,
     pub recovery: RecoverySummary,
+    /// `ingest_rate_limit`, if configured.
+    pub ingest_limiter: Option<crate::ratelimit::IngestLimiter>,
 }
 
 /// State every handler sees.
@@ -83,7 +85,8 @@ pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
     );
     ensure_admin_token(&log, &config)?;
     crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
-    Ok(Engine { config, log, recovery: summary })
+    let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
+    Ok(Engine { config, log, recovery: summary, ingest_limiter })
 }
 
 /// On first start without a configured admin token, issues one and prints it once.

@@ -227,3 +227,32 @@ fn bad_events_get_the_spec_answers() {
     let ok = post_raw(&h, ADMIN, br#"{"event":"lead.qualified","data":{}}"#, &[]);
     assert_eq!(ok.status, 202, "{}", ok.text);
 }
+
+#[test]
+fn ingest_rate_limit_answers_429_with_retry_after_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::serve(dir.path(), &["--dev"], &[("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_INGEST_RATE_LIMIT", "5")]);
+    h.wait_ready();
+    let other = account(&h, "LeadNest");
+    let statuses: Vec<Answer> =
+        (0..12).map(|_| post_raw(&h, ADMIN, br#"{"event":"lead.qualified","data":{}}"#, &[])).collect();
+    let accepted = statuses.iter().filter(|a| a.status == 202).count();
+    // Five a second: the burst gets about five through (a little more if a second passes).
+    assert!((5..=7).contains(&accepted), "{accepted} accepted");
+    let limited: Vec<&Answer> = statuses.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(limited.len(), 12 - accepted);
+    for a in limited {
+        assert_eq!(a.body["error"]["code"], "rate_limited", "{}", a.text);
+        assert!(
+            a.retry_after.as_deref().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1),
+            "{:?}",
+            a.retry_after
+        );
+    }
+    // Another account has its own budget; a batch counts every item.
+    assert_eq!(post_raw(&h, &other, br#"{"event":"lead.qualified","data":{}}"#, &[]).status, 202);
+    let batch: Vec<Value> = (0..10).map(|_| json!({"event": "e", "data": {}})).collect();
+    let a = h.json("POST", "/api/v1/events/batch", Some(&other), &Value::Array(batch));
+    assert_eq!(a.status, 429, "ten events need a full bucket, four are left: {}", a.text);
+    assert_eq!(a.retry_after.as_deref(), Some("1"));
+}

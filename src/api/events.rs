@@ -46,6 +46,16 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(buf.freeze())
 }
 
+/// `ingest_rate_limit`: 429 with `Retry-After` once the account's events per second are used.
+fn rate_limit(auth: &Auth, events: usize) -> Result<(), ApiError> {
+    let Some(limiter) = &auth.engine.ingest_limiter else { return Ok(()) };
+    limiter.take(auth.caller.account(), events).map_err(|secs| {
+        let mut e = ApiError::from(DomainError::RateLimited("ingest rate limit reached for this account".into()));
+        e.retry_after = Some(secs);
+        e
+    })
+}
+
 fn rules(auth: &Auth) -> IngestRules {
     let c = &auth.engine.config;
     IngestRules {
@@ -116,6 +126,7 @@ fn error_slot(e: ApiError) -> Value {
 #[post("/api/v1/events")]
 pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
+    rate_limit(&auth, 1)?;
     let rules = rules(&auth);
     let body = read_body(payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
     let key = match req.headers().get("Idempotency-Key") {
@@ -149,6 +160,7 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
             format!("at most {MAX_BATCH} events per batch"),
         ));
     }
+    rate_limit(&auth, items.len())?;
     let rules = rules(&auth);
     let log = &auth.engine.log;
     let account = auth.caller.account();

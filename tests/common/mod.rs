@@ -131,6 +131,7 @@ pub struct Answer {
     pub status: u16,
     pub body: serde_json::Value,
     pub text: String,
+    pub retry_after: Option<String>,
 }
 
 impl Herald {
@@ -154,12 +155,15 @@ impl Herald {
             Some(b) => req.send_bytes(b),
             None => req.call(),
         };
-        let (status, text) = match result {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("{method} {path}: {e}"),
         };
-        Answer { status, body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null), text }
+        let status = response.status();
+        let retry_after = response.header("Retry-After").map(str::to_owned);
+        let text = response.into_string().unwrap_or_default();
+        Answer { status, body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null), text, retry_after }
     }
 
     /// Sends JSON.
