@@ -165,3 +165,38 @@ fn compaction_keeps_unfinished_work_dead_letters_and_live_idempotency_keys() {
     let report = verify::verify(&tree).unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn sequence_numbers_are_never_reused_after_compaction_removed_the_newest_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = AccountId::default_account();
+    let last = {
+        let (log, _) = Log::open(dir.path(), options()).unwrap();
+        ensure_webhooks(&log).unwrap();
+        // An event no webhook subscribed to is finished history at once.
+        let seq = log
+            .writer()
+            .append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())]))
+            .unwrap()
+            .seqs[0];
+        let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
+        assert_eq!(report.removed_events, 1, "{report:?}");
+        assert!(log.record(seq).unwrap().is_none());
+        log.close();
+        seq
+    };
+    {
+        let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+        let report = verify::verify(&tree).unwrap();
+        assert!(report.is_clean() && report.applied_seq == last && report.last_seq < last, "{report}");
+    }
+    let (log, recovery) = Log::open(dir.path(), options()).unwrap();
+    assert_eq!(recovery.last_seq, last);
+    let next = log
+        .writer()
+        .append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())]))
+        .unwrap()
+        .seqs[0];
+    assert_eq!(next, last + 1, "a removed number is not handed out again");
+    log.close();
+}

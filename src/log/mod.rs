@@ -162,10 +162,14 @@ impl Log {
         let mut recovery = Recovery::default();
 
         let applied = applied_seq(&tree)?;
-        let last = last_seq(&tree)?;
-        if last > applied {
-            recovery.tail_records = fold_tail(&tree, applied, last, &mut recovery.warnings)?;
+        let last_stored = last_seq(&tree)?;
+        if last_stored > applied {
+            recovery.tail_records = fold_tail(&tree, applied, last_stored, &mut recovery.warnings)?;
         }
+        // Compaction may have removed the newest records (an event nobody subscribed to, long
+        // finished); the `applied` marker still remembers their numbers, and numbers — hence
+        // event ids — are never handed out twice.
+        let last = last_stored.max(applied);
         recovery.last_seq = last;
 
         let id_key = match tree.get(keys::ID_KEY)? {
