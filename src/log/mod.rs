@@ -188,16 +188,13 @@ impl Log {
         };
 
         let mut catalog = Catalog::default();
-        for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS] {
+        for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS, keys::ADMIN] {
             for item in tree.scan_prefix([prefix]) {
                 let (k, v) = item?;
                 if let Err(e) = catalog.absorb(&k, Some(&v)) {
                     recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
                 }
             }
-        }
-        if let Some(v) = tree.get(keys::ADMIN_TOKEN)? {
-            let _ = catalog.absorb(keys::ADMIN_TOKEN, Some(&v));
         }
 
         for (id, row) in &catalog.webhooks {
