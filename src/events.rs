@@ -13,6 +13,8 @@
 //!   number (see `model::IdKey`), so the answer is computed after the append.
 
 use crate::error::DomainError;
+use crate::listing::{bad_cursor, Budget, Listing, TimeWindow};
+use crate::log::index;
 use crate::log::projection::IdempotencyRow;
 use crate::log::record::EventIngested;
 use crate::log::rows::Rows;
@@ -190,4 +192,63 @@ pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIn
         }
         _ => Err(DomainError::NotFound),
     }
+}
+
+/// Filters of the event list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// An exact event name.
+    pub event: Option<String>,
+    pub window: TimeWindow,
+}
+
+/// The account's events matching `filter`, newest first, after `cursor` (an event id a
+/// previous page gave).
+pub fn list(
+    log: &Log,
+    account: &AccountId,
+    filter: &EventFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Listing<(EventId, EventIngested)>, DomainError> {
+    if let Some(name) = &filter.event {
+        if !is_event_name(name) {
+            return Err(DomainError::invalid("event", "is not an event name like lead.qualified"));
+        }
+    }
+    let before = match cursor {
+        None => None,
+        Some(c) => Some(EventId::parse(c).ok().and_then(|id| id.seq(log.id_key())).ok_or_else(bad_cursor)?),
+    };
+    let hash = filter.event.as_deref().map(index::name_hash);
+    let mut budget = Budget::default();
+    let mut items: Vec<(EventId, EventIngested)> = Vec::new();
+    let mut last: Option<EventId> = None;
+    for entry in index::events_newest_first(log.tree(), account, before) {
+        let entry = entry.map_err(|e| DomainError::Storage(e.to_string()))?;
+        if filter.window.is_behind(entry.at) {
+            break;
+        }
+        if !budget.take() {
+            return Ok(Listing { items, next_cursor: last.map(|id| id.to_string()) });
+        }
+        let id = EventId::from_seq(entry.at, entry.seq, log.id_key());
+        last = Some(id.clone());
+        if !filter.window.contains(entry.at) || hash.is_some_and(|h| h != entry.name_hash) {
+            continue;
+        }
+        let Some(Record::EventIngested(e)) = log.record(entry.seq).map_err(|e| DomainError::Storage(e.to_string()))?
+        else {
+            continue;
+        };
+        if filter.event.as_ref().is_some_and(|name| name != &e.event) {
+            continue;
+        }
+        if items.len() == limit {
+            let next_cursor = items.last().map(|(id, _)| id.to_string());
+            return Ok(Listing { items, next_cursor });
+        }
+        items.push((id, *e));
+    }
+    Ok(Listing { items, next_cursor: None })
 }

@@ -13,6 +13,10 @@
 //! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
 //! - [`events`]: event ingest — validation, matching, idempotency.
 //! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
+//! - [`deliveries`]: reading deliveries and their attempts; retry and recover.
+//! - [`listing`]: what lists share — time window, cursor, scan budget.
+//! - [`stats`]: an account's activity and queue state at a glance.
+//! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
@@ -25,13 +29,17 @@ pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod deliveries;
 pub mod error;
+pub mod event_types;
 pub mod events;
+pub mod listing;
 pub mod log;
 pub mod model;
 pub mod ratelimit;
 pub mod safety;
 pub mod server;
+pub mod stats;
 pub mod telemetry;
 pub mod time;
 pub mod webhooks;

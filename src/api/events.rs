@@ -1,14 +1,18 @@
-//! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events/{id}`.
+//! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events` and
+//! `GET /api/v1/events/{id}`.
 //!
 //! Bodies are read as bytes and parsed here, so that `data` keeps its exact key order and
 //! numbers and so that every malformed, oversized or mistyped body gets the SPEC's answer.
 
 use super::auth::Auth;
 use super::error::ApiError;
+use super::page::{self, Page};
 use crate::error::DomainError;
-use crate::events::{self, EventInput, IngestRules, Ingested};
+use crate::events::{self, EventFilter, EventInput, IngestRules, Ingested};
+use crate::listing::TimeWindow;
+use crate::log::record::EventIngested;
 use crate::model::EventId;
-use crate::time::rfc3339;
+use crate::time::{parse_rfc3339, rfc3339};
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -98,15 +102,9 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<Event
     let data = serde_json::to_vec(&body.data).map_err(|e| DomainError::invalid("data", e.to_string()))?;
     let timestamp = match &body.timestamp {
         None => None,
-        Some(t) => Some(
-            humantime::parse_rfc3339(t)
-                .ok()
-                .and_then(|st| st.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64)
-                .ok_or_else(|| {
-                    DomainError::invalid("timestamp", "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z")
-                })?,
-        ),
+        Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
+            DomainError::invalid("timestamp", "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z")
+        })?),
     };
     Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key })
 }
@@ -175,18 +173,54 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
     Ok(HttpResponse::Accepted().json(json!({ "results": results })))
 }
 
-#[get("/api/v1/events/{id}")]
-pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let (_, e) = events::get(&auth.engine.log, auth.caller.account(), &id)?;
-    let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(json!({
+/// An event as lists show it (without `data`, which may be a mebibyte per event).
+fn summary(id: &EventId, e: &EventIngested) -> Value {
+    json!({
         "id": id.to_string(),
         "event": e.event,
         "timestamp": rfc3339(e.timestamp),
         "created_at": rfc3339(e.at),
         "external_id": e.external_id,
-        "data": data,
         "deliveries": e.webhooks.len(),
-    })))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[get("/api/v1/events")]
+pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let window = TimeWindow::new(page::time("since", &query.since)?, page::time("until", &query.until)?)?;
+    let filter = EventFilter { event: query.event.clone(), window };
+    let limit = page::limit(query.limit)?;
+    let engine = auth.engine.clone();
+    let account = auth.caller.account().clone();
+    let listing =
+        web::block(move || events::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let data = listing.items.iter().map(|(id, e)| summary(id, e)).collect();
+    Ok(HttpResponse::Ok().json(Page::new(data, listing.next_cursor)))
+}
+
+/// One event with its `data` exactly as it arrived and every delivery it owes.
+#[get("/api/v1/events/{id}")]
+pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let log = &auth.engine.log;
+    let (seq, e) = events::get(log, auth.caller.account(), &id)?;
+    let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+    let deliveries: Vec<Value> = crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
+    let mut out = summary(&id, &e);
+    out["data"] = data;
+    out["deliveries"] = Value::Array(deliveries);
+    Ok(HttpResponse::Ok().json(out))
 }

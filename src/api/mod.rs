@@ -4,16 +4,22 @@
 //! - [`auth`] — bearer token → caller.
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
-//! - [`events`] — event ingest (single, batch) and reading an event.
+//! - [`events`] — event ingest (single, batch), listing and reading events.
+//! - [`deliveries`] — delivery lists, one delivery with its attempts, retry.
+//! - [`stats`] — the account at a glance.
+//! - [`event_types`] — the event catalog.
 //! - [`page`] — list answers and their cursors.
 //! - [`webhooks`] — webhooks of the caller's account.
 
 pub mod accounts;
 pub mod auth;
+pub mod deliveries;
 pub mod error;
+pub mod event_types;
 pub mod events;
 pub mod health;
 pub mod page;
+pub mod stats;
 pub mod webhooks;
 
 use actix_web::{web, HttpResponse};
@@ -37,13 +43,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(accounts::revoke_key)
         .service(events::ingest)
         .service(events::ingest_batch)
+        .service(events::list)
         .service(events::read)
+        .service(deliveries::list)
+        // Before `/api/v1/webhooks/{id}`, which would take `deliveries` for an id.
+        .service(deliveries::list_alias)
+        .service(deliveries::read)
+        .service(deliveries::retry)
+        .service(deliveries::of_webhook)
+        .service(stats::read)
+        .service(event_types::list)
         .service(webhooks::create)
         .service(webhooks::list)
         .service(webhooks::read)
         .service(webhooks::edit)
         .service(webhooks::remove)
         .service(webhooks::rotate_secret)
+        .service(webhooks::recover)
         .default_service(web::to(not_found));
 }
 

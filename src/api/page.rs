@@ -3,6 +3,8 @@
 
 use super::error::ApiError;
 use crate::error::DomainError;
+use crate::model::Millis;
+use crate::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -14,14 +16,34 @@ pub struct PageQuery {
     cursor: Option<String>,
 }
 
+/// `limit=`: 1–500, default 50.
+pub fn limit(value: Option<i64>) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(DomainError::invalid("limit", format!("must be 1–{MAX_LIMIT}")).into()),
+    }
+}
+
+/// An empty `cursor=` is no cursor.
+pub fn cursor(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|c| !c.is_empty())
+}
+
+/// `since=` / `until=`: RFC 3339 UTC times.
+pub fn time(field: &str, value: &Option<String>) -> Result<Option<Millis>, ApiError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => parse_rfc3339(t)
+            .map(Some)
+            .ok_or_else(|| DomainError::invalid(field, "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z").into()),
+    }
+}
+
 impl PageQuery {
     /// The limit, and the cursor parsed by `parse_cursor` (422 if it does not parse).
     pub fn parse<C>(&self, parse_cursor: impl Fn(&str) -> Option<C>) -> Result<(usize, Option<C>), ApiError> {
-        let limit = match self.limit {
-            None => DEFAULT_LIMIT,
-            Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => n as usize,
-            Some(_) => return Err(DomainError::invalid("limit", format!("must be 1–{MAX_LIMIT}")).into()),
-        };
+        let limit = limit(self.limit)?;
         let cursor = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(c) => {
@@ -39,6 +61,11 @@ pub struct Page<V> {
 }
 
 impl<V> Page<V> {
+    /// A page the domain already cut (see `listing`).
+    pub fn new(data: Vec<V>, next_cursor: Option<String>) -> Self {
+        Page { data, next_cursor }
+    }
+
     /// `items` holds up to `limit + 1` entries; the extra one only says another page exists.
     pub fn of<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> String, view: impl Fn(&T) -> V) -> Self {
         let more = items.len() > limit;

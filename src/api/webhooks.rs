@@ -1,10 +1,13 @@
-//! `/api/v1/webhooks`: create, list, read, edit, delete, rotate the secret. The secret is in
+//! `/api/v1/webhooks`: create, list, read, edit, delete, rotate the secret, recover dead
+//! deliveries. The secret is in
 //! the answer only on create and rotate; credential-like custom header values are masked.
 
 use super::auth::Auth;
 use super::error::ApiError;
-use super::page::{Page, PageQuery};
+use super::page::{self, Page, PageQuery};
+use crate::deliveries;
 use crate::error::DomainError;
+use crate::listing::TimeWindow;
 use crate::log::StatusRow;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
 use crate::safety::TargetPolicy;
@@ -197,4 +200,22 @@ pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResp
     let w = webhooks::rotate_secret(&auth.engine.log, &settings(&auth), auth.caller.account(), &id).await?;
     let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, true)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    since: String,
+    until: Option<String>,
+}
+
+/// Re-queues the webhook's dead deliveries whose events arrived in `[since, until]`.
+#[post("/api/v1/webhooks/{id}/recover")]
+pub async fn recover(auth: Auth, id: web::Path<String>, body: web::Json<RecoverBody>) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&id)?;
+    let body = body.into_inner();
+    let since = page::time("since", &Some(body.since))?.ok_or_else(|| DomainError::invalid("since", "is required"))?;
+    let window = TimeWindow::new(Some(since), page::time("until", &body.until)?)?;
+    let requeued = deliveries::recover(&auth.engine.log, auth.caller.account(), &id, window).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "requeued": requeued })))
 }

@@ -17,8 +17,10 @@
 //! fine: it removes history, it never decides what the history says.
 
 use super::catalog::Catalog;
+use super::index;
 use super::keys;
 use super::pages;
+use super::summary;
 use super::projection::{self, DeliveryRow, IdempotencyRow, StatusRow};
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
@@ -137,6 +139,8 @@ fn step_from(
         remove_event_if_done(&mut txn, policy, now, seq, &event, &mut report)?;
     }
 
+    summary::prune(&mut txn, &state.tree, now)?;
+
     if !txn.is_empty() {
         let (batch, changes) = txn.into_parts();
         state.tree.apply_batch(batch)?;
@@ -178,6 +182,7 @@ fn remove_event_if_done(
         rows.push((d, row));
     }
     pages::remove(txn, seq)?;
+    index::remove_event(txn, &event.account_id, seq)?;
     report.removed_records += 1;
     report.removed_events += 1;
     if let Some(key) = &event.idempotency_key {

@@ -25,6 +25,13 @@
 //! | `i` | account, idempotency key | [`IdempotencyRow`](super::projection::IdempotencyRow) |
 //! | `x` | time superseded, seq | () — webhook records a newer one replaced, for compaction |
 //! | `A` | admin | the admin token's hash |
+//! | `e` | account, seq / 64 | event chunk: the account's events of those 64 records ([`index`](super::index)) |
+//! | `t` | account, event name | () — names the account has sent (summary) |
+//! | `c` | account, minute | [`Counters`](super::summary::Counters) of that minute (summary) |
+//!
+//! Summary rows (`t`, `c`) are folded from records like the others, but they outlive the
+//! records compaction removes (the names an account used) or are pruned on their own
+//! schedule (per-minute counters), so `verify` does not compare them.
 
 use crate::model::{AccountId, DeliveryRef, KeyId, Millis, WebhookId};
 
@@ -42,9 +49,12 @@ pub const QUEUE: u8 = b'q';
 pub const IDEMPOTENCY: u8 = b'i';
 pub const SUPERSEDED: u8 = b'x';
 pub const ADMIN: u8 = b'A';
+pub const ACCOUNT_EVENTS: u8 = b'e';
+pub const EVENT_NAMES: u8 = b't';
+pub const COUNTERS: u8 = b'c';
 
 /// Every prefix that holds projection rows (not records, not meta).
-pub const PROJECTION_PREFIXES: [u8; 12] = [
+pub const PROJECTION_PREFIXES: [u8; 13] = [
     ACCOUNT,
     KEY,
     ACCOUNT_KEYS,
@@ -57,13 +67,17 @@ pub const PROJECTION_PREFIXES: [u8; 12] = [
     IDEMPOTENCY,
     SUPERSEDED,
     ADMIN,
+    ACCOUNT_EVENTS,
 ];
+
+/// Prefixes of summary rows: folded from records, not compared by `verify`.
+pub const SUMMARY_PREFIXES: [u8; 2] = [EVENT_NAMES, COUNTERS];
 
 pub const APPLIED: &[u8] = b"Mapplied";
 pub const ID_KEY: &[u8] = b"Midkey";
 pub const ADMIN_TOKEN: &[u8] = b"Aadmin";
 
-/// Records per intake chunk.
+/// Records per intake chunk and per account event chunk.
 pub const INTAKE_CHUNK: u64 = 64;
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -178,6 +192,39 @@ pub fn idempotency(account: &AccountId, idem_key: &str) -> Vec<u8> {
     key(IDEMPOTENCY, &[account.as_str().as_bytes(), &[0], idem_key.as_bytes()])
 }
 
+/// All event chunks of an account, oldest first.
+pub fn account_events_of(account: &AccountId) -> Vec<u8> {
+    key(ACCOUNT_EVENTS, &[account.as_str().as_bytes(), &[0]])
+}
+
+/// The event chunk of `account` holding record `seq`.
+pub fn account_events(account: &AccountId, seq: u64) -> Vec<u8> {
+    key(ACCOUNT_EVENTS, &[account.as_str().as_bytes(), &[0], &(seq / INTAKE_CHUNK).to_be_bytes()])
+}
+
+pub fn event_names_of(account: &AccountId) -> Vec<u8> {
+    key(EVENT_NAMES, &[account.as_str().as_bytes(), &[0]])
+}
+
+pub fn event_name(account: &AccountId, name: &str) -> Vec<u8> {
+    key(EVENT_NAMES, &[account.as_str().as_bytes(), &[0], name.as_bytes()])
+}
+
+pub fn counters_of(account: &AccountId) -> Vec<u8> {
+    key(COUNTERS, &[account.as_str().as_bytes(), &[0]])
+}
+
+/// The counters of `account` for the minute `minute` (milliseconds / 60,000).
+pub fn counters(account: &AccountId, minute: u64) -> Vec<u8> {
+    key(COUNTERS, &[account.as_str().as_bytes(), &[0], &minute.to_be_bytes()])
+}
+
+/// The number at the end of a key that ends in a big-endian u64 (`n`, `e`, `c`).
+pub fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[tail..].try_into().ok()?))
+}
+
 pub fn superseded(at: Millis, seq: u64) -> Vec<u8> {
     key(SUPERSEDED, &[&at.to_be_bytes(), &seq.to_be_bytes()])
 }
@@ -210,5 +257,9 @@ mod tests {
         assert_eq!(superseded_parts(&superseded(5, 6)), Some((5, 6)));
         let acct = AccountId::default_account();
         assert_eq!(id_after_separator(&account_webhook(&acct, &wh)), Some(wh.as_str()));
+        assert!(account_events(&acct, 64) > account_events(&acct, 63));
+        assert!(account_events(&acct, 1).starts_with(&account_events_of(&acct)));
+        assert_eq!(trailing_u64(&counters(&acct, 29_000_000)), Some(29_000_000));
+        assert!(event_name(&acct, "lead.qualified").starts_with(&event_names_of(&acct)));
     }
 }

@@ -16,18 +16,23 @@
 //! - [`projection`] — the fold.
 //! - [`writer`] — the single writer thread with group commit.
 //! - [`compaction`] — retention.
+//! - [`index`] — the chunked indexes lists read newest first (account events, webhook
+//!   deliveries).
+//! - [`summary`] — per-minute counters and event names seen, per account.
 //! - [`catalog`] — the in-memory mirror of the hot rows.
 //! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
 
 pub mod catalog;
 pub mod codec;
 pub mod compaction;
+pub mod index;
 pub mod keys;
 pub mod load;
 pub mod pages;
 pub mod projection;
 pub mod record;
 pub mod rows;
+pub mod summary;
 pub mod verify;
 pub mod window;
 pub mod writer;

@@ -17,7 +17,9 @@
 //!   kept dead letters.
 
 use super::codec::{self, CodecError};
+use super::index;
 use super::keys;
+use super::summary;
 use super::record::{AttemptFinished, EventIngested, Record};
 use super::rows::{show_key, Rows, RowsError, ROW_VERSION};
 use crate::model::*;
@@ -311,6 +313,14 @@ fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), 
         let row = IdempotencyRow { seq, request_hash: event.request_hash, at: event.at };
         rows.put_row(keys::idempotency(&event.account_id, key), &row)?;
     }
+    let entry = index::EventEntry {
+        seq,
+        at: event.at,
+        name_hash: index::name_hash(&event.event),
+        deliveries: event.webhooks.len().min(u16::MAX as usize) as u16,
+    };
+    index::add_event(rows, &event.account_id, entry)?;
+    summary::event(rows, &event.account_id, &event.event, event.at)?;
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let entry = IntakeEntry { delivery: DeliveryRef { seq, index: index as u16 }, at: event.at };
         let key = keys::intake(webhook, seq);
@@ -343,7 +353,12 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
     update_status(rows, &a.webhook_id, |st| {
         st.status = a.status.clone();
         st.status_seq = seq;
-    })
+    })?;
+    if let Some(w) = rows.get_row::<WebhookRow>(&keys::webhook(&a.webhook_id))? {
+        let succeeded = matches!(a.next, NextStep::Succeeded);
+        summary::attempt(rows, &w.webhook.account_id, a.at, succeeded)?;
+    }
+    Ok(())
 }
 
 /// Takes the delivery out of its retry queue (a delivery in intake has no entry there).
@@ -378,6 +393,11 @@ fn finish<R: Rows>(
 fn requeue<R: Rows>(rows: &mut R, seq: u64, d: DeliveryRef, webhook: &WebhookId, at: Millis) -> Result<(), RowsError> {
     let Some(mut row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? else { return Ok(()) };
     if !matches!(row.state, DeliveryState::Dead(_)) {
+        return Ok(());
+    }
+    // A deleted webhook takes no work back.
+    let live = rows.get_row::<WebhookRow>(&keys::webhook(webhook))?.is_some_and(|w| w.deleted_at.is_none());
+    if !live {
         return Ok(());
     }
     row.state = DeliveryState::Pending;

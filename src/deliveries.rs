@@ -1,0 +1,400 @@
+//! Deliveries (domain): reading them — lists with filters, one with its attempts — and
+//! putting dead ones back to work (retry one, recover a webhook's window).
+//!
+//! Invariants:
+//! - A tenant reaches a delivery only through its own account: a delivery id is resolved
+//!   to the event record that owes it, and the record's account must be the caller's and
+//!   the id must be exactly the one Herald derived for it; anything else is `NotFound`,
+//!   the same answer as for an id that never existed.
+//! - Retry and recover only append `DeliveryRequeued` records. Whether the delivery is still
+//!   dead and its webhook still there is checked on the writer thread, against the state
+//!   the record would change, so two retries of one delivery cannot both re-queue it.
+
+use crate::error::DomainError;
+use crate::events;
+use crate::listing::{bad_cursor, Budget, Listing, TimeWindow};
+use crate::log::index;
+use crate::log::projection::load_delivery;
+use crate::log::record::{AttemptFinished, EventIngested};
+use crate::log::rows::{Rows, Txn};
+use crate::log::{keys, Command, DeliveryRow, Log, Record, Rejection, WebhookRow};
+use crate::model::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most re-queue records one append carries when recovering a window.
+const RECOVER_CHUNK: usize = 1_000;
+
+/// The `status=` filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Pending,
+    Retrying,
+    Succeeded,
+    Dead,
+}
+
+impl StatusFilter {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "retrying" => Ok(Self::Retrying),
+            "succeeded" => Ok(Self::Succeeded),
+            "dead" => Ok(Self::Dead),
+            _ => Err(DomainError::invalid("status", "must be pending, retrying, succeeded or dead")),
+        }
+    }
+
+    fn matches(self, state: &DeliveryState) -> bool {
+        matches!(
+            (self, state),
+            (Self::Pending, DeliveryState::Pending)
+                | (Self::Retrying, DeliveryState::Retrying)
+                | (Self::Succeeded, DeliveryState::Succeeded)
+                | (Self::Dead, DeliveryState::Dead(_))
+        )
+    }
+}
+
+/// Filters of a delivery list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<StatusFilter>,
+    pub webhook: Option<WebhookId>,
+    pub event: Option<EventId>,
+    pub window: TimeWindow,
+}
+
+/// A delivery as lists and reads show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub event: String,
+    pub webhook_id: WebhookId,
+    /// When its event was ingested.
+    pub created_at: Millis,
+    pub row: DeliveryRow,
+}
+
+/// Event records read while answering one request.
+struct Events<'a> {
+    log: &'a Log,
+    cache: HashMap<u64, Arc<EventIngested>>,
+}
+
+impl<'a> Events<'a> {
+    fn new(log: &'a Log) -> Self {
+        Self { log, cache: HashMap::new() }
+    }
+
+    fn get(&mut self, seq: u64) -> Result<Option<Arc<EventIngested>>, DomainError> {
+        if let Some(e) = self.cache.get(&seq) {
+            return Ok(Some(e.clone()));
+        }
+        match self.log.record(seq).map_err(storage)? {
+            Some(Record::EventIngested(e)) => {
+                let e: Arc<EventIngested> = Arc::from(e);
+                self.cache.insert(seq, e.clone());
+                Ok(Some(e))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> DomainError {
+    DomainError::Storage(e.to_string())
+}
+
+/// Where one delivery stands, with what a list shows of it.
+fn info(
+    log: &Log,
+    rows: &Txn<'_>,
+    d: DeliveryRef,
+    at: Millis,
+    webhook: &WebhookId,
+    event: &str,
+) -> Result<Option<DeliveryInfo>, DomainError> {
+    let Some(row) = load_delivery(rows, d, webhook).map_err(storage)? else { return Ok(None) };
+    let id = DeliveryId::from_ref(d, at, log.id_key());
+    Ok(Some(DeliveryInfo {
+        event_id: id.event_id(),
+        id,
+        event: event.to_owned(),
+        webhook_id: webhook.clone(),
+        created_at: at,
+        row,
+    }))
+}
+
+/// Gathers one page while a source offers deliveries newest first.
+struct Page<'a> {
+    log: &'a Log,
+    rows: Txn<'a>,
+    events: Events<'a>,
+    filter: &'a DeliveryFilter,
+    limit: usize,
+    budget: Budget,
+    items: Vec<DeliveryInfo>,
+    /// The last delivery examined: where the next page starts if the budget runs out.
+    last: Option<(DeliveryRef, Millis)>,
+    next_cursor: Option<String>,
+}
+
+impl<'a> Page<'a> {
+    fn new(log: &'a Log, filter: &'a DeliveryFilter, limit: usize) -> Self {
+        Self {
+            log,
+            rows: Txn::new(log.tree()),
+            events: Events::new(log),
+            filter,
+            limit,
+            budget: Budget::default(),
+            items: Vec::new(),
+            last: None,
+            next_cursor: None,
+        }
+    }
+
+    /// Counts one step of the scan; `false` (with the cursor set) once the budget is spent.
+    fn step(&mut self) -> bool {
+        if self.budget.take() {
+            return true;
+        }
+        self.next_cursor = self.last.map(|(d, at)| DeliveryId::from_ref(d, at, self.log.id_key()).to_string());
+        false
+    }
+
+    /// Offers one delivery; `false` when the page is complete.
+    fn offer(&mut self, d: DeliveryRef, at: Millis, webhook: &WebhookId) -> Result<bool, DomainError> {
+        if !self.step() {
+            return Ok(false);
+        }
+        if !self.filter.window.contains(at) || self.filter.webhook.as_ref().is_some_and(|w| w != webhook) {
+            self.last = Some((d, at));
+            return Ok(true);
+        }
+        let Some(row) = load_delivery(&self.rows, d, webhook).map_err(storage)? else { return Ok(true) };
+        self.last = Some((d, at));
+        if self.filter.status.is_some_and(|s| !s.matches(&row.state)) {
+            return Ok(true);
+        }
+        if self.items.len() == self.limit {
+            // One more match exists: the page is full and another follows.
+            self.next_cursor = self.items.last().map(|i| i.id.to_string());
+            return Ok(false);
+        }
+        let Some(event) = self.events.get(d.seq)? else { return Ok(true) };
+        let id = DeliveryId::from_ref(d, at, self.log.id_key());
+        self.items.push(DeliveryInfo {
+            event_id: id.event_id(),
+            id,
+            event: event.event.clone(),
+            webhook_id: webhook.clone(),
+            created_at: at,
+            row,
+        });
+        Ok(true)
+    }
+
+    fn done(self) -> Listing<DeliveryInfo> {
+        Listing { items: self.items, next_cursor: self.next_cursor }
+    }
+}
+
+/// The account's deliveries matching `filter`, newest first, after `cursor`.
+pub fn list(
+    log: &Log,
+    account: &AccountId,
+    filter: &DeliveryFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Listing<DeliveryInfo>, DomainError> {
+    let after = match cursor {
+        None => None,
+        Some(c) => Some(DeliveryId::parse(c).ok().and_then(|id| id.to_ref(log.id_key())).ok_or_else(bad_cursor)?),
+    };
+    let before_seq = after.map(|d| d.seq.saturating_add(1));
+    let is_next = |d: DeliveryRef| after.is_none_or(|a| d < a);
+    if let Some(w) = &filter.webhook {
+        owned_webhook(log, account, w)?;
+    }
+    let mut page = Page::new(log, filter, limit);
+
+    if let Some(event_id) = &filter.event {
+        let (seq, event) = events::get(log, account, event_id)?;
+        for (index, webhook) in event.webhooks.iter().enumerate().rev() {
+            let d = DeliveryRef { seq, index: index as u16 };
+            if is_next(d) && !page.offer(d, event.at, webhook)? {
+                break;
+            }
+        }
+    } else if let Some(webhook) = &filter.webhook {
+        for entry in index::deliveries_newest_first(log.tree(), webhook, before_seq) {
+            let entry = entry.map_err(storage)?;
+            if filter.window.is_behind(entry.at) {
+                break;
+            }
+            if is_next(entry.delivery) && !page.offer(entry.delivery, entry.at, webhook)? {
+                break;
+            }
+        }
+    } else {
+        'events: for entry in index::events_newest_first(log.tree(), account, before_seq) {
+            let entry = entry.map_err(storage)?;
+            if filter.window.is_behind(entry.at) {
+                break;
+            }
+            if entry.deliveries == 0 || !filter.window.contains(entry.at) {
+                if !page.step() {
+                    break;
+                }
+                continue;
+            }
+            let Some(event) = page.events.get(entry.seq)? else { continue };
+            for (index, webhook) in event.webhooks.iter().enumerate().rev() {
+                let d = DeliveryRef { seq: entry.seq, index: index as u16 };
+                if is_next(d) && !page.offer(d, entry.at, webhook)? {
+                    break 'events;
+                }
+            }
+        }
+    }
+    Ok(page.done())
+}
+
+/// A live webhook of the account, else `NotFound` (a deleted webhook is gone, as for
+/// `GET /webhooks/{id}`).
+fn owned_webhook(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
+    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    catalog
+        .webhooks
+        .get(id)
+        .filter(|r| &r.webhook.account_id == account && r.deleted_at.is_none())
+        .map(|_| ())
+        .ok_or(DomainError::NotFound)
+}
+
+/// The delivery behind a public id, if it is the account's.
+fn resolve(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<(DeliveryRef, EventIngested), DomainError> {
+    let d = id.to_ref(log.id_key()).ok_or(DomainError::NotFound)?;
+    let (seq, event) = events::get(log, account, &id.event_id())?;
+    if seq != d.seq || usize::from(d.index) >= event.webhooks.len() {
+        return Err(DomainError::NotFound);
+    }
+    Ok((d, event))
+}
+
+/// Every delivery an event owes, in fan-out order.
+pub fn of_event(log: &Log, seq: u64, event: &EventIngested) -> Result<Vec<DeliveryInfo>, DomainError> {
+    let rows = Txn::new(log.tree());
+    let mut out = Vec::with_capacity(event.webhooks.len());
+    for (index, webhook) in event.webhooks.iter().enumerate() {
+        let d = DeliveryRef { seq, index: index as u16 };
+        if let Some(i) = info(log, &rows, d, event.at, webhook, &event.event)? {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// One delivery of the account with every attempt it made, oldest first.
+pub fn get(
+    log: &Log,
+    account: &AccountId,
+    id: &DeliveryId,
+) -> Result<(DeliveryInfo, Vec<AttemptFinished>), DomainError> {
+    let (d, event) = resolve(log, account, id)?;
+    let rows = Txn::new(log.tree());
+    let webhook = &event.webhooks[usize::from(d.index)];
+    let info = info(log, &rows, d, event.at, webhook, &event.event)?.ok_or(DomainError::NotFound)?;
+    let mut attempts = Vec::new();
+    for seq in &info.row.seqs {
+        if let Some(Record::AttemptFinished(a)) = log.record(*seq).map_err(storage)? {
+            attempts.push(*a);
+        }
+    }
+    Ok((info, attempts))
+}
+
+/// Why a dead delivery cannot be re-queued now, checked on the writer thread.
+fn requeue_check(txn: &Txn<'_>, d: DeliveryRef, webhook: &WebhookId) -> Result<(), Rejection> {
+    let row = load_delivery(txn, d, webhook).map_err(|e| Rejection::Conflict(e.to_string()))?;
+    let Some(row) = row else { return Err(Rejection::NotFound) };
+    if !matches!(row.state, DeliveryState::Dead(_)) {
+        return Err(Rejection::Conflict(format!("the delivery is {}, not dead", row.state.as_str())));
+    }
+    let live = txn
+        .get_row::<WebhookRow>(&keys::webhook(webhook))
+        .map_err(|e| Rejection::Conflict(e.to_string()))?
+        .is_some_and(|w| w.deleted_at.is_none());
+    if !live {
+        return Err(Rejection::Conflict("its webhook was deleted".into()));
+    }
+    Ok(())
+}
+
+/// Re-queues one dead delivery of the account, due now, with fresh attempts and TTL.
+pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<DeliveryInfo, DomainError> {
+    let (d, event) = resolve(log, account, id)?;
+    let webhook = event.webhooks[usize::from(d.index)].clone();
+    let record = Record::DeliveryRequeued { delivery: d, webhook_id: webhook.clone(), at: now_millis() };
+    let check_webhook = webhook.clone();
+    log.writer().append(Command::checked(vec![record], move |txn| requeue_check(txn, d, &check_webhook))).await?;
+    let rows = Txn::new(log.tree());
+    info(log, &rows, d, event.at, &webhook, &event.event)?.ok_or(DomainError::NotFound)
+}
+
+/// Re-queues the webhook's dead deliveries whose events arrived in `window`; returns how
+/// many were re-queued.
+pub async fn recover(log: &Log, account: &AccountId, webhook: &WebhookId, window: TimeWindow) -> Result<u64, DomainError> {
+    owned_webhook(log, account, webhook)?;
+    let mut dead = Vec::new();
+    {
+        let rows = Txn::new(log.tree());
+        for entry in index::deliveries_newest_first(log.tree(), webhook, None) {
+            let entry = entry.map_err(storage)?;
+            if window.is_behind(entry.at) {
+                break;
+            }
+            if !window.contains(entry.at) {
+                continue;
+            }
+            // Only a delivery that left intake can be dead: a row lookup, not a record read.
+            if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery)).map_err(storage)? {
+                if matches!(row.state, DeliveryState::Dead(_)) {
+                    dead.push(entry.delivery);
+                }
+            }
+        }
+    }
+    let mut requeued = 0u64;
+    // Oldest first, so the re-queued work goes out in event order.
+    for chunk in dead.rchunks(RECOVER_CHUNK) {
+        let at = now_millis();
+        let records: Vec<Record> = chunk
+            .iter()
+            .rev()
+            .map(|d| Record::DeliveryRequeued { delivery: *d, webhook_id: webhook.clone(), at })
+            .collect();
+        let check_webhook = webhook.clone();
+        let result = log
+            .writer()
+            .append(Command::checked(records, move |txn| {
+                let live = txn
+                    .get_row::<WebhookRow>(&keys::webhook(&check_webhook))
+                    .map_err(|e| Rejection::Conflict(e.to_string()))?
+                    .is_some_and(|w| w.deleted_at.is_none());
+                if live {
+                    Ok(())
+                } else {
+                    Err(Rejection::NotFound)
+                }
+            }))
+            .await;
+        result?;
+        requeued += chunk.len() as u64;
+    }
+    Ok(requeued)
+}
