@@ -348,7 +348,12 @@ pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<De
 
 /// Re-queues the webhook's dead deliveries whose events arrived in `window`; returns how
 /// many were re-queued.
-pub async fn recover(log: &Log, account: &AccountId, webhook: &WebhookId, window: TimeWindow) -> Result<u64, DomainError> {
+pub async fn recover(
+    log: &Log,
+    account: &AccountId,
+    webhook: &WebhookId,
+    window: TimeWindow,
+) -> Result<u64, DomainError> {
     owned_webhook(log, account, webhook)?;
     let mut dead = Vec::new();
     {

@@ -42,15 +42,7 @@ pub fn of_account(log: &Log, account: &AccountId, now: Millis) -> Result<Stats, 
     }
     let success_ratio = (total.attempts > 0).then(|| total.succeeded as f64 / total.attempts as f64);
     let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
-    let mut stats = Stats {
-        minutes,
-        total,
-        success_ratio,
-        webhooks: 0,
-        pending: 0,
-        dead_letters: 0,
-        open_breakers: 0,
-    };
+    let mut stats = Stats { minutes, total, success_ratio, webhooks: 0, pending: 0, dead_letters: 0, open_breakers: 0 };
     for w in catalog.webhooks_of(account) {
         stats.webhooks += 1;
         if let Some(st) = catalog.statuses.get(&w.id) {

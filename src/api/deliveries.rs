@@ -34,13 +34,15 @@ impl DeliveriesQuery {
         let webhook = match (webhook, self.webhook_id.as_deref()) {
             (Some(w), _) => Some(w),
             (None, None) => None,
-            (None, Some(text)) => Some(
-                WebhookId::parse(text).map_err(|_| DomainError::invalid("webhook_id", "is not a webhook id"))?,
-            ),
+            (None, Some(text)) => {
+                Some(WebhookId::parse(text).map_err(|_| DomainError::invalid("webhook_id", "is not a webhook id"))?)
+            }
         };
         let event = match self.event_id.as_deref() {
             None => None,
-            Some(text) => Some(EventId::parse(text).map_err(|_| DomainError::invalid("event_id", "is not an event id"))?),
+            Some(text) => {
+                Some(EventId::parse(text).map_err(|_| DomainError::invalid("event_id", "is not an event id"))?)
+            }
         };
         let window = TimeWindow::new(page::time("since", &self.since)?, page::time("until", &self.until)?)?;
         Ok(DeliveryFilter { status, webhook, event, window })
@@ -104,11 +106,10 @@ async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<Webhook
     let limit = page::limit(query.limit)?;
     let engine = auth.engine.clone();
     let account = auth.caller.account().clone();
-    let listing = web::block(move || {
-        deliveries::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let listing =
+        web::block(move || deliveries::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(HttpResponse::Ok().json(Page::new(listing.items.iter().map(view).collect(), listing.next_cursor)))
 }
 

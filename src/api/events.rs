@@ -181,7 +181,7 @@ fn summary(id: &EventId, e: &EventIngested) -> Value {
         "timestamp": rfc3339(e.timestamp),
         "created_at": rfc3339(e.at),
         "external_id": e.external_id,
-        "deliveries": e.webhooks.len(),
+        "delivery_count": e.webhooks.len(),
     })
 }
 
@@ -203,10 +203,9 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
     let limit = page::limit(query.limit)?;
     let engine = auth.engine.clone();
     let account = auth.caller.account().clone();
-    let listing =
-        web::block(move || events::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let listing = web::block(move || events::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     let data = listing.items.iter().map(|(id, e)| summary(id, e)).collect();
     Ok(HttpResponse::Ok().json(Page::new(data, listing.next_cursor)))
 }
@@ -218,7 +217,8 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
     let log = &auth.engine.log;
     let (seq, e) = events::get(log, auth.caller.account(), &id)?;
     let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
-    let deliveries: Vec<Value> = crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
+    let deliveries: Vec<Value> =
+        crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
     let mut out = summary(&id, &e);
     out["data"] = data;
     out["deliveries"] = Value::Array(deliveries);

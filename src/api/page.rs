@@ -34,9 +34,9 @@ pub fn cursor(value: &Option<String>) -> Option<&str> {
 pub fn time(field: &str, value: &Option<String>) -> Result<Option<Millis>, ApiError> {
     match value.as_deref() {
         None | Some("") => Ok(None),
-        Some(t) => parse_rfc3339(t)
-            .map(Some)
-            .ok_or_else(|| DomainError::invalid(field, "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z").into()),
+        Some(t) => parse_rfc3339(t).map(Some).ok_or_else(|| {
+            DomainError::invalid(field, "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z").into()
+        }),
     }
 }
 

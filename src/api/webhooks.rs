@@ -211,7 +211,11 @@ pub struct RecoverBody {
 
 /// Re-queues the webhook's dead deliveries whose events arrived in `[since, until]`.
 #[post("/api/v1/webhooks/{id}/recover")]
-pub async fn recover(auth: Auth, id: web::Path<String>, body: web::Json<RecoverBody>) -> Result<HttpResponse, ApiError> {
+pub async fn recover(
+    auth: Auth,
+    id: web::Path<String>,
+    body: web::Json<RecoverBody>,
+) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
     let body = body.into_inner();
     let since = page::time("since", &Some(body.since))?.ok_or_else(|| DomainError::invalid("since", "is required"))?;

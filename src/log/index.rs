@@ -168,9 +168,8 @@ mod tests {
         let (batch, _) = txn.into_parts();
         tree.apply_batch(batch).unwrap();
 
-        let seqs = |before| -> Vec<u64> {
-            events_newest_first(&tree, &a, before).map(|e| e.unwrap().seq).collect::<Vec<_>>()
-        };
+        let seqs =
+            |before| -> Vec<u64> { events_newest_first(&tree, &a, before).map(|e| e.unwrap().seq).collect::<Vec<_>>() };
         let expected: Vec<u64> = (1..=200u64).rev().filter(|s| s % 3 != 0 && *s != 100).collect();
         assert_eq!(seqs(None), expected);
         assert_eq!(seqs(Some(130)), expected.iter().copied().filter(|s| *s < 130).collect::<Vec<_>>());

@@ -19,9 +19,9 @@
 use super::codec::{self, CodecError};
 use super::index;
 use super::keys;
-use super::summary;
 use super::record::{AttemptFinished, EventIngested, Record};
 use super::rows::{show_key, Rows, RowsError, ROW_VERSION};
+use super::summary;
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 

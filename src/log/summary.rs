@@ -30,7 +30,12 @@ pub fn minute(at: Millis) -> u64 {
     at / 60_000
 }
 
-fn bump<R: Rows>(rows: &mut R, account: &AccountId, at: Millis, change: impl FnOnce(&mut Counters)) -> Result<(), RowsError> {
+fn bump<R: Rows>(
+    rows: &mut R,
+    account: &AccountId,
+    at: Millis,
+    change: impl FnOnce(&mut Counters),
+) -> Result<(), RowsError> {
     let key = keys::counters(account, minute(at));
     let mut c: Counters = rows.get_row(&key)?.unwrap_or_default();
     change(&mut c);
@@ -44,7 +49,12 @@ pub(super) fn event<R: Rows>(rows: &mut R, account: &AccountId, name: &str, at: 
 }
 
 /// The fold of a finished attempt.
-pub(super) fn attempt<R: Rows>(rows: &mut R, account: &AccountId, at: Millis, succeeded: bool) -> Result<(), RowsError> {
+pub(super) fn attempt<R: Rows>(
+    rows: &mut R,
+    account: &AccountId,
+    at: Millis,
+    succeeded: bool,
+) -> Result<(), RowsError> {
     bump(rows, account, at, |c| {
         c.attempts += 1;
         c.succeeded += u64::from(succeeded);
@@ -66,7 +76,12 @@ pub fn counters(tree: &sled::Tree, account: &AccountId, from: u64, to: u64) -> R
 }
 
 /// The event names the account has sent, in name order, after `after`, at most `limit`.
-pub fn names(tree: &sled::Tree, account: &AccountId, after: Option<&str>, limit: usize) -> Result<Vec<String>, RowsError> {
+pub fn names(
+    tree: &sled::Tree,
+    account: &AccountId,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, RowsError> {
     let prefix = keys::event_names_of(account);
     let start = match after {
         Some(name) => {

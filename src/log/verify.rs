@@ -81,11 +81,8 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
     }
     report.rows = stored.len() as u64;
     // Summary rows are not history (see `summary`): only the projection is compared.
-    let fresh: BTreeMap<Vec<u8>, Vec<u8>> = fresh
-        .0
-        .into_iter()
-        .filter(|(k, _)| k.first().is_some_and(|p| keys::PROJECTION_PREFIXES.contains(p)))
-        .collect();
+    let fresh: BTreeMap<Vec<u8>, Vec<u8>> =
+        fresh.0.into_iter().filter(|(k, _)| k.first().is_some_and(|p| keys::PROJECTION_PREFIXES.contains(p))).collect();
     for (k, v) in &stored {
         if fresh.get(k) != Some(v) {
             report.mismatched_rows.push(show_key(k));
