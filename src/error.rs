@@ -26,6 +26,9 @@ pub enum DomainError {
     /// Back-pressure: try again later.
     #[error("{0}")]
     RateLimited(String),
+    /// Free disk space is below `min_free_disk`.
+    #[error("free disk space is below min_free_disk; nothing was written")]
+    LowOnDisk,
     #[error("storage failed: {0}")]
     Storage(String),
     #[error("Herald is shutting down")]

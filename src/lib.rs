@@ -19,6 +19,7 @@
 //! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
+//! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
 //! - [`api`]: the HTTP API; the only module that knows HTTP.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod deliveries;
+pub mod disk;
 pub mod error;
 pub mod event_types;
 pub mod events;

@@ -46,6 +46,8 @@ pub struct Engine {
     pub recovery: RecoverySummary,
     /// `ingest_rate_limit`, if configured.
     pub ingest_limiter: Option<crate::ratelimit::IngestLimiter>,
+    /// `min_free_disk`.
+    pub disk: crate::disk::DiskGuard,
 }
 
 /// State every handler sees.
@@ -86,7 +88,8 @@ pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
     ensure_admin_token(&log, &config)?;
     crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
     let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
-    Ok(Engine { config, log, recovery: summary, ingest_limiter })
+    let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk);
+    Ok(Engine { config, log, recovery: summary, ingest_limiter, disk })
 }
 
 /// On first start without a configured admin token, issues one and prints it once.

@@ -259,3 +259,36 @@ fn ingest_rate_limit_answers_429_with_retry_after_per_account() {
     assert_eq!(a.status, 429, "ten events need a full bucket, four are left: {}", a.text);
     assert_eq!(a.retry_after.as_deref(), Some("1"));
 }
+
+#[test]
+fn ingest_answers_503_with_retry_after_below_min_free_disk_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // More free space than any disk has: every ingest is refused.
+    let env = [("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_MIN_FREE_DISK", "9000000000000000000")];
+    let mut h = Herald::serve(dir.path(), &["--dev"], &env);
+    h.wait_ready();
+    webhook(&h, ADMIN, json!(["*"]), true);
+    let a = post_raw(&h, ADMIN, br#"{"event":"new_lead","data":{}}"#, &[]);
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "low_on_disk");
+    assert!(a.retry_after.as_deref().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0), "Retry-After");
+    let b = h.send(
+        "POST",
+        "/api/v1/events/batch",
+        Some(ADMIN),
+        &[("Content-Type", "application/json")],
+        Some(br#"[{"event":"new_lead","data":{}}]"#),
+    );
+    assert_eq!(b.status, 503, "{}", b.text);
+    // Reads still work, and nothing was stored.
+    let list = h.send("GET", "/api/v1/events", Some(ADMIN), &[], None);
+    assert_eq!((list.status, list.body["data"].as_array().map(Vec::len)), (200, Some(0)), "{}", list.text);
+    h.signal(libc::SIGTERM);
+    h.wait_exit(Duration::from_secs(20));
+    drop(h);
+
+    // With room again, the same request is accepted.
+    let h = herald_for_api(dir.path());
+    let a = post_raw(&h, ADMIN, br#"{"event":"new_lead","data":{}}"#, &[]);
+    assert_eq!(a.status, 202, "{}", a.text);
+}

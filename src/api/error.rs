@@ -67,6 +67,10 @@ impl From<crate::error::DomainError> for ApiError {
             D::RateLimited(_) => {
                 Self { retry_after: Some(1), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
             }
+            D::LowOnDisk => Self {
+                retry_after: Some(crate::disk::RETRY_AFTER_SECS),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "low_on_disk", message)
+            },
             D::Storage(_) => {
                 tracing::error!(error = %message, "storage failure answering a request");
                 Self {

@@ -60,6 +60,14 @@ fn rate_limit(auth: &Auth, events: usize) -> Result<(), ApiError> {
     })
 }
 
+/// `min_free_disk`: 503 with `Retry-After` before anything is read or written.
+fn disk_room(auth: &Auth) -> Result<(), ApiError> {
+    if auth.engine.disk.is_low() {
+        return Err(DomainError::LowOnDisk.into());
+    }
+    Ok(())
+}
+
 fn rules(auth: &Auth) -> IngestRules {
     let c = &auth.engine.config;
     IngestRules {
@@ -124,6 +132,7 @@ fn error_slot(e: ApiError) -> Value {
 #[post("/api/v1/events")]
 pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
+    disk_room(&auth)?;
     rate_limit(&auth, 1)?;
     let rules = rules(&auth);
     let body = read_body(payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
@@ -143,6 +152,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 #[post("/api/v1/events/batch")]
 pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
+    disk_room(&auth)?;
     let body = read_body(payload, auth.engine.config.max_batch_bytes as usize).await?;
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

@@ -1,0 +1,56 @@
+//! `min_free_disk` (SPEC §6): below that many free bytes on the data directory's file
+//! system, ingest is refused with 503 and `Retry-After`, so the log never runs out of room
+//! half-way through a group commit and nothing already accepted is put at risk.
+//!
+//! Invariant: the answer is at most [`RECHECK`] old; the check itself is one `statvfs`.
+//! If the free space cannot be read, ingest is not refused (the write itself will say).
+
+use crate::model::{now_millis, Millis};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// How long one measurement of the free space is trusted.
+const RECHECK: Millis = 250;
+
+/// Seconds a refused client is told to wait.
+pub const RETRY_AFTER_SECS: u64 = 10;
+
+pub struct DiskGuard {
+    dir: PathBuf,
+    min_free: u64,
+    checked_at: AtomicU64,
+    low: AtomicBool,
+}
+
+impl DiskGuard {
+    pub fn new(dir: PathBuf, min_free: u64) -> Self {
+        Self { dir, min_free, checked_at: AtomicU64::new(0), low: AtomicBool::new(false) }
+    }
+
+    /// Free bytes on the data directory's file system, if they can be read.
+    pub fn free_bytes(&self) -> Option<u64> {
+        fs4::available_space(&self.dir).ok()
+    }
+
+    /// Whether free space is below `min_free_disk` now.
+    pub fn is_low(&self) -> bool {
+        if self.min_free == 0 {
+            return false;
+        }
+        let now = now_millis();
+        let last = self.checked_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= RECHECK
+            && self.checked_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let low = self.free_bytes().is_some_and(|free| free < self.min_free);
+            if low && !self.low.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    min_free_disk = self.min_free,
+                    "free disk space is below min_free_disk: ingest answers 503"
+                );
+            }
+            self.low.store(low, Ordering::Relaxed);
+        }
+        self.low.load(Ordering::Relaxed)
+    }
+}
