@@ -57,6 +57,22 @@ pub fn frame_raw(version: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends `more` to the body of a frame made by [`frame_raw`], extending its checksum: a
+/// CRC-32 can be continued from its value, so this costs `more`, not the whole body. If the
+/// body was damaged, the extended checksum still does not match it.
+pub fn append_raw(framed: &mut Vec<u8>, more: &[u8]) -> Result<(), CodecError> {
+    if framed.len() < HEADER_LEN {
+        return Err(CodecError::Truncated(framed.len()));
+    }
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&framed[1..HEADER_LEN]);
+    let mut h = crc32fast::Hasher::new_with_initial(u32::from_le_bytes(stored));
+    h.update(more);
+    framed[1..HEADER_LEN].copy_from_slice(&h.finalize().to_le_bytes());
+    framed.extend_from_slice(more);
+    Ok(())
+}
+
 /// Checks the frame and returns its version and body.
 pub fn unframe(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     if bytes.len() < HEADER_LEN {
@@ -105,6 +121,17 @@ mod tests {
             assert!(decode::<(u64, String, Vec<u8>)>(1, &damaged).is_err(), "byte {i}");
         }
         assert!(matches!(unframe(&bytes[..3]), Err(CodecError::Truncated(3))));
+    }
+
+    #[test]
+    fn appending_extends_the_checksum_like_framing_the_whole() {
+        let mut framed = frame_raw(1, b"first entry");
+        append_raw(&mut framed, b", second").unwrap();
+        assert_eq!(framed, frame_raw(1, b"first entry, second"));
+        let mut damaged = frame_raw(1, b"first entry");
+        damaged[7] ^= 1;
+        append_raw(&mut damaged, b", second").unwrap();
+        assert!(unframe(&damaged).is_err(), "damage before the append is still seen");
     }
 
     #[test]

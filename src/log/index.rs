@@ -60,13 +60,21 @@ pub fn event_entries(bytes: &[u8]) -> Result<Vec<EventEntry>, CodecError> {
         .collect())
 }
 
+impl EventEntry {
+    fn to_bytes(self) -> [u8; ENTRY] {
+        let mut out = [0u8; ENTRY];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..16].copy_from_slice(&self.at.to_be_bytes());
+        out[16..20].copy_from_slice(&self.name_hash.to_be_bytes());
+        out[20..].copy_from_slice(&self.deliveries.to_be_bytes());
+        out
+    }
+}
+
 fn event_bytes(entries: &[EventEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(entries.len() * ENTRY);
     for e in entries {
-        body.extend_from_slice(&e.seq.to_be_bytes());
-        body.extend_from_slice(&e.at.to_be_bytes());
-        body.extend_from_slice(&e.name_hash.to_be_bytes());
-        body.extend_from_slice(&e.deliveries.to_be_bytes());
+        body.extend_from_slice(&e.to_bytes());
     }
     codec::frame_raw(ROW_VERSION, &body)
 }
@@ -80,11 +88,7 @@ fn read_events<R: Rows>(rows: &R, key: &[u8]) -> Result<Vec<EventEntry>, RowsErr
 
 /// Adds an event to its account's index (the fold of `EventIngested`).
 pub(super) fn add_event<R: Rows>(rows: &mut R, account: &AccountId, entry: EventEntry) -> Result<(), RowsError> {
-    let key = keys::account_events(account, entry.seq);
-    let mut entries = read_events(rows, &key)?;
-    entries.push(entry);
-    rows.put(key, event_bytes(&entries));
-    Ok(())
+    rows.append_entry(keys::account_events(account, entry.seq), &entry.to_bytes())
 }
 
 /// Removes an event from its account's index (compaction).

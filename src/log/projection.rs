@@ -135,11 +135,19 @@ pub fn intake_entries(bytes: &[u8]) -> Result<Vec<IntakeEntry>, CodecError> {
         .collect())
 }
 
+impl IntakeEntry {
+    fn to_bytes(self) -> [u8; INTAKE_ENTRY] {
+        let mut out = [0u8; INTAKE_ENTRY];
+        out[..10].copy_from_slice(&self.delivery.to_bytes());
+        out[10..].copy_from_slice(&self.at.to_be_bytes());
+        out
+    }
+}
+
 fn intake_bytes(entries: &[IntakeEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(entries.len() * INTAKE_ENTRY);
     for e in entries {
-        body.extend_from_slice(&e.delivery.to_bytes());
-        body.extend_from_slice(&e.at.to_be_bytes());
+        body.extend_from_slice(&e.to_bytes());
     }
     codec::frame_raw(ROW_VERSION, &body)
 }
@@ -180,10 +188,7 @@ pub(crate) fn update_status<R: Rows>(
     webhook: &WebhookId,
     change: impl FnOnce(&mut StatusRow),
 ) -> Result<(), RowsError> {
-    let key = keys::status(webhook);
-    let mut st: StatusRow = rows.get_row(&key)?.unwrap_or_default();
-    change(&mut st);
-    rows.put_row(key, &st)
+    rows.update_row(keys::status(webhook), change)
 }
 
 /// Applies one record at `seq` to the rows.
@@ -323,10 +328,7 @@ fn ingest<R: Rows>(rows: &mut R, seq: u64, event: &EventIngested) -> Result<(), 
     summary::event(rows, &event.account_id, &event.event, event.at)?;
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let entry = IntakeEntry { delivery: DeliveryRef { seq, index: index as u16 }, at: event.at };
-        let key = keys::intake(webhook, seq);
-        let mut entries = read_intake(rows, &key)?;
-        entries.push(entry);
-        rows.put(key, intake_bytes(&entries));
+        rows.append_entry(keys::intake(webhook, seq), &entry.to_bytes())?;
         update_status(rows, webhook, |st| st.pending += 1)?;
     }
     Ok(())

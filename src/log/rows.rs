@@ -11,7 +11,8 @@
 
 use super::codec::{self, CodecError};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 
 /// Format version of projection rows.
 pub const ROW_VERSION: u8 = 1;
@@ -76,6 +77,58 @@ pub trait Rows {
         self.put(key, bytes);
         Ok(())
     }
+
+    /// Read-modify-write of a row (created as `T::default()`). For rows a group commit
+    /// changes many times (a webhook's counters change once per delivery), [`Txn`] keeps the
+    /// row decoded and encodes it once, when the group is written.
+    fn update_row<T>(&mut self, key: Vec<u8>, change: impl FnOnce(&mut T)) -> Result<(), RowsError>
+    where
+        Self: Sized,
+        T: Serialize + DeserializeOwned + Default + Clone + 'static,
+    {
+        let mut row: T = self.get_row(&key)?.unwrap_or_default();
+        change(&mut row);
+        self.put_row(key, &row)
+    }
+
+    /// Appends `entry` to a row of fixed-size entries framed by [`codec::frame_raw`],
+    /// creating it if absent. The checksum is extended, not recomputed, so an append costs
+    /// the entry, not the row (and damage already in the row stays detectable).
+    fn append_entry(&mut self, key: Vec<u8>, entry: &[u8]) -> Result<(), RowsError> {
+        let value = match self.get(&key)? {
+            None => codec::frame_raw(ROW_VERSION, entry),
+            Some(mut framed) => {
+                codec::append_raw(&mut framed, entry)
+                    .map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
+                framed
+            }
+        };
+        self.put(key, value);
+        Ok(())
+    }
+}
+
+/// Encodes a [`Decoded`] value (`None` if it is not of the type it was made with).
+type EncodeAny = fn(&dyn Any) -> Option<Result<Vec<u8>, CodecError>>;
+
+/// A row [`Txn`] keeps decoded until the group is written.
+struct Decoded {
+    value: Box<dyn Any>,
+    encode: EncodeAny,
+}
+
+impl Decoded {
+    fn new<T: Serialize + Clone + 'static>(value: T) -> Self {
+        Decoded { value: Box::new(value), encode: |v| v.downcast_ref::<T>().map(|v| codec::encode(ROW_VERSION, v)) }
+    }
+
+    fn bytes(&self, key: &[u8]) -> Result<Vec<u8>, RowsError> {
+        match (self.encode)(self.value.as_ref()) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(source)) => Err(RowsError::Codec { key: show_key(key), source }),
+            None => Err(RowsError::Codec { key: show_key(key), source: CodecError::Truncated(0) }),
+        }
+    }
 }
 
 /// Changes staged over a sled tree, visible to later reads of the same transaction.
@@ -85,6 +138,10 @@ pub struct Txn<'a> {
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The overlay's previous entry for each change, newest last, for [`Txn::rollback`].
     undo: Vec<Undo>,
+    /// Rows changed through [`Rows::update_row`], decoded; they shadow `overlay`.
+    decoded: HashMap<Vec<u8>, Decoded>,
+    /// The previous decoded entry for each change of `decoded`, newest last.
+    decoded_undo: Vec<(Vec<u8>, Option<Decoded>)>,
 }
 
 /// A key and the overlay's entry for it before a change (`None`: there was none).
@@ -92,11 +149,11 @@ type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point a transaction can roll back to.
 #[derive(Debug, Clone, Copy)]
-pub struct Savepoint(usize);
+pub struct Savepoint(usize, usize);
 
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Self { tree, overlay: BTreeMap::new(), undo: Vec::new() }
+        Self { tree, overlay: BTreeMap::new(), undo: Vec::new(), decoded: HashMap::new(), decoded_undo: Vec::new() }
     }
 
     /// The committed tree under the staged changes.
@@ -105,10 +162,11 @@ impl<'a> Txn<'a> {
     }
 
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint(self.undo.len())
+        Savepoint(self.undo.len(), self.decoded_undo.len())
     }
 
-    /// Forgets every change made since `sp`.
+    /// Forgets every change made since `sp`. The two undo stacks restore disjoint maps,
+    /// so each can be unwound on its own.
     pub fn rollback(&mut self, sp: Savepoint) {
         while self.undo.len() > sp.0 {
             let Some((key, previous)) = self.undo.pop() else {
@@ -119,25 +177,43 @@ impl<'a> Txn<'a> {
                 None => self.overlay.remove(&key),
             };
         }
+        while self.decoded_undo.len() > sp.1 {
+            let Some((key, previous)) = self.decoded_undo.pop() else {
+                break;
+            };
+            match previous {
+                Some(entry) => self.decoded.insert(key, entry),
+                None => self.decoded.remove(&key),
+            };
+        }
     }
 
     fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        // A raw write replaces a decoded row of the same key.
+        if let Some(previous) = self.decoded.remove(&key) {
+            self.decoded_undo.push((key.clone(), Some(previous)));
+        }
         let previous = self.overlay.insert(key.clone(), value);
         self.undo.push((key, previous));
     }
 
-    /// The staged changes, in key order.
-    pub fn changes(&self) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        &self.overlay
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.overlay.is_empty()
+        self.overlay.is_empty() && self.decoded.is_empty()
     }
 
     /// The sled batch that makes the staged changes, and the changes themselves (for the
     /// observers told after the commit).
-    pub fn into_parts(self) -> (sled::Batch, BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+    pub fn into_parts(mut self) -> (sled::Batch, BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        for (key, row) in std::mem::take(&mut self.decoded) {
+            match row.bytes(&key) {
+                Ok(bytes) => {
+                    self.overlay.insert(key, Some(bytes));
+                }
+                // Encoding a value that was decoded from the same type cannot fail; if it
+                // did, the row keeps its committed value rather than a wrong one.
+                Err(e) => tracing::error!(error = %e, "row not written"),
+            }
+        }
         let mut batch = sled::Batch::default();
         for (k, v) in &self.overlay {
             match v {
@@ -151,6 +227,9 @@ impl<'a> Txn<'a> {
 
 impl Rows for Txn<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
+        if let Some(row) = self.decoded.get(key) {
+            return row.bytes(key).map(Some);
+        }
         match self.overlay.get(key) {
             Some(staged) => Ok(staged.clone()),
             None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
@@ -165,6 +244,25 @@ impl Rows for Txn<'_> {
         self.stage(key, None);
     }
 
+    fn update_row<T>(&mut self, key: Vec<u8>, change: impl FnOnce(&mut T)) -> Result<(), RowsError>
+    where
+        T: Serialize + DeserializeOwned + Default + Clone + 'static,
+    {
+        if let Some(row) = self.decoded.get_mut(&key) {
+            if let Some(value) = row.value.downcast_mut::<T>() {
+                let before = value.clone();
+                change(value);
+                self.decoded_undo.push((key, Some(Decoded::new(before))));
+                return Ok(());
+            }
+        }
+        let mut value: T = self.get_row(&key)?.unwrap_or_default();
+        change(&mut value);
+        let previous = self.decoded.insert(key.clone(), Decoded::new(value));
+        self.decoded_undo.push((key, previous));
+        Ok(())
+    }
+
     fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError> {
         // Merge the tree's entries with the staged ones; staged entries win.
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -172,6 +270,10 @@ impl Rows for Txn<'_> {
         let mut staged_count = 0;
         for (k, v) in staged {
             merged.insert(k.clone(), v.clone());
+            staged_count += 1;
+        }
+        for (k, row) in self.decoded.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            merged.insert(k.clone(), Some(row.bytes(k)?));
             staged_count += 1;
         }
         // Deleted entries may hide tree entries, so read enough to still fill `limit`.
@@ -239,5 +341,32 @@ mod tests {
         tree.apply_batch(batch).unwrap();
         assert_eq!(tree.get(b"qa").unwrap(), None);
         assert_eq!(tree.get(b"qd").unwrap().as_deref(), Some(&b"4"[..]));
+    }
+
+    #[test]
+    fn decoded_rows_read_back_roll_back_and_are_written_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut txn = Txn::new(&tree);
+        let mut mem = MemRows::default();
+        for i in 0..3u64 {
+            txn.update_row(b"c1".to_vec(), |n: &mut u64| *n += i + 1).unwrap();
+            mem.update_row(b"c1".to_vec(), |n: &mut u64| *n += i + 1).unwrap();
+        }
+        assert_eq!(txn.get_row::<u64>(b"c1").unwrap(), Some(6));
+        assert_eq!(txn.get(b"c1").unwrap(), mem.get(b"c1").unwrap(), "same bytes as a plain read-modify-write");
+        let sp = txn.savepoint();
+        txn.update_row(b"c1".to_vec(), |n: &mut u64| *n += 100).unwrap();
+        txn.update_row(b"c2".to_vec(), |n: &mut u64| *n += 1).unwrap();
+        txn.put(b"c1".to_vec(), b"raw".to_vec());
+        assert_eq!(txn.get(b"c1").unwrap(), Some(b"raw".to_vec()));
+        assert_eq!(txn.scan(b"c", 10).unwrap().len(), 2);
+        txn.rollback(sp);
+        assert_eq!(txn.get_row::<u64>(b"c1").unwrap(), Some(6));
+        assert_eq!(txn.get(b"c2").unwrap(), None);
+        let (batch, changes) = txn.into_parts();
+        tree.apply_batch(batch).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(tree.get(b"c1").unwrap().map(|v| v.to_vec()), mem.get(b"c1").unwrap());
     }
 }

@@ -36,10 +36,7 @@ fn bump<R: Rows>(
     at: Millis,
     change: impl FnOnce(&mut Counters),
 ) -> Result<(), RowsError> {
-    let key = keys::counters(account, minute(at));
-    let mut c: Counters = rows.get_row(&key)?.unwrap_or_default();
-    change(&mut c);
-    rows.put_row(key, &c)
+    rows.update_row(keys::counters(account, minute(at)), change)
 }
 
 /// The fold of an ingested event.

@@ -1,0 +1,253 @@
+//! HTTP ingest load: the real `herald` binary on loopback, driven by a load generator
+//! written here (awc on one thread), bounded in time and in requests.
+//!
+//! `cargo bench --bench ingest_http` runs three phases against a fresh data directory with
+//! 10 webhooks that all match the events (their deliveries stay pending):
+//!
+//! 1. `single`: `POST /api/v1/events` with 1 KiB of `data`, 64 requests in flight;
+//! 2. `batch`: `POST /api/v1/events/batch` of 100 such events, 8 requests in flight;
+//! 3. `paced`: single events at a fixed 5,000/s (open loop: sends are scheduled, not
+//!    waited for), to read the latency at that rate.
+//!
+//! Each phase prints events/s and latency percentiles. Options after `--`:
+//! `--seconds N` (per phase, default 10), `--phase single|batch|paced`.
+//! Client and server share the machine's cores, so the figures are a floor.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+const ADMIN: &str = "bench-admin-token-0123456789";
+const WEBHOOKS: usize = 10;
+/// Hard cap on requests per phase, whatever the duration.
+const MAX_REQUESTS: u64 = 2_000_000;
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--dev", "serve"])
+        .env("HERALD_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herald");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("herald listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).expect("herald printed its address");
+    Server { child, base, _dir: dir }
+}
+
+/// One event with `data` of about 1 KiB.
+fn event_json(i: u64) -> String {
+    let filler = "x".repeat(1000);
+    format!(r#"{{"event":"lead.qualified","data":{{"lead_id":"ld_{i}","score":87,"notes":"{filler}"}}}}"#)
+}
+
+fn batch_json(first: u64, n: u64) -> String {
+    let items: Vec<String> = (first..first + n).map(event_json).collect();
+    format!("[{}]", items.join(","))
+}
+
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn report(&mut self, phase: &str, elapsed: Duration) {
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if self.latencies_us.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).clamp(1, self.latencies_us.len()) - 1;
+            self.latencies_us[i] as f64 / 1000.0
+        };
+        println!(
+            "{phase:>6}: {:>8.0} events/s  {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} events, {} requests, {} errors, {:.1} s)",
+            self.events as f64 / elapsed.as_secs_f64(),
+            self.requests as f64 / elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            pct(1.0),
+            self.events,
+            self.requests,
+            self.errors,
+            elapsed.as_secs_f64(),
+        );
+    }
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
+        .timeout(Duration::from_secs(30))
+        .add_default_header(("Authorization", format!("Bearer {ADMIN}")))
+        .add_default_header(("Content-Type", "application/json"))
+        .finish()
+}
+
+/// Sends one body; returns whether Herald answered 202.
+async fn post(client: &awc::Client, url: &str, body: String) -> bool {
+    match client.post(url).send_body(body).await {
+        Ok(mut r) => {
+            let ok = r.status().as_u16() == 202;
+            let _ = r.body().limit(16 << 20).await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+async fn setup(base: &str) {
+    let c = client();
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < ready_by, "herald was not ready within 30 s");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..WEBHOOKS {
+        let body = format!(r#"{{"name":"crm-{i}","url":"http://127.0.0.1:9/in","events":["lead.*"]}}"#);
+        let mut r = c.post(format!("{base}/api/v1/webhooks")).send_body(body).await.expect("create webhook");
+        assert_eq!(r.status().as_u16(), 201, "{:?}", r.body().await);
+    }
+}
+
+/// `concurrency` loops, each sending as soon as its last answer came.
+async fn closed_loop(base: &str, path: &str, concurrency: usize, per_request: u64, seconds: u64) -> (Tally, Duration) {
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let url = format!("{base}{path}");
+    let started = Instant::now();
+    let end = started + Duration::from_secs(seconds);
+    let sent = Rc::new(RefCell::new(0u64));
+    let mut loops = Vec::new();
+    for _ in 0..concurrency {
+        let (tally, url, sent) = (tally.clone(), url.clone(), sent.clone());
+        loops.push(actix_web::rt::spawn(async move {
+            let c = client();
+            while Instant::now() < end && *sent.borrow() < MAX_REQUESTS {
+                let n = {
+                    let mut s = sent.borrow_mut();
+                    *s += 1;
+                    *s
+                };
+                let body = if per_request == 1 { event_json(n) } else { batch_json(n * per_request, per_request) };
+                let t = Instant::now();
+                let ok = post(&c, &url, body).await;
+                let us = t.elapsed().as_micros() as u64;
+                let mut t = tally.borrow_mut();
+                t.requests += 1;
+                if ok {
+                    t.events += per_request;
+                    t.latencies_us.push(us);
+                } else {
+                    t.errors += 1;
+                }
+            }
+        }));
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let elapsed = started.elapsed();
+    let tally = Rc::try_unwrap(tally).map(RefCell::into_inner).unwrap_or_default();
+    (tally, elapsed)
+}
+
+/// Requests scheduled at a fixed rate, each on its own task, latency from its scheduled time
+/// (so a stall counts against the server, not hidden by the generator).
+async fn open_loop(base: &str, rate: u64, seconds: u64) -> (Tally, Duration) {
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let url = format!("{base}/api/v1/events");
+    let c = client();
+    let started = Instant::now();
+    let total = (rate * seconds).min(MAX_REQUESTS);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            actix_web::rt::time::sleep(due - now).await;
+        }
+        let (tally, url, c) = (tally.clone(), url.clone(), c.clone());
+        tasks.push(actix_web::rt::spawn(async move {
+            let ok = post(&c, &url, event_json(i)).await;
+            let us = due.elapsed().as_micros() as u64;
+            let mut t = tally.borrow_mut();
+            t.requests += 1;
+            if ok {
+                t.events += 1;
+                t.latencies_us.push(us);
+            } else {
+                t.errors += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed();
+    let tally = Rc::try_unwrap(tally).map(RefCell::into_inner).unwrap_or_default();
+    (tally, elapsed)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let seconds: u64 = value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10).clamp(1, 120);
+    let only = value("--phase");
+    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+
+    let server = start();
+    let base = server.base.clone();
+    actix_web::rt::System::new().block_on(async move {
+        setup(&base).await;
+        println!("herald at {base}, {WEBHOOKS} matching webhooks, {seconds} s per phase");
+        if run("single") {
+            let (mut t, d) = closed_loop(&base, "/api/v1/events", 64, 1, seconds).await;
+            t.report("single", d);
+        }
+        if run("batch") {
+            let (mut t, d) = closed_loop(&base, "/api/v1/events/batch", 8, 100, seconds).await;
+            t.report("batch", d);
+        }
+        if run("paced") {
+            let (mut t, d) = open_loop(&base, 5_000, seconds).await;
+            t.report("paced", d);
+        }
+    });
+    drop(server);
+}
