@@ -10,7 +10,8 @@
 //!    waited for), to read the latency at that rate.
 //!
 //! Each phase prints events/s and latency percentiles. Options after `--`:
-//! `--seconds N` (per phase, default 10), `--phase single|batch|paced`.
+//! `--seconds N` (per phase, default 10), `--phase single|batch|paced`. Herald's own log
+//! goes to stderr at `warn`, or at the filter in `BENCH_HERALD_LOG`.
 //! Client and server share the machine's cores, so the figures are a floor.
 
 use std::cell::RefCell;
@@ -44,7 +45,7 @@ fn start() -> Server {
         .current_dir(dir.path())
         .args(["--listen", "127.0.0.1:0", "--dev", "serve"])
         .env("HERALD_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -53,8 +54,11 @@ fn start() -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("herald listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
+            match line.strip_prefix("herald listening on ") {
+                Some(addr) => {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                None => eprintln!("{line}"),
             }
         }
     });

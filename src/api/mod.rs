@@ -33,6 +33,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MANAGEMENT_BODY_BYTES).error_handler(error::json_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
+        // Ingest first: routes are tried in order, and the ones with `{id}` match by regex.
+        .service(events::ingest)
+        .service(events::ingest_batch)
         .service(health::healthz)
         .service(health::readyz)
         .service(accounts::create)
@@ -41,8 +44,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(accounts::issue_key)
         .service(accounts::list_keys)
         .service(accounts::revoke_key)
-        .service(events::ingest)
-        .service(events::ingest_batch)
         .service(events::list)
         .service(events::read)
         .service(deliveries::list)

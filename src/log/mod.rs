@@ -138,15 +138,17 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
     create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
-    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).open().map_err(|source| match source {
-        // sled wraps the lock failure in an error of its own kind; its text is what is stable.
-        sled::Error::Io(ref io)
-            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-        {
-            OpenError::Locked(dir.to_owned())
-        }
-        source => OpenError::Sled { path: dir.to_owned(), source },
-    })
+    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).flush_every_ms(None).open().map_err(
+        |source| match source {
+            // sled wraps the lock failure in an error of its own kind; its text is what is stable.
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+            {
+                OpenError::Locked(dir.to_owned())
+            }
+            source => OpenError::Sled { path: dir.to_owned(), source },
+        },
+    )
 }
 
 fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {

@@ -330,7 +330,14 @@ type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 fn write(tree: &sled::Tree, txn: Txn<'_>) -> Result<Changes, sled::Error> {
     let (batch, changes) = txn.into_parts();
+    let t0 = Instant::now();
     tree.apply_batch(batch)?;
+    let t1 = Instant::now();
     tree.flush()?;
+    tracing::trace!(
+        apply_us = (t1 - t0).as_micros() as u64,
+        flush_us = t1.elapsed().as_micros() as u64,
+        "group written"
+    );
     Ok(changes)
 }
