@@ -25,6 +25,7 @@
 //! - [`api`]: the HTTP API; the only module that knows HTTP.
 //! - [`server`]: start-up, recovery before readiness, graceful shutdown.
 //! - [`telemetry`]: logging set-up.
+//! - [`metrics`]: Prometheus metrics with bounded labels.
 
 pub mod accounts;
 pub mod api;
@@ -37,6 +38,7 @@ pub mod event_types;
 pub mod events;
 pub mod listing;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod ratelimit;
 pub mod safety;

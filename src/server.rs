@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::credentials;
 use crate::log::{Command, Log, OpenError, Record};
 use crate::model::now_millis;
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub enum StartError {
     Recovery(String),
     #[error("cannot write to the log: {0}")]
     Append(#[from] crate::log::AppendError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
 }
 
 /// What recovery reported, kept for `/readyz` and the logs.
@@ -48,18 +51,21 @@ pub struct Engine {
     pub ingest_limiter: Option<crate::ratelimit::IngestLimiter>,
     /// `min_free_disk`.
     pub disk: crate::disk::DiskGuard,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// State every handler sees.
 pub struct Shared {
     pub config: Arc<Config>,
+    /// Exists before the engine, so requests answered while recovering are counted too.
+    pub metrics: Arc<crate::metrics::Metrics>,
     engine: OnceLock<Arc<Engine>>,
     failure: OnceLock<String>,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config, engine: OnceLock::new(), failure: OnceLock::new() }
+    pub fn new(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { config, metrics, engine: OnceLock::new(), failure: OnceLock::new() }
     }
 
     /// The engine, once recovery finished.
@@ -69,7 +75,7 @@ impl Shared {
 }
 
 /// Opens and recovers the log and makes sure an admin credential exists.
-pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
+pub fn open_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Result<Engine, StartError> {
     let (log, recovery) = Log::open(&config.data_dir, config.log_options())?;
     let summary = RecoverySummary {
         duration: recovery.duration,
@@ -89,7 +95,7 @@ pub fn open_engine(config: Arc<Config>) -> Result<Engine, StartError> {
     crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
     let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
     let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk);
-    Ok(Engine { config, log, recovery: summary, ingest_limiter, disk })
+    Ok(Engine { config, log, recovery: summary, ingest_limiter, disk, metrics })
 }
 
 /// On first start without a configured admin token, issues one and prints it once.
@@ -121,12 +127,29 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     let addr = config.listen_addr()?;
     actix_web::rt::System::new().block_on(async move {
-        let shared = web::Data::new(Shared::new(config.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config).map_err(|e| StartError::Metrics(e.to_string()))?);
+        let shared = web::Data::new(Shared::new(config.clone(), metrics.clone()));
         let for_app = shared.clone();
-        let server = HttpServer::new(move || App::new().app_data(for_app.clone()).configure(crate::api::routes))
-            .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
-            .bind(addr)
-            .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+        let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
+            App::new()
+                .app_data(for_app.clone())
+                .wrap_fn(move |req, srv| {
+                    let started = std::time::Instant::now();
+                    let metrics = metrics.clone();
+                    let answer = srv.call(req);
+                    async move {
+                        let res = answer.await?;
+                        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                        metrics.request_answered(&route, res.status().as_u16(), started.elapsed().as_secs_f64());
+                        Ok(res)
+                    }
+                })
+                .configure(crate::api::routes)
+        })
+        .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
+        .bind(addr)
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         for bound in server.addrs() {
             // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from here.
             eprintln!("herald listening on http://{bound}");
@@ -137,7 +160,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let recovering = shared.clone();
         actix_web::rt::spawn(async move {
             let cfg = recovering.config.clone();
-            match web::block(move || open_engine(cfg)).await {
+            let metrics = recovering.metrics.clone();
+            match web::block(move || open_engine(cfg, metrics)).await {
                 Ok(Ok(engine)) => {
                     let _ = recovering.engine.set(Arc::new(engine));
                     tracing::info!("ready");

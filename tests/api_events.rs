@@ -292,3 +292,38 @@ fn ingest_answers_503_with_retry_after_below_min_free_disk_and_stores_nothing() 
     let a = post_raw(&h, ADMIN, br#"{"event":"new_lead","data":{}}"#, &[]);
     assert_eq!(a.status, 202, "{}", a.text);
 }
+
+#[test]
+fn metrics_count_ingest_with_bounded_labels_and_honour_metrics_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herald.toml"), "[[event_types]]\nname = \"lead.qualified\"\n").unwrap();
+    let env = [("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_METRICS_TOKEN", "scrape-token-0123456789")];
+    let h = Herald::serve(dir.path(), &["--dev", "--config", "herald.toml"], &env);
+    h.wait_ready();
+    let scrape = |token: Option<&str>| h.send("GET", "/metrics", token, &[], None);
+    assert_eq!(scrape(None).status, 401);
+    assert_eq!(scrape(Some("wrong")).status, 401);
+    let before = scrape(Some("scrape-token-0123456789"));
+    assert_eq!(before.status, 200, "{}", before.text);
+    // Series exist before the first event.
+    assert!(before.text.contains("herald_events_ingested_total{event=\"lead.qualified\"} 0"), "{}", before.text);
+    assert!(before.text.contains("herald_events_ingested_total{event=\"other\"} 0"));
+
+    webhook(&h, ADMIN, json!(["*"]), true);
+    let mut ids = Vec::new();
+    for name in ["lead.qualified", "lead.qualified", "tenant.made_up_name"] {
+        let a = post_raw(&h, ADMIN, format!(r#"{{"event":"{name}","data":{{}}}}"#).as_bytes(), &[]);
+        assert_eq!(a.status, 202);
+        ids.push(a.body["id"].as_str().unwrap().to_owned());
+    }
+    h.send("GET", &format!("/api/v1/events/{}", ids[0]), Some(ADMIN), &[], None);
+    let after = scrape(Some("scrape-token-0123456789")).text;
+    assert!(after.contains("herald_events_ingested_total{event=\"lead.qualified\"} 2"), "{after}");
+    assert!(after.contains("herald_events_ingested_total{event=\"other\"} 1"), "{after}");
+    assert!(!after.contains("made_up_name"), "tenants cannot create label values");
+    assert!(after.contains(r#"herald_http_requests_total{route="/api/v1/events",status="202"} 3"#), "{after}");
+    assert!(after.contains(r#"route="/api/v1/events/{id}""#), "route patterns, not paths: {after}");
+    assert!(!after.contains(&ids[0]), "no raw ids in labels");
+    assert!(after.contains("herald_deliveries_pending 3"), "{after}");
+    assert!(after.contains("herald_recovery_duration_seconds"));
+}

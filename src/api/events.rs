@@ -145,6 +145,9 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
     let parsed: EventBody = serde_json::from_slice(&body).map_err(malformed)?;
     let input = parse_event(parsed, key)?;
     let done = events::ingest(&auth.engine.log, &rules, auth.caller.account(), input).await?;
+    if !done.replayed {
+        auth.engine.metrics.event_ingested(&done.event);
+    }
     let status = if done.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(answer(&done)))
 }
@@ -176,7 +179,11 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
     let results = futures_util::future::join_all(items.iter().map(|raw| async {
         let parsed: EventBody = serde_json::from_str(raw.get()).map_err(malformed)?;
         let input = parse_event(parsed, None)?;
-        Ok::<_, ApiError>(events::ingest(log, &rules, account, input).await?)
+        let done = events::ingest(log, &rules, account, input).await?;
+        if !done.replayed {
+            auth.engine.metrics.event_ingested(&done.event);
+        }
+        Ok::<_, ApiError>(done)
     }))
     .await;
     let results: Vec<Value> = results.into_iter().map(|r| r.map(|i| answer(&i)).unwrap_or_else(error_slot)).collect();

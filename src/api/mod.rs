@@ -4,6 +4,7 @@
 //! - [`auth`] — bearer token → caller.
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
+//! - [`metrics`] — `/metrics`.
 //! - [`events`] — event ingest (single, batch), listing and reading events.
 //! - [`deliveries`] — delivery lists, one delivery with its attempts, retry.
 //! - [`stats`] — the account at a glance.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod page;
 pub mod stats;
 pub mod webhooks;
@@ -38,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(events::ingest_batch)
         .service(health::healthz)
         .service(health::readyz)
+        .service(metrics::scrape)
         .service(accounts::create)
         .service(accounts::list)
         .service(accounts::remove)

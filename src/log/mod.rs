@@ -269,6 +269,11 @@ impl Log {
         &self.path
     }
 
+    /// Bytes the log's files take (0 if sled cannot tell).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// The record at `seq`, if it is still in the log.
     pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
         match pages::read(&self.tree, seq)? {

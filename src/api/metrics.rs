@@ -1,0 +1,30 @@
+//! `GET /metrics`: the Prometheus text format. Open unless `metrics_token` is set; then it
+//! takes `Authorization: Bearer <metrics_token>`, compared in constant time.
+
+use super::error::ApiError;
+use crate::error::DomainError;
+use crate::server::Shared;
+use actix_web::http::header;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
+
+#[get("/metrics")]
+pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &shared.config.metrics_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same: bool = crate::credentials::hash_token(presented).ct_eq(&crate::credentials::hash_token(token)).into();
+        if !same {
+            return Err(DomainError::Unauthenticated.into());
+        }
+    }
+    let text = shared
+        .metrics
+        .render(shared.engine().map(|e| e.as_ref()))
+        .map_err(|e| ApiError::internal(format!("metrics did not encode: {e}")))?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
+}
