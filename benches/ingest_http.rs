@@ -228,6 +228,35 @@ async fn open_loop(base: &str, rate: u64, seconds: u64) -> (Tally, Duration) {
     (tally, elapsed)
 }
 
+/// Herald's own `http_request_duration_seconds` buckets for single ingest: (le, count).
+async fn server_buckets(base: &str) -> Vec<(f64, u64)> {
+    let Ok(mut r) = client().get(format!("{base}/metrics")).send().await else { return Vec::new() };
+    let Ok(body) = r.body().limit(16 << 20).await else { return Vec::new() };
+    let prefix = r#"herald_http_request_duration_seconds_bucket{route="/api/v1/events",le=""#;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The server-side p50/p99 of a phase, as the upper bounds of the histogram buckets that hold
+/// them: what Herald itself took, without the load generator's own scheduling delays.
+fn report_server_side(before: &[(f64, u64)], after: &[(f64, u64)]) {
+    let diff: Vec<(f64, u64)> =
+        after.iter().map(|(le, n)| (*le, n - before.iter().find(|(l, _)| l == le).map_or(0, |(_, m)| *m))).collect();
+    let Some(total) = diff.last().map(|(_, n)| *n).filter(|n| *n > 0) else { return };
+    let bound = |q: f64| diff.iter().find(|(_, n)| *n as f64 >= q * total as f64).map_or(f64::NAN, |(le, _)| *le);
+    println!(
+        "        server side: p50 ≤ {} ms, p99 ≤ {} ms ({total} requests)",
+        bound(0.5) * 1000.0,
+        bound(0.99) * 1000.0
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -249,8 +278,11 @@ fn main() {
             t.report("batch", d);
         }
         if run("paced") {
+            let before = server_buckets(&base).await;
             let (mut t, d) = open_loop(&base, 5_000, seconds).await;
             t.report("paced", d);
+            let after = server_buckets(&base).await;
+            report_server_side(&before, &after);
         }
     });
     drop(server);

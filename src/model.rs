@@ -487,6 +487,7 @@ pub struct AttemptOutcome {
     pub latency_us: u64,
     pub error: Option<String>,
     /// First 4 KiB of the response body, kept for failed attempts only.
+    #[serde(with = "serde_bytes")]
     pub response_excerpt: Option<Vec<u8>>,
     /// The request headers as sent, with secret-bearing values already masked.
     pub request_headers: Vec<(String, String)>,

@@ -138,7 +138,10 @@ pub(crate) struct WriterState {
 impl Writer {
     pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
-        let handle = std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, rx))?;
+        let handle = std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || {
+            raise_priority();
+            run(state, rx)
+        })?;
         Ok((Writer { tx }, WriterThread(Some(handle))))
     }
 
@@ -170,6 +173,23 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Compact { now, reply }).map_err(|_| AppendError::Closed)?;
         Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
+    }
+}
+
+/// Every acknowledgement waits for this thread, so when the cores are busy (HTTP workers
+/// parsing a burst, sled's I/O threads) it should be the last to wait for a core: a writer
+/// preempted mid-group holds up every caller in it, and the callers who arrive meanwhile
+/// make the next group bigger and slower. On Linux `setpriority` with `who = 0` changes
+/// the calling thread only. Without the privilege to lower its nice value it keeps the
+/// default, which is correct, only slower to recover from bursts.
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+        if rc != 0 {
+            tracing::debug!("log writer keeps the default priority (no CAP_SYS_NICE)");
+        }
     }
 }
 
