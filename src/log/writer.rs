@@ -3,8 +3,12 @@
 //! Callers send a [`Command`] (records plus an optional precondition) and wait for its
 //! answer. The thread takes every command waiting, checks each one's precondition against
 //! the state as the commands before it in the same group left it, stages its records and
-//! their fold, then writes the whole group with one `apply_batch` and one `flush`, updates
-//! the in-memory catalog, and only then answers every caller.
+//! their fold, and writes the whole group with one `apply_batch`. A second thread, the
+//! flusher, then makes it durable with one `flush`, updates the in-memory catalog, and only
+//! then answers every caller — while the writer already stages the next group. So a slow
+//! `fsync` (tens of milliseconds on a busy disk) delays one group, not the staging of the
+//! next, and the requests that queued behind it are answered one flush later, not one
+//! staging plus one flush later.
 //!
 //! Invariants:
 //! - An append is acknowledged only after its records and their effects are flushed.
@@ -12,7 +16,11 @@
 //!   the tree holds whole groups or nothing of them.
 //! - Sequence numbers increase by one per record, with no gaps among acknowledged records (a
 //!   rejected command gives its numbers back).
-//! - Compaction runs on this thread too, so it can never race an append.
+//! - Compaction runs on this thread too, so it can never race an append; it waits for the
+//!   flusher first, so the catalog absorbs changes in the order they were written.
+//! - Groups are flushed and answered in the order they were applied; a group's state is
+//!   visible to the next group's preconditions as soon as it is applied (sled reads see
+//!   applied batches), but to readers of the catalog only once it is durable.
 
 use super::catalog::Catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
@@ -135,13 +143,106 @@ pub(crate) struct WriterState {
     pub cursors: compaction::Cursors,
 }
 
+/// A group applied to the tree, waiting for its flush.
+struct Applied {
+    changes: Changes,
+    replies: Vec<Reply>,
+    outcomes: Vec<Result<Appended, AppendError>>,
+    records: u64,
+    started: Instant,
+}
+
+enum FlushJob {
+    Group(Applied),
+    /// Answered once every group sent before is flushed and answered.
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The flusher thread: flushes applied groups in order, updates the catalog, answers.
+struct Flusher {
+    tx: Option<SyncSender<FlushJob>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn spawn(tree: sled::Tree, catalog: Arc<RwLock<Catalog>>) -> std::io::Result<Flusher> {
+        // One group flushing and one waiting: the writer stages a third meanwhile, and
+        // blocks rather than running further ahead of the disk.
+        let (tx, rx) = mpsc::sync_channel::<FlushJob>(1);
+        let handle = std::thread::Builder::new().name("herald-log-flush".into()).spawn(move || {
+            for job in rx {
+                match job {
+                    FlushJob::Group(group) => flush_and_answer(&tree, &catalog, group),
+                    FlushJob::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        })?;
+        Ok(Flusher { tx: Some(tx), handle: Some(handle) })
+    }
+
+    fn send(&self, group: Applied) {
+        let Some(tx) = &self.tx else { return fail_group(group, "the log flusher has stopped") };
+        if let Err(mpsc::SendError(FlushJob::Group(group))) = tx.send(FlushJob::Group(group)) {
+            fail_group(group, "the log flusher has stopped");
+        }
+    }
+
+    /// Waits until every group sent so far is flushed and answered.
+    fn drain(&self) {
+        let (done, wait) = mpsc::channel();
+        if let Some(tx) = &self.tx {
+            if tx.send(FlushJob::Barrier(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
+    /// Flushes and answers what is queued, then stops the thread.
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn flush_and_answer(tree: &sled::Tree, catalog: &Arc<RwLock<Catalog>>, group: Applied) {
+    let t = Instant::now();
+    match tree.flush() {
+        Ok(_) => {
+            Catalog::absorb_committed(catalog, &group.changes);
+            for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
+                let _ = reply.send(outcome);
+            }
+            tracing::trace!(
+                records = group.records,
+                flush_us = t.elapsed().as_micros() as u64,
+                elapsed_us = group.started.elapsed().as_micros() as u64,
+                "group committed"
+            );
+        }
+        Err(e) => {
+            // The group may or may not be on disk: tell every caller it failed.
+            tracing::error!(error = %e, "log flush failed");
+            fail_group(group, &e.to_string());
+        }
+    }
+}
+
+fn fail_group(group: Applied, why: &str) {
+    for reply in group.replies {
+        let _ = reply.send(Err(AppendError::Storage(why.to_owned())));
+    }
+}
+
 impl Writer {
     pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
-        let handle = std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || {
-            raise_priority();
-            run(state, rx)
-        })?;
+        let flusher = Flusher::spawn(state.tree.clone(), state.catalog.clone())?;
+        let handle =
+            std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, flusher, rx))?;
         Ok((Writer { tx }, WriterThread(Some(handle))))
     }
 
@@ -176,24 +277,7 @@ impl Writer {
     }
 }
 
-/// Every acknowledgement waits for this thread, so when the cores are busy (HTTP workers
-/// parsing a burst, sled's I/O threads) it should be the last to wait for a core: a writer
-/// preempted mid-group holds up every caller in it, and the callers who arrive meanwhile
-/// make the next group bigger and slower. On Linux `setpriority` with `who = 0` changes
-/// the calling thread only. Without the privilege to lower its nice value it keeps the
-/// default, which is correct, only slower to recover from bursts.
-fn raise_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority takes plain integers and touches no memory of ours.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
-        if rc != 0 {
-            tracing::debug!("log writer keeps the default priority (no CAP_SYS_NICE)");
-        }
-    }
-}
-
-fn run(mut state: WriterState, rx: Receiver<Msg>) {
+fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
     let mut next_compaction = Instant::now() + state.policy.interval;
     let mut compaction_behind = false;
     let mut last_callers = 0usize;
@@ -203,6 +287,7 @@ fn run(mut state: WriterState, rx: Receiver<Msg>) {
         let first = match rx.recv_timeout(wait) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
+                flusher.drain();
                 let now = now_millis();
                 match compaction::step(&mut state, now, compaction::STEP_RECORDS) {
                     Ok(report) => {
@@ -240,7 +325,8 @@ fn run(mut state: WriterState, rx: Receiver<Msg>) {
                 }
                 Msg::Compact { now, reply } => {
                     // Commit what came before, so compaction sees it.
-                    commit_group(&mut state, std::mem::take(&mut appends));
+                    commit_group(&mut state, &flusher, std::mem::take(&mut appends));
+                    flusher.drain();
                     records = 0;
                     let _ = reply.send(compaction::run_to_end(&state, now));
                 }
@@ -254,13 +340,15 @@ fn run(mut state: WriterState, rx: Receiver<Msg>) {
             }
         }
         last_callers = appends.len();
-        commit_group(&mut state, appends);
+        commit_group(&mut state, &flusher, appends);
         if let Some(reply) = stop {
+            flusher.stop();
             flush_and_stop(&state);
             let _ = reply.send(());
             return;
         }
     }
+    flusher.stop();
     flush_and_stop(&state);
 }
 
@@ -272,7 +360,7 @@ fn flush_and_stop(state: &WriterState) {
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 
-fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
+fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Command, Reply)>) {
     if appends.is_empty() {
         return;
     }
@@ -301,17 +389,16 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
     if state.next_seq > first_seq {
         txn.put(keys::APPLIED.to_vec(), (state.next_seq - 1).to_be_bytes().to_vec());
     }
-    let written = if txn.is_empty() { Ok(Changes::new()) } else { write(&state.tree, txn) };
-    match written {
-        Ok(changes) => {
-            Catalog::absorb_committed(&state.catalog, &changes);
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
-            }
+    let records = state.next_seq - first_seq;
+    let (batch, changes) = txn.into_parts();
+    let t = Instant::now();
+    match state.tree.apply_batch(batch) {
+        Ok(()) => {
+            tracing::trace!(records, apply_us = t.elapsed().as_micros() as u64, "group applied");
+            flusher.send(Applied { changes, replies, outcomes, records, started });
         }
         Err(e) => {
-            // The group may or may not be on disk: tell every caller it failed, and number
-            // the next group after whatever this one may have left behind.
+            // Nothing of the group is in the tree (a batch is atomic): tell every caller.
             tracing::error!(error = %e, "log group commit failed");
             let msg = e.to_string();
             for reply in replies {
@@ -319,11 +406,6 @@ fn commit_group(state: &mut WriterState, appends: Vec<(Command, Reply)>) {
             }
         }
     }
-    tracing::trace!(
-        records = state.next_seq - first_seq,
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "group committed"
-    );
 }
 
 fn stage(
@@ -347,17 +429,3 @@ fn stage(
 }
 
 type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-fn write(tree: &sled::Tree, txn: Txn<'_>) -> Result<Changes, sled::Error> {
-    let (batch, changes) = txn.into_parts();
-    let t0 = Instant::now();
-    tree.apply_batch(batch)?;
-    let t1 = Instant::now();
-    tree.flush()?;
-    tracing::trace!(
-        apply_us = (t1 - t0).as_micros() as u64,
-        flush_us = t1.elapsed().as_micros() as u64,
-        "group written"
-    );
-    Ok(changes)
-}
