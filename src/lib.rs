@@ -19,6 +19,8 @@
 //! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
+//! - [`signature`]: a delivery on the wire — body and headers, both signature forms.
+//! - [`retry`]: what an attempt's outcome means, and when the next one is due.
 //! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
@@ -41,8 +43,10 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
+pub mod retry;
 pub mod safety;
 pub mod server;
+pub mod signature;
 pub mod stats;
 pub mod telemetry;
 pub mod time;
