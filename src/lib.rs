@@ -21,6 +21,7 @@
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
 //! - [`signature`]: a delivery on the wire — body and headers, both signature forms.
 //! - [`retry`]: what an attempt's outcome means, and when the next one is due.
+//! - [`breaker`]: a webhook's health and circuit breaker as pure status transitions.
 //! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
@@ -31,6 +32,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod breaker;
 pub mod config;
 pub mod credentials;
 pub mod deliveries;

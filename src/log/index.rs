@@ -13,10 +13,10 @@
 //! - Readers here only read: they walk the tree backwards from a position, so a page of a
 //!   list costs a few chunk reads whatever the history's length.
 
-use super::codec::{self, CodecError};
+use super::codec::CodecError;
 use super::keys;
 use super::projection::{intake_entries, IntakeEntry};
-use super::rows::{show_key, Rows, RowsError, ROW_VERSION};
+use super::rows::{decode_entries, retain_entries, show_key, FixedEntry, Rows, RowsError};
 use crate::model::{AccountId, Millis, WebhookId};
 
 /// One event in its account's index.
@@ -31,59 +31,34 @@ pub struct EventEntry {
     pub deliveries: u16,
 }
 
-const ENTRY: usize = 22;
-
 /// A short hash of an event name (a filter, confirmed against the record).
 pub fn name_hash(name: &str) -> u32 {
     crc32fast::hash(name.as_bytes())
 }
 
-/// Decodes an account event chunk: codec framing around fixed 22-byte entries.
-pub fn event_entries(bytes: &[u8]) -> Result<Vec<EventEntry>, CodecError> {
-    let (version, body) = codec::unframe(bytes)?;
-    if version != ROW_VERSION {
-        return Err(CodecError::UnknownVersion(version));
+impl FixedEntry for EventEntry {
+    const LEN: usize = 22;
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.at.to_be_bytes());
+        out.extend_from_slice(&self.name_hash.to_be_bytes());
+        out.extend_from_slice(&self.deliveries.to_be_bytes());
     }
-    if body.len() % ENTRY != 0 {
-        return Err(CodecError::Truncated(body.len()));
-    }
-    Ok(body
-        .chunks_exact(ENTRY)
-        .filter_map(|e| {
-            Some(EventEntry {
-                seq: u64::from_be_bytes(e[..8].try_into().ok()?),
-                at: u64::from_be_bytes(e[8..16].try_into().ok()?),
-                name_hash: u32::from_be_bytes(e[16..20].try_into().ok()?),
-                deliveries: u16::from_be_bytes(e[20..22].try_into().ok()?),
-            })
+
+    fn read(e: &[u8]) -> Option<Self> {
+        Some(EventEntry {
+            seq: u64::from_be_bytes(e.get(..8)?.try_into().ok()?),
+            at: u64::from_be_bytes(e.get(8..16)?.try_into().ok()?),
+            name_hash: u32::from_be_bytes(e.get(16..20)?.try_into().ok()?),
+            deliveries: u16::from_be_bytes(e.get(20..22)?.try_into().ok()?),
         })
-        .collect())
-}
-
-impl EventEntry {
-    fn to_bytes(self) -> [u8; ENTRY] {
-        let mut out = [0u8; ENTRY];
-        out[..8].copy_from_slice(&self.seq.to_be_bytes());
-        out[8..16].copy_from_slice(&self.at.to_be_bytes());
-        out[16..20].copy_from_slice(&self.name_hash.to_be_bytes());
-        out[20..].copy_from_slice(&self.deliveries.to_be_bytes());
-        out
     }
 }
 
-fn event_bytes(entries: &[EventEntry]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(entries.len() * ENTRY);
-    for e in entries {
-        body.extend_from_slice(&e.to_bytes());
-    }
-    codec::frame_raw(ROW_VERSION, &body)
-}
-
-fn read_events<R: Rows>(rows: &R, key: &[u8]) -> Result<Vec<EventEntry>, RowsError> {
-    match rows.get(key)? {
-        None => Ok(Vec::new()),
-        Some(bytes) => event_entries(&bytes).map_err(|source| RowsError::Codec { key: show_key(key), source }),
-    }
+/// Decodes an account event chunk.
+pub fn event_entries(bytes: &[u8]) -> Result<Vec<EventEntry>, CodecError> {
+    decode_entries(bytes)
 }
 
 /// Adds an event to its account's index (the fold of `EventIngested`).
@@ -93,15 +68,7 @@ pub(super) fn add_event<R: Rows>(rows: &mut R, account: &AccountId, entry: Event
 
 /// Removes an event from its account's index (compaction).
 pub(super) fn remove_event<R: Rows>(rows: &mut R, account: &AccountId, seq: u64) -> Result<(), RowsError> {
-    let key = keys::account_events(account, seq);
-    let mut entries = read_events(rows, &key)?;
-    entries.retain(|e| e.seq != seq);
-    if entries.is_empty() {
-        rows.delete(key);
-    } else {
-        rows.put(key, event_bytes(&entries));
-    }
-    Ok(())
+    retain_entries(rows, keys::account_events(account, seq), |e: &EventEntry| e.seq != seq)
 }
 
 /// Walks chunks under `prefix` backwards from the one holding `before` (exclusive), decoding

@@ -16,11 +16,11 @@
 //! - `StatusRow::pending` counts the webhook's unfinished deliveries; `StatusRow::dead` its
 //!   kept dead letters.
 
-use super::codec::{self, CodecError};
+use super::codec::CodecError;
 use super::index;
 use super::keys;
 use super::record::{AttemptFinished, EventIngested, Record};
-use super::rows::{show_key, Rows, RowsError, ROW_VERSION};
+use super::rows::{decode_entries, read_entries, retain_entries, show_key, FixedEntry, Rows, RowsError};
 use super::summary;
 use crate::model::*;
 use serde::{Deserialize, Serialize};
@@ -112,64 +112,30 @@ pub struct IntakeEntry {
     pub at: Millis,
 }
 
-const INTAKE_ENTRY: usize = 18;
+impl FixedEntry for IntakeEntry {
+    const LEN: usize = 18;
 
-/// Decodes an intake chunk: codec framing around fixed 18-byte entries (not bincode, so an
-/// append is a copy, not a re-encode).
-pub fn intake_entries(bytes: &[u8]) -> Result<Vec<IntakeEntry>, CodecError> {
-    let (version, body) = codec::unframe(bytes)?;
-    if version != ROW_VERSION {
-        return Err(CodecError::UnknownVersion(version));
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.delivery.to_bytes());
+        out.extend_from_slice(&self.at.to_be_bytes());
     }
-    if body.len() % INTAKE_ENTRY != 0 {
-        return Err(CodecError::Truncated(body.len()));
-    }
-    Ok(body
-        .chunks_exact(INTAKE_ENTRY)
-        .filter_map(|e| {
-            Some(IntakeEntry {
-                delivery: DeliveryRef::from_bytes(&e[..10])?,
-                at: u64::from_be_bytes(e[10..].try_into().ok()?),
-            })
+
+    fn read(e: &[u8]) -> Option<Self> {
+        Some(IntakeEntry {
+            delivery: DeliveryRef::from_bytes(e.get(..10)?)?,
+            at: u64::from_be_bytes(e.get(10..18)?.try_into().ok()?),
         })
-        .collect())
-}
-
-impl IntakeEntry {
-    fn to_bytes(self) -> [u8; INTAKE_ENTRY] {
-        let mut out = [0u8; INTAKE_ENTRY];
-        out[..10].copy_from_slice(&self.delivery.to_bytes());
-        out[10..].copy_from_slice(&self.at.to_be_bytes());
-        out
     }
 }
 
-fn intake_bytes(entries: &[IntakeEntry]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(entries.len() * INTAKE_ENTRY);
-    for e in entries {
-        body.extend_from_slice(&e.to_bytes());
-    }
-    codec::frame_raw(ROW_VERSION, &body)
-}
-
-fn read_intake<R: Rows>(rows: &R, key: &[u8]) -> Result<Vec<IntakeEntry>, RowsError> {
-    match rows.get(key)? {
-        None => Ok(Vec::new()),
-        Some(bytes) => intake_entries(&bytes).map_err(|source| RowsError::Codec { key: show_key(key), source }),
-    }
+/// Decodes an intake chunk.
+pub fn intake_entries(bytes: &[u8]) -> Result<Vec<IntakeEntry>, CodecError> {
+    decode_entries(bytes)
 }
 
 /// Removes one delivery's entry from its intake chunk (compaction).
 pub fn remove_intake<R: Rows>(rows: &mut R, webhook: &WebhookId, d: DeliveryRef) -> Result<(), RowsError> {
-    let key = keys::intake(webhook, d.seq);
-    let mut entries = read_intake(rows, &key)?;
-    entries.retain(|e| e.delivery != d);
-    if entries.is_empty() {
-        rows.delete(key);
-    } else {
-        rows.put(key, intake_bytes(&entries));
-    }
-    Ok(())
+    retain_entries(rows, keys::intake(webhook, d.seq), |e: &IntakeEntry| e.delivery != d)
 }
 
 /// Where a delivery stands now: its row, or, while it is in intake, its intake entry.
@@ -178,7 +144,7 @@ pub fn load_delivery<R: Rows>(rows: &R, d: DeliveryRef, webhook: &WebhookId) -> 
     if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? {
         return Ok(Some(row));
     }
-    let entries = read_intake(rows, &keys::intake(webhook, d.seq))?;
+    let entries: Vec<IntakeEntry> = read_entries(rows, &keys::intake(webhook, d.seq))?;
     Ok(entries.iter().find(|e| e.delivery == d).map(|e| DeliveryRow::from_intake(webhook.clone(), e.at)))
 }
 

@@ -108,6 +108,61 @@ pub trait Rows {
     }
 }
 
+/// An entry of a chunk row (intake chunks, account event chunks): a fixed size and a byte
+/// layout of its own, not bincode, so appending one is a copy (see [`Rows::append_entry`]).
+pub trait FixedEntry: Sized {
+    const LEN: usize;
+    fn write(&self, out: &mut Vec<u8>);
+    fn read(bytes: &[u8]) -> Option<Self>;
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        self.write(&mut out);
+        out
+    }
+}
+
+/// Decodes a chunk row: codec framing around fixed-size entries.
+pub fn decode_entries<T: FixedEntry>(bytes: &[u8]) -> Result<Vec<T>, CodecError> {
+    let (version, body) = codec::unframe(bytes)?;
+    if version != ROW_VERSION {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    if body.len() % T::LEN != 0 {
+        return Err(CodecError::Truncated(body.len()));
+    }
+    Ok(body.chunks_exact(T::LEN).filter_map(T::read).collect())
+}
+
+/// The entries of the chunk row at `key` (none if absent).
+pub fn read_entries<T: FixedEntry, R: Rows>(rows: &R, key: &[u8]) -> Result<Vec<T>, RowsError> {
+    match rows.get(key)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => decode_entries(&bytes).map_err(|source| RowsError::Codec { key: show_key(key), source }),
+    }
+}
+
+/// Keeps the entries of the chunk row at `key` that `keep` accepts; deletes the row if none is
+/// left (compaction).
+pub fn retain_entries<T: FixedEntry, R: Rows>(
+    rows: &mut R,
+    key: Vec<u8>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(), RowsError> {
+    let mut entries: Vec<T> = read_entries(rows, &key)?;
+    entries.retain(|e| keep(e));
+    if entries.is_empty() {
+        rows.delete(key);
+    } else {
+        let mut body = Vec::with_capacity(entries.len() * T::LEN);
+        for e in &entries {
+            e.write(&mut body);
+        }
+        rows.put(key, codec::frame_raw(ROW_VERSION, &body));
+    }
+    Ok(())
+}
+
 /// Encodes a [`Decoded`] value (`None` if it is not of the type it was made with).
 type EncodeAny = fn(&dyn Any) -> Option<Result<Vec<u8>, CodecError>>;
 
