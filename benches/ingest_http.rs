@@ -89,6 +89,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// One answered request: `events` accepted if `ok`, with its latency (and, paced, its
+    /// latency from the actual send).
+    fn record(&mut self, ok: bool, events: u64, latency_us: u64, from_send_us: Option<u64>) {
+        self.requests += 1;
+        if !ok {
+            self.errors += 1;
+            return;
+        }
+        self.events += events;
+        self.latencies_us.push(latency_us);
+        self.from_send_us.extend(from_send_us);
+    }
+
     fn report(&mut self, phase: &str, elapsed: Duration) {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| -> f64 {
@@ -182,14 +195,7 @@ async fn closed_loop(base: &str, path: &str, concurrency: usize, per_request: u6
                 let t = Instant::now();
                 let ok = post(&c, &url, body).await;
                 let us = t.elapsed().as_micros() as u64;
-                let mut t = tally.borrow_mut();
-                t.requests += 1;
-                if ok {
-                    t.events += per_request;
-                    t.latencies_us.push(us);
-                } else {
-                    t.errors += 1;
-                }
+                tally.borrow_mut().record(ok, per_request, us, None);
             }
         }));
     }
@@ -222,15 +228,7 @@ async fn open_loop(base: &str, rate: u64, seconds: u64) -> (Tally, Duration) {
             let sent = Instant::now();
             let ok = post(&c, &url, event_json(i)).await;
             let us = due.elapsed().as_micros() as u64;
-            let mut t = tally.borrow_mut();
-            t.requests += 1;
-            if ok {
-                t.events += 1;
-                t.latencies_us.push(us);
-                t.from_send_us.push(sent.elapsed().as_micros() as u64);
-            } else {
-                t.errors += 1;
-            }
+            tally.borrow_mut().record(ok, 1, us, Some(sent.elapsed().as_micros() as u64));
         }));
     }
     for t in tasks {
