@@ -22,6 +22,8 @@
 //! - [`signature`]: a delivery on the wire — body and headers, both signature forms.
 //! - [`retry`]: what an attempt's outcome means, and when the next one is due.
 //! - [`breaker`]: a webhook's health and circuit breaker as pure status transitions.
+//! - [`sender`]: one HTTP attempt under the safety rules (connect-time address check, no
+//!   redirects, capped response read).
 //! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
@@ -47,6 +49,7 @@ pub mod model;
 pub mod ratelimit;
 pub mod retry;
 pub mod safety;
+pub mod sender;
 pub mod server;
 pub mod signature;
 pub mod stats;
