@@ -1,7 +1,7 @@
 //! Property tests over the real HTTP API: arbitrary bodies for event ingest and webhook
 //! creation — random bytes, JSON of every shape, and well-formed requests with hostile field
-//! values — never get a 5xx, always get the error JSON when refused, and leave the server
-//! serving. Run more cases with `PROPTEST_CASES=5000 cargo test --release --test api_fuzz`.
+//! values — and arbitrary filters, cursors and ids for the lists and reads, never get a 5xx,
+//! always get the error JSON when refused, and leave the server serving. Run more cases with `PROPTEST_CASES=5000 cargo test --release --test api_fuzz`.
 
 mod common;
 
@@ -96,8 +96,48 @@ fn check(path: &str, bytes: &[u8], content_type: &str) -> Result<(), TestCaseErr
     Ok(())
 }
 
+fn encoded(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+/// Query strings with the real filter names (and some others), values of any text.
+fn query() -> impl Strategy<Value = String> {
+    let names = &["limit", "cursor", "since", "until", "event", "status", "webhook_id", "event_id", "colour"][..];
+    let value = prop_oneof![
+        ".{0,60}",
+        "-?[0-9]{1,25}",
+        "(evt|dlv|wh)_[0-9A-Z]{0,30}",
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z",
+    ];
+    prop::collection::vec((prop::sample::select(names), value), 0..5)
+        .prop_map(|pairs| pairs.iter().map(|(k, v)| format!("{k}={}", encoded(v))).collect::<Vec<_>>().join("&"))
+}
+
+fn check_read(method: &str, path: &str, body: Option<&[u8]>) -> Result<(), TestCaseError> {
+    let (_, h, key) = server();
+    let a = h.send(method, path, Some(key), &[("Content-Type", "application/json")], body);
+    prop_assert!(a.status < 500, "{method} {path} answered {}: {}", a.status, a.text);
+    if a.status >= 400 {
+        prop_assert!(a.body["error"]["code"].is_string(), "{method} {path}: {}", a.text);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lists_and_reads_never_fail_badly(q in query(), id in prop_oneof![".{0,80}", "(evt|dlv|wh)_[0-9A-Z]{26,29}"], bytes in body()) {
+        for list in ["/api/v1/events", "/api/v1/deliveries", "/api/v1/webhooks/deliveries", "/api/v1/event-types", "/api/v1/webhooks"] {
+            check_read("GET", &format!("{list}?{q}"), None)?;
+        }
+        let id = encoded(&id);
+        check_read("GET", &format!("/api/v1/events/{id}"), None)?;
+        check_read("GET", &format!("/api/v1/deliveries/{id}"), None)?;
+        check_read("GET", &format!("/api/v1/webhooks/{id}/deliveries?{q}"), None)?;
+        check_read("POST", &format!("/api/v1/deliveries/{id}/retry"), None)?;
+        check_read("POST", &format!("/api/v1/webhooks/{id}/recover"), Some(&bytes))?;
+    }
 
     #[test]
     fn ingest_never_fails_badly(bytes in body(), ct in prop::sample::select(&["application/json", "text/plain", "application/x-www-form-urlencoded"][..])) {
