@@ -250,6 +250,9 @@ pub fn list(
                 if !page.step() {
                     break;
                 }
+                // The cursor moves past it too, or a long run of such events would hand
+                // back the same cursor page after page.
+                page.last = Some((DeliveryRef { seq: entry.seq, index: 0 }, entry.at));
                 continue;
             }
             let Some(event) = page.events.get(entry.seq)? else { continue };

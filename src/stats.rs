@@ -28,12 +28,12 @@ pub struct Stats {
 
 pub fn of_account(log: &Log, account: &AccountId, now: Millis) -> Result<Stats, DomainError> {
     let last = summary::minute(now);
-    let first = last + 1 - WINDOW_MINUTES;
+    let first = (last + 1).saturating_sub(WINDOW_MINUTES);
     let found = summary::counters(log.tree(), account, first, last).map_err(|e| DomainError::Storage(e.to_string()))?;
     let mut minutes: Vec<(Millis, Counters)> = (first..=last).map(|m| (m * 60_000, Counters::default())).collect();
     let mut total = Counters::default();
     for (m, c) in found {
-        if let Some(slot) = minutes.get_mut((m - first) as usize) {
+        if let Some(slot) = minutes.get_mut(m.saturating_sub(first) as usize) {
             slot.1 = c;
         }
         total.events += c.events;

@@ -430,3 +430,28 @@ fn all_pages_names(h: &Herald, key: &str) -> Vec<String> {
     }
     panic!("too many pages");
 }
+
+#[test]
+fn a_selective_filter_over_a_long_history_pages_on_with_cursors_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    let key = account(&h, "LeadNest");
+    webhook(&h, &key, json!(["lead.*"]));
+    let wanted = ingest(&h, &key, "lead.qualified", 0);
+    // More unmatched events after it than one request may examine (listing::SCAN_BUDGET).
+    let batch: Vec<Value> = (0..1000).map(|n| json!({"event": "email.opened", "data": {"n": n}})).collect();
+    let body = serde_json::to_vec(&batch).unwrap();
+    for _ in 0..21 {
+        let a =
+            h.send("POST", "/api/v1/events/batch", Some(&key), &[("Content-Type", "application/json")], Some(&body));
+        assert_eq!(a.status, 202);
+    }
+    let first = get(&h, &key, "/api/v1/deliveries?limit=10");
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(ids(&first).is_empty(), "the budget ran out before reaching the one delivery");
+    assert!(first.body["next_cursor"].is_string(), "…and says where to go on: {}", first.text);
+    let all = all_pages(&h, &key, "/api/v1/deliveries?limit=10");
+    assert_eq!(all.len(), 1, "{all:?}");
+    let events = all_pages(&h, &key, "/api/v1/events?event=lead.qualified");
+    assert_eq!(events, [wanted]);
+}
