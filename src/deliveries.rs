@@ -349,36 +349,40 @@ pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<De
     info(log, &rows, d, event.at, &webhook, &event.event)?.ok_or(DomainError::NotFound)
 }
 
-/// Re-queues the webhook's dead deliveries whose events arrived in `window`; returns how
-/// many were re-queued.
-pub async fn recover(
+/// The webhook's dead deliveries whose events arrived in `window`, newest first. Reads the
+/// webhook's whole history in the window: call it off the threads that answer requests.
+pub fn dead_in_window(
     log: &Log,
     account: &AccountId,
     webhook: &WebhookId,
     window: TimeWindow,
-) -> Result<u64, DomainError> {
+) -> Result<Vec<DeliveryRef>, DomainError> {
     owned_webhook(log, account, webhook)?;
+    let rows = Txn::new(log.tree());
     let mut dead = Vec::new();
-    {
-        let rows = Txn::new(log.tree());
-        for entry in index::deliveries_newest_first(log.tree(), webhook, None) {
-            let entry = entry.map_err(storage)?;
-            if window.is_behind(entry.at) {
-                break;
-            }
-            if !window.contains(entry.at) {
-                continue;
-            }
-            // Only a delivery that left intake can be dead: a row lookup, not a record read.
-            if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery)).map_err(storage)? {
-                if matches!(row.state, DeliveryState::Dead(_)) {
-                    dead.push(entry.delivery);
-                }
+    for entry in index::deliveries_newest_first(log.tree(), webhook, None) {
+        let entry = entry.map_err(storage)?;
+        if window.is_behind(entry.at) {
+            break;
+        }
+        if !window.contains(entry.at) {
+            continue;
+        }
+        // Only a delivery that left intake can be dead: a row lookup, not a record read.
+        if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery)).map_err(storage)? {
+            if matches!(row.state, DeliveryState::Dead(_)) {
+                dead.push(entry.delivery);
             }
         }
     }
+    Ok(dead)
+}
+
+/// Re-queues `dead` (newest first, as [`dead_in_window`] gives them) oldest first, so the
+/// work goes out in event order; returns how many were re-queued. A delivery no longer dead
+/// when its record is applied is left as it is (the fold ignores it).
+pub async fn requeue(log: &Log, webhook: &WebhookId, dead: &[DeliveryRef]) -> Result<u64, DomainError> {
     let mut requeued = 0u64;
-    // Oldest first, so the re-queued work goes out in event order.
     for chunk in dead.rchunks(RECOVER_CHUNK) {
         let at = now_millis();
         let records: Vec<Record> = chunk
@@ -387,8 +391,7 @@ pub async fn recover(
             .map(|d| Record::DeliveryRequeued { delivery: *d, webhook_id: webhook.clone(), at })
             .collect();
         let check_webhook = webhook.clone();
-        let result = log
-            .writer()
+        log.writer()
             .append(Command::checked(records, move |txn| {
                 let live = txn
                     .get_row::<WebhookRow>(&keys::webhook(&check_webhook))
@@ -400,8 +403,7 @@ pub async fn recover(
                     Err(Rejection::NotFound)
                 }
             }))
-            .await;
-        result?;
+            .await?;
         requeued += chunk.len() as u64;
     }
     Ok(requeued)

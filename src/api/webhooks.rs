@@ -220,6 +220,10 @@ pub async fn recover(
     let body = body.into_inner();
     let since = page::time("since", &Some(body.since))?.ok_or_else(|| DomainError::invalid("since", "is required"))?;
     let window = TimeWindow::new(Some(since), page::time("until", &body.until)?)?;
-    let requeued = deliveries::recover(&auth.engine.log, auth.caller.account(), &id, window).await?;
+    let (engine, account, webhook) = (auth.engine.clone(), auth.caller.account().clone(), id.clone());
+    let dead = web::block(move || deliveries::dead_in_window(&engine.log, &account, &webhook, window))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let requeued = deliveries::requeue(&auth.engine.log, &id, &dead).await?;
     Ok(HttpResponse::Accepted().json(json!({ "requeued": requeued })))
 }
