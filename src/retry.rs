@@ -1,11 +1,12 @@
 //! The retry policy of SPEC §5, in two separate steps (as Vector's `retries.rs` does):
 //! [`classify`] says what an attempt's outcome means — success, retry (perhaps after the
-//! receiver's `Retry-After`), or gone — and [`Backoff`] says when the next attempt is due.
+//! receiver's `Retry-After`), or gone — and [`Backoff`] says when the next attempt is due;
+//! [`next_step`] puts them together with the attempt budget and the TTL.
 //! Neither sends, sleeps or reads a clock of its own: the caller passes `now` and the
 //! random draw, so the schedule is tested without waiting and the chosen due time can be
 //! written into the `AttemptFinished` record (a rebuild reads no clock and no randomness).
 
-use crate::model::AttemptResult;
+use crate::model::{AttemptResult, DeadReason, Millis, NextStep};
 use std::time::{Duration, SystemTime};
 
 /// What an attempt's outcome asks for.
@@ -71,9 +72,71 @@ impl Backoff {
     }
 }
 
+/// Where a delivery stands when one of its attempts ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The attempt that just ended (1-based, counted since the delivery was created).
+    pub attempt: u32,
+    /// Attempts made before its latest (re-)queue: the budget counts from here.
+    pub base_attempts: u32,
+    pub max_retries: u32,
+    /// When it was (re-)queued: start of its TTL.
+    pub queued_at: Millis,
+}
+
+/// What follows an attempt: done, dead (with why), or the next attempt's due time. `draw`
+/// is uniform in `[0, 1)`; `now` is when the attempt ended. Pure, so the decision can be
+/// written into the record and tested without waiting.
+pub fn next_step(
+    verdict: Verdict,
+    standing: Standing,
+    backoff: &Backoff,
+    ttl: Duration,
+    now: Millis,
+    draw: f64,
+) -> NextStep {
+    let failures = standing.attempt.saturating_sub(standing.base_attempts);
+    match verdict {
+        Verdict::Success => NextStep::Succeeded,
+        Verdict::Gone => NextStep::Dead(DeadReason::Gone),
+        Verdict::Retry { .. } if failures > standing.max_retries => NextStep::Dead(DeadReason::RetriesExhausted),
+        Verdict::Retry { .. } if now >= standing.queued_at.saturating_add(ttl.as_millis() as u64) => {
+            NextStep::Dead(DeadReason::Expired)
+        }
+        Verdict::Retry { after } => {
+            let delay = backoff.delay(failures.max(1), after, draw);
+            NextStep::RetryAt(now.saturating_add(delay.as_millis() as u64))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_plus_max_retries_attempts_then_dead_and_a_requeue_grants_them_again() {
+        let b = backoff();
+        let ttl = Duration::from_secs(72 * 3600);
+        let fail = Verdict::Retry { after: None };
+        let at = |attempt, base| Standing { attempt, base_attempts: base, max_retries: 3, queued_at: 0 };
+        // Attempts 1..=3 fail and are retried after 1, 2, 4 s; attempt 4 is the last.
+        assert_eq!(next_step(fail, at(1, 0), &b, ttl, 10_000, 0.0), NextStep::RetryAt(11_000));
+        assert_eq!(next_step(fail, at(2, 0), &b, ttl, 10_000, 0.0), NextStep::RetryAt(12_000));
+        assert_eq!(next_step(fail, at(3, 0), &b, ttl, 10_000, 0.0), NextStep::RetryAt(14_000));
+        assert_eq!(next_step(fail, at(4, 0), &b, ttl, 10_000, 0.0), NextStep::Dead(DeadReason::RetriesExhausted));
+        // Re-queued after 4 attempts: four fresh ones, the schedule starts over.
+        assert_eq!(next_step(fail, at(5, 4), &b, ttl, 10_000, 0.0), NextStep::RetryAt(11_000));
+        assert_eq!(next_step(fail, at(8, 4), &b, ttl, 10_000, 0.0), NextStep::Dead(DeadReason::RetriesExhausted));
+        assert_eq!(next_step(Verdict::Success, at(8, 4), &b, ttl, 10_000, 0.0), NextStep::Succeeded);
+        assert_eq!(next_step(Verdict::Gone, at(1, 0), &b, ttl, 10_000, 0.0), NextStep::Dead(DeadReason::Gone));
+        // The receiver's Retry-After wins over the schedule.
+        let busy = Verdict::Retry { after: Some(Duration::from_secs(30)) };
+        assert_eq!(next_step(busy, at(1, 0), &b, ttl, 10_000, 0.9), NextStep::RetryAt(40_000));
+        // Past its TTL a failed delivery is dead, expired.
+        let old = Standing { queued_at: 0, ..at(1, 0) };
+        assert_eq!(next_step(fail, old, &b, Duration::from_secs(5), 5_000, 0.0), NextStep::Dead(DeadReason::Expired));
+    }
 
     fn backoff() -> Backoff {
         Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(3600) }
