@@ -23,7 +23,6 @@ use super::pages;
 use super::projection::{self, DeliveryRow, IdempotencyRow, StatusRow};
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
-use super::summary;
 use super::writer::WriterState;
 use crate::model::{DeliveryRef, DeliveryState, Millis};
 use std::time::Duration;
@@ -138,8 +137,6 @@ fn step_from(
         }
         remove_event_if_done(&mut txn, policy, now, seq, &event, &mut report)?;
     }
-
-    summary::prune(&mut txn, &state.tree, now)?;
 
     if !txn.is_empty() {
         let (batch, changes) = txn.into_parts();

@@ -31,7 +31,7 @@
 //!
 //! Summary rows (`t`, `c`) are folded from records like the others, but they outlive the
 //! records compaction removes (the names an account used) or are pruned on their own
-//! schedule (per-minute counters), so `verify` does not compare them.
+//! schedule (per-minute counters, see `summary`), so `verify` does not compare them.
 
 use crate::model::{AccountId, DeliveryRef, KeyId, Millis, WebhookId};
 

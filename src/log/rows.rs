@@ -56,6 +56,10 @@ pub trait Rows {
     /// Every entry under `prefix`, in key order, at most `limit`.
     fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError>;
 
+    fn contains(&self, key: &[u8]) -> Result<bool, RowsError> {
+        Ok(self.get(key)?.is_some())
+    }
+
     fn get_row<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RowsError>
     where
         Self: Sized,
@@ -281,6 +285,17 @@ impl<'a> Txn<'a> {
 }
 
 impl Rows for Txn<'_> {
+    /// Without encoding a decoded row (`get` would).
+    fn contains(&self, key: &[u8]) -> Result<bool, RowsError> {
+        if self.decoded.contains_key(key) {
+            return Ok(true);
+        }
+        match self.overlay.get(key) {
+            Some(staged) => Ok(staged.is_some()),
+            None => Ok(self.tree.contains_key(key)?),
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
         if let Some(row) = self.decoded.get(key) {
             return row.bytes(key).map(Some);

@@ -3,9 +3,11 @@
 //!
 //! Invariants:
 //! - They are folded from records like every row (so a rebuild gives them back), but they
-//!   are not history: counters older than [`KEEP_MINUTES`] are pruned by compaction, and a
-//!   name stays known after compaction removed every event that used it. `verify`
-//!   therefore leaves them out of `fold == rows`.
+//!   are not history: when an account's first event of a minute is folded, its counters
+//!   older than [`KEEP_MINUTES`] before that minute go (by record time, so the fold stays
+//!   clock-free, and per account, so no sweep over every account is ever needed); a name
+//!   stays known after compaction removed every event that used it. `verify` therefore
+//!   leaves them out of `fold == rows`.
 //! - The fold writes each summary key at most once per group commit's batch (the staged
 //!   overlay absorbs the rest), so they add a few keys per commit, not per event.
 
@@ -36,7 +38,24 @@ fn bump<R: Rows>(
     at: Millis,
     change: impl FnOnce(&mut Counters),
 ) -> Result<(), RowsError> {
-    rows.update_row(keys::counters(account, minute(at)), change)
+    let key = keys::counters(account, minute(at));
+    if !rows.contains(&key)? {
+        forget_old_minutes(rows, account, minute(at))?;
+    }
+    rows.update_row(key, change)
+}
+
+/// Deletes the account's counters older than [`KEEP_MINUTES`] before `current`. Rows are
+/// in minute order, so the oldest come first and the scan stops at the first kept one.
+fn forget_old_minutes<R: Rows>(rows: &mut R, account: &AccountId, current: u64) -> Result<(), RowsError> {
+    let oldest_kept = current.saturating_sub(KEEP_MINUTES);
+    for (k, _) in rows.scan(&keys::counters_of(account), 2 * KEEP_MINUTES as usize)? {
+        match keys::trailing_u64(&k) {
+            Some(m) if m < oldest_kept => rows.delete(k),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// The fold of an ingested event.
@@ -101,16 +120,37 @@ pub fn names(
     Ok(out)
 }
 
-/// Stages the removal of every counter row older than [`KEEP_MINUTES`] before `now`.
-pub(super) fn prune<R: Rows>(rows: &mut R, tree: &sled::Tree, now: Millis) -> Result<usize, RowsError> {
-    let oldest_kept = minute(now).saturating_sub(KEEP_MINUTES);
-    let mut removed = 0;
-    for item in tree.scan_prefix([keys::COUNTERS]) {
-        let (k, _) = item?;
-        if keys::trailing_u64(&k).is_some_and(|m| m < oldest_kept) {
-            rows.delete(k.to_vec());
-            removed += 1;
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::rows::MemRows;
+
+    #[test]
+    fn counters_add_up_per_minute_and_old_minutes_go_when_a_new_one_starts() {
+        let mut rows = MemRows::default();
+        let acct = AccountId::default_account();
+        let other = AccountId::generate();
+        let at = |m: u64| m * 60_000 + 5;
+        event(&mut rows, &acct, "lead.qualified", at(0)).unwrap();
+        event(&mut rows, &acct, "lead.qualified", at(0)).unwrap();
+        attempt(&mut rows, &acct, at(0), true).unwrap();
+        event(&mut rows, &other, "new_lead", at(0)).unwrap();
+        event(&mut rows, &acct, "email.bounced", at(100)).unwrap();
+        let minutes = |rows: &MemRows, a: &AccountId| -> Vec<u64> {
+            rows.scan(&keys::counters_of(a), 1000).unwrap().iter().filter_map(|(k, _)| keys::trailing_u64(k)).collect()
+        };
+        assert_eq!(minutes(&rows, &acct), [0, 100]);
+        let c: Counters = rows.get_row(&keys::counters(&acct, 0)).unwrap().unwrap();
+        assert_eq!(c, Counters { events: 2, attempts: 1, succeeded: 1 });
+        event(&mut rows, &acct, "lead.qualified", at(121)).unwrap();
+        assert_eq!(minutes(&rows, &acct), [100, 121], "minute 0 is more than 120 minutes before 121");
+        assert_eq!(minutes(&rows, &other), [0], "another account's rows are its own business");
+        let names: Vec<String> = rows
+            .scan(&keys::event_names_of(&acct), 10)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[keys::event_names_of(&acct).len()..]).into_owned())
+            .collect();
+        assert_eq!(names, ["email.bounced", "lead.qualified"]);
     }
-    Ok(removed)
 }
