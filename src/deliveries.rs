@@ -19,8 +19,6 @@ use crate::log::record::{AttemptFinished, EventIngested};
 use crate::log::rows::{Rows, Txn};
 use crate::log::{keys, Command, DeliveryRow, Log, Record, Rejection, WebhookRow};
 use crate::model::*;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Most re-queue records one append carries when recovering a window.
 const RECOVER_CHUNK: usize = 1_000;
@@ -77,34 +75,11 @@ pub struct DeliveryInfo {
     pub row: DeliveryRow,
 }
 
-/// Event records read while answering one request.
-struct Events<'a> {
-    log: &'a Log,
-    cache: HashMap<u64, Arc<EventIngested>>,
-}
-
-impl<'a> Events<'a> {
-    fn new(log: &'a Log) -> Self {
-        Self { log, cache: HashMap::new() }
+impl DeliveryInfo {
+    fn new(log: &Log, d: DeliveryRef, at: Millis, webhook: &WebhookId, event: String, row: DeliveryRow) -> Self {
+        let id = DeliveryId::from_ref(d, at, log.id_key());
+        DeliveryInfo { event_id: id.event_id(), id, event, webhook_id: webhook.clone(), created_at: at, row }
     }
-
-    fn get(&mut self, seq: u64) -> Result<Option<Arc<EventIngested>>, DomainError> {
-        if let Some(e) = self.cache.get(&seq) {
-            return Ok(Some(e.clone()));
-        }
-        match self.log.record(seq).map_err(storage)? {
-            Some(Record::EventIngested(e)) => {
-                let e: Arc<EventIngested> = Arc::from(e);
-                self.cache.insert(seq, e.clone());
-                Ok(Some(e))
-            }
-            _ => Ok(None),
-        }
-    }
-}
-
-fn storage(e: impl std::fmt::Display) -> DomainError {
-    DomainError::Storage(e.to_string())
 }
 
 /// Where one delivery stands, with what a list shows of it.
@@ -116,23 +91,14 @@ fn info(
     webhook: &WebhookId,
     event: &str,
 ) -> Result<Option<DeliveryInfo>, DomainError> {
-    let Some(row) = load_delivery(rows, d, webhook).map_err(storage)? else { return Ok(None) };
-    let id = DeliveryId::from_ref(d, at, log.id_key());
-    Ok(Some(DeliveryInfo {
-        event_id: id.event_id(),
-        id,
-        event: event.to_owned(),
-        webhook_id: webhook.clone(),
-        created_at: at,
-        row,
-    }))
+    let row = load_delivery(rows, d, webhook)?;
+    Ok(row.map(|row| DeliveryInfo::new(log, d, at, webhook, event.to_owned(), row)))
 }
 
 /// Gathers one page while a source offers deliveries newest first.
 struct Page<'a> {
     log: &'a Log,
     rows: Txn<'a>,
-    events: Events<'a>,
     filter: &'a DeliveryFilter,
     limit: usize,
     budget: Budget,
@@ -147,7 +113,6 @@ impl<'a> Page<'a> {
         Self {
             log,
             rows: Txn::new(log.tree()),
-            events: Events::new(log),
             filter,
             limit,
             budget: Budget::default(),
@@ -166,8 +131,15 @@ impl<'a> Page<'a> {
         false
     }
 
-    /// Offers one delivery; `false` when the page is complete.
-    fn offer(&mut self, d: DeliveryRef, at: Millis, webhook: &WebhookId) -> Result<bool, DomainError> {
+    /// Offers one delivery; `false` when the page is complete. `event` is its event's name
+    /// if the source already read the record (else it is read only for a delivery shown).
+    fn offer(
+        &mut self,
+        d: DeliveryRef,
+        at: Millis,
+        webhook: &WebhookId,
+        event: Option<&str>,
+    ) -> Result<bool, DomainError> {
         if !self.step() {
             return Ok(false);
         }
@@ -175,7 +147,7 @@ impl<'a> Page<'a> {
             self.last = Some((d, at));
             return Ok(true);
         }
-        let Some(row) = load_delivery(&self.rows, d, webhook).map_err(storage)? else { return Ok(true) };
+        let Some(row) = load_delivery(&self.rows, d, webhook)? else { return Ok(true) };
         self.last = Some((d, at));
         if self.filter.status.is_some_and(|s| !s.matches(&row.state)) {
             return Ok(true);
@@ -185,16 +157,14 @@ impl<'a> Page<'a> {
             self.next_cursor = self.items.last().map(|i| i.id.to_string());
             return Ok(false);
         }
-        let Some(event) = self.events.get(d.seq)? else { return Ok(true) };
-        let id = DeliveryId::from_ref(d, at, self.log.id_key());
-        self.items.push(DeliveryInfo {
-            event_id: id.event_id(),
-            id,
-            event: event.event.clone(),
-            webhook_id: webhook.clone(),
-            created_at: at,
-            row,
-        });
+        let event = match event {
+            Some(name) => name.to_owned(),
+            None => match self.log.record(d.seq)? {
+                Some(Record::EventIngested(e)) => e.event,
+                _ => return Ok(true),
+            },
+        };
+        self.items.push(DeliveryInfo::new(self.log, d, at, webhook, event, row));
         Ok(true)
     }
 
@@ -226,23 +196,23 @@ pub fn list(
         let (seq, event) = events::get(log, account, event_id)?;
         for (index, webhook) in event.webhooks.iter().enumerate().rev() {
             let d = DeliveryRef { seq, index: index as u16 };
-            if is_next(d) && !page.offer(d, event.at, webhook)? {
+            if is_next(d) && !page.offer(d, event.at, webhook, Some(&event.event))? {
                 break;
             }
         }
     } else if let Some(webhook) = &filter.webhook {
         for entry in index::deliveries_newest_first(log.tree(), webhook, before_seq) {
-            let entry = entry.map_err(storage)?;
+            let entry = entry?;
             if filter.window.is_behind(entry.at) {
                 break;
             }
-            if is_next(entry.delivery) && !page.offer(entry.delivery, entry.at, webhook)? {
+            if is_next(entry.delivery) && !page.offer(entry.delivery, entry.at, webhook, None)? {
                 break;
             }
         }
     } else {
         'events: for entry in index::events_newest_first(log.tree(), account, before_seq) {
-            let entry = entry.map_err(storage)?;
+            let entry = entry?;
             if filter.window.is_behind(entry.at) {
                 break;
             }
@@ -255,10 +225,10 @@ pub fn list(
                 page.last = Some((DeliveryRef { seq: entry.seq, index: 0 }, entry.at));
                 continue;
             }
-            let Some(event) = page.events.get(entry.seq)? else { continue };
+            let Some(Record::EventIngested(event)) = log.record(entry.seq)? else { continue };
             for (index, webhook) in event.webhooks.iter().enumerate().rev() {
                 let d = DeliveryRef { seq: entry.seq, index: index as u16 };
-                if is_next(d) && !page.offer(d, entry.at, webhook)? {
+                if is_next(d) && !page.offer(d, entry.at, webhook, Some(&event.event))? {
                     break 'events;
                 }
             }
@@ -314,7 +284,7 @@ pub fn get(
     let info = info(log, &rows, d, event.at, webhook, &event.event)?.ok_or(DomainError::NotFound)?;
     let mut attempts = Vec::new();
     for seq in &info.row.seqs {
-        if let Some(Record::AttemptFinished(a)) = log.record(*seq).map_err(storage)? {
+        if let Some(Record::AttemptFinished(a)) = log.record(*seq)? {
             attempts.push(*a);
         }
     }
@@ -361,7 +331,7 @@ pub fn dead_in_window(
     let rows = Txn::new(log.tree());
     let mut dead = Vec::new();
     for entry in index::deliveries_newest_first(log.tree(), webhook, None) {
-        let entry = entry.map_err(storage)?;
+        let entry = entry?;
         if window.is_behind(entry.at) {
             break;
         }
@@ -369,7 +339,7 @@ pub fn dead_in_window(
             continue;
         }
         // Only a delivery that left intake can be dead: a row lookup, not a record read.
-        if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery)).map_err(storage)? {
+        if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery))? {
             if matches!(row.state, DeliveryState::Dead(_)) {
                 dead.push(entry.delivery);
             }

@@ -41,6 +41,12 @@ impl DomainError {
     }
 }
 
+impl From<crate::log::rows::RowsError> for DomainError {
+    fn from(e: crate::log::rows::RowsError) -> Self {
+        DomainError::Storage(e.to_string())
+    }
+}
+
 impl From<AppendError> for DomainError {
     fn from(e: AppendError) -> Self {
         match e {

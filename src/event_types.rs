@@ -46,8 +46,7 @@ pub fn list(
             (t.name.clone(), info)
         })
         .collect();
-    let sent =
-        summary::names(log.tree(), account, cursor, limit + 1).map_err(|e| DomainError::Storage(e.to_string()))?;
+    let sent = summary::names(log.tree(), account, cursor, limit + 1)?;
     for name in sent {
         merged
             .entry(name.clone())

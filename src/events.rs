@@ -170,7 +170,7 @@ pub async fn ingest(
 
 /// The answer the first request with an idempotency key got.
 fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
-    match log.record(seq).map_err(|e| DomainError::Storage(e.to_string()))? {
+    match log.record(seq)? {
         Some(Record::EventIngested(e)) => Ok(Ingested {
             id: EventId::from_seq(e.at, seq, log.id_key()),
             event: e.event,
@@ -184,7 +184,7 @@ fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
 /// The account's event by id, with the record that holds it.
 pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIngested), DomainError> {
     let seq = id.seq(log.id_key()).ok_or(DomainError::NotFound)?;
-    match log.record(seq).map_err(|e| DomainError::Storage(e.to_string()))? {
+    match log.record(seq)? {
         Some(Record::EventIngested(e))
             if &e.account_id == account && EventId::from_seq(e.at, seq, log.id_key()) == *id =>
         {
@@ -223,22 +223,22 @@ pub fn list(
     let hash = filter.event.as_deref().map(index::name_hash);
     let mut budget = Budget::default();
     let mut items: Vec<(EventId, EventIngested)> = Vec::new();
-    let mut last: Option<EventId> = None;
+    // The last entry examined, as (seq, at): where the next page starts if the budget runs out.
+    let mut last: Option<(u64, Millis)> = None;
     for entry in index::events_newest_first(log.tree(), account, before) {
-        let entry = entry.map_err(|e| DomainError::Storage(e.to_string()))?;
+        let entry = entry?;
         if filter.window.is_behind(entry.at) {
             break;
         }
         if !budget.take() {
-            return Ok(Listing { items, next_cursor: last.map(|id| id.to_string()) });
+            let next_cursor = last.map(|(seq, at)| EventId::from_seq(at, seq, log.id_key()).to_string());
+            return Ok(Listing { items, next_cursor });
         }
-        let id = EventId::from_seq(entry.at, entry.seq, log.id_key());
-        last = Some(id.clone());
+        last = Some((entry.seq, entry.at));
         if !filter.window.contains(entry.at) || hash.is_some_and(|h| h != entry.name_hash) {
             continue;
         }
-        let Some(Record::EventIngested(e)) = log.record(entry.seq).map_err(|e| DomainError::Storage(e.to_string()))?
-        else {
+        let Some(Record::EventIngested(e)) = log.record(entry.seq)? else {
             continue;
         };
         if filter.event.as_ref().is_some_and(|name| name != &e.event) {
@@ -248,7 +248,7 @@ pub fn list(
             let next_cursor = items.last().map(|(id, _)| id.to_string());
             return Ok(Listing { items, next_cursor });
         }
-        items.push((id, *e));
+        items.push((EventId::from_seq(entry.at, entry.seq, log.id_key()), *e));
     }
     Ok(Listing { items, next_cursor: None })
 }

@@ -117,6 +117,15 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<Event
     Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key })
 }
 
+/// Ingests one parsed event and counts it (a replay is not a new event).
+async fn ingest_one(auth: &Auth, rules: &IngestRules, input: EventInput) -> Result<Ingested, ApiError> {
+    let done = events::ingest(&auth.engine.log, rules, auth.caller.account(), input).await?;
+    if !done.replayed {
+        auth.engine.metrics.event_ingested(&done.event);
+    }
+    Ok(done)
+}
+
 fn answer(i: &Ingested) -> Value {
     json!({"id": i.id.to_string(), "event": i.event, "deliveries": i.deliveries})
 }
@@ -144,10 +153,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
     };
     let parsed: EventBody = serde_json::from_slice(&body).map_err(malformed)?;
     let input = parse_event(parsed, key)?;
-    let done = events::ingest(&auth.engine.log, &rules, auth.caller.account(), input).await?;
-    if !done.replayed {
-        auth.engine.metrics.event_ingested(&done.event);
-    }
+    let done = ingest_one(&auth, &rules, input).await?;
     let status = if done.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(answer(&done)))
 }
@@ -173,17 +179,10 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
     }
     rate_limit(&auth, items.len())?;
     let rules = rules(&auth);
-    let log = &auth.engine.log;
-    let account = auth.caller.account();
     // Every valid item is appended concurrently, so they share group commits.
     let results = futures_util::future::join_all(items.iter().map(|raw| async {
         let parsed: EventBody = serde_json::from_str(raw.get()).map_err(malformed)?;
-        let input = parse_event(parsed, None)?;
-        let done = events::ingest(log, &rules, account, input).await?;
-        if !done.replayed {
-            auth.engine.metrics.event_ingested(&done.event);
-        }
-        Ok::<_, ApiError>(done)
+        ingest_one(&auth, &rules, parse_event(parsed, None)?).await
     }))
     .await;
     let results: Vec<Value> = results.into_iter().map(|r| r.map(|i| answer(&i)).unwrap_or_else(error_slot)).collect();

@@ -2,11 +2,11 @@
 //! takes `Authorization: Bearer <metrics_token>`, compared in constant time.
 
 use super::error::ApiError;
+use crate::credentials;
 use crate::error::DomainError;
 use crate::server::Shared;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
-use subtle::ConstantTimeEq;
 
 #[get("/metrics")]
 pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
@@ -17,8 +17,7 @@ pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        let same: bool = crate::credentials::hash_token(presented).ct_eq(&crate::credentials::hash_token(token)).into();
-        if !same {
+        if !credentials::token_matches(presented, &credentials::hash_token(token)) {
             return Err(DomainError::Unauthenticated.into());
         }
     }

@@ -183,9 +183,9 @@ impl Flusher {
     }
 
     fn send(&self, group: Applied) {
-        let Some(tx) = &self.tx else { return fail_group(group, "the log flusher has stopped") };
+        let Some(tx) = &self.tx else { return fail_all(group.replies, "the log flusher has stopped") };
         if let Err(mpsc::SendError(FlushJob::Group(group))) = tx.send(FlushJob::Group(group)) {
-            fail_group(group, "the log flusher has stopped");
+            fail_all(group.replies, "the log flusher has stopped");
         }
     }
 
@@ -226,13 +226,14 @@ fn flush_and_answer(tree: &sled::Tree, catalog: &Arc<RwLock<Catalog>>, group: Ap
         Err(e) => {
             // The group may or may not be on disk: tell every caller it failed.
             tracing::error!(error = %e, "log flush failed");
-            fail_group(group, &e.to_string());
+            fail_all(group.replies, &e.to_string());
         }
     }
 }
 
-fn fail_group(group: Applied, why: &str) {
-    for reply in group.replies {
+/// Tells every caller of a group that it failed.
+fn fail_all(replies: Vec<Reply>, why: &str) {
+    for reply in replies {
         let _ = reply.send(Err(AppendError::Storage(why.to_owned())));
     }
 }
@@ -400,10 +401,7 @@ fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Comman
         Err(e) => {
             // Nothing of the group is in the tree (a batch is atomic): tell every caller.
             tracing::error!(error = %e, "log group commit failed");
-            let msg = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(AppendError::Storage(msg.clone())));
-            }
+            fail_all(replies, &e.to_string());
         }
     }
 }
