@@ -16,19 +16,6 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
-fn account(h: &Herald, name: &str) -> String {
-    let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({ "name": name }));
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["api_key"].as_str().unwrap().to_owned()
-}
-
-fn webhook(h: &Herald, key: &str, events: Value) -> String {
-    let body = json!({"url": "http://127.0.0.1:9/in", "events": events});
-    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["id"].as_str().unwrap().to_owned()
-}
-
 fn ingest(h: &Herald, key: &str, event: &str, n: u64) -> String {
     let a = h.json("POST", "/api/v1/events", Some(key), &json!({"event": event, "data": {"n": n}}));
     assert_eq!(a.status, 202, "{}", a.text);
@@ -141,8 +128,8 @@ fn delivery_lists_filter_by_webhook_event_status_and_time_and_page_with_cursors(
     let dir = tempfile::tempdir().unwrap();
     let h = herald_for_api(dir.path());
     let key = account(&h, "AutoReach");
-    let leads = webhook(&h, &key, json!(["lead.*"]));
-    let all = webhook(&h, &key, json!(["*"]));
+    let leads = webhook(&h, &key, json!(["lead.*"]), true);
+    let all = webhook(&h, &key, json!(["*"]), true);
     let e1 = ingest(&h, &key, "lead.qualified", 1); // → leads, all
     let e2 = ingest(&h, &key, "email.opened", 2); // → all
     let e3 = ingest(&h, &key, "lead.created", 3); // → leads, all
@@ -280,7 +267,7 @@ fn dead_letters_show_their_attempts_and_go_back_to_work_by_retry_and_recover() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = herald_for_api(dir.path());
     let key = account(&h, "LeadNest");
-    let wh = webhook(&h, &key, json!(["lead.*"]));
+    let wh = webhook(&h, &key, json!(["lead.*"]), true);
     for n in 0..4 {
         ingest(&h, &key, "lead.qualified", n);
     }
@@ -378,8 +365,8 @@ name = "new_lead"
     h.wait_ready();
     let key = account(&h, "AstroLeads");
     let other = account(&h, "LeadNest");
-    webhook(&h, &key, json!(["*"]));
-    webhook(&h, &key, json!(["lead.*"]));
+    webhook(&h, &key, json!(["*"]), true);
+    webhook(&h, &key, json!(["lead.*"]), true);
     for n in 0..3 {
         ingest(&h, &key, "lead.qualified", n);
     }
@@ -436,7 +423,7 @@ fn a_selective_filter_over_a_long_history_pages_on_with_cursors_and_ends() {
     let dir = tempfile::tempdir().unwrap();
     let h = herald_for_api(dir.path());
     let key = account(&h, "LeadNest");
-    webhook(&h, &key, json!(["lead.*"]));
+    webhook(&h, &key, json!(["lead.*"]), true);
     let wanted = ingest(&h, &key, "lead.qualified", 0);
     // More unmatched events after it than one request may examine (listing::SCAN_BUDGET).
     let batch: Vec<Value> = (0..1000).map(|n| json!({"event": "email.opened", "data": {"n": n}})).collect();

@@ -7,19 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn account(h: &Herald, name: &str) -> String {
-    let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({ "name": name }));
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["api_key"].as_str().unwrap().to_owned()
-}
-
-fn webhook(h: &Herald, key: &str, events: Value, active: bool) -> String {
-    let body = json!({"url": "http://127.0.0.1:9/in", "events": events, "is_active": active});
-    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["id"].as_str().unwrap().to_owned()
-}
-
 fn post_raw(h: &Herald, key: &str, body: &[u8], extra: &[(&str, &str)]) -> Answer {
     let mut headers = vec![("Content-Type", "application/json")];
     headers.extend_from_slice(extra);

@@ -182,3 +182,18 @@ pub fn herald_for_api(dir: &Path) -> Herald {
     h.wait_ready();
     h
 }
+
+/// Creates an account with the admin token; returns its first API key.
+pub fn account(h: &Herald, name: &str) -> String {
+    let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &serde_json::json!({ "name": name }));
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["api_key"].as_str().unwrap().to_owned()
+}
+
+/// Creates a webhook to a port nothing answers on (`--dev`); returns its id.
+pub fn webhook(h: &Herald, key: &str, events: serde_json::Value, active: bool) -> String {
+    let body = serde_json::json!({"url": "http://127.0.0.1:9/in", "events": events, "is_active": active});
+    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["id"].as_str().unwrap().to_owned()
+}
