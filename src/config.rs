@@ -99,6 +99,10 @@ pub struct Config {
     /// How often retention compaction runs (not in SPEC's table: an operator knob for tests
     /// and for very busy nodes).
     pub compaction_interval: Dur,
+    /// A hosts file (`<address> <name>` lines) consulted before DNS for webhook targets, at
+    /// create time and at connect time alike, read again at every lookup (not in SPEC's
+    /// table: pins names on a node without touching `/etc/hosts`).
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -135,6 +139,7 @@ impl Default for Config {
             min_free_disk: 1_073_741_824,
             max_pending_per_webhook: 1_000_000,
             compaction_interval: secs(60),
+            hosts_file: None,
         }
     }
 }
@@ -184,6 +189,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("min_free_disk", Kind::Int),
     ("max_pending_per_webhook", Kind::Int),
     ("compaction_interval", Kind::Text),
+    ("hosts_file", Kind::Text),
 ];
 
 /// Environment variables that are not configuration keys but belong to Herald.
@@ -344,6 +350,36 @@ impl Config {
     }
 
     /// How the log is opened under this configuration.
+    /// Where webhooks may point, and how their names resolve.
+    pub fn target_policy(&self) -> crate::safety::TargetPolicy {
+        let lookup = match &self.hosts_file {
+            Some(path) => crate::safety::Lookup::new(crate::safety::HostsFile(path.clone())),
+            None => crate::safety::Lookup::default(),
+        };
+        crate::safety::TargetPolicy {
+            dev: self.dev,
+            allow_http: self.allow_http,
+            allowed_cidrs: self.allowed_cidrs.clone(),
+            lookup,
+        }
+    }
+
+    /// The delivery rules.
+    pub fn delivery_policy(&self) -> crate::delivery::Policy {
+        use crate::delivery::{breaker::BreakerPolicy, retry::Backoff};
+        crate::delivery::Policy {
+            backoff: Backoff { initial: self.initial_backoff.0, max: self.max_backoff.0 },
+            breaker: BreakerPolicy {
+                threshold: self.breaker_threshold,
+                cooldown: self.breaker_cooldown.0,
+                disable_after: self.disable_after.0,
+            },
+            ttl: self.delivery_ttl.0,
+            window: self.log_options().queue_window,
+            target: self.target_policy(),
+        }
+    }
+
     pub fn log_options(&self) -> crate::log::LogOptions {
         crate::log::LogOptions {
             compaction: crate::log::CompactionPolicy {

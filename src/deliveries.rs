@@ -6,7 +6,7 @@
 //!   to the event record that owes it, and the record's account must be the caller's and
 //!   the id must be exactly the one Herald derived for it; anything else is `NotFound`,
 //!   the same answer as for an id that never existed.
-//! - Retry and recover only append `DeliveryRequeued` records. Whether the delivery is still
+//! - Retry and recover only append `DeliveryRetried` / `DeliveryRequeued` records. Whether the delivery is still
 //!   dead and its webhook still there is checked on the writer thread, against the state
 //!   the record would change, so two retries of one delivery cannot both re-queue it.
 
@@ -312,7 +312,7 @@ fn requeue_check(txn: &Txn<'_>, d: DeliveryRef, webhook: &WebhookId) -> Result<(
 pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<DeliveryInfo, DomainError> {
     let (d, event) = resolve(log, account, id)?;
     let webhook = event.webhooks[usize::from(d.index)].clone();
-    let record = Record::DeliveryRequeued { delivery: d, webhook_id: webhook.clone(), at: now_millis() };
+    let record = Record::DeliveryRetried { delivery: d, webhook_id: webhook.clone(), at: now_millis() };
     let check_webhook = webhook.clone();
     log.writer().append(Command::checked(vec![record], move |txn| requeue_check(txn, d, &check_webhook))).await?;
     let rows = Txn::new(log.tree());

@@ -18,7 +18,7 @@ use crate::log::index;
 use crate::log::projection::IdempotencyRow;
 use crate::log::record::EventIngested;
 use crate::log::rows::Rows;
-use crate::log::{keys, AppendError, Command, Log, Record, Rejection};
+use crate::log::{keys, AppendError, Catalog, Command, Log, Record, Rejection};
 use crate::model::*;
 use sha2::{Digest, Sha256};
 
@@ -64,6 +64,9 @@ pub fn validate(input: &EventInput, rules: &IngestRules) -> Result<(), DomainErr
             "event",
             "must be lowercase words separated by . or _ (at most 100 characters)",
         ));
+    }
+    if input.event.starts_with(OPERATIONAL_PREFIX) {
+        return Err(DomainError::invalid("event", "names starting with herald. are reserved for Herald's own events"));
     }
     if rules.strict_events && !rules.known_events.iter().any(|e| e == &input.event) {
         return Err(DomainError::invalid("event", "is not in the configured event types (strict_events is on)"));
@@ -166,6 +169,23 @@ pub async fn ingest(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// One of Herald's own events (SPEC §5: `herald.circuit.opened`, …), ready to append to the
+/// account's stream with the deliveries it owes. `data` is a compact JSON object.
+pub fn operational(log_catalog: &Catalog, account: &AccountId, name: &str, data: Vec<u8>, at: Millis) -> Record {
+    let webhooks = log_catalog.matching(account, name).map(|w| w.id.clone()).collect();
+    Record::EventIngested(Box::new(EventIngested {
+        account_id: account.clone(),
+        event: name.to_owned(),
+        timestamp: at,
+        external_id: None,
+        idempotency_key: None,
+        request_hash: [0; 32],
+        data,
+        webhooks,
+        at,
+    }))
 }
 
 /// The answer the first request with an idempotency key got.

@@ -19,11 +19,10 @@
 //! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
-//! - [`signature`]: a delivery on the wire — body and headers, both signature forms.
-//! - [`retry`]: what an attempt's outcome means, and when the next one is due.
-//! - [`breaker`]: a webhook's health and circuit breaker as pure status transitions.
-//! - [`sender`]: one HTTP attempt under the safety rules (connect-time address check, no
-//!   redirects, capped response read).
+//! - [`delivery`]: getting events to endpoints — one actor per webhook (queue, retries,
+//!   circuit breaker), the dispatcher that feeds them from the log, the wire format and
+//!   signatures, the retry schedule, the sender (connect-time address check, no redirects,
+//!   capped response read).
 //! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
 //! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
 //! - [`time`]: RFC 3339 formatting of the API's times.
@@ -34,10 +33,10 @@
 
 pub mod accounts;
 pub mod api;
-pub mod breaker;
 pub mod config;
 pub mod credentials;
 pub mod deliveries;
+pub mod delivery;
 pub mod disk;
 pub mod error;
 pub mod event_types;
@@ -47,11 +46,8 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
-pub mod retry;
 pub mod safety;
-pub mod sender;
 pub mod server;
-pub mod signature;
 pub mod stats;
 pub mod telemetry;
 pub mod time;

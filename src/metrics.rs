@@ -8,11 +8,17 @@
 //! - Gauges that mirror state (pending deliveries, dead letters, log size) are read from
 //!   the catalog and the tree when scraped, so they cannot drift from what is stored.
 //!
-//! Delivery, breaker and lag metrics come with the delivery actors.
+//! - Delivery series (attempts by result, successes, deaths, attempt duration, lag, breaker
+//!   transitions) are counted by the endpoint actors as attempts end.
 
 use crate::config::Config;
 use crate::server::Engine;
-use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use crate::delivery::breaker::Transition;
+use crate::model::{AttemptResult, HealthState};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use std::collections::HashSet;
 
 pub struct Metrics {
@@ -25,7 +31,19 @@ pub struct Metrics {
     deliveries_pending: IntGauge,
     dead_letter_size: IntGauge,
     log_bytes: IntGauge,
+    attempts: IntCounterVec,
+    succeeded: IntCounter,
+    dead: IntCounter,
+    attempt_duration: Histogram,
+    lag: Histogram,
+    breakers_open: IntGauge,
+    transitions: IntCounterVec,
 }
+
+/// Every `result` label of `delivery_attempts_total`.
+const RESULTS: [&str; 5] = ["success", "http_error", "timeout", "network_error", "refused"];
+/// Every `to` label of `circuit_transitions_total`.
+const TRANSITIONS: [&str; 3] = ["open", "closed", "disabled"];
 
 /// The label `other` stands for every event name not in `event_types`.
 const OTHER: &str = "other";
@@ -49,6 +67,41 @@ impl Metrics {
         let deliveries_pending = IntGauge::with_opts(Opts::new("deliveries_pending", "Unfinished deliveries"))?;
         let dead_letter_size = IntGauge::with_opts(Opts::new("dead_letter_size", "Dead deliveries kept"))?;
         let log_bytes = IntGauge::with_opts(Opts::new("log_bytes", "Bytes the log takes on disk"))?;
+        let attempts = IntCounterVec::new(
+            Opts::new("delivery_attempts_total", "Delivery attempts finished, by how they ended"),
+            &["result"],
+        )?;
+        let succeeded = IntCounter::new("deliveries_succeeded_total", "Deliveries that reached their endpoint")?;
+        let dead = IntCounter::new("deliveries_dead_total", "Deliveries that went to the dead-letter queue")?;
+        let attempt_duration = Histogram::with_opts(
+            HistogramOpts::new("delivery_attempt_duration_seconds", "Time one delivery attempt took").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+        )?;
+        let lag = Histogram::with_opts(
+            HistogramOpts::new("delivery_lag_seconds", "Time from ingest to a delivery's success").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                4.0 * 3600.0, 12.0 * 3600.0, 24.0 * 3600.0, 72.0 * 3600.0,
+            ]),
+        )?;
+        let breakers_open = IntGauge::new("circuit_breakers_open", "Webhooks whose circuit breaker is open")?;
+        let transitions = IntCounterVec::new(
+            Opts::new("circuit_transitions_total", "Circuit breaker transitions, by the state entered"),
+            &["to"],
+        )?;
+        for r in RESULTS {
+            attempts.with_label_values(&[r]);
+        }
+        for t in TRANSITIONS {
+            transitions.with_label_values(&[t]);
+        }
+        registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(succeeded.clone()))?;
+        registry.register(Box::new(dead.clone()))?;
+        registry.register(Box::new(attempt_duration.clone()))?;
+        registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(breakers_open.clone()))?;
+        registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -70,7 +123,45 @@ impl Metrics {
             deliveries_pending,
             dead_letter_size,
             log_bytes,
+            attempts,
+            succeeded,
+            dead,
+            attempt_duration,
+            lag,
+            breakers_open,
+            transitions,
         })
+    }
+
+    pub fn attempt_finished(&self, result: AttemptResult, seconds: f64) {
+        let label = match result {
+            AttemptResult::Success => RESULTS[0],
+            AttemptResult::HttpError => RESULTS[1],
+            AttemptResult::Timeout => RESULTS[2],
+            AttemptResult::NetworkError => RESULTS[3],
+            AttemptResult::Refused => RESULTS[4],
+        };
+        self.attempts.with_label_values(&[label]).inc();
+        self.attempt_duration.observe(seconds);
+    }
+
+    /// A delivery succeeded `lag_seconds` after its event was ingested.
+    pub fn delivery_succeeded(&self, lag_seconds: f64) {
+        self.succeeded.inc();
+        self.lag.observe(lag_seconds);
+    }
+
+    pub fn delivery_dead(&self) {
+        self.dead.inc();
+    }
+
+    pub fn circuit_transition(&self, t: &Transition) {
+        let label = match t {
+            Transition::Opened => TRANSITIONS[0],
+            Transition::Closed => TRANSITIONS[1],
+            Transition::Disabled(_) => TRANSITIONS[2],
+        };
+        self.transitions.with_label_values(&[label]).inc();
     }
 
     pub fn event_ingested(&self, name: &str) {
@@ -89,11 +180,13 @@ impl Metrics {
             self.recovery_duration.set(engine.recovery.duration.as_secs_f64());
             if let Ok(catalog) = engine.log.catalog().read() {
                 let live = catalog.webhooks.iter().filter(|(_, w)| w.deleted_at.is_none());
-                let (pending, dead) = live
-                    .filter_map(|(id, _)| catalog.statuses.get(id))
-                    .fold((0u64, 0u64), |(p, d), s| (p + s.pending, d + s.dead));
+                let (pending, dead, open) =
+                    live.filter_map(|(id, _)| catalog.statuses.get(id)).fold((0u64, 0u64, 0i64), |(p, d, o), s| {
+                        (p + s.pending, d + s.dead, o + i64::from(s.status.state == HealthState::CircuitOpen))
+                    });
                 self.deliveries_pending.set(pending as i64);
                 self.dead_letter_size.set(dead as i64);
+                self.breakers_open.set(open);
             }
             self.log_bytes.set(engine.log.size_on_disk() as i64);
         }

@@ -360,10 +360,16 @@ impl Webhook {
     }
 }
 
-/// `*` matches everything; `family.*` matches names under `family.`; anything else exactly.
+/// The family of Herald's own operational events (SPEC §5); clients cannot ingest names in it.
+pub const OPERATIONAL_PREFIX: &str = "herald.";
+
+/// `*` matches every platform event; `family.*` matches names under `family.`; anything else
+/// exactly. Operational events (`herald.…`) are matched only by patterns that name their
+/// family (`herald.*`, `herald.circuit.*`, an exact name): a webhook on `*` does not start
+/// receiving Herald's own events unasked.
 pub fn event_matches(pattern: &str, event: &str) -> bool {
     if pattern == "*" {
-        return true;
+        return !event.starts_with(OPERATIONAL_PREFIX);
     }
     match pattern.strip_suffix('*') {
         Some(prefix) => event.starts_with(prefix),
@@ -574,6 +580,9 @@ mod tests {
         assert!(event_matches("lead.*", "lead.qualified"));
         assert!(!event_matches("lead.*", "leads.qualified"));
         assert!(!event_matches("lead.*", "email.bounced"));
+        assert!(!event_matches("*", "herald.circuit.opened"));
+        assert!(event_matches("herald.*", "herald.circuit.opened"));
+        assert!(event_matches("herald.delivery.dead", "herald.delivery.dead"));
         assert!(event_matches("new_lead", "new_lead"));
         assert!(!event_matches("new_lead", "new_lead2"));
     }

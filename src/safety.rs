@@ -4,8 +4,10 @@
 //! IPs, and hostnames resolved with a 2-second limit), and again at connect time by the
 //! sender, so a name that later resolves elsewhere is still refused.
 
+use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest accepted target URL.
@@ -13,12 +15,82 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// How long a create/edit waits for DNS.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What targets are allowed.
+/// What targets are allowed, and how names are resolved to check them.
 #[derive(Debug, Clone, Default)]
 pub struct TargetPolicy {
     pub dev: bool,
     pub allow_http: bool,
     pub allowed_cidrs: Vec<IpNet>,
+    /// Resolves names, at create time and at connect time alike.
+    pub lookup: Lookup,
+}
+
+/// Name resolution, swappable (the system's DNS by default).
+pub trait HostLookup: Send + Sync + 'static {
+    fn lookup(&self, host: &str, port: u16) -> LocalBoxFuture<'_, std::io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system's resolver, through tokio.
+pub struct SystemLookup;
+
+impl HostLookup for SystemLookup {
+    fn lookup(&self, host: &str, port: u16) -> LocalBoxFuture<'_, std::io::Result<Vec<SocketAddr>>> {
+        let target = format!("{host}:{port}");
+        Box::pin(async move { Ok(tokio::net::lookup_host(target).await?.collect()) })
+    }
+}
+
+/// A hosts file (`<address> <name>…` per line, `#` comments) read again at every lookup,
+/// in front of the system's resolver: what `HERALD_HOSTS_FILE` names. Operators pin names
+/// with it; the tests use it to make a name resolve elsewhere between a webhook's creation
+/// and its delivery (DNS rebinding).
+pub struct HostsFile(pub std::path::PathBuf);
+
+impl HostsFile {
+    fn find(&self, host: &str) -> Vec<IpAddr> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+            let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+            if words.any(|name| name.eq_ignore_ascii_case(host)) {
+                found.push(ip);
+            }
+        }
+        found
+    }
+}
+
+impl HostLookup for HostsFile {
+    fn lookup(&self, host: &str, port: u16) -> LocalBoxFuture<'_, std::io::Result<Vec<SocketAddr>>> {
+        let pinned = self.find(host);
+        if !pinned.is_empty() {
+            return Box::pin(std::future::ready(Ok(pinned.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())));
+        }
+        SystemLookup.lookup(host, port)
+    }
+}
+
+/// A shared [`HostLookup`].
+#[derive(Clone)]
+pub struct Lookup(pub Arc<dyn HostLookup>);
+
+impl Lookup {
+    pub fn new(lookup: impl HostLookup) -> Self {
+        Self(Arc::new(lookup))
+    }
+}
+
+impl Default for Lookup {
+    fn default() -> Self {
+        Self::new(SystemLookup)
+    }
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup")
+    }
 }
 
 /// Why a target is refused; the message is safe to show the caller.
@@ -106,8 +178,8 @@ impl TargetPolicy {
             return Ok(url);
         }
         if let Some(url::Host::Domain(name)) = url.host() {
-            let target = format!("{name}:{}", url.port_or_known_default().unwrap_or(443));
-            let lookup = tokio::net::lookup_host(target);
+            let port = url.port_or_known_default().unwrap_or(443);
+            let lookup = self.lookup.0.lookup(name, port);
             if let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
                 for addr in addrs {
                     if !self.allows_ip(addr.ip()) {

@@ -7,8 +7,10 @@
 
 use crate::config::{Config, ConfigError};
 use crate::credentials;
-use crate::log::{Command, Log, OpenError, Record};
-use crate::model::now_millis;
+use crate::delivery::Dispatcher;
+use crate::log::{Command, Log, OpenError, Queued, Record};
+use crate::model::{now_millis, WebhookId};
+use std::collections::HashMap;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::sync::{Arc, OnceLock};
@@ -52,6 +54,10 @@ pub struct Engine {
     /// `min_free_disk`.
     pub disk: crate::disk::DiskGuard,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where webhooks may point (create-time checks; the actors hold the same policy).
+    pub target: crate::safety::TargetPolicy,
+    /// The delivery actors.
+    pub delivery: Dispatcher,
 }
 
 /// State every handler sees.
@@ -74,8 +80,12 @@ impl Shared {
     }
 }
 
-/// Opens and recovers the log and makes sure an admin credential exists.
-pub fn open_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Result<Engine, StartError> {
+/// What recovery hands to the delivery actors.
+type Waiting = HashMap<WebhookId, Vec<Queued>>;
+
+/// Opens and recovers the log and makes sure an admin credential exists; the deliveries
+/// found waiting are returned for the actors. Blocking: runs off the actix threads.
+pub fn open_log(config: &Config) -> Result<(Log, Waiting, RecoverySummary), StartError> {
     let (log, recovery) = Log::open(&config.data_dir, config.log_options())?;
     let summary = RecoverySummary {
         duration: recovery.duration,
@@ -91,11 +101,22 @@ pub fn open_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -
         warnings = summary.warnings,
         "log recovered"
     );
-    ensure_admin_token(&log, &config)?;
+    ensure_admin_token(&log, config)?;
     crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
+    Ok((log, recovery.queues, summary))
+}
+
+/// Starts the delivery actors on the recovered log. Runs inside the actix system.
+pub fn start_engine(
+    config: Arc<Config>,
+    metrics: Arc<crate::metrics::Metrics>,
+    (log, waiting, recovery): (Log, Waiting, RecoverySummary),
+) -> Engine {
     let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
     let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk);
-    Ok(Engine { config, log, recovery: summary, ingest_limiter, disk, metrics })
+    let delivery = Dispatcher::start(&log, waiting, config.delivery_policy(), metrics.clone());
+    let target = config.target_policy();
+    Engine { config, log, recovery, ingest_limiter, disk, metrics, target, delivery }
 }
 
 /// On first start without a configured admin token, issues one and prints it once.
@@ -160,11 +181,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let recovering = shared.clone();
         actix_web::rt::spawn(async move {
             let cfg = recovering.config.clone();
-            let metrics = recovering.metrics.clone();
-            match web::block(move || open_engine(cfg, metrics)).await {
-                Ok(Ok(engine)) => {
+            match web::block(move || open_log(&cfg)).await {
+                Ok(Ok(opened)) => {
+                    let engine = start_engine(recovering.config.clone(), recovering.metrics.clone(), opened);
+                    tracing::info!(actors = engine.delivery.actors(), "ready");
                     let _ = recovering.engine.set(Arc::new(engine));
-                    tracing::info!("ready");
                 }
                 Ok(Err(e)) => {
                     let _ = recovering.failure.set(e.to_string());
@@ -181,8 +202,13 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             return Err(StartError::Recovery(failure.clone()));
         }
         if let Some(engine) = shared.engine().cloned() {
-            tracing::info!("shutting down: flushing the log");
-            let _ = web::block(move || engine.log.close()).await;
+            tracing::info!("shutting down: letting attempts in flight finish, then flushing the log");
+            let grace = engine.config.shutdown_grace.0;
+            let _ = web::block(move || {
+                engine.delivery.drain(grace);
+                engine.log.close()
+            })
+            .await;
         }
         tracing::info!("stopped");
         Ok(())

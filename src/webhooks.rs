@@ -347,16 +347,47 @@ pub async fn update(
     input: WebhookInput,
 ) -> Result<Webhook, DomainError> {
     let seen = version(log, id);
-    let (current, _) = get(log, account, id)?;
+    let (current, status) = get(log, account, id)?;
     let target = input.url.clone();
-    let webhook = merge(current, input, settings, now_millis())?;
+    let enable = input.is_active == Some(true);
+    let at = now_millis();
+    let webhook = merge(current, input, settings, at)?;
     if let Some(t) = target {
         settings.policy.check_target(&t).await.map_err(|e| DomainError::invalid("url", e.0))?;
     }
-    log.writer()
-        .append(Command::checked(vec![Record::WebhookUpdated { webhook: webhook.clone() }], owned(account, id, seen)))
-        .await?;
+    let mut records = vec![Record::WebhookUpdated { webhook: webhook.clone() }];
+    if enable && status.status.state == HealthState::Disabled {
+        // Enabled again by hand: a fresh start, breaker closed, failure run forgotten.
+        records.push(Record::WebhookStatusSet { webhook_id: id.clone(), status: WebhookStatus::default(), at });
+    }
+    log.writer().append(Command::checked(records, owned(account, id, seen))).await?;
     Ok(webhook)
+}
+
+/// What `POST /webhooks/{id}/test` sends when the caller names no event.
+pub const TEST_EVENT: &str = "webhook.test";
+
+/// One signed delivery of a sample of `event` (its configured `sample`, else
+/// `{"test":true}`) to the account's webhook, now, whatever its breaker says; not recorded.
+pub async fn test_send(
+    log: &Log,
+    delivery: &crate::delivery::Dispatcher,
+    event_types: &[crate::config::EventType],
+    account: &AccountId,
+    id: &WebhookId,
+    event: Option<String>,
+) -> Result<crate::delivery::TestOutcome, DomainError> {
+    get(log, account, id)?;
+    let event = event.unwrap_or_else(|| TEST_EVENT.to_owned());
+    if !is_event_name(&event) {
+        return Err(DomainError::invalid("event", "must be lowercase words separated by . or _"));
+    }
+    let sample = event_types.iter().find(|t| t.name == event).and_then(|t| t.sample.as_ref());
+    let data = match sample {
+        Some(table) => serde_json::to_vec(table).map_err(|e| DomainError::Storage(e.to_string()))?,
+        None => br#"{"test":true}"#.to_vec(),
+    };
+    delivery.test_send(id, event, data).await.ok_or(DomainError::NotFound)
 }
 
 /// Deletes a webhook; its queued deliveries die with reason `deleted`.

@@ -6,8 +6,8 @@
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
 use herald::model::{AttemptResult, Method};
-use herald::safety::TargetPolicy;
-use herald::sender::{HostLookup, Request, Sender, RESPONSE_EXCERPT};
+use herald::delivery::sender::{Request, Sender, RESPONSE_EXCERPT};
+use herald::safety::{HostLookup, Lookup, TargetPolicy};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,7 +113,7 @@ fn request(url: String, timeout_ms: u64) -> Request {
 }
 
 fn dev() -> TargetPolicy {
-    TargetPolicy { dev: true, ..Default::default() }
+    TargetPolicy { dev: true, lookup: Lookup::new(Rebinding), ..Default::default() }
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn outcomes_of_misbehaving_receivers() {
     let port = receiver(seen.clone());
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     actix_web::rt::System::new().block_on(async move {
-        let s = Sender::new(dev(), Arc::new(Rebinding));
+        let s = Sender::new(dev());
 
         let ok = s.send(request(url("/ok"), 5_000)).await;
         assert_eq!((ok.result, ok.status_code), (AttemptResult::Success, Some(200)), "{ok:?}");
@@ -165,8 +165,8 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
     let port = receiver(seen.clone());
     actix_web::rt::System::new().block_on(async move {
         // http allowed (the receiver has no TLS), private addresses not: production rules.
-        let strict = TargetPolicy { allow_http: true, ..Default::default() };
-        let s = Sender::new(strict.clone(), Arc::new(Rebinding));
+        let strict = TargetPolicy { allow_http: true, lookup: Lookup::new(Rebinding), ..Default::default() };
+        let s = Sender::new(strict.clone());
         // The name passed its create-time check elsewhere; now it resolves to 127.0.0.1.
         let rebound = s.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(rebound.result, AttemptResult::Refused, "{rebound:?}");
@@ -177,13 +177,13 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
         assert_eq!(seen.hits.load(Ordering::SeqCst), 0, "nothing reached the receiver");
 
         // https only without allow_http.
-        let https_only = Sender::new(TargetPolicy::default(), Arc::new(Rebinding));
+        let https_only = Sender::new(TargetPolicy { lookup: Lookup::new(Rebinding), ..Default::default() });
         let plain = https_only.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(plain.result, AttemptResult::Refused);
 
         // allowed_cidrs opens exactly that range.
         let allowed = TargetPolicy { allowed_cidrs: vec!["127.0.0.1/32".parse().unwrap()], ..strict };
-        let s = Sender::new(allowed, Arc::new(Rebinding));
+        let s = Sender::new(allowed);
         let ok = s.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(ok.result, AttemptResult::Success, "{ok:?}");
         assert_eq!(seen.hits.load(Ordering::SeqCst), 1);

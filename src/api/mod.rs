@@ -64,6 +64,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(webhooks::remove)
         .service(webhooks::rotate_secret)
         .service(webhooks::recover)
+        .service(webhooks::test)
         .default_service(web::to(not_found));
 }
 

@@ -10,7 +10,6 @@ use crate::error::DomainError;
 use crate::listing::TimeWindow;
 use crate::log::StatusRow;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
-use crate::safety::TargetPolicy;
 use crate::time::rfc3339;
 use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
@@ -91,7 +90,7 @@ impl WebhookBody {
 fn settings(auth: &Auth) -> Settings {
     let c = &auth.engine.config;
     Settings {
-        policy: TargetPolicy { dev: c.dev, allow_http: c.allow_http, allowed_cidrs: c.allowed_cidrs.clone() },
+        policy: auth.engine.target.clone(),
         default_max_retries: c.default_max_retries,
         default_timeout_ms: c.default_timeout.0.as_millis() as u64,
         max_per_account: c.max_webhooks_per_account,
@@ -200,6 +199,30 @@ pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResp
     let w = webhooks::rotate_secret(&auth.engine.log, &settings(&auth), auth.caller.account(), &id).await?;
     let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, true)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    event: Option<String>,
+}
+
+/// One signed delivery of a sample payload, now: 200 with what the receiver said.
+#[post("/api/v1/webhooks/{id}/test")]
+pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&id)?;
+    let event = body.into_inner().event;
+    let engine = &auth.engine;
+    let outcome = webhooks::test_send(
+        &engine.log,
+        &engine.delivery,
+        &engine.config.event_types,
+        auth.caller.account(),
+        &id,
+        event,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(outcome))
 }
 
 #[derive(Deserialize)]

@@ -129,9 +129,14 @@ impl Catalog {
             .map(|row| &row.webhook)
     }
 
-    /// The live webhooks of the account that subscribe to `event`, oldest first.
+    /// The live webhooks of the account that subscribe to `event`, oldest first: not paused
+    /// (`is_active: false`) and not disabled.
     pub fn matching<'a>(&'a self, account: &AccountId, event: &'a str) -> impl Iterator<Item = &'a Webhook> + 'a {
-        self.webhooks_of(account).filter(move |w| w.is_active && w.matches(event))
+        self.webhooks_of(account).filter(move |w| {
+            w.is_active
+                && w.matches(event)
+                && self.statuses.get(&w.id).is_none_or(|s| s.status.state != HealthState::Disabled)
+        })
     }
 
     /// An account that exists and is not deleted.

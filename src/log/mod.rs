@@ -20,6 +20,7 @@
 //!   deliveries).
 //! - [`summary`] — per-minute counters and event names seen, per account.
 //! - [`catalog`] — the in-memory mirror of the hot rows.
+//! - [`notify`] — what a committed group changed, told to the delivery engine after the flush.
 //! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
 
 pub mod catalog;
@@ -28,6 +29,7 @@ pub mod compaction;
 pub mod index;
 pub mod keys;
 pub mod load;
+pub mod notify;
 pub mod pages;
 pub mod projection;
 pub mod record;
@@ -42,7 +44,8 @@ pub use compaction::{CompactionPolicy, CompactionReport};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
 pub use window::{due_window, Queued};
-pub use writer::{AppendError, Appended, Command, Rejection, Writer};
+pub use notify::{Change, Observer};
+pub use writer::{AppendError, Appended, Command, Rejection, Submitted, Writer};
 
 use crate::model::{IdKey, WebhookId};
 use rows::{Rows, RowsError, Txn};
@@ -120,6 +123,7 @@ pub struct Log {
     writer: Writer,
     thread: std::sync::Mutex<Option<writer::WriterThread>>,
     catalog: Arc<RwLock<Catalog>>,
+    observer: writer::ObserverSlot,
     id_key: IdKey,
     path: PathBuf,
 }
@@ -224,8 +228,10 @@ impl Log {
         }
 
         let catalog = Arc::new(RwLock::new(catalog));
+        let observer = writer::ObserverSlot::default();
         let state = writer::WriterState {
             tree: tree.clone(),
+            observer: observer.clone(),
             next_seq: last + 1,
             catalog: catalog.clone(),
             policy: options.compaction,
@@ -240,6 +246,7 @@ impl Log {
                 writer,
                 thread: std::sync::Mutex::new(Some(thread)),
                 catalog,
+                observer,
                 id_key,
                 path: dir.to_owned(),
             },
@@ -276,12 +283,14 @@ impl Log {
 
     /// The record at `seq`, if it is still in the log.
     pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
-        match pages::read(&self.tree, seq)? {
-            None => Ok(None),
-            Some(bytes) => Record::decode(&bytes)
-                .map(Some)
-                .map_err(|source| RowsError::Codec { key: format!("record {seq}"), source }),
-        }
+        read_record(&self.tree, seq)
+    }
+
+    /// Tells `observer` every later committed group's changes (once; a second call is
+    /// ignored and returns false). Set it before anything can append deliveries: groups
+    /// committed earlier are not told.
+    pub fn observe(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Commits what was sent, flushes, and stops the writer; later appends fail with
@@ -294,6 +303,16 @@ impl Log {
         }
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "flush at close failed");
+        }
+    }
+}
+
+/// The record at `seq` in `tree`, if it is still in the log.
+pub fn read_record(tree: &sled::Tree, seq: u64) -> Result<Option<Record>, RowsError> {
+    match pages::read(tree, seq)? {
+        None => Ok(None),
+        Some(bytes) => {
+            Record::decode(&bytes).map(Some).map_err(|source| RowsError::Codec { key: format!("record {seq}"), source })
         }
     }
 }

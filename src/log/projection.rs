@@ -182,12 +182,11 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
                 }
             }
         }
-        Record::DeliveryRequeued { delivery, webhook_id, at } => requeue(rows, seq, *delivery, webhook_id, *at)?,
-        Record::WebhookStatusSet { webhook_id, status: new_status, .. } => {
-            update_status(rows, webhook_id, |st| {
-                st.status = new_status.clone();
-                st.status_seq = seq;
-            })?;
+        Record::DeliveryRequeued { delivery, webhook_id, at } | Record::DeliveryRetried { delivery, webhook_id, at } => {
+            requeue(rows, seq, *delivery, webhook_id, *at)?
+        }
+        Record::WebhookStatusSet { webhook_id, status: new_status, at } => {
+            set_status(rows, seq, webhook_id, new_status, *at)?;
         }
     }
     Ok(())
@@ -318,13 +317,37 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
             rows.put_row(keys::delivery(a.delivery), &row)?;
         }
     }
-    update_status(rows, &a.webhook_id, |st| {
-        st.status = a.status.clone();
-        st.status_seq = seq;
-    })?;
+    set_status(rows, seq, &a.webhook_id, &a.status, a.at)?;
     if let Some(w) = rows.get_row::<WebhookRow>(&keys::webhook(&a.webhook_id))? {
         let succeeded = matches!(a.next, NextStep::Succeeded);
         summary::attempt(rows, &w.webhook.account_id, a.at, succeeded)?;
+    }
+    Ok(())
+}
+
+/// Sets a webhook's health. The change to disabled kills every unfinished delivery of the
+/// webhook with reason `disabled` (SPEC §5), here in the fold, so a backlog on disk goes as
+/// surely as the deliveries an actor holds in memory.
+fn set_status<R: Rows>(
+    rows: &mut R,
+    seq: u64,
+    webhook: &WebhookId,
+    status: &WebhookStatus,
+    at: Millis,
+) -> Result<(), RowsError> {
+    let was_disabled = rows
+        .get_row::<StatusRow>(&keys::status(webhook))?
+        .is_some_and(|st| st.status.state == HealthState::Disabled);
+    update_status(rows, webhook, |st| {
+        st.status = status.clone();
+        st.status_seq = seq;
+    })?;
+    if status.state == HealthState::Disabled && !was_disabled {
+        // The record is the webhook's, not these deliveries' (as for a deletion): compacting
+        // their events' histories must not take it along.
+        for (d, mut delivery) in unfinished(rows, webhook)? {
+            finish(rows, d, &mut delivery, DeliveryState::Dead(DeadReason::Disabled), at)?;
+        }
     }
     Ok(())
 }

@@ -77,10 +77,18 @@ pub enum Record {
         webhook_id: WebhookId,
         at: Millis,
     },
-    /// A change of a webhook's health outside an attempt (breaker cooldown over, disabled).
+    /// A change of a webhook's health outside an attempt (an edit enabling it again).
     WebhookStatusSet {
         webhook_id: WebhookId,
         status: WebhookStatus,
+        at: Millis,
+    },
+    /// A dead delivery retried by hand (`POST /deliveries/{id}/retry`): folded exactly like
+    /// [`Record::DeliveryRequeued`], but its first attempt may go out while the breaker is
+    /// open. (A variant added at the end: version 1 bytes still decode.)
+    DeliveryRetried {
+        delivery: DeliveryRef,
+        webhook_id: WebhookId,
         at: Millis,
     },
 }
@@ -149,6 +157,7 @@ impl Record {
             Record::DeliveryDead { .. } => "delivery_dead",
             Record::DeliveryRequeued { .. } => "delivery_requeued",
             Record::WebhookStatusSet { .. } => "webhook_status_set",
+            Record::DeliveryRetried { .. } => "delivery_retried",
         }
     }
 }

@@ -25,6 +25,7 @@
 use super::catalog::Catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
 use super::keys;
+use super::notify::{change_of, Change, Observer};
 use super::pages;
 use super::projection;
 use super::record::Record;
@@ -137,6 +138,8 @@ impl WriterThread {
 
 pub(crate) struct WriterState {
     pub tree: sled::Tree,
+    /// Set once the delivery engine watches; until then no notes are collected.
+    pub observer: ObserverSlot,
     pub next_seq: u64,
     pub catalog: Arc<RwLock<Catalog>>,
     pub policy: CompactionPolicy,
@@ -146,6 +149,8 @@ pub(crate) struct WriterState {
 /// A group applied to the tree, waiting for its flush.
 struct Applied {
     changes: Changes,
+    /// What the delivery engine hears of this group, after the flush.
+    notes: Vec<Change>,
     replies: Vec<Reply>,
     outcomes: Vec<Result<Appended, AppendError>>,
     records: u64,
@@ -165,14 +170,14 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn spawn(tree: sled::Tree, catalog: Arc<RwLock<Catalog>>) -> std::io::Result<Flusher> {
+    fn spawn(tree: sled::Tree, catalog: Arc<RwLock<Catalog>>, observer: ObserverSlot) -> std::io::Result<Flusher> {
         // One group flushing and one waiting: the writer stages a third meanwhile, and
         // blocks rather than running further ahead of the disk.
         let (tx, rx) = mpsc::sync_channel::<FlushJob>(1);
         let handle = std::thread::Builder::new().name("herald-log-flush".into()).spawn(move || {
             for job in rx {
                 match job {
-                    FlushJob::Group(group) => flush_and_answer(&tree, &catalog, group),
+                    FlushJob::Group(group) => flush_and_answer(&tree, &catalog, &observer, group),
                     FlushJob::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -208,13 +213,16 @@ impl Flusher {
     }
 }
 
-fn flush_and_answer(tree: &sled::Tree, catalog: &Arc<RwLock<Catalog>>, group: Applied) {
+fn flush_and_answer(tree: &sled::Tree, catalog: &Arc<RwLock<Catalog>>, observer: &ObserverSlot, group: Applied) {
     let t = Instant::now();
     match tree.flush() {
         Ok(_) => {
             Catalog::absorb_committed(catalog, &group.changes);
             for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
                 let _ = reply.send(outcome);
+            }
+            if let (Some(observe), false) = (observer.get(), group.notes.is_empty()) {
+                observe(group.notes);
             }
             tracing::trace!(
                 records = group.records,
@@ -241,7 +249,7 @@ fn fail_all(replies: Vec<Reply>, why: &str) {
 impl Writer {
     pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
-        let flusher = Flusher::spawn(state.tree.clone(), state.catalog.clone())?;
+        let flusher = Flusher::spawn(state.tree.clone(), state.catalog.clone(), state.observer.clone())?;
         let handle =
             std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, flusher, rx))?;
         Ok((Writer { tx }, WriterThread(Some(handle))))
@@ -249,9 +257,17 @@ impl Writer {
 
     /// Appends and waits for the flush.
     pub async fn append(&self, cmd: Command) -> Result<Appended, AppendError> {
+        self.submit(cmd).await
+    }
+
+    /// Hands `cmd` to the writer now and returns what will tell its outcome. Commands
+    /// submitted one after another from one thread are committed in that order, whenever
+    /// the caller gets round to waiting (the delivery actors record attempts this way
+    /// without holding a send slot until the flush).
+    pub fn submit(&self, cmd: Command) -> Submitted {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
-        rx.await.map_err(|_| AppendError::Closed)?
+        let sent = self.tx.send(Msg::Append(cmd, reply)).is_ok();
+        Submitted(sent.then_some(rx))
     }
 
     /// Appends from a thread outside any async runtime and waits for the flush.
@@ -277,6 +293,23 @@ impl Writer {
         Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
     }
 }
+
+/// The answer to a [`Writer::submit`].
+pub struct Submitted(Option<oneshot::Receiver<Result<Appended, AppendError>>>);
+
+impl std::future::Future for Submitted {
+    type Output = Result<Appended, AppendError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            None => std::task::Poll::Ready(Err(AppendError::Closed)),
+            Some(rx) => std::pin::Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(AppendError::Closed))),
+        }
+    }
+}
+
+/// Where the observer is put once the delivery engine starts.
+pub(crate) type ObserverSlot = Arc<std::sync::OnceLock<Observer>>;
 
 fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
     let mut next_compaction = Instant::now() + state.policy.interval;
@@ -370,17 +403,22 @@ fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Comman
     let mut txn = Txn::new(&state.tree);
     let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
     let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut notes = state.observer.get().map(|_| Vec::new());
     let mut replies = Vec::with_capacity(appends.len());
     for (cmd, reply) in appends {
         replies.push(reply);
         let sp = txn.savepoint();
         let seq_before = state.next_seq;
         let kept_before = encoded.len();
-        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded);
+        let notes_before = notes.as_ref().map_or(0, Vec::len);
+        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded, notes.as_mut());
         if outcome.is_err() {
             txn.rollback(sp);
             state.next_seq = seq_before;
             encoded.truncate(kept_before);
+            if let Some(n) = notes.as_mut() {
+                n.truncate(notes_before);
+            }
         }
         outcomes.push(outcome);
     }
@@ -396,7 +434,7 @@ fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Comman
     match state.tree.apply_batch(batch) {
         Ok(()) => {
             tracing::trace!(records, apply_us = t.elapsed().as_micros() as u64, "group applied");
-            flusher.send(Applied { changes, replies, outcomes, records, started });
+            flusher.send(Applied { changes, notes: notes.unwrap_or_default(), replies, outcomes, records, started });
         }
         Err(e) => {
             // Nothing of the group is in the tree (a batch is atomic): tell every caller.
@@ -411,6 +449,7 @@ fn stage(
     next_seq: &mut u64,
     cmd: Command,
     encoded: &mut Vec<(u64, Vec<u8>)>,
+    mut notes: Option<&mut Vec<Change>>,
 ) -> Result<Appended, AppendError> {
     if let Some(check) = cmd.check {
         check(txn)?;
@@ -422,6 +461,9 @@ fn stage(
         projection::apply(txn, seq, &record)?;
         *next_seq += 1;
         seqs.push(seq);
+        if let Some(change) = notes.as_deref_mut().and_then(|n| change_of(seq, record).map(|c| (n, c))) {
+            change.0.push(change.1);
+        }
     }
     Ok(Appended { seqs })
 }

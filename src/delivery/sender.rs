@@ -1,13 +1,14 @@
 //! Sending one attempt over HTTP (awc) under the safety rules of SPEC §6, and reporting how
 //! it ended. Knows nothing of deliveries, retries or the log: the endpoint actor builds the
-//! request ([`signature`](crate::signature)), this module sends it, [`retry`](crate::retry)
+//! request ([`signature`](super::signature)), this module sends it, [`retry`](super::retry)
 //! says what the outcome means.
 //!
 //! Invariants:
 //! - A target is checked again at connect time: a literal IP before anything is sent, a
 //!   name through [`GuardedResolver`], which drops every forbidden address the lookup
 //!   returns. A name that passed at create time and now resolves to 127.0.0.1 is refused
-//!   (no DNS-rebinding bypass). The lookup itself is a [`HostLookup`], so tests can swap it.
+//!   (no DNS-rebinding bypass). The lookup itself is the policy's [`HostLookup`](crate::safety::HostLookup), so tests
+//!   can swap it.
 //! - Redirects are never followed: a 3xx is an answer like any other non-2xx.
 //! - At most [`RESPONSE_EXCERPT`] bytes of a response body are read, within the attempt's
 //!   timeout; the rest is discarded (the connection is dropped, not drained).
@@ -19,31 +20,14 @@ use actix_tls::connect::{Resolve, Resolver};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most response bytes read and kept.
 pub const RESPONSE_EXCERPT: usize = 4096;
 
-/// Name resolution, swappable (the system's DNS by default).
-pub trait HostLookup: Send + Sync + 'static {
-    fn lookup(&self, host: &str, port: u16) -> LocalBoxFuture<'_, std::io::Result<Vec<SocketAddr>>>;
-}
-
-/// The system's resolver, through tokio.
-pub struct SystemLookup;
-
-impl HostLookup for SystemLookup {
-    fn lookup(&self, host: &str, port: u16) -> LocalBoxFuture<'_, std::io::Result<Vec<SocketAddr>>> {
-        let target = format!("{host}:{port}");
-        Box::pin(async move { Ok(tokio::net::lookup_host(target).await?.collect()) })
-    }
-}
-
 /// The connect-time guard: resolves, then keeps only the addresses the policy allows.
 pub struct GuardedResolver {
     policy: TargetPolicy,
-    lookup: Arc<dyn HostLookup>,
 }
 
 impl Resolve for GuardedResolver {
@@ -53,7 +37,7 @@ impl Resolve for GuardedResolver {
         port: u16,
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
         Box::pin(async move {
-            let found = self.lookup.lookup(host, port).await?;
+            let found = self.policy.lookup.0.lookup(host, port).await?;
             let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| self.policy.allows_ip(a.ip())).collect();
             if allowed.is_empty() && !found.is_empty() {
                 return Err(format!("refused: {host} resolves only to forbidden addresses").into());
@@ -92,8 +76,8 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(policy: TargetPolicy, lookup: Arc<dyn HostLookup>) -> Self {
-        let resolver = Resolver::custom(GuardedResolver { policy: policy.clone(), lookup });
+    pub fn new(policy: TargetPolicy) -> Self {
+        let resolver = Resolver::custom(GuardedResolver { policy: policy.clone() });
         let tcp = actix_tls::connect::Connector::new(resolver).service();
         let client = awc::Client::builder()
             .connector(awc::Connector::new().connector(tcp).limit(0))

@@ -11,7 +11,7 @@
 //!   closes the breaker and resets the cooldown; failure reopens it with the cooldown
 //!   doubled, up to [`MAX_COOLDOWN`].
 //! - Every attempt failing for `disable_after` (since the first failure of the run) disables
-//!   the webhook; so does 410 Gone. A disabled webhook stays disabled until edited.
+//!   the webhook; so does 410 Gone. A disabled webhook stays disabled until an edit sets `is_active: true`.
 
 use crate::model::{HealthState, Millis, WebhookStatus};
 use std::time::Duration;
@@ -71,6 +71,8 @@ pub struct Outcome {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub at: Millis,
+    /// The half-open probe (not an attempt that was already in flight when it opened).
+    pub probe: bool,
 }
 
 /// The status after an attempt, and the transition it caused, if any.
@@ -110,6 +112,11 @@ pub fn after_attempt(
         s.disabled_reason = Some(reason.clone());
         return (s, Some(Transition::Disabled(reason)));
     }
+    if s.state == HealthState::CircuitOpen && !outcome.probe {
+        // An attempt that was in flight when the breaker opened, or a manual retry: it
+        // counts, but the cooldown stands.
+        return (s, None);
+    }
     if s.state == HealthState::CircuitOpen {
         // A failed probe: open again, for twice as long.
         s.breaker_cooldown_ms = (s.breaker_cooldown_ms.max(ms(policy.cooldown)) * 2).min(ms(MAX_COOLDOWN));
@@ -139,11 +146,11 @@ mod tests {
     }
 
     fn fail(at: Millis) -> Outcome {
-        Outcome { success: false, gone: false, status_code: Some(500), error: None, at }
+        Outcome { success: false, gone: false, status_code: Some(500), error: None, at, probe: false }
     }
 
     fn ok(at: Millis) -> Outcome {
-        Outcome { success: true, gone: false, status_code: Some(200), error: None, at }
+        Outcome { success: true, gone: false, status_code: Some(200), error: None, at, probe: false }
     }
 
     #[test]
@@ -162,12 +169,17 @@ mod tests {
         assert_eq!(gate(&s, 10_000), Gate::Closed { until: 2 + 30_000 });
         assert_eq!(gate(&s, 2 + 30_000), Gate::Probe);
 
-        let (s2, t) = after_attempt(&s, &fail(40_000), &p);
+        // An attempt that was already in flight when it opened counts, but moves nothing.
+        let (late, t) = after_attempt(&s, &fail(5_000), &p);
+        assert_eq!((t, late.breaker_until, late.consecutive_failures), (None, s.breaker_until, 4));
+
+        let probe = |at| Outcome { probe: true, ..fail(at) };
+        let (s2, t) = after_attempt(&s, &probe(40_000), &p);
         assert_eq!((t, s2.breaker_cooldown_ms, s2.breaker_until), (None, 60_000, Some(100_000)));
         let mut s3 = s2;
         for k in 0..10 {
             let at = s3.breaker_until.unwrap();
-            s3 = after_attempt(&s3, &fail(at + k), &p).0;
+            s3 = after_attempt(&s3, &probe(at + k), &p).0;
         }
         assert_eq!(s3.breaker_cooldown_ms, 600_000, "doubling stops at ten minutes");
 

@@ -1,0 +1,616 @@
+//! The endpoint actor: one per webhook. It owns the webhook's waiting deliveries (a window in
+//! memory, the rest on disk), its attempts in flight, its one timer, its rate limit and its
+//! circuit breaker, and it records every attempt in the log.
+//!
+//! Invariants:
+//! - Attempts are spawned (`ctx.spawn`), never awaited in the actor, so edits, new
+//!   deliveries and test sends reach a busy actor at once.
+//! - One timer per actor: the earliest moment something may change (the next due delivery,
+//!   the breaker's probe time, the rate limit's next slot, the next TTL sweep).
+//! - A delivery is in exactly one of: the window, in flight, being recorded (its
+//!   `AttemptFinished` submitted, not yet acknowledged) — so a refill from disk, which may
+//!   still show it as waiting, never sends it twice.
+//! - The breaker gates everything but a manual retry and a test send; `max_in_flight` (1
+//!   when `ordered`) and `rate_limit` gate everything but a test send.
+
+use super::breaker::{self, Gate, Transition};
+use super::queue::{Item, Queue};
+use super::retry::{self, Standing, Verdict};
+use super::sender::{Request, Response, Sender};
+use super::{signature, Prepared, Shared, TestOutcome};
+use crate::events;
+use crate::log::{self, Command, Record};
+use crate::log::record::AttemptFinished;
+use crate::log::{DeliveryRow, QueueEntry};
+use crate::model::*;
+use crate::time::rfc3339;
+use actix::prelude::*;
+use std::cell::OnceCell;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::Instrument;
+
+thread_local! {
+    /// The awc client of this arbiter (awc clients are bound to their thread).
+    static SENDER: OnceCell<Rc<Sender>> = const { OnceCell::new() };
+}
+
+fn sender(shared: &Shared) -> Rc<Sender> {
+    SENDER.with(|s| s.get_or_init(|| Rc::new(Sender::new(shared.policy.target.clone()))).clone())
+}
+
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    webhook: Arc<Webhook>,
+    status: WebhookStatus,
+    queue: Queue,
+    /// Manual retries: sent before the rest, even while the breaker is open.
+    urgent: VecDeque<Item>,
+    in_flight: HashSet<DeliveryRef>,
+    recording: HashSet<DeliveryRef>,
+    /// A half-open probe is out.
+    probing: bool,
+    /// Earliest time (µs) the rate limit lets the next attempt go.
+    next_slot_us: u64,
+    timer: Option<(Millis, SpawnHandle)>,
+    next_sweep: Millis,
+    /// Shutting down: nothing new goes out.
+    draining: bool,
+}
+
+impl Endpoint {
+    pub fn new(shared: Arc<Shared>, webhook: Webhook, status: WebhookStatus, waiting: &[log::Queued]) -> Self {
+        let mut queue = Queue::new(webhook.ordered, shared.policy.window);
+        for q in waiting {
+            queue.admit(Item::from_log(q));
+        }
+        if waiting.len() >= shared.policy.window {
+            // Recovery read a full window: more may wait on disk.
+            queue.admit_overflow();
+        }
+        Endpoint {
+            shared,
+            webhook: Arc::new(webhook),
+            status,
+            queue,
+            urgent: VecDeque::new(),
+            in_flight: HashSet::new(),
+            recording: HashSet::new(),
+            probing: false,
+            next_slot_us: 0,
+            timer: None,
+            next_sweep: 0,
+            draining: false,
+        }
+    }
+
+    fn known(&self, d: DeliveryRef) -> bool {
+        self.queue.contains(d)
+            || self.in_flight.contains(&d)
+            || self.recording.contains(&d)
+            || self.urgent.iter().any(|i| i.delivery == d)
+    }
+
+    fn capacity(&self) -> usize {
+        let limit = if self.webhook.ordered { 1 } else { self.webhook.max_in_flight.max(1) as usize };
+        limit.saturating_sub(self.in_flight.len())
+    }
+
+    fn sweep_interval(&self) -> u64 {
+        (self.shared.policy.ttl.as_millis() as u64 / 10).clamp(10, 60_000)
+    }
+
+    /// Sends what may go now and sets the timer for what comes next.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let now = now_millis();
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.sweep_interval();
+            for item in self.queue.take_expired(now, self.shared.policy.ttl) {
+                self.kill(item, DeadReason::Expired, ctx);
+            }
+        }
+        if self.queue.wants_refill() {
+            self.refill();
+        }
+        if !self.queue.is_empty() {
+            self.wake_at(self.next_sweep, ctx);
+        }
+        if !self.webhook.is_active {
+            return;
+        }
+        while self.capacity() > 0 {
+            let Some(item) = self.urgent.pop_front() else { break };
+            self.start(item, false, ctx);
+        }
+        match breaker::gate(&self.status, now) {
+            Gate::Disabled => {
+                // The log killed every waiting delivery when the webhook was disabled; what
+                // arrived since dies the same way.
+                let left: Vec<Item> = std::iter::from_fn(|| self.queue.pop_due(Millis::MAX)).collect();
+                for item in left {
+                    self.kill(item, DeadReason::Disabled, ctx);
+                }
+            }
+            Gate::Closed { until } => self.wake_at(until, ctx),
+            Gate::Probe => {
+                if self.in_flight.is_empty() && !self.probing {
+                    match self.queue.pop_due(now) {
+                        Some(item) => {
+                            self.probing = true;
+                            self.start(item, true, ctx);
+                        }
+                        None => {
+                            if let Some(due) = self.queue.next_due() {
+                                self.wake_at(due, ctx)
+                            }
+                        }
+                    }
+                }
+            }
+            Gate::Send => self.send_due(now, ctx),
+        }
+    }
+
+    fn send_due(&mut self, now: Millis, ctx: &mut Context<Self>) {
+        while self.capacity() > 0 {
+            let now_us = now.saturating_mul(1000);
+            if let Some(rate) = self.webhook.rate_limit.filter(|r| *r > 0) {
+                if now_us < self.next_slot_us {
+                    self.wake_at(self.next_slot_us.div_ceil(1000), ctx);
+                    return;
+                }
+                self.next_slot_us = self.next_slot_us.max(now_us) + 1_000_000 / u64::from(rate);
+            }
+            match self.queue.pop_due(now) {
+                Some(item) if item.expired(now, self.shared.policy.ttl) => self.kill(item, DeadReason::Expired, ctx),
+                Some(item) => self.start(item, false, ctx),
+                None => {
+                    if let Some(rate) = self.webhook.rate_limit.filter(|r| *r > 0) {
+                        // The slot was not used.
+                        self.next_slot_us = self.next_slot_us.saturating_sub(1_000_000 / u64::from(rate));
+                    }
+                    if let Some(due) = self.queue.next_due() {
+                        self.wake_at(due, ctx);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wake_at(&mut self, at: Millis, ctx: &mut Context<Self>) {
+        if let Some((t, handle)) = self.timer {
+            if t <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis(at.saturating_sub(now_millis()));
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.drive(ctx);
+        });
+        self.timer = Some((at, handle));
+    }
+
+    fn refill(&mut self) {
+        match log::due_window(&self.shared.tree, &self.webhook.id, self.queue.window()) {
+            Ok((found, _)) => {
+                let (in_flight, recording) = (&self.in_flight, &self.recording);
+                let urgent = &self.urgent;
+                self.queue.refill(&found, |d| {
+                    in_flight.contains(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
+                });
+            }
+            Err(e) => tracing::error!(webhook_id = %self.webhook.id, error = %e, "cannot read waiting deliveries"),
+        }
+    }
+
+    /// The event of a delivery the actor did not hear of from ingest (recovered, re-queued).
+    fn load_event(&self, seq: u64) -> Option<Arc<Prepared>> {
+        match log::read_record(&self.shared.tree, seq) {
+            Ok(Some(Record::EventIngested(e))) => Some(Arc::new(Prepared::new(seq, Arc::from(e)))),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "cannot read an event to deliver");
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, mut item: Item, probe: bool, ctx: &mut Context<Self>) {
+        let Some(prepared) = item.event.take().or_else(|| self.load_event(item.delivery.seq)) else {
+            return self.kill(item, DeadReason::Corrupt, ctx);
+        };
+        item.event = Some(prepared.clone());
+        let d = item.delivery;
+        self.in_flight.insert(d);
+        self.shared.busy.fetch_add(1, Ordering::Relaxed);
+        let key = &self.shared.id_key;
+        let attempt = item.entry.attempts + 1;
+        let started_at = now_millis();
+        let delivery_id = DeliveryId::from_ref(d, prepared.event.at, key);
+        let body = prepared.body(key);
+        let headers = signature::headers(&self.webhook, &delivery_id, &prepared.event.event, attempt, started_at, &body);
+        let recorded_headers = masked(&headers, &self.webhook);
+        let request = Request {
+            method: self.webhook.method,
+            url: self.webhook.url.clone(),
+            headers,
+            body,
+            timeout: Duration::from_millis(self.webhook.timeout_ms),
+        };
+        let span = tracing::debug_span!("attempt", webhook_id = %self.webhook.id, delivery_id = %delivery_id, attempt);
+        let sender = sender(&self.shared);
+        let send = async move { sender.send(request).await }.instrument(span);
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |response, act, ctx| {
+            let sent = Sent { item, attempt, started_at, headers: recorded_headers, probe };
+            act.finished(sent, response, ctx);
+        }));
+    }
+
+    fn finished(&mut self, sent: Sent, response: Response, ctx: &mut Context<Self>) {
+        let d = sent.item.delivery;
+        self.in_flight.remove(&d);
+        self.shared.busy.fetch_sub(1, Ordering::Relaxed);
+        if sent.probe {
+            self.probing = false;
+        }
+        let now = now_millis();
+        let policy = &self.shared.policy;
+        let verdict =
+            retry::classify(response.result, response.status_code, response.retry_after.as_deref(), SystemTime::now());
+        let outcome = breaker::Outcome {
+            success: verdict == Verdict::Success,
+            gone: verdict == Verdict::Gone,
+            status_code: response.status_code,
+            error: response.error.clone(),
+            at: now,
+            probe: sent.probe,
+        };
+        let (status, transition) = breaker::after_attempt(&self.status, &outcome, &policy.breaker);
+        let standing = Standing {
+            attempt: sent.attempt,
+            base_attempts: sent.item.entry.base_attempts,
+            max_retries: self.webhook.max_retries,
+            queued_at: sent.item.entry.queued_at,
+        };
+        let mut next = retry::next_step(verdict, standing, &policy.backoff, policy.ttl, now, rand::random());
+        if status.state == HealthState::Disabled && matches!(next, NextStep::RetryAt(_)) {
+            next = NextStep::Dead(DeadReason::Disabled);
+        }
+        let Some(prepared) = sent.item.event.clone() else { return };
+        let metrics = &self.shared.metrics;
+        metrics.attempt_finished(response.result, response.latency.as_secs_f64());
+        match &next {
+            NextStep::Succeeded => {
+                metrics.delivery_succeeded(now.saturating_sub(prepared.event.at) as f64 / 1000.0);
+            }
+            NextStep::Dead(_) => metrics.delivery_dead(),
+            NextStep::RetryAt(_) => {}
+        }
+        let failed = !matches!(verdict, Verdict::Success);
+        let excerpt = (failed && !response.body.is_empty()).then(|| response.body.clone());
+        let mut records = vec![Record::AttemptFinished(Box::new(AttemptFinished {
+            delivery: d,
+            webhook_id: self.webhook.id.clone(),
+            attempt: sent.attempt,
+            started_at: sent.started_at,
+            at: now,
+            outcome: AttemptOutcome {
+                result: response.result,
+                status_code: response.status_code,
+                latency_us: response.latency.as_micros() as u64,
+                error: response.error,
+                response_excerpt: excerpt,
+                request_headers: sent.headers,
+            },
+            next: next.clone(),
+            status: status.clone(),
+        }))];
+        if let Some(t) = &transition {
+            records.push(self.transition_event(t, &status, now));
+            metrics.circuit_transition(t);
+            if matches!(t, Transition::Disabled(_)) {
+                // The log kills what waits (in memory and on disk) in the same commit.
+                self.queue.clear();
+                self.urgent.clear();
+            }
+        }
+        if let NextStep::Dead(reason) = &next {
+            records.extend(self.dead_event(&prepared, d, reason, sent.attempt, now));
+        }
+        self.status = status;
+        if let NextStep::RetryAt(due) = next {
+            let entry = QueueEntry { attempts: sent.attempt, ..sent.item.entry };
+            self.queue.push(Item { delivery: d, due, entry, event: Some(prepared) });
+        }
+        self.record(d, records, ctx);
+        self.drive(ctx);
+    }
+
+    /// A delivery that dies without an attempt (expired, disabled, unreadable).
+    fn kill(&mut self, item: Item, reason: DeadReason, ctx: &mut Context<Self>) {
+        let now = now_millis();
+        let d = item.delivery;
+        let mut records =
+            vec![Record::DeliveryDead { delivery: d, webhook_id: self.webhook.id.clone(), reason: reason.clone(), at: now }];
+        if let Some(prepared) = item.event.or_else(|| self.load_event(d.seq)) {
+            records.extend(self.dead_event(&prepared, d, &reason, item.entry.attempts, now));
+        }
+        self.shared.metrics.delivery_dead();
+        self.record(d, records, ctx);
+    }
+
+    /// Appends `records` about delivery `d` without holding up the actor; until the writer
+    /// acknowledges them, a refill from disk leaves `d` alone.
+    fn record(&mut self, d: DeliveryRef, records: Vec<Record>, ctx: &mut Context<Self>) {
+        self.recording.insert(d);
+        self.shared.busy.fetch_add(1, Ordering::Relaxed);
+        let submitted = self.shared.writer.submit(Command::new(records));
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(submitted).map(move |result, act, _| {
+            act.recording.remove(&d);
+            act.shared.busy.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                // The attempt happened but its record is lost: the delivery is attempted
+                // again after a restart (at-least-once).
+                tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot record an attempt");
+            }
+        }));
+    }
+
+    fn operational(&self, name: &str, data: serde_json::Value, at: Millis) -> Record {
+        let data = serde_json::to_vec(&data).unwrap_or_else(|_| b"{}".to_vec());
+        let account = &self.webhook.account_id;
+        match self.shared.catalog.read() {
+            Ok(catalog) => events::operational(&catalog, account, name, data, at),
+            Err(_) => events::operational(&Default::default(), account, name, data, at),
+        }
+    }
+
+    fn transition_event(&self, t: &Transition, status: &WebhookStatus, at: Millis) -> Record {
+        let id = self.webhook.id.as_str();
+        match t {
+            Transition::Opened => self.operational(
+                "herald.circuit.opened",
+                serde_json::json!({
+                    "webhook_id": id,
+                    "consecutive_failures": status.consecutive_failures,
+                    "last_status_code": status.last_status_code,
+                    "last_error": status.last_error,
+                    "probe_at": status.breaker_until.map(rfc3339),
+                }),
+                at,
+            ),
+            Transition::Closed => self.operational("herald.circuit.closed", serde_json::json!({ "webhook_id": id }), at),
+            Transition::Disabled(reason) => self.operational(
+                "herald.webhook.disabled",
+                serde_json::json!({ "webhook_id": id, "reason": reason }),
+                at,
+            ),
+        }
+    }
+
+    /// `herald.delivery.dead`, except for Herald's own events (which never trigger more).
+    fn dead_event(
+        &self,
+        prepared: &Prepared,
+        d: DeliveryRef,
+        reason: &DeadReason,
+        attempts: u32,
+        at: Millis,
+    ) -> Option<Record> {
+        if prepared.event.event.starts_with(OPERATIONAL_PREFIX) {
+            return None;
+        }
+        let key = &self.shared.id_key;
+        Some(self.operational(
+            "herald.delivery.dead",
+            serde_json::json!({
+                "delivery_id": DeliveryId::from_ref(d, prepared.event.at, key).to_string(),
+                "event_id": prepared.id(key).as_str(),
+                "event": prepared.event.event,
+                "webhook_id": self.webhook.id.as_str(),
+                "reason": reason.as_str(),
+                "attempts": attempts,
+            }),
+            at,
+        ))
+    }
+}
+
+/// An attempt that went out.
+struct Sent {
+    item: Item,
+    attempt: u32,
+    started_at: Millis,
+    headers: Vec<(String, String)>,
+    probe: bool,
+}
+
+/// The headers as recorded: credential-like custom header values masked.
+fn masked(headers: &[(String, String)], webhook: &Webhook) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let custom = webhook.headers.iter().any(|(name, _)| name == k);
+            let value = if custom && crate::webhooks::is_secret_header(k) { "****".to_owned() } else { v.clone() };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+impl Actor for Endpoint {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.drive(ctx);
+    }
+}
+
+/// New deliveries from ingest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Arrived(pub Vec<(DeliveryRef, Arc<Prepared>)>);
+
+impl Handler<Arrived> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Arrived, ctx: &mut Context<Self>) {
+        for (delivery, prepared) in msg.0 {
+            let at = prepared.event.at;
+            let entry = QueueEntry { attempts: 0, base_attempts: 0, queued_at: at };
+            self.queue.admit(Item { delivery, due: at, entry, event: Some(prepared) });
+        }
+        self.drive(ctx);
+    }
+}
+
+/// A dead delivery queued again (retry or recover).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Requeued {
+    pub delivery: DeliveryRef,
+    pub manual: bool,
+}
+
+impl Handler<Requeued> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Requeued, ctx: &mut Context<Self>) {
+        let d = msg.delivery;
+        if self.known(d) {
+            return;
+        }
+        let row = match self.shared.tree.get(log::keys::delivery(d)) {
+            Ok(Some(v)) => log::codec::decode::<DeliveryRow>(log::rows::ROW_VERSION, &v).ok(),
+            _ => None,
+        };
+        // The fold may have ignored the re-queue (the delivery was not dead any more).
+        let Some(row) = row.filter(|r| r.state == DeliveryState::Pending) else { return };
+        let item = Item { delivery: d, due: row.next_due.unwrap_or(row.queued_at), entry: row.queue_entry(), event: None };
+        if msg.manual {
+            self.urgent.push_back(item);
+        } else {
+            self.queue.admit(item);
+        }
+        self.drive(ctx);
+    }
+}
+
+/// The webhook was edited (URL, secret, policy, pause).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Redefined(pub Box<Webhook>);
+
+impl Handler<Redefined> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Redefined, ctx: &mut Context<Self>) {
+        self.queue.set_ordered(msg.0.ordered);
+        if self.webhook.rate_limit != msg.0.rate_limit {
+            self.next_slot_us = 0;
+        }
+        self.webhook = Arc::new(*msg.0);
+        self.drive(ctx);
+    }
+}
+
+/// The webhook's health was set outside an attempt (enabled again by an edit).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StatusChanged(pub WebhookStatus);
+
+impl Handler<StatusChanged> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: StatusChanged, ctx: &mut Context<Self>) {
+        let was_disabled = self.status.state == HealthState::Disabled;
+        self.status = msg.0;
+        if was_disabled && self.status.state != HealthState::Disabled {
+            self.probing = false;
+        }
+        self.drive(ctx);
+    }
+}
+
+/// The webhook (or its account) was deleted: the log killed what waited.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deleted;
+
+impl Handler<Deleted> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, _: Deleted, ctx: &mut Context<Self>) {
+        // Attempts in flight are dropped with the actor (their deliveries are dead already);
+        // records already submitted are committed by the writer all the same.
+        self.shared.busy.fetch_sub(self.in_flight.len() + self.recording.len(), Ordering::Relaxed);
+        self.in_flight.clear();
+        self.recording.clear();
+        ctx.stop();
+    }
+}
+
+/// Shutting down: send nothing new; what is in flight finishes and is recorded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        self.draining = true;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+}
+
+/// `POST /webhooks/{id}/test`: one signed delivery of a sample event, now, not recorded.
+#[derive(Message)]
+#[rtype(result = "TestOutcome")]
+pub struct TestSend {
+    pub event: String,
+    pub data: Vec<u8>,
+}
+
+impl Handler<TestSend> for Endpoint {
+    type Result = ResponseFuture<TestOutcome>;
+
+    fn handle(&mut self, msg: TestSend, _: &mut Context<Self>) -> Self::Result {
+        let key = &self.shared.id_key;
+        let now = now_millis();
+        // A sample has no record: its ids are derived from a number no record has (the top
+        // of the range), so they look like every other id and lead nowhere.
+        let event_id = EventId::from_seq(now, u64::MAX - u64::from(rand::random::<u32>()), key);
+        let delivery_id = DeliveryId::new(&event_id, 0);
+        let body: actix_web::web::Bytes = signature::body(&event_id, &msg.event, now, &msg.data).into();
+        let headers = signature::headers(&self.webhook, &delivery_id, &msg.event, 1, now, &body);
+        let request = Request {
+            method: self.webhook.method,
+            url: self.webhook.url.clone(),
+            headers,
+            body,
+            timeout: Duration::from_millis(self.webhook.timeout_ms),
+        };
+        let sender = sender(&self.shared);
+        Box::pin(async move {
+            let r = sender.send(request).await;
+            TestOutcome {
+                success: r.result == AttemptResult::Success,
+                status_code: r.status_code,
+                latency_ms: r.latency.as_secs_f64() * 1000.0,
+                response_body: String::from_utf8_lossy(&r.body).into_owned(),
+                error: r.error,
+            }
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Delivery (SPEC §4–5): getting every acknowledged event to every subscribed endpoint.
+//!
+//! One actix actor per webhook ([`endpoint::Endpoint`]) owns that webhook's waiting
+//! deliveries, its in-flight attempts, its retry timer and its circuit breaker; actors are
+//! spread over one arbiter (thread) per core, each with its own awc client. The
+//! [`Dispatcher`] feeds them from the log: it watches committed groups
+//! ([`crate::log::notify`]) and hands new and re-queued deliveries, webhook edits and
+//! deletions to the actor concerned; at start it gives each actor the window of due
+//! deliveries recovery read from disk.
+//!
+//! Invariants:
+//! - A delivery is sent only after the record that created (or re-queued) it is durable.
+//! - Every attempt ends in an `AttemptFinished` record (or `DeliveryDead` for one that
+//!   expired before it could go out) that carries its outcome, the next due time with its
+//!   jitter, and the breaker's new state, so a restart resumes exactly where the records
+//!   stop. Actors do not wait for that record's flush before sending more: a crash repeats
+//!   at most the attempts in flight (`max_in_flight` per webhook) plus those finished in
+//!   the last flush window (a few milliseconds).
+//! - Nothing here knows HTTP routes; the log knows nothing of actors.
+//!
+//! - [`signature`] — the wire format: body and headers, both signature forms.
+//! - [`retry`] — what an outcome means and when the next attempt is due.
+//! - [`breaker`] — health and circuit breaker transitions.
+//! - [`sender`] — one HTTP attempt under the safety rules.
+//! - [`queue`] — an endpoint's in-memory window of waiting deliveries.
+//! - [`endpoint`] — the actor.
+//! - [`dispatcher`] — arbiters, actors, routing the log's changes.
+
+pub mod breaker;
+pub mod dispatcher;
+pub mod endpoint;
+pub mod queue;
+pub mod retry;
+pub mod sender;
+pub mod signature;
+
+pub use dispatcher::{Dispatcher, TestOutcome};
+
+use crate::log::record::EventIngested;
+use crate::log::{Catalog, Writer};
+use crate::metrics::Metrics;
+use crate::model::{EventId, IdKey};
+use crate::safety::TargetPolicy;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// The delivery rules from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub backoff: retry::Backoff,
+    pub breaker: breaker::BreakerPolicy,
+    pub ttl: Duration,
+    /// Deliveries per webhook held in memory; the rest wait on disk.
+    pub window: usize,
+    pub target: TargetPolicy,
+}
+
+/// An event as the actors send it: the stored record and its body, built once (by the first
+/// actor that needs it) and shared by every delivery of the event.
+#[derive(Debug)]
+pub struct Prepared {
+    pub seq: u64,
+    pub event: Arc<EventIngested>,
+    body: OnceLock<actix_web::web::Bytes>,
+}
+
+impl Prepared {
+    pub fn new(seq: u64, event: Arc<EventIngested>) -> Self {
+        Self { seq, event, body: OnceLock::new() }
+    }
+
+    pub fn id(&self, key: &IdKey) -> EventId {
+        EventId::from_seq(self.event.at, self.seq, key)
+    }
+
+    pub fn body(&self, key: &IdKey) -> actix_web::web::Bytes {
+        self.body
+            .get_or_init(|| {
+                let e = &self.event;
+                signature::body(&self.id(key), &e.event, e.timestamp, &e.data).into()
+            })
+            .clone()
+    }
+}
+
+/// What every actor shares.
+pub struct Shared {
+    pub writer: Writer,
+    /// For reads: due windows, event records, delivery rows.
+    pub tree: sled::Tree,
+    /// For matching operational events to the webhooks that subscribe to them.
+    pub catalog: Arc<RwLock<Catalog>>,
+    pub id_key: IdKey,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+    /// Attempts in flight and records not yet acknowledged, over every actor (graceful
+    /// shutdown waits for both to reach zero).
+    pub busy: AtomicUsize,
+}
