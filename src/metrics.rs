@@ -12,9 +12,9 @@
 //!   transitions) are counted by the endpoint actors as attempts end.
 
 use crate::config::Config;
-use crate::server::Engine;
 use crate::delivery::breaker::Transition;
 use crate::model::{AttemptResult, HealthState};
+use crate::server::Engine;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -80,8 +80,26 @@ impl Metrics {
         )?;
         let lag = Histogram::with_opts(
             HistogramOpts::new("delivery_lag_seconds", "Time from ingest to a delivery's success").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-                4.0 * 3600.0, 12.0 * 3600.0, 24.0 * 3600.0, 72.0 * 3600.0,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1.0,
+                5.0,
+                30.0,
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                12.0 * 3600.0,
+                24.0 * 3600.0,
+                72.0 * 3600.0,
             ]),
         )?;
         let breakers_open = IntGauge::new("circuit_breakers_open", "Webhooks whose circuit breaker is open")?;

@@ -10,9 +10,9 @@ use crate::credentials;
 use crate::delivery::Dispatcher;
 use crate::log::{Command, Log, OpenError, Queued, Record};
 use crate::model::{now_millis, WebhookId};
-use std::collections::HashMap;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

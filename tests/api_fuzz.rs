@@ -24,7 +24,7 @@ fn server() -> &'static (tempfile::TempDir, Herald, String) {
         let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({"name": "fuzz"}));
         let key = a.body["api_key"].as_str().unwrap().to_owned();
         let w =
-            h.json("POST", "/api/v1/webhooks", Some(&key), &json!({"url": "http://127.0.0.1:9/in", "events": ["*"]}));
+            h.json("POST", "/api/v1/webhooks", Some(&key), &json!({"url": format!("http://127.0.0.1:{}/in", common::receiver::black_hole()), "events": ["*"], "timeout": 120}));
         assert_eq!(w.status, 201);
         (dir, h, key)
     })

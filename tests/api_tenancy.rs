@@ -20,7 +20,7 @@ fn tenant(h: &Herald, name: &str) -> Tenant {
     let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({ "name": name }));
     assert_eq!(a.status, 201, "{}", a.text);
     let key = a.body["api_key"].as_str().unwrap().to_owned();
-    let w = h.json("POST", "/api/v1/webhooks", Some(&key), &json!({"url": "http://127.0.0.1:9/in", "events": ["*"]}));
+    let w = h.json("POST", "/api/v1/webhooks", Some(&key), &json!({"url": format!("http://127.0.0.1:{}/in", common::receiver::black_hole()), "events": ["*"], "timeout": 120}));
     assert_eq!(w.status, 201, "{}", w.text);
     let e = h.json("POST", "/api/v1/events", Some(&key), &json!({"event": "lead.qualified", "data": {"who": name}}));
     assert_eq!(e.status, 202, "{}", e.text);

@@ -5,8 +5,8 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
-use herald::model::{AttemptResult, Method};
 use herald::delivery::sender::{Request, Sender, RESPONSE_EXCERPT};
+use herald::model::{AttemptResult, Method};
 use herald::safety::{HostLookup, Lookup, TargetPolicy};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

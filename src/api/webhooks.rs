@@ -144,6 +144,10 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> Value {
             "last_attempt_at": s.last_attempt_at.map(rfc3339),
             "last_status_code": s.last_status_code,
             "last_error": s.last_error,
+            "disabled_reason": s.disabled_reason,
+            "circuit_retry_at": s.breaker_until.map(rfc3339),
+            "pending": status.pending,
+            "dead_letters": status.dead,
         },
     });
     if with_secret {

@@ -50,7 +50,12 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the actors of every live webhook with the deliveries recovery found waiting,
     /// then watches the log. Call from within the actix system, before anything can ingest.
-    pub fn start(log: &Log, mut waiting: HashMap<WebhookId, Vec<Queued>>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        log: &Log,
+        mut waiting: HashMap<WebhookId, Vec<Queued>>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {

@@ -19,8 +19,8 @@ use super::retry::{self, Standing, Verdict};
 use super::sender::{Request, Response, Sender};
 use super::{signature, Prepared, Shared, TestOutcome};
 use crate::events;
-use crate::log::{self, Command, Record};
 use crate::log::record::AttemptFinished;
+use crate::log::{self, Command, Record};
 use crate::log::{DeliveryRow, QueueEntry};
 use crate::model::*;
 use crate::time::rfc3339;
@@ -237,7 +237,8 @@ impl Endpoint {
         let started_at = now_millis();
         let delivery_id = DeliveryId::from_ref(d, prepared.event.at, key);
         let body = prepared.body(key);
-        let headers = signature::headers(&self.webhook, &delivery_id, &prepared.event.event, attempt, started_at, &body);
+        let headers =
+            signature::headers(&self.webhook, &delivery_id, &prepared.event.event, attempt, started_at, &body);
         let recorded_headers = masked(&headers, &self.webhook);
         let request = Request {
             method: self.webhook.method,
@@ -339,8 +340,12 @@ impl Endpoint {
     fn kill(&mut self, item: Item, reason: DeadReason, ctx: &mut Context<Self>) {
         let now = now_millis();
         let d = item.delivery;
-        let mut records =
-            vec![Record::DeliveryDead { delivery: d, webhook_id: self.webhook.id.clone(), reason: reason.clone(), at: now }];
+        let mut records = vec![Record::DeliveryDead {
+            delivery: d,
+            webhook_id: self.webhook.id.clone(),
+            reason: reason.clone(),
+            at: now,
+        }];
         if let Some(prepared) = item.event.or_else(|| self.load_event(d.seq)) {
             records.extend(self.dead_event(&prepared, d, &reason, item.entry.attempts, now));
         }
@@ -388,7 +393,9 @@ impl Endpoint {
                 }),
                 at,
             ),
-            Transition::Closed => self.operational("herald.circuit.closed", serde_json::json!({ "webhook_id": id }), at),
+            Transition::Closed => {
+                self.operational("herald.circuit.closed", serde_json::json!({ "webhook_id": id }), at)
+            }
             Transition::Disabled(reason) => self.operational(
                 "herald.webhook.disabled",
                 serde_json::json!({ "webhook_id": id, "reason": reason }),
@@ -494,7 +501,8 @@ impl Handler<Requeued> for Endpoint {
         };
         // The fold may have ignored the re-queue (the delivery was not dead any more).
         let Some(row) = row.filter(|r| r.state == DeliveryState::Pending) else { return };
-        let item = Item { delivery: d, due: row.next_due.unwrap_or(row.queued_at), entry: row.queue_entry(), event: None };
+        let item =
+            Item { delivery: d, due: row.next_due.unwrap_or(row.queued_at), entry: row.queue_entry(), event: None };
         if msg.manual {
             self.urgent.push_back(item);
         } else {

@@ -215,11 +215,12 @@ mod tests {
         }
         assert_eq!(q.len(), 4);
         assert!(q.overflowed() && !q.wants_refill());
-        for _ in 0..2 {
-            q.pop_due(100);
-        }
-        assert!(q.wants_refill());
-        // The log holds 3..=6; 3 is in flight elsewhere, 4 still here.
+        q.pop_due(100);
+        assert!(!q.wants_refill());
+        q.pop_due(100);
+        assert!(q.wants_refill(), "half empty");
+        q.pop_due(100);
+        // The log holds 3..=6; 3 is in flight, 4 still here.
         let found: Vec<Queued> = (3..=6)
             .map(|s| Queued {
                 delivery: DeliveryRef { seq: s, index: 0 },

@@ -41,10 +41,10 @@ pub mod writer;
 
 pub use catalog::Catalog;
 pub use compaction::{CompactionPolicy, CompactionReport};
+pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
 pub use window::{due_window, Queued};
-pub use notify::{Change, Observer};
 pub use writer::{AppendError, Appended, Command, Rejection, Submitted, Writer};
 
 use crate::model::{IdKey, WebhookId};

@@ -13,16 +13,26 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum Change {
     /// An event with at least one delivery; delivery `i` goes to `event.webhooks[i]`.
-    Ingested { seq: u64, event: Arc<EventIngested> },
+    Ingested {
+        seq: u64,
+        event: Arc<EventIngested>,
+    },
     /// A dead delivery queued again; `manual` for a retry of one delivery (which may go out
     /// once even while the breaker is open), not for a recover.
-    Requeued { delivery: DeliveryRef, webhook_id: WebhookId, manual: bool },
+    Requeued {
+        delivery: DeliveryRef,
+        webhook_id: WebhookId,
+        manual: bool,
+    },
     /// A webhook created, edited or given a new secret.
     WebhookDefined(Box<Webhook>),
     WebhookDeleted(WebhookId),
     AccountDeleted(AccountId),
     /// A webhook's health set outside an attempt (an edit that enables it again).
-    StatusSet { webhook_id: WebhookId, status: WebhookStatus },
+    StatusSet {
+        webhook_id: WebhookId,
+        status: WebhookStatus,
+    },
 }
 
 /// Receives each committed group's changes, on the log's flusher thread: it must return
@@ -32,9 +42,7 @@ pub type Observer = Box<dyn Fn(Vec<Change>) + Send + Sync>;
 /// The change a committed record makes, if the delivery engine cares.
 pub(crate) fn change_of(seq: u64, record: Record) -> Option<Change> {
     Some(match record {
-        Record::EventIngested(event) if !event.webhooks.is_empty() => {
-            Change::Ingested { seq, event: Arc::from(event) }
-        }
+        Record::EventIngested(event) if !event.webhooks.is_empty() => Change::Ingested { seq, event: Arc::from(event) },
         Record::DeliveryRequeued { delivery, webhook_id, .. } => {
             Change::Requeued { delivery, webhook_id, manual: false }
         }

@@ -182,9 +182,8 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
                 }
             }
         }
-        Record::DeliveryRequeued { delivery, webhook_id, at } | Record::DeliveryRetried { delivery, webhook_id, at } => {
-            requeue(rows, seq, *delivery, webhook_id, *at)?
-        }
+        Record::DeliveryRequeued { delivery, webhook_id, at }
+        | Record::DeliveryRetried { delivery, webhook_id, at } => requeue(rows, seq, *delivery, webhook_id, *at)?,
         Record::WebhookStatusSet { webhook_id, status: new_status, at } => {
             set_status(rows, seq, webhook_id, new_status, *at)?;
         }
@@ -335,9 +334,8 @@ fn set_status<R: Rows>(
     status: &WebhookStatus,
     at: Millis,
 ) -> Result<(), RowsError> {
-    let was_disabled = rows
-        .get_row::<StatusRow>(&keys::status(webhook))?
-        .is_some_and(|st| st.status.state == HealthState::Disabled);
+    let was_disabled =
+        rows.get_row::<StatusRow>(&keys::status(webhook))?.is_some_and(|st| st.status.state == HealthState::Disabled);
     update_status(rows, webhook, |st| {
         st.status = status.clone();
         st.status_seq = seq;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -190,9 +192,11 @@ pub fn account(h: &Herald, name: &str) -> String {
     a.body["api_key"].as_str().unwrap().to_owned()
 }
 
-/// Creates a webhook to a port nothing answers on (`--dev`); returns its id.
+/// Creates a webhook to a receiver that never answers (`--dev`, the longest timeout), so its
+/// deliveries stay `pending` for the whole test; returns its id.
 pub fn webhook(h: &Herald, key: &str, events: serde_json::Value, active: bool) -> String {
-    let body = serde_json::json!({"url": "http://127.0.0.1:9/in", "events": events, "is_active": active});
+    let url = format!("http://127.0.0.1:{}/in", receiver::black_hole());
+    let body = serde_json::json!({"url": url, "events": events, "is_active": active, "timeout": 120});
     let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
     assert_eq!(a.status, 201, "{}", a.text);
     a.body["id"].as_str().unwrap().to_owned()

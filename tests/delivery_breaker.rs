@@ -1,0 +1,167 @@
+//! The circuit breaker (SPEC §5), counted at real receivers: an endpoint failing forever
+//! gets only the probes once its breaker is open, with the cooldown doubling; it recovers
+//! when the receiver comes back with no delivery lost; transitions reach subscribers as
+//! `herald.circuit.*` events; and a dead endpoint does not slow a healthy one.
+
+mod common;
+
+use common::receiver::{Receiver, Reply};
+use common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn herald(dir: &std::path::Path, env: &[(&str, &str)]) -> Herald {
+    let mut all = vec![("HERALD_ADMIN_TOKEN", ADMIN)];
+    all.extend_from_slice(env);
+    let h = Herald::serve(dir, &["--dev"], &all);
+    h.wait_ready();
+    h
+}
+
+fn create(h: &Herald, key: &str, body: Value) -> String {
+    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn an_open_breaker_lets_only_probes_through_then_closes_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald(
+        dir.path(),
+        &[
+            ("HERALD_BREAKER_THRESHOLD", "3"),
+            ("HERALD_BREAKER_COOLDOWN", "400ms"),
+            ("HERALD_INITIAL_BACKOFF", "20ms"),
+            ("HERALD_MAX_BACKOFF", "50ms"),
+        ],
+    );
+    let key = account(&h, "AstroLeads");
+    let r = Receiver::start();
+    let up = Arc::new(AtomicBool::new(false));
+    let u = up.clone();
+    r.answer(move |hit| if hit.path == "/ops" || u.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(500) });
+    let hook =
+        create(&h, &key, json!({"url": r.url("/in"), "events": ["lead.*"], "max_retries": 20, "max_in_flight": 1}));
+    create(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.circuit.*"]}));
+    let batch: Vec<Value> = (0..10).map(|i| json!({"event": "lead.created", "data": {"i": i}})).collect();
+    assert_eq!(h.json("POST", "/api/v1/events/batch", Some(&key), &json!(batch)).status, 202);
+
+    wait_for("herald.circuit.opened", Duration::from_secs(10), || !r.hits_on("/ops").is_empty());
+    let opened = r.hits_on("/ops")[0].json();
+    assert_eq!(
+        (opened["event"].as_str(), opened["data"]["webhook_id"].as_str()),
+        (Some("herald.circuit.opened"), Some(hook.as_str()))
+    );
+    assert_eq!(r.hits_on("/in").len(), 3, "three failures opened it");
+    let w = h.json("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null);
+    assert_eq!(w.body["status"]["state"], "circuit_open", "{}", w.text);
+
+    // Two probes: after 400 ms, then after 800 ms; nothing in between.
+    wait_for("two probes", Duration::from_secs(5), || r.hits_on("/in").len() >= 5);
+    let hits = r.hits_on("/in");
+    assert_eq!(hits.len(), 5, "only probes while open");
+    let first = hits[3].at.duration_since(hits[2].at).as_millis();
+    let second = hits[4].at.duration_since(hits[3].at).as_millis();
+    assert!((380..1200).contains(&first), "first probe after {first} ms (cooldown 400 ms)");
+    assert!((760..2000).contains(&second), "second probe after {second} ms (cooldown doubled)");
+
+    // A test send goes out once even while the breaker is open.
+    let t = h.json("POST", &format!("/api/v1/webhooks/{hook}/test"), Some(&key), &json!({}));
+    assert_eq!((t.status, t.body["status_code"].as_u64()), (200, Some(500)), "{}", t.text);
+    assert_eq!(r.hits_on("/in").len(), 6);
+
+    // The receiver comes back: the next probe closes the breaker and everything arrives.
+    up.store(true, Ordering::SeqCst);
+    wait_for("all ten deliveries", Duration::from_secs(10), || {
+        r.accepted()
+            .iter()
+            .filter(|h| h.path == "/in")
+            .map(|h| h.delivery_id())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 10
+    });
+    let delivered: std::collections::HashSet<String> = r.accepted().iter().map(|h| h.delivery_id()).collect();
+    assert!(delivered.contains(&hits[3].delivery_id()), "a probe is a real attempt of a waiting delivery");
+    wait_for("herald.circuit.closed", Duration::from_secs(10), || r.hits_on("/ops").len() >= 2);
+    assert_eq!(r.hits_on("/ops")[1].json()["event"], "herald.circuit.closed");
+    let w = h.json("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null);
+    assert_eq!((w.body["status"]["state"].as_str(), w.body["status"]["pending"].as_u64()), (Some("healthy"), Some(0)));
+    let m = h.get("/metrics").1;
+    assert!(m.contains("herald_circuit_transitions_total{to=\"open\"} 1"), "{m}");
+    assert!(m.contains("herald_circuit_transitions_total{to=\"closed\"} 1"), "{m}");
+}
+
+/// p99 of the lags (ms) from each event's send to its receipt at `r` on `path`.
+fn paced_lag_p99(h: &Herald, key: &str, r: &Receiver, path: &str, n: usize, tag: &str) -> f64 {
+    let mut sent = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + Duration::from_millis(10 * i as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent.push(Instant::now());
+        let a = h.json(
+            "POST",
+            "/api/v1/events",
+            Some(key),
+            &json!({"event": "lead.created", "data": {"tag": tag, "i": i}}),
+        );
+        assert_eq!(a.status, 202);
+    }
+    let mine = |r: &Receiver| -> Vec<common::receiver::Hit> {
+        r.hits_on(path).into_iter().filter(|h| h.json()["data"]["tag"] == tag).collect()
+    };
+    wait_for("every paced event", Duration::from_secs(20), || mine(r).len() >= n);
+    let mut lags: Vec<f64> = mine(r)
+        .iter()
+        .map(|hit| {
+            let i = hit.json()["data"]["i"].as_u64().unwrap() as usize;
+            hit.at.duration_since(sent[i]).as_secs_f64() * 1000.0
+        })
+        .collect();
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    lags[(lags.len() * 99 / 100).min(lags.len() - 1)]
+}
+
+#[test]
+fn a_dead_endpoint_does_not_slow_a_healthy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // The breaker never opens here: the dead endpoint keeps all its slots busy with
+    // attempts that hang until they time out, and keeps being retried, throughout.
+    let h = herald(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "100000"), ("HERALD_INITIAL_BACKOFF", "100ms")]);
+    let key = account(&h, "LeadNest");
+    let healthy = Receiver::start();
+    create(&h, &key, json!({"url": healthy.url("/in"), "events": ["lead.*"]}));
+    let hanging = format!("http://127.0.0.1:{}/in", common::receiver::black_hole());
+    let dead = [create(
+        &h,
+        &key,
+        json!({"url": hanging, "events": ["lead.*"], "timeout": 1, "max_retries": 20, "max_in_flight": 16}),
+    )];
+    let set_dead = |active: bool| {
+        for id in &dead {
+            let a = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &json!({"is_active": active}));
+            assert_eq!(a.status, 200, "{}", a.text);
+        }
+    };
+    set_dead(false);
+    paced_lag_p99(&h, &key, &healthy, "/in", 100, "warm-up");
+    // Noisy shared machines: compare fresh pairs of measurements, up to three times.
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        set_dead(false);
+        let alone = paced_lag_p99(&h, &key, &healthy, "/in", 200, &format!("alone-{round}"));
+        set_dead(true);
+        let beside_dead = paced_lag_p99(&h, &key, &healthy, "/in", 200, &format!("dead-{round}"));
+        seen.push((alone, beside_dead));
+        if beside_dead <= 1.2 * alone + 5.0 {
+            return;
+        }
+    }
+    panic!("healthy p99 lag in ms (alone, beside dead endpoints): {seen:?}");
+}
