@@ -25,6 +25,35 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
     panic!("timed out after {deadline:?} waiting for {what}");
 }
 
+/// Spawns `cmd` so that it is killed when this test process exits, however it exits (a
+/// server kept in a `static` is never dropped): from one thread that lives as long as the
+/// process, with `PR_SET_PDEATHSIG`, which fires when the spawning thread ends.
+pub fn spawn_tied(mut cmd: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<Mutex<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+            // Never returns while the process lives: the sender is in a static.
+        });
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner.lock().unwrap().send((cmd, reply)).expect("spawner thread");
+    answer.recv().expect("spawner answer").expect("start herald")
+}
+
 /// A running `herald` process.
 pub struct Herald {
     pub child: Child,
@@ -42,7 +71,7 @@ impl Herald {
             cmd.env(k, v);
         }
         cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start herald");
+        let mut child = spawn_tied(cmd);
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let pipe = child.stderr.take().expect("stderr");

@@ -1,0 +1,400 @@
+//! Delivery load: the real `herald` binary on loopback delivering to a fast receiver that
+//! runs in this process (actix-web, one worker), bounded in count and time.
+//!
+//! `cargo bench --bench delivery` runs five phases, each against a fresh data directory:
+//!
+//! 1. `one`: a backlog of 100,000 deliveries (1 KiB `data`) to 1 webhook with
+//!    `max_in_flight` 64, written to the log while Herald is stopped; Herald starts and
+//!    drains it. Deliveries/s from `/readyz` to the last receipt.
+//! 2. `many`: the same with 1,000 webhooks, 100 events each.
+//! 3. `lag`: events ingested one by one at 1,000/s for 10 s to 1 webhook; lag from the
+//!    moment the ingest request was sent to the moment the receiver got the delivery.
+//! 4. `dead`: 1 webhook to a closed port; once its breaker is open, attempts/s over 10 s
+//!    (`herald_delivery_attempts_total`).
+//! 5. `memory`: resident memory per idle webhook: RSS of a node holding 10,000 webhooks,
+//!    restarted (so every actor is up and nothing is cached from creating them), minus the
+//!    RSS of an empty node, divided by 10,000.
+//!
+//! Options after `--`: `--phase one|many|lag|dead|memory`, `--seconds N` (lag and dead
+//! phases, default 10). Herald's own log goes to stderr at `warn` (or `BENCH_HERALD_LOG`).
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use herald::log::record::EventIngested;
+use herald::log::{Command, Log, LogOptions, Record};
+use herald::model::{now_millis, AccountId, WebhookId};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+const ADMIN: &str = "bench-admin-token-0123456789";
+/// Longest any phase may wait for its deliveries.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The receiver: counts, remembers when the latest delivery arrived, and (lag phase) when
+/// each event index arrived.
+#[derive(Default)]
+struct Sink {
+    count: AtomicU64,
+    last_us: AtomicU64,
+    arrivals: Mutex<Vec<(u64, Instant)>>,
+    record_arrivals: std::sync::atomic::AtomicBool,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Sink {
+    fn now_us(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_micros() as u64
+    }
+}
+
+async fn receive(body: web::Bytes, sink: web::Data<Sink>) -> HttpResponse {
+    let at = Instant::now();
+    if sink.record_arrivals.load(Ordering::Relaxed) {
+        if let Some(i) = index_of(&body) {
+            sink.arrivals.lock().unwrap().push((i, at));
+        }
+    }
+    sink.last_us.store(sink.now_us(), Ordering::Relaxed);
+    sink.count.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Ok().finish()
+}
+
+/// The `"i":<n>` that every benchmark event carries first in its data.
+fn index_of(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let rest = &text[text.find("\"data\":{\"i\":")? + 12..];
+    rest[..rest.find([',', '}'])?].parse().ok()
+}
+
+/// Starts the receiver; returns its port.
+fn start_sink(sink: Arc<Sink>) -> u16 {
+    let _ = sink.now_us();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let data = web::Data::from(sink);
+            let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
+                .workers(1)
+                .backlog(4096)
+                .max_connection_rate(4096)
+                .bind(("127.0.0.1", 0))
+                .expect("bind receiver");
+            tx.send(server.addrs()[0].port()).unwrap();
+            server.run().await
+        })
+    });
+    rx.recv().expect("receiver port")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut cmd = Process::new(BIN);
+    cmd.current_dir(dir)
+        .args(["--listen", "127.0.0.1:0", "--dev", "serve"])
+        .env("HERALD_ADMIN_TOKEN", ADMIN)
+        .env("HERALD_MAX_WEBHOOKS_PER_ACCOUNT", "20000")
+        .env("RUST_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start herald");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match line.strip_prefix("herald listening on ") {
+                Some(addr) => {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).expect("herald printed its address");
+    let server = Server { child, base };
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while get(&server, "/readyz").0 != 200 {
+        assert!(Instant::now() < ready_by, "herald was not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server
+}
+
+fn stop(mut server: Server) {
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let _ = server.child.wait();
+}
+
+fn get(s: &Server, path: &str) -> (u16, String) {
+    match ureq::get(&format!("{}{path}", s.base)).set("Authorization", &format!("Bearer {ADMIN}")).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn post(s: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let r = ureq::post(&format!("{}{path}", s.base))
+        .set("Authorization", &format!("Bearer {ADMIN}"))
+        .send_json(body.clone())
+        .expect(path);
+    r.into_json().unwrap_or(serde_json::Value::Null)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn data(i: u64) -> Vec<u8> {
+    format!(r#"{{"i":{i},"lead_id":"ld_{i}","notes":"{}"}}"#, "x".repeat(1000)).into_bytes()
+}
+
+/// Creates `n` webhooks on `url` in the default account; returns their ids.
+fn webhooks(s: &Server, n: usize, url: &str, max_in_flight: u32) -> Vec<WebhookId> {
+    (0..n)
+        .map(|i| {
+            let w = post(
+                s,
+                "/api/v1/webhooks",
+                &serde_json::json!({"name": format!("w{i}"), "url": url, "events": ["lead.*"], "max_in_flight": max_in_flight}),
+            );
+            WebhookId::parse(w["id"].as_str().expect("webhook id")).expect("id")
+        })
+        .collect()
+}
+
+/// Writes `events` events owed to every webhook in `hooks` into the stopped node's log.
+fn write_backlog(data_dir: &Path, hooks: &[WebhookId], events: u64) {
+    let (log, _) = Log::open(data_dir, LogOptions::default()).expect("open the stopped node's log");
+    let mut i = 0;
+    while i < events {
+        let at = now_millis();
+        let records: Vec<Record> = (i..(i + 500).min(events))
+            .map(|n| {
+                Record::EventIngested(Box::new(EventIngested {
+                    account_id: AccountId::default_account(),
+                    event: "lead.qualified".into(),
+                    timestamp: at,
+                    external_id: None,
+                    idempotency_key: None,
+                    request_hash: [0; 32],
+                    data: data(n),
+                    webhooks: hooks.to_vec(),
+                    at,
+                }))
+            })
+            .collect();
+        i += records.len() as u64;
+        log.writer().append_blocking(Command::new(records)).expect("append backlog");
+    }
+    log.close();
+}
+
+/// Backlog drain: deliveries/s from ready to the last receipt.
+fn drain(name: &str, hooks: usize, events: u64, max_in_flight: u32) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = Arc::new(Sink::default());
+    let port = start_sink(sink.clone());
+    let s = start(dir.path(), &[]);
+    let ids = webhooks(&s, hooks, &format!("http://127.0.0.1:{port}/in"), max_in_flight);
+    stop(s);
+    write_backlog(&dir.path().join("herald-data"), &ids, events);
+    let total = events * hooks as u64;
+    let s = start(dir.path(), &[]);
+    let ready_us = sink.now_us();
+    let end = Instant::now() + DEADLINE;
+    while sink.count.load(Ordering::Relaxed) < total && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = sink.count.load(Ordering::Relaxed);
+    let secs = (sink.last_us.load(Ordering::Relaxed).saturating_sub(ready_us)) as f64 / 1e6;
+    println!(
+        "{name:>6}: {:>8.0} deliveries/s  ({got} of {total} to {hooks} webhook(s), max_in_flight {max_in_flight}, {secs:.2} s from ready to the last)",
+        got as f64 / secs
+    );
+    drop(s);
+}
+
+/// End-to-end lag at a fixed ingest rate.
+fn lag(seconds: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = Arc::new(Sink::default());
+    let port = start_sink(sink.clone());
+    let s = start(dir.path(), &[]);
+    webhooks(&s, 1, &format!("http://127.0.0.1:{port}/in"), 16);
+    sink.record_arrivals.store(true, Ordering::Relaxed);
+    let rate = 1000u64;
+    let total = rate * seconds;
+    let agent = ureq::AgentBuilder::new().max_idle_connections_per_host(8).build();
+    let url = format!("{}/api/v1/events", s.base);
+    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total as usize]));
+    // Four senders, each its own connection, interleaved on one schedule (open loop).
+    let started = Instant::now() + Duration::from_millis(50);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (agent, url, sent) = (agent.clone(), url.clone(), sent.clone());
+            std::thread::spawn(move || {
+                for i in (t..total).step_by(4) {
+                    let due = started + Duration::from_micros(i * 1_000_000 / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let body = format!(r#"{{"event":"lead.qualified","data":{}}}"#, String::from_utf8_lossy(&data(i)));
+                    let at = Instant::now();
+                    let ok = agent
+                        .post(&url)
+                        .set("Authorization", &format!("Bearer {ADMIN}"))
+                        .set("Content-Type", "application/json")
+                        .send_string(&body)
+                        .is_ok();
+                    if ok {
+                        sent.lock().unwrap()[i as usize] = Some(at);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while sink.arrivals.lock().unwrap().len() < total as usize && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = sent.lock().unwrap();
+    let mut lags: Vec<f64> = sink
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(i, at)| {
+            sent.get(*i as usize).copied().flatten().map(|s| at.duration_since(s).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lags.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
+    println!(
+        "   lag: {rate} events/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} of {total} delivered)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        lags.len()
+    );
+    drop(s);
+}
+
+/// Attempts/s against a dead endpoint once its breaker is open.
+fn dead(seconds: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let s = start(dir.path(), &[("HERALD_INITIAL_BACKOFF", "10ms"), ("HERALD_MAX_BACKOFF", "100ms")]);
+    webhooks(&s, 1, &format!("http://127.0.0.1:{closed}/in"), 64);
+    let batch: Vec<serde_json::Value> =
+        (0..1000).map(|i| serde_json::json!({"event": "lead.qualified", "data": {"i": i}})).collect();
+    for _ in 0..10 {
+        post(&s, "/api/v1/events/batch", &serde_json::Value::Array(batch.clone()));
+    }
+    let attempts = || -> u64 {
+        get(&s, "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("herald_delivery_attempts_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !get(&s, "/metrics").1.contains("herald_circuit_breakers_open 1") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = attempts();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let after = attempts();
+    println!(
+        "  dead: {:.2} attempts/s over {seconds} s with the breaker open ({before} attempts before it opened; 10,000 deliveries waiting)",
+        (after - before) as f64 / seconds as f64
+    );
+    drop(s);
+}
+
+/// Resident memory per idle webhook.
+fn memory() {
+    const N: usize = 10_000;
+    let empty_dir = tempfile::tempdir().expect("temp dir");
+    let empty = start(empty_dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let base = rss_kib(empty.child.id());
+    drop(empty);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = start(dir.path(), &[]);
+    let url = "http://127.0.0.1:9/in";
+    let created = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let s = &s;
+            scope.spawn(move || {
+                webhooks(s, N / 8 + usize::from(t < N % 8), url, 16);
+            });
+        }
+    });
+    let created = created.elapsed();
+    stop(s);
+    let s = start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let full = rss_kib(s.child.id());
+    println!(
+        "memory: {:.0} bytes per idle webhook (RSS {} MiB with {N} webhooks, {} MiB empty; created in {:.1} s)",
+        (full.saturating_sub(base) * 1024) as f64 / N as f64,
+        full / 1024,
+        base / 1024,
+        created.as_secs_f64()
+    );
+    drop(s);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let seconds: u64 = value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10).clamp(1, 60);
+    let only = value("--phase");
+    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    if run("one") {
+        drain("one", 1, 100_000, 64);
+    }
+    if run("many") {
+        drain("many", 1000, 100, 16);
+    }
+    if run("lag") {
+        lag(seconds);
+    }
+    if run("dead") {
+        dead(seconds);
+    }
+    if run("memory") {
+        memory();
+    }
+}
