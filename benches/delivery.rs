@@ -354,10 +354,11 @@ fn memory() {
     let url = "http://127.0.0.1:9/in";
     let created = Instant::now();
     std::thread::scope(|scope| {
-        for t in 0..8 {
+        // N is a multiple of the 8 creating threads.
+        for _ in 0..8 {
             let s = &s;
             scope.spawn(move || {
-                webhooks(s, N / 8 + usize::from(t < N % 8), url, 16);
+                webhooks(s, N / 8, url, 16);
             });
         }
     });
