@@ -57,6 +57,9 @@ pub struct Endpoint {
     next_slot_us: u64,
     timer: Option<(Millis, SpawnHandle)>,
     next_sweep: Millis,
+    /// The intake chunk the next refill starts from (the first that still held an untaken
+    /// delivery when the last refill read it).
+    intake_from: Option<u64>,
     /// Shutting down: nothing new goes out.
     draining: bool,
 }
@@ -83,6 +86,7 @@ impl Endpoint {
             next_slot_us: 0,
             timer: None,
             next_sweep: 0,
+            intake_from: None,
             draining: false,
         }
     }
@@ -200,8 +204,9 @@ impl Endpoint {
     }
 
     fn refill(&mut self) {
-        match log::due_window(&self.shared.tree, &self.webhook.id, self.queue.window()) {
-            Ok((found, _)) => {
+        match log::due_window_from(&self.shared.tree, &self.webhook.id, self.queue.window(), self.intake_from) {
+            Ok((found, from)) => {
+                self.intake_from = Some(from);
                 let (in_flight, recording) = (&self.in_flight, &self.recording);
                 let urgent = &self.urgent;
                 self.queue.refill(&found, |d| {

@@ -44,7 +44,7 @@ pub use compaction::{CompactionPolicy, CompactionReport};
 pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
-pub use window::{due_window, Queued};
+pub use window::{due_window, due_window_from, Queued};
 pub use writer::{AppendError, Appended, Command, Rejection, Submitted, Writer};
 
 use crate::model::{IdKey, WebhookId};
@@ -215,8 +215,12 @@ impl Log {
             match window::due_window(&tree, id, options.queue_window) {
                 Ok((window, hint)) => {
                     // Recovery is single-threaded and before the writer starts: the hint
-                    // (meta, outside the projection) can be written directly.
-                    tree.insert(keys::intake_hint(id), &hint.to_be_bytes())?;
+                    // (meta, outside the projection) can be written directly — when it
+                    // moved (a write per idle webhook at every start costs memory and time).
+                    let key = keys::intake_hint(id);
+                    if tree.get(&key)?.as_deref() != Some(&hint.to_be_bytes()[..]) {
+                        tree.insert(key, &hint.to_be_bytes())?;
+                    }
                     recovery.queues.insert(id.clone(), window);
                 }
                 Err(e) => recovery.warnings.push(format!("queue of {id} not loaded: {e}")),

@@ -22,7 +22,19 @@ pub struct Queued {
 /// The first `n` due deliveries of `webhook`, in due order, and the intake chunk from which
 /// a later read must start (the first that still holds an untaken delivery, else the last).
 pub fn due_window(tree: &sled::Tree, webhook: &WebhookId, n: usize) -> Result<(Vec<Queued>, u64), RowsError> {
-    let mut window = Vec::with_capacity(n.min(1024));
+    due_window_from(tree, webhook, n, None)
+}
+
+/// [`due_window`], reading intake from chunk `from` (what the previous read returned) rather
+/// than from the stored hint: an actor paging through a long backlog reads each taken
+/// intake entry about once, not once per page.
+pub fn due_window_from(
+    tree: &sled::Tree,
+    webhook: &WebhookId,
+    n: usize,
+    from: Option<u64>,
+) -> Result<(Vec<Queued>, u64), RowsError> {
+    let mut window = Vec::new();
     for item in tree.scan_prefix(keys::queue_of(webhook)).take(n) {
         let (k, v) = item?;
         let (due, delivery) = keys::queue_parts(&k).ok_or_else(|| RowsError::Codec {
@@ -34,11 +46,14 @@ pub fn due_window(tree: &sled::Tree, webhook: &WebhookId, n: usize) -> Result<(V
         window.push(Queued { delivery, due, entry });
     }
 
-    let hint = tree
-        .get(keys::intake_hint(webhook))?
-        .and_then(|v| v.as_ref().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
+    let hint = match from {
+        Some(chunk) => chunk,
+        None => tree
+            .get(keys::intake_hint(webhook))?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0),
+    };
     let mut first_open = None;
     let mut last_chunk = hint;
     let mut from_intake = 0;
