@@ -124,29 +124,29 @@ fn outcomes_of_misbehaving_receivers() {
     actix_web::rt::System::new().block_on(async move {
         let s = Sender::new(dev());
 
-        let ok = s.send(request(url("/ok"), 5_000)).await;
+        let ok = s.send(&request(url("/ok"), 5_000)).await;
         assert_eq!((ok.result, ok.status_code), (AttemptResult::Success, Some(200)), "{ok:?}");
         let (headers, body) = seen.last.lock().unwrap().clone().unwrap();
         assert_eq!(body, br#"{"id":"evt_1","data":{"a":1}}"#, "the body arrives byte for byte");
         assert!(headers.iter().any(|(k, v)| k == "x-webhook-delivery-id" && v == "dlv_test"));
 
-        let fail = s.send(request(url("/fail"), 5_000)).await;
+        let fail = s.send(&request(url("/fail"), 5_000)).await;
         assert_eq!((fail.result, fail.status_code), (AttemptResult::HttpError, Some(500)));
         assert_eq!(fail.body, b"boom");
 
-        let busy = s.send(request(url("/busy"), 5_000)).await;
+        let busy = s.send(&request(url("/busy"), 5_000)).await;
         assert_eq!((busy.status_code, busy.retry_after.as_deref()), (Some(429), Some("7")));
 
         let started = Instant::now();
-        let slow = s.send(request(url("/slow"), 300)).await;
+        let slow = s.send(&request(url("/slow"), 300)).await;
         assert_eq!(slow.result, AttemptResult::Timeout, "{slow:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "gave up at the timeout: {:?}", started.elapsed());
 
-        let redirect = s.send(request(url("/redirect"), 5_000)).await;
+        let redirect = s.send(&request(url("/redirect"), 5_000)).await;
         assert_eq!((redirect.result, redirect.status_code), (AttemptResult::HttpError, Some(302)));
         assert_eq!(seen.redirect_target_hits.load(Ordering::SeqCst), 0, "redirects are not followed");
 
-        let huge = s.send(request(url("/huge"), 5_000)).await;
+        let huge = s.send(&request(url("/huge"), 5_000)).await;
         assert_eq!(huge.status_code, Some(502));
         assert_eq!(huge.body.len(), RESPONSE_EXCERPT, "the read stops at 4 KiB");
 
@@ -154,7 +154,7 @@ fn outcomes_of_misbehaving_receivers() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
         drop(closed);
-        let refused = s.send(request(format!("http://127.0.0.1:{closed_port}/in"), 2_000)).await;
+        let refused = s.send(&request(format!("http://127.0.0.1:{closed_port}/in"), 2_000)).await;
         assert_eq!(refused.result, AttemptResult::NetworkError, "{refused:?}");
     });
 }
@@ -168,11 +168,11 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
         let strict = TargetPolicy { allow_http: true, lookup: Lookup::new(Rebinding), ..Default::default() };
         let s = Sender::new(strict.clone());
         // The name passed its create-time check elsewhere; now it resolves to 127.0.0.1.
-        let rebound = s.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
+        let rebound = s.send(&request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(rebound.result, AttemptResult::Refused, "{rebound:?}");
-        let literal = s.send(request(format!("http://127.0.0.1:{port}/ok"), 2_000)).await;
+        let literal = s.send(&request(format!("http://127.0.0.1:{port}/ok"), 2_000)).await;
         assert_eq!(literal.result, AttemptResult::Refused, "{literal:?}");
-        let mapped = s.send(request(format!("http://[::ffff:127.0.0.1]:{port}/ok"), 2_000)).await;
+        let mapped = s.send(&request(format!("http://[::ffff:127.0.0.1]:{port}/ok"), 2_000)).await;
         assert_eq!(mapped.result, AttemptResult::Refused, "{mapped:?}");
         assert_eq!(seen.hits.load(Ordering::SeqCst), 0, "nothing reached the receiver");
 
@@ -184,7 +184,7 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
         // allowed_cidrs opens exactly that range.
         let allowed = TargetPolicy { allowed_cidrs: vec!["127.0.0.1/32".parse().unwrap()], ..strict };
         let s = Sender::new(allowed);
-        let ok = s.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
+        let ok = s.send(&request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(ok.result, AttemptResult::Success, "{ok:?}");
         assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
     });

@@ -244,7 +244,6 @@ impl Endpoint {
         let body = prepared.body(key);
         let headers =
             signature::headers(&self.webhook, &delivery_id, &prepared.event.event, attempt, started_at, &body);
-        let recorded_headers = masked(&headers, &self.webhook);
         let request = Request {
             method: self.webhook.method,
             url: self.webhook.url.clone(),
@@ -253,8 +252,8 @@ impl Endpoint {
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
         let span = tracing::debug_span!("attempt", webhook_id = %self.webhook.id, delivery_id = %delivery_id, attempt);
-        let sender = sender(&self.shared);
-        let send = async move { sender.send(request).await }.instrument(span);
+        let send = sender(&self.shared).send(&request).instrument(span);
+        let recorded_headers = masked(request.headers, &self.webhook);
         ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |response, act, ctx| {
             let sent = Sent { item, attempt, started_at, headers: recorded_headers, probe };
             act.finished(sent, response, ctx);
@@ -447,15 +446,13 @@ struct Sent {
 }
 
 /// The headers as recorded: credential-like custom header values masked.
-fn masked(headers: &[(String, String)], webhook: &Webhook) -> Vec<(String, String)> {
+fn masked(mut headers: Vec<(String, String)>, webhook: &Webhook) -> Vec<(String, String)> {
+    for (k, v) in &mut headers {
+        if crate::webhooks::is_secret_header(k) && webhook.headers.iter().any(|(name, _)| name == k) {
+            *v = "****".to_owned();
+        }
+    }
     headers
-        .iter()
-        .map(|(k, v)| {
-            let custom = webhook.headers.iter().any(|(name, _)| name == k);
-            let value = if custom && crate::webhooks::is_secret_header(k) { "****".to_owned() } else { v.clone() };
-            (k.clone(), value)
-        })
-        .collect()
 }
 
 impl Actor for Endpoint {
@@ -614,9 +611,9 @@ impl Handler<TestSend> for Endpoint {
             body,
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
-        let sender = sender(&self.shared);
+        let send = sender(&self.shared).send(&request);
         Box::pin(async move {
-            let r = sender.send(request).await;
+            let r = send.await;
             TestOutcome {
                 success: r.result == AttemptResult::Success,
                 status_code: r.status_code,

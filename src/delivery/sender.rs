@@ -87,7 +87,7 @@ impl Sender {
         Self { client, policy }
     }
 
-    fn refused(&self, why: String, started: Instant) -> Response {
+    fn refused(why: String, started: Instant) -> Response {
         Response {
             result: AttemptResult::Refused,
             status_code: None,
@@ -99,21 +99,35 @@ impl Sender {
     }
 
     /// Sends `req` and reports the outcome; never panics, never waits past `req.timeout`.
-    pub async fn send(&self, req: Request) -> Response {
+    /// The request is read now, not kept: the caller may reuse its parts (the actor records
+    /// its headers) while the attempt is under way.
+    pub fn send(&self, req: &Request) -> impl std::future::Future<Output = Response> + 'static {
         let started = Instant::now();
-        if let Err(e) = self.policy.check_url(&req.url) {
-            return self.refused(format!("refused: {e}"), started);
-        }
-        let method = match req.method {
-            Method::Post => awc::http::Method::POST,
-            Method::Put => awc::http::Method::PUT,
-            Method::Patch => awc::http::Method::PATCH,
+        let timeout = req.timeout;
+        let sent = match self.policy.check_url(&req.url) {
+            Err(e) => Err(format!("refused: {e}")),
+            Ok(_) => {
+                let method = match req.method {
+                    Method::Post => awc::http::Method::POST,
+                    Method::Put => awc::http::Method::PUT,
+                    Method::Patch => awc::http::Method::PATCH,
+                };
+                let mut builder = self.client.request(method, req.url.as_str()).timeout(timeout);
+                for (name, value) in &req.headers {
+                    builder = builder.insert_header((name.as_str(), value.as_str()));
+                }
+                Ok(builder.send_body(req.body.clone()))
+            }
         };
-        let mut builder = self.client.request(method, req.url.as_str()).timeout(req.timeout);
-        for (name, value) in &req.headers {
-            builder = builder.insert_header((name.as_str(), value.as_str()));
+        async move {
+            match sent {
+                Err(why) => Self::refused(why, started),
+                Ok(sent) => Self::answer(sent, started, timeout).await,
+            }
         }
-        let sent = builder.send_body(req.body);
+    }
+
+    async fn answer(sent: awc::SendClientRequest, started: Instant, timeout: Duration) -> Response {
         let mut response = match sent.await {
             Ok(r) => r,
             Err(e) => {
@@ -136,7 +150,7 @@ impl Sender {
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get("Retry-After").and_then(|v| v.to_str().ok()).map(|v| v.chars().take(64).collect());
-        let left = req.timeout.saturating_sub(started.elapsed());
+        let left = timeout.saturating_sub(started.elapsed());
         let mut body = Vec::new();
         let read = tokio::time::timeout(left, async {
             while let Some(chunk) = response.next().await {
