@@ -178,7 +178,7 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
 
         // https only without allow_http.
         let https_only = Sender::new(TargetPolicy { lookup: Lookup::new(Rebinding), ..Default::default() });
-        let plain = https_only.send(request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
+        let plain = https_only.send(&request(format!("http://hooks.example.test:{port}/ok"), 2_000)).await;
         assert_eq!(plain.result, AttemptResult::Refused);
 
         // allowed_cidrs opens exactly that range.
