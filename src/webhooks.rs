@@ -268,7 +268,7 @@ pub fn get(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(Webhook, S
         .get(id)
         .filter(|r| r.deleted_at.is_none() && &r.webhook.account_id == account)
         .ok_or(DomainError::NotFound)?;
-    Ok((row.webhook.clone(), catalog.statuses.get(id).cloned().unwrap_or_default()))
+    Ok((Webhook::clone(&row.webhook), catalog.statuses.get(id).cloned().unwrap_or_default()))
 }
 
 /// The account's webhooks, newest first, after `cursor`, at most `limit`.

@@ -165,3 +165,111 @@ fn a_dead_endpoint_does_not_slow_a_healthy_one() {
     }
     panic!("healthy p99 lag in ms (alone, beside dead endpoints): {seen:?}");
 }
+
+#[test]
+fn a_manual_retry_goes_out_once_while_the_breaker_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "3"), ("HERALD_BREAKER_COOLDOWN", "1h")]);
+    let key = account(&h, "AutoReach");
+    let r = Receiver::start();
+    r.answer(|_| Reply::status(500));
+    // No retries: each failure is a dead letter, and three of them open the breaker.
+    let hook = create(&h, &key, json!({"url": r.url("/in"), "events": ["*"], "max_retries": 0, "max_in_flight": 1}));
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            let e = h.json("POST", "/api/v1/events", Some(&key), &json!({"event": "email.sent", "data": {"i": i}}));
+            let ev =
+                h.json("GET", &format!("/api/v1/events/{}", e.body["id"].as_str().unwrap()), Some(&key), &Value::Null);
+            ev.body["deliveries"][0]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    wait_for("the breaker to open", Duration::from_secs(10), || {
+        h.json("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null).body["status"]["state"]
+            == "circuit_open"
+    });
+    assert_eq!(r.count(), 3, "the fourth delivery waits behind the open breaker");
+    r.answer(|_| Reply::ok());
+    let a = h.json("POST", &format!("/api/v1/deliveries/{}/retry", ids[0]), Some(&key), &json!({}));
+    assert_eq!(a.status, 202, "{}", a.text);
+    wait_for("the retried delivery", Duration::from_secs(10), || {
+        h.json("GET", &format!("/api/v1/deliveries/{}", ids[0]), Some(&key), &Value::Null).body["status"] == "succeeded"
+    });
+    assert_eq!(r.hits()[3].delivery_id(), ids[0], "the retried one went out first, through the open breaker");
+    // Its success showed the endpoint works: the breaker closes and the waiting one follows,
+    // without waiting out the hour-long cooldown.
+    wait_for("the waiting delivery", Duration::from_secs(10), || {
+        h.json("GET", &format!("/api/v1/deliveries/{}", ids[3]), Some(&key), &Value::Null).body["status"] == "succeeded"
+    });
+    let w = h.json("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null);
+    assert_eq!(w.body["status"]["state"], "healthy", "{}", w.text);
+    assert_eq!(r.count(), 5);
+}
+
+#[test]
+fn edits_reach_the_actor_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald(dir.path(), &[("HERALD_INITIAL_BACKOFF", "50ms"), ("HERALD_MAX_BACKOFF", "50ms")]);
+    let key = account(&h, "LeadNest");
+    let r = Receiver::start();
+    let up = Arc::new(AtomicBool::new(true));
+    let u = up.clone();
+    r.answer(move |_| if u.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(503) });
+    let hook = create(&h, &key, json!({"url": r.url("/a"), "events": ["*"], "max_retries": 20}));
+    let patch = |body: Value| {
+        let a = h.json("PATCH", &format!("/api/v1/webhooks/{hook}"), Some(&key), &body);
+        assert_eq!(a.status, 200, "{}", a.text);
+    };
+    let send = |i: u32| {
+        let e = h.json("POST", "/api/v1/events", Some(&key), &json!({"event": "lead.created", "data": {"i": i}}));
+        assert_eq!(e.status, 202, "{}", e.text);
+        e.body
+    };
+    send(0);
+    wait_for("the first delivery at /a", Duration::from_secs(10), || r.hits_on("/a").len() == 1);
+
+    // A new URL and a new custom header apply to the very next attempt.
+    patch(json!({"url": r.url("/b"), "headers": {"X-Edit": "2"}}));
+    send(1);
+    wait_for("the next delivery at /b", Duration::from_secs(10), || r.hits_on("/b").len() == 1);
+    assert_eq!(r.hits_on("/b")[0].header("x-edit"), Some("2"));
+
+    // Paused: a delivery being retried stops going out until the webhook is enabled again.
+    up.store(false, Ordering::SeqCst);
+    let e = send(2);
+    wait_for("a few failed attempts", Duration::from_secs(10), || r.hits_on("/b").len() >= 3);
+    patch(json!({"is_active": false}));
+    let paused_at = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500)); // the window observed for silence
+    let during: Vec<_> =
+        r.hits_on("/b").into_iter().filter(|h| h.at > paused_at + Duration::from_millis(100)).collect();
+    assert!(during.is_empty(), "{} attempts while paused", during.len());
+    up.store(true, Ordering::SeqCst);
+    patch(json!({"is_active": true}));
+    let ev = h.json("GET", &format!("/api/v1/events/{}", e["id"].as_str().unwrap()), Some(&key), &Value::Null);
+    let id = ev.body["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    wait_for("the paused delivery to go out", Duration::from_secs(10), || {
+        h.json("GET", &format!("/api/v1/deliveries/{id}"), Some(&key), &Value::Null).body["status"] == "succeeded"
+    });
+
+    // Deleted: what waits dies with reason `deleted`, nothing more goes out.
+    up.store(false, Ordering::SeqCst);
+    let e = send(3);
+    let ev = h.json("GET", &format!("/api/v1/events/{}", e["id"].as_str().unwrap()), Some(&key), &Value::Null);
+    let id = ev.body["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    wait_for("a failed attempt", Duration::from_secs(10), || {
+        r.hits_on("/b").iter().any(|h| h.json()["data"]["i"] == 3)
+    });
+    assert_eq!(h.json("DELETE", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null).status, 204);
+    let d = h.json("GET", &format!("/api/v1/deliveries/{id}"), Some(&key), &Value::Null);
+    assert_eq!(
+        (d.body["status"].as_str(), d.body["dead_reason"].as_str()),
+        (Some("dead"), Some("deleted")),
+        "{}",
+        d.text
+    );
+    // The actor hears of the deletion just after its 204: let an attempt already on its way land.
+    std::thread::sleep(Duration::from_millis(100));
+    let after = r.count();
+    std::thread::sleep(Duration::from_millis(300)); // the window observed for silence
+    assert_eq!(r.count(), after, "a deleted webhook sends nothing");
+}

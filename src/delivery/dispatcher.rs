@@ -68,7 +68,7 @@ impl Dispatcher {
             busy: AtomicUsize::new(0),
         });
         let inner = Arc::new(Inner { shared, arbiters, next_arbiter: AtomicUsize::new(0), routes: Mutex::default() });
-        let live: Vec<(Webhook, WebhookStatus)> = match log.catalog().read() {
+        let live: Vec<(Arc<Webhook>, WebhookStatus)> = match log.catalog().read() {
             Ok(c) => c
                 .webhooks
                 .values()
@@ -116,7 +116,7 @@ impl Dispatcher {
 }
 
 impl Inner {
-    fn spawn(&self, webhook: Webhook, status: WebhookStatus, waiting: Vec<Queued>) {
+    fn spawn(&self, webhook: Arc<Webhook>, status: WebhookStatus, waiting: Vec<Queued>) {
         let n = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
         let Some(arbiter) = self.arbiters.get(n) else { return };
         let (id, account) = (webhook.id.clone(), webhook.account_id.clone());
@@ -125,6 +125,12 @@ impl Inner {
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(id, Route { account, addr });
         }
+    }
+
+    /// The catalog's copy of a webhook.
+    fn defined(&self, id: &WebhookId) -> Option<Arc<Webhook>> {
+        let catalog = self.shared.catalog.read().ok()?;
+        catalog.webhooks.get(id).map(|row| row.webhook.clone())
     }
 
     fn route(&self, changes: Vec<Change>) {
@@ -158,11 +164,15 @@ impl Inner {
                 }
                 Change::WebhookDefined(webhook) => {
                     flush(&mut arrivals, &routes);
+                    // The catalog absorbed this group before the dispatcher hears of it: share
+                    // its copy (a later edit in the same group is told next, in order).
+                    let shared = self.defined(&webhook.id).filter(|w| w.updated_at == webhook.updated_at);
+                    let webhook = shared.unwrap_or_else(|| Arc::new(*webhook));
                     match routes.get(&webhook.id) {
                         Some(r) => r.addr.do_send(endpoint::Redefined(webhook)),
                         None => {
                             drop(routes);
-                            self.spawn(*webhook, WebhookStatus::default(), Vec::new());
+                            self.spawn(webhook, WebhookStatus::default(), Vec::new());
                             routes = match self.routes.lock() {
                                 Ok(r) => r,
                                 Err(_) => return,

@@ -65,7 +65,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(shared: Arc<Shared>, webhook: Webhook, status: WebhookStatus, waiting: &[log::Queued]) -> Self {
+    pub fn new(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus, waiting: &[log::Queued]) -> Self {
         let mut queue = Queue::new(webhook.ordered, shared.policy.window);
         for q in waiting {
             queue.admit(Item::from_log(q));
@@ -76,7 +76,7 @@ impl Endpoint {
         }
         Endpoint {
             shared,
-            webhook: Arc::new(webhook),
+            webhook,
             status,
             queue,
             urgent: VecDeque::new(),
@@ -517,7 +517,7 @@ impl Handler<Requeued> for Endpoint {
 /// The webhook was edited (URL, secret, policy, pause).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Redefined(pub Box<Webhook>);
+pub struct Redefined(pub Arc<Webhook>);
 
 impl Handler<Redefined> for Endpoint {
     type Result = ();
@@ -527,7 +527,7 @@ impl Handler<Redefined> for Endpoint {
         if self.webhook.rate_limit != msg.0.rate_limit {
             self.next_slot_us = 0;
         }
-        self.webhook = Arc::new(*msg.0);
+        self.webhook = msg.0;
         self.drive(ctx);
     }
 }

@@ -126,7 +126,7 @@ impl Catalog {
             .into_iter()
             .flat_map(|set| set.iter())
             .filter_map(|id| self.webhooks.get(id))
-            .map(|row| &row.webhook)
+            .map(|row| &*row.webhook)
     }
 
     /// The live webhooks of the account that subscribe to `event`, oldest first: not paused

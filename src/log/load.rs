@@ -202,7 +202,7 @@ fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rn
             }
         }));
     }
-    let mut webhook = log.catalog().read().ok()?.webhooks.get(&hook.id)?.webhook.clone();
+    let mut webhook = Webhook::clone(&log.catalog().read().ok()?.webhooks.get(&hook.id)?.webhook);
     webhook.name = format!("receiver-{}", rng.gen_range(0..1000));
     webhook.updated_at = at;
     Some(Command::new(vec![Record::WebhookUpdated { webhook }]))

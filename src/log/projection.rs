@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 /// A webhook as the projection keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRow {
-    pub webhook: Webhook,
+    /// Shared with the catalog's readers and the webhook's actor (stored as a plain
+    /// `Webhook`: serde writes an `Arc<T>` as its `T`).
+    pub webhook: std::sync::Arc<Webhook>,
     /// The record that last defined the webhook; older ones are superseded.
     pub seq: u64,
     pub deleted_at: Option<Millis>,
@@ -216,7 +218,7 @@ fn define_webhook<R: Rows>(rows: &mut R, seq: u64, webhook: &Webhook) -> Result<
             rows.put(keys::superseded(webhook.updated_at, old.seq), Vec::new());
         }
     }
-    rows.put_row(key, &WebhookRow { webhook: webhook.clone(), seq, deleted_at: None })?;
+    rows.put_row(key, &WebhookRow { webhook: std::sync::Arc::new(webhook.clone()), seq, deleted_at: None })?;
     rows.put(keys::account_webhook(&webhook.account_id, &webhook.id), Vec::new());
     if rows.get(&keys::status(&webhook.id))?.is_none() {
         rows.put_row(keys::status(&webhook.id), &StatusRow::default())?;
@@ -507,10 +509,10 @@ mod tests {
     #[test]
     fn a_webhook_rows_head_decodes_from_the_whole_row() {
         let account = AccountId::parse("acct_01JD6Z1M8Q4W9X2Y3Z4A5B6C7E").unwrap();
-        let row = WebhookRow { webhook: samples::webhook(&account), seq: 3, deleted_at: None };
+        let row = WebhookRow { webhook: std::sync::Arc::new(samples::webhook(&account)), seq: 3, deleted_at: None };
         let bytes = crate::log::codec::encode(crate::log::rows::ROW_VERSION, &row).unwrap();
         let head: WebhookRowHead = crate::log::codec::decode(crate::log::rows::ROW_VERSION, &bytes).unwrap();
-        assert_eq!((head.webhook.id, head.webhook.account_id), (row.webhook.id, account));
+        assert_eq!((head.webhook.id, head.webhook.account_id), (row.webhook.id.clone(), account));
     }
 
     #[test]
