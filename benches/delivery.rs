@@ -22,15 +22,15 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use herald::log::record::EventIngested;
 use herald::log::{Command, Log, LogOptions, Record};
 use herald::model::{now_millis, AccountId, WebhookId};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
-const ADMIN: &str = "bench-admin-token-0123456789";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Server, ADMIN};
 /// Longest any phase may wait for its deliveries.
 const DEADLINE: Duration = Duration::from_secs(180);
 
@@ -90,45 +90,12 @@ fn start_sink(sink: Arc<Sink>) -> u16 {
     rx.recv().expect("receiver port")
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts Herald in `dir` (room for 20,000 webhooks in one account) and waits until it
+/// is ready.
 fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
-    let mut cmd = Process::new(BIN);
-    cmd.current_dir(dir)
-        .args(["--listen", "127.0.0.1:0", "--dev", "serve"])
-        .env("HERALD_ADMIN_TOKEN", ADMIN)
-        .env("HERALD_MAX_WEBHOOKS_PER_ACCOUNT", "20000")
-        .env("RUST_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start herald");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match line.strip_prefix("herald listening on ") {
-                Some(addr) => {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                None => eprintln!("{line}"),
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(30)).expect("herald printed its address");
-    let server = Server { child, base };
+    let mut all = vec![("HERALD_MAX_WEBHOOKS_PER_ACCOUNT", "20000")];
+    all.extend_from_slice(env);
+    let server = support::spawn(dir, &all);
     let ready_by = Instant::now() + Duration::from_secs(60);
     while get(&server, "/readyz").0 != 200 {
         assert!(Instant::now() < ready_by, "herald was not ready within 60 s");

@@ -2,7 +2,8 @@
 //! written here (awc on one thread), bounded in time and in requests.
 //!
 //! `cargo bench --bench ingest_http` runs three phases against a fresh data directory with
-//! 10 webhooks that all match the events (their deliveries stay pending):
+//! 10 webhooks that all match the events, on a closed port (each breaker opens after five
+//! refused attempts, so delivery costs next to nothing while ingest is measured):
 //!
 //! 1. `single`: `POST /api/v1/events` with 1 KiB of `data`, 64 requests in flight;
 //! 2. `batch`: `POST /api/v1/events/batch` of 100 such events, 8 requests in flight;
@@ -15,55 +16,26 @@
 //! Client and server share the machine's cores, so the figures are a floor.
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
-const ADMIN: &str = "bench-admin-token-0123456789";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::ADMIN;
 const WEBHOOKS: usize = 10;
 /// Hard cap on requests per phase, whatever the duration.
 const MAX_REQUESTS: u64 = 2_000_000;
 
-struct Server {
-    child: Child,
-    base: String,
+/// Herald and the directory it runs in (removed after it stops: fields drop in order).
+struct Running {
+    server: support::Server,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
+fn start() -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--dev", "serve"])
-        .env("HERALD_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start herald");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match line.strip_prefix("herald listening on ") {
-                Some(addr) => {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                None => eprintln!("{line}"),
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(30)).expect("herald printed its address");
-    Server { child, base, _dir: dir }
+    Running { server: support::spawn(dir.path(), &[]), _dir: dir }
 }
 
 /// One event with `data` of about 1 KiB.
@@ -276,7 +248,7 @@ fn main() {
     let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
 
     let server = start();
-    let base = server.base.clone();
+    let base = server.server.base.clone();
     actix_web::rt::System::new().block_on(async move {
         setup(&base).await;
         println!("herald at {base}, {WEBHOOKS} matching webhooks, {seconds} s per phase");

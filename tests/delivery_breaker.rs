@@ -12,24 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn herald(dir: &std::path::Path, env: &[(&str, &str)]) -> Herald {
-    let mut all = vec![("HERALD_ADMIN_TOKEN", ADMIN)];
-    all.extend_from_slice(env);
-    let h = Herald::serve(dir, &["--dev"], &all);
-    h.wait_ready();
-    h
-}
-
-fn create(h: &Herald, key: &str, body: Value) -> String {
-    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["id"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn an_open_breaker_lets_only_probes_through_then_closes_with_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(
+    let h = herald_with(
         dir.path(),
         &[
             ("HERALD_BREAKER_THRESHOLD", "3"),
@@ -43,9 +29,12 @@ fn an_open_breaker_lets_only_probes_through_then_closes_with_nothing_lost() {
     let up = Arc::new(AtomicBool::new(false));
     let u = up.clone();
     r.answer(move |hit| if hit.path == "/ops" || u.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(500) });
-    let hook =
-        create(&h, &key, json!({"url": r.url("/in"), "events": ["lead.*"], "max_retries": 20, "max_in_flight": 1}));
-    create(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.circuit.*"]}));
+    let hook = create_webhook(
+        &h,
+        &key,
+        json!({"url": r.url("/in"), "events": ["lead.*"], "max_retries": 20, "max_in_flight": 1}),
+    );
+    create_webhook(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.circuit.*"]}));
     let batch: Vec<Value> = (0..10).map(|i| json!({"event": "lead.created", "data": {"i": i}})).collect();
     assert_eq!(h.json("POST", "/api/v1/events/batch", Some(&key), &json!(batch)).status, 202);
 
@@ -133,12 +122,12 @@ fn a_dead_endpoint_does_not_slow_a_healthy_one() {
     let dir = tempfile::tempdir().unwrap();
     // The breaker never opens here: the dead endpoint keeps all its slots busy with
     // attempts that hang until they time out, and keeps being retried, throughout.
-    let h = herald(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "100000"), ("HERALD_INITIAL_BACKOFF", "100ms")]);
+    let h = herald_with(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "100000"), ("HERALD_INITIAL_BACKOFF", "100ms")]);
     let key = account(&h, "LeadNest");
     let healthy = Receiver::start();
-    create(&h, &key, json!({"url": healthy.url("/in"), "events": ["lead.*"]}));
+    create_webhook(&h, &key, json!({"url": healthy.url("/in"), "events": ["lead.*"]}));
     let hanging = format!("http://127.0.0.1:{}/in", common::receiver::black_hole());
-    let dead = [create(
+    let dead = [create_webhook(
         &h,
         &key,
         json!({"url": hanging, "events": ["lead.*"], "timeout": 1, "max_retries": 20, "max_in_flight": 16}),
@@ -169,12 +158,13 @@ fn a_dead_endpoint_does_not_slow_a_healthy_one() {
 #[test]
 fn a_manual_retry_goes_out_once_while_the_breaker_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "3"), ("HERALD_BREAKER_COOLDOWN", "1h")]);
+    let h = herald_with(dir.path(), &[("HERALD_BREAKER_THRESHOLD", "3"), ("HERALD_BREAKER_COOLDOWN", "1h")]);
     let key = account(&h, "AutoReach");
     let r = Receiver::start();
     r.answer(|_| Reply::status(500));
     // No retries: each failure is a dead letter, and three of them open the breaker.
-    let hook = create(&h, &key, json!({"url": r.url("/in"), "events": ["*"], "max_retries": 0, "max_in_flight": 1}));
+    let hook =
+        create_webhook(&h, &key, json!({"url": r.url("/in"), "events": ["*"], "max_retries": 0, "max_in_flight": 1}));
     let ids: Vec<String> = (0..4)
         .map(|i| {
             let e = h.json("POST", "/api/v1/events", Some(&key), &json!({"event": "email.sent", "data": {"i": i}}));
@@ -208,13 +198,13 @@ fn a_manual_retry_goes_out_once_while_the_breaker_is_open() {
 #[test]
 fn edits_reach_the_actor_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[("HERALD_INITIAL_BACKOFF", "50ms"), ("HERALD_MAX_BACKOFF", "50ms")]);
+    let h = herald_with(dir.path(), &[("HERALD_INITIAL_BACKOFF", "50ms"), ("HERALD_MAX_BACKOFF", "50ms")]);
     let key = account(&h, "LeadNest");
     let r = Receiver::start();
     let up = Arc::new(AtomicBool::new(true));
     let u = up.clone();
     r.answer(move |_| if u.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(503) });
-    let hook = create(&h, &key, json!({"url": r.url("/a"), "events": ["*"], "max_retries": 20}));
+    let hook = create_webhook(&h, &key, json!({"url": r.url("/a"), "events": ["*"], "max_retries": 20}));
     let patch = |body: Value| {
         let a = h.json("PATCH", &format!("/api/v1/webhooks/{hook}"), Some(&key), &body);
         assert_eq!(a.status, 200, "{}", a.text);

@@ -10,20 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn herald(dir: &std::path::Path, env: &[(&str, &str)]) -> Herald {
-    let mut all = vec![("HERALD_ADMIN_TOKEN", ADMIN)];
-    all.extend_from_slice(env);
-    let h = Herald::serve(dir, &["--dev"], &all);
-    h.wait_ready();
-    h
-}
-
-fn create(h: &Herald, key: &str, body: Value) -> String {
-    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.body["id"].as_str().unwrap().to_owned()
-}
-
 fn ingest(h: &Herald, key: &str, event: &str, data: Value) -> Value {
     let a = h.json("POST", "/api/v1/events", Some(key), &json!({"event": event, "data": data}));
     assert_eq!(a.status, 202, "{}", a.text);
@@ -58,7 +44,7 @@ fn ms_between(a: &common::receiver::Hit, b: &common::receiver::Hit) -> u128 {
 #[test]
 fn retries_follow_the_schedule_and_retry_after_then_die_and_come_back_by_hand() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(
+    let h = herald_with(
         dir.path(),
         &[("HERALD_INITIAL_BACKOFF", "100ms"), ("HERALD_MAX_BACKOFF", "5s"), ("HERALD_BREAKER_THRESHOLD", "100")],
     );
@@ -74,9 +60,10 @@ fn retries_follow_the_schedule_and_retry_after_then_die_and_come_back_by_hand() 
         "/ops" | "/limited" | "/dead" => Reply::ok(),
         _ => Reply::status(404),
     });
-    let limited_hook = create(&h, &key, json!({"url": r.url("/limited"), "events": ["lead.qualified"]}));
-    let dead_hook = create(&h, &key, json!({"url": r.url("/dead"), "events": ["email.bounced"], "max_retries": 2}));
-    create(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.*"]}));
+    let limited_hook = create_webhook(&h, &key, json!({"url": r.url("/limited"), "events": ["lead.qualified"]}));
+    let dead_hook =
+        create_webhook(&h, &key, json!({"url": r.url("/dead"), "events": ["email.bounced"], "max_retries": 2}));
+    create_webhook(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.*"]}));
 
     // 429 with Retry-After: 1 replaces the 100 ms backoff.
     let e = ingest(&h, &key, "lead.qualified", json!({"n": 1}));
@@ -149,7 +136,7 @@ fn retries_follow_the_schedule_and_retry_after_then_die_and_come_back_by_hand() 
 #[test]
 fn misbehaving_receivers_end_attempts_as_timeouts_network_errors_and_http_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[]);
+    let h = herald_with(dir.path(), &[]);
     let key = account(&h, "AutoReach");
     let r = Receiver::start();
     r.answer(|hit| match hit.path.as_str() {
@@ -171,7 +158,11 @@ fn misbehaving_receivers_end_attempts_as_timeouts_network_errors_and_http_errors
         ("huge.ok", r.url("/huge-ok"), "success"),
     ];
     for (name, url, _) in &cases {
-        create(&h, &key, json!({"url": url, "events": [format!("case.{name}")], "max_retries": 0, "timeout": 1}));
+        create_webhook(
+            &h,
+            &key,
+            json!({"url": url, "events": [format!("case.{name}")], "max_retries": 0, "timeout": 1}),
+        );
     }
     for (name, _, expected) in &cases {
         let e = ingest(&h, &key, &format!("case.{name}"), json!({}));
@@ -194,7 +185,7 @@ fn misbehaving_receivers_end_attempts_as_timeouts_network_errors_and_http_errors
 #[test]
 fn an_endpoint_that_stays_down_expires_its_deliveries_even_with_the_breaker_open() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(
+    let h = herald_with(
         dir.path(),
         &[
             ("HERALD_DELIVERY_TTL", "1s"),
@@ -206,9 +197,16 @@ fn an_endpoint_that_stays_down_expires_its_deliveries_even_with_the_breaker_open
     let key = account(&h, "AstroLeads");
     let r = Receiver::start();
     r.answer(|hit| if hit.path == "/ops" { Reply::ok() } else { Reply::status(503) });
-    let hook =
-        create(&h, &key, json!({"url": r.url("/down"), "events": ["lead.*"], "max_retries": 20, "max_in_flight": 1}));
-    create(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.circuit.opened", "herald.delivery.dead"]}));
+    let hook = create_webhook(
+        &h,
+        &key,
+        json!({"url": r.url("/down"), "events": ["lead.*"], "max_retries": 20, "max_in_flight": 1}),
+    );
+    create_webhook(
+        &h,
+        &key,
+        json!({"url": r.url("/ops"), "events": ["herald.circuit.opened", "herald.delivery.dead"]}),
+    );
     let events: Vec<Value> = (0..5).map(|i| ingest(&h, &key, "lead.created", json!({"i": i}))).collect();
     for e in &events {
         let id = delivery_of(&h, &key, e)["id"].as_str().unwrap().to_owned();
@@ -228,7 +226,7 @@ fn an_endpoint_that_stays_down_expires_its_deliveries_even_with_the_breaker_open
 #[test]
 fn gone_disables_the_webhook_and_kills_what_waits_until_it_is_enabled_again() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[]);
+    let h = herald_with(dir.path(), &[]);
     let key = account(&h, "LeadNest");
     let r = Receiver::start();
     let gone = Arc::new(AtomicUsize::new(1));
@@ -238,8 +236,8 @@ fn gone_disables_the_webhook_and_kills_what_waits_until_it_is_enabled_again() {
         _ if g.load(Ordering::SeqCst) == 1 => Reply::status(410).after(Duration::from_millis(300)),
         _ => Reply::ok(),
     });
-    let hook = create(&h, &key, json!({"url": r.url("/in"), "events": ["new_lead"], "max_in_flight": 1}));
-    create(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.webhook.disabled"]}));
+    let hook = create_webhook(&h, &key, json!({"url": r.url("/in"), "events": ["new_lead"], "max_in_flight": 1}));
+    create_webhook(&h, &key, json!({"url": r.url("/ops"), "events": ["herald.webhook.disabled"]}));
     let events: Vec<Value> = (0..4).map(|i| ingest(&h, &key, "new_lead", json!({"i": i}))).collect();
     let first = delivery_of(&h, &key, &events[0])["id"].as_str().unwrap().to_owned();
     assert_eq!(wait_status(&h, &key, &first, "dead")["dead_reason"], "gone");
@@ -272,7 +270,7 @@ fn gone_disables_the_webhook_and_kills_what_waits_until_it_is_enabled_again() {
 #[test]
 fn continuous_failure_for_disable_after_disables_the_webhook() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(
+    let h = herald_with(
         dir.path(),
         &[
             ("HERALD_DISABLE_AFTER", "1s"),
@@ -284,7 +282,7 @@ fn continuous_failure_for_disable_after_disables_the_webhook() {
     let key = account(&h, "AutoReach");
     let r = Receiver::start();
     r.answer(|_| Reply::status(500));
-    let hook = create(&h, &key, json!({"url": r.url("/in"), "events": ["*"], "max_retries": 20}));
+    let hook = create_webhook(&h, &key, json!({"url": r.url("/in"), "events": ["*"], "max_retries": 20}));
     let e = ingest(&h, &key, "email.opened", json!({}));
     let id = delivery_of(&h, &key, &e)["id"].as_str().unwrap().to_owned();
     let d = wait_status(&h, &key, &id, "dead");
@@ -300,7 +298,7 @@ fn continuous_failure_for_disable_after_disables_the_webhook() {
 #[test]
 fn ordered_webhooks_keep_event_order_behind_a_failing_head_until_it_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[("HERALD_INITIAL_BACKOFF", "50ms")]);
+    let h = herald_with(dir.path(), &[("HERALD_INITIAL_BACKOFF", "50ms")]);
     let key = account(&h, "LeadNest");
     let r = Receiver::start();
     // Event 0 fails forever (and dies after 3 attempts); event 3 fails twice, then passes.
@@ -311,7 +309,7 @@ fn ordered_webhooks_keep_event_order_behind_a_failing_head_until_it_dies() {
         Some(3) if t.fetch_add(1, Ordering::SeqCst) < 2 => Reply::status(503),
         _ => Reply::ok().after(Duration::from_millis(5)),
     });
-    create(
+    create_webhook(
         &h,
         &key,
         json!({"url": r.url("/in"), "events": ["*"], "ordered": true, "max_retries": 2, "max_in_flight": 8}),
@@ -330,13 +328,13 @@ fn ordered_webhooks_keep_event_order_behind_a_failing_head_until_it_dies() {
 #[test]
 fn max_in_flight_and_rate_limit_hold_at_the_receiver() {
     let dir = tempfile::tempdir().unwrap();
-    let h = herald(dir.path(), &[]);
+    let h = herald_with(dir.path(), &[]);
     let key = account(&h, "AstroLeads");
     let slow = Receiver::start();
     slow.answer(|_| Reply::ok().after(Duration::from_millis(100)));
     let paced = Receiver::start();
-    create(&h, &key, json!({"url": slow.url("/in"), "events": ["lead.*"], "max_in_flight": 4}));
-    create(&h, &key, json!({"url": paced.url("/in"), "events": ["email.*"], "rate_limit": 20}));
+    create_webhook(&h, &key, json!({"url": slow.url("/in"), "events": ["lead.*"], "max_in_flight": 4}));
+    create_webhook(&h, &key, json!({"url": paced.url("/in"), "events": ["email.*"], "rate_limit": 20}));
     let batch: Vec<Value> = (0..40).map(|i| json!({"event": "lead.created", "data": {"i": i}})).collect();
     assert_eq!(h.json("POST", "/api/v1/events/batch", Some(&key), &json!(batch)).status, 202);
     let batch: Vec<Value> = (0..30).map(|i| json!({"event": "email.sent", "data": {"i": i}})).collect();

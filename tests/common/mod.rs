@@ -214,6 +214,22 @@ pub fn herald_for_api(dir: &Path) -> Herald {
     h
 }
 
+/// Herald under `--dev` with the test admin token and extra environment, ready.
+pub fn herald_with(dir: &Path, env: &[(&str, &str)]) -> Herald {
+    let mut all = vec![("HERALD_ADMIN_TOKEN", ADMIN)];
+    all.extend_from_slice(env);
+    let h = Herald::serve(dir, &["--dev"], &all);
+    h.wait_ready();
+    h
+}
+
+/// Creates a webhook from a JSON body; returns its id.
+pub fn create_webhook(h: &Herald, key: &str, body: serde_json::Value) -> String {
+    let a = h.json("POST", "/api/v1/webhooks", Some(key), &body);
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["id"].as_str().unwrap().to_owned()
+}
+
 /// Creates an account with the admin token; returns its first API key.
 pub fn account(h: &Herald, name: &str) -> String {
     let a = h.json("POST", "/api/v1/accounts", Some(ADMIN), &serde_json::json!({ "name": name }));
