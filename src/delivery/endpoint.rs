@@ -17,10 +17,10 @@ use super::breaker::{self, Gate, Transition};
 use super::queue::{Item, Queue};
 use super::retry::{self, Standing, Verdict};
 use super::sender::{Request, Response, Sender};
-use super::{signature, Prepared, Shared, TestOutcome};
+use super::{recorder, signature, Prepared, Shared, TestOutcome};
 use crate::events;
 use crate::log::record::AttemptFinished;
-use crate::log::{self, Command, Record};
+use crate::log::{self, Record};
 use crate::log::{DeliveryRow, QueueEntry};
 use crate::model::*;
 use crate::time::rfc3339;
@@ -62,6 +62,10 @@ pub struct Endpoint {
     intake_from: Option<u64>,
     /// Shutting down: nothing new goes out.
     draining: bool,
+    /// Records of this turn, submitted together at its end, and the deliveries they are about.
+    batch: Vec<Record>,
+    batch_of: Vec<DeliveryRef>,
+    batch_due: bool,
 }
 
 impl Endpoint {
@@ -88,6 +92,9 @@ impl Endpoint {
             next_sweep: 0,
             intake_from: None,
             draining: false,
+            batch: Vec::new(),
+            batch_of: Vec::new(),
+            batch_due: false,
         }
     }
 
@@ -362,14 +369,33 @@ impl Endpoint {
     fn record(&mut self, d: DeliveryRef, records: Vec<Record>, ctx: &mut Context<Self>) {
         self.recording.insert(d);
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
-        let submitted = self.shared.writer.submit(Command::new(records));
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(submitted).map(move |result, act, _| {
-            act.recording.remove(&d);
-            act.shared.busy.fetch_sub(1, Ordering::Relaxed);
-            if let Err(e) = result {
-                // The attempt happened but its record is lost: the delivery is attempted
-                // again after a restart (at-least-once).
-                tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot record an attempt");
+        self.batch.extend(records);
+        self.batch_of.push(d);
+        if !self.batch_due {
+            // Submitted once this turn's messages and finished attempts are handled: one
+            // writer command for all of them instead of one each.
+            self.batch_due = true;
+            ctx.spawn(actix::fut::ready(()).map(|_, act: &mut Self, ctx| act.submit_batch(ctx)));
+        }
+    }
+
+    fn submit_batch(&mut self, ctx: &mut Context<Self>) {
+        self.batch_due = false;
+        let records = std::mem::take(&mut self.batch);
+        let about = std::mem::take(&mut self.batch_of);
+        if about.is_empty() {
+            return;
+        }
+        let committed = recorder::record(&self.shared.writer, records);
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(committed).map(move |committed, act, _| {
+            for d in &about {
+                act.recording.remove(d);
+            }
+            act.shared.busy.fetch_sub(about.len(), Ordering::Relaxed);
+            if committed != Ok(true) {
+                // The attempts happened but their records are lost: the deliveries are
+                // attempted again after a restart (at-least-once).
+                tracing::error!(webhook_id = %act.webhook.id, deliveries = about.len(), "attempts not recorded");
             }
         }));
     }
@@ -561,6 +587,8 @@ impl Handler<Deleted> for Endpoint {
     fn handle(&mut self, _: Deleted, ctx: &mut Context<Self>) {
         // Attempts in flight are dropped with the actor (their deliveries are dead already);
         // records already submitted are committed by the writer all the same.
+        // This turn's records go to the writer now; it commits them though the actor stops.
+        self.submit_batch(ctx);
         self.shared.busy.fetch_sub(self.in_flight.len() + self.recording.len(), Ordering::Relaxed);
         self.in_flight.clear();
         self.recording.clear();

@@ -24,12 +24,14 @@
 //! - [`sender`] — one HTTP attempt under the safety rules.
 //! - [`queue`] — an endpoint's in-memory window of waiting deliveries.
 //! - [`endpoint`] — the actor.
+//! - [`recorder`] — one writer command per arbiter tick for the attempts it recorded.
 //! - [`dispatcher`] — arbiters, actors, routing the log's changes.
 
 pub mod breaker;
 pub mod dispatcher;
 pub mod endpoint;
 pub mod queue;
+pub mod recorder;
 pub mod retry;
 pub mod sender;
 pub mod signature;

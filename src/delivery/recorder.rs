@@ -1,0 +1,58 @@
+//! Recording attempts: the records every actor of one arbiter produced in one tick of its
+//! event loop go to the writer as one command.
+//!
+//! A command per attempt cost more than the attempt's fold (a channel send and a wake-up of
+//! the writer thread each, a reply each): batching per actor turn doubled the drain rate of
+//! one busy webhook, and batching per arbiter tick does the same for many quiet ones.
+//!
+//! Invariants:
+//! - Records keep their order: an actor's records are appended in the order it recorded
+//!   them (one arbiter thread, one batch at a time, `Writer::submit` in order).
+//! - Every caller hears whether its records were committed; a failed command fails every
+//!   caller in it (their deliveries are attempted again after a restart: at-least-once).
+
+use crate::log::{Command, Record, Writer};
+use std::cell::RefCell;
+use tokio::sync::oneshot;
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    waiting: Vec<oneshot::Sender<bool>>,
+    scheduled: bool,
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+}
+
+/// Adds `records` to this arbiter's batch; the answer says whether they were committed.
+/// Call from an arbiter thread (the batch is sent by a task spawned on it).
+pub fn record(writer: &Writer, records: Vec<Record>) -> oneshot::Receiver<bool> {
+    let (tx, rx) = oneshot::channel();
+    let schedule = BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.records.extend(records);
+        b.waiting.push(tx);
+        !std::mem::replace(&mut b.scheduled, true)
+    });
+    if schedule {
+        // Runs after the tasks already woken on this thread: what they record joins.
+        let writer = writer.clone();
+        actix::spawn(async move {
+            let (records, waiting) = BATCH.with(|b| {
+                let mut b = b.borrow_mut();
+                b.scheduled = false;
+                (std::mem::take(&mut b.records), std::mem::take(&mut b.waiting))
+            });
+            let committed = writer.submit(Command::new(records)).await;
+            if let Err(e) = &committed {
+                tracing::error!(error = %e, callers = waiting.len(), "cannot record attempts");
+            }
+            for w in waiting {
+                let _ = w.send(committed.is_ok());
+            }
+        });
+    }
+    rx
+}
