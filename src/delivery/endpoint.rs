@@ -43,19 +43,27 @@ fn sender(shared: &Shared) -> Rc<Sender> {
 }
 
 pub struct Endpoint {
+    /// The writer, the tree, the catalog and the rules every actor shares.
     shared: Arc<Shared>,
+    /// The webhook as last defined (the catalog's copy, replaced on every edit).
     webhook: Arc<Webhook>,
+    /// Health and breaker state; each attempt's record carries what it became.
     status: WebhookStatus,
+    /// The waiting deliveries held in memory.
     queue: Queue,
     /// Manual retries: sent before the rest, even while the breaker is open.
     urgent: VecDeque<Item>,
+    /// Deliveries with an attempt on the wire.
     in_flight: HashSet<DeliveryRef>,
+    /// Deliveries whose last records are not acknowledged by the writer yet.
     recording: HashSet<DeliveryRef>,
     /// A half-open probe is out.
     probing: bool,
     /// Earliest time (µs) the rate limit lets the next attempt go.
     next_slot_us: u64,
+    /// The one timer: when it fires, and its handle (to move it earlier).
     timer: Option<(Millis, SpawnHandle)>,
+    /// When the window is next checked for deliveries past their TTL.
     next_sweep: Millis,
     /// The intake chunk the next refill starts from (the first that still held an untaken
     /// delivery when the last refill read it).
@@ -364,8 +372,8 @@ impl Endpoint {
         self.record(d, records, ctx);
     }
 
-    /// Appends `records` about delivery `d` without holding up the actor; until the writer
-    /// acknowledges them, a refill from disk leaves `d` alone.
+    /// Records `records` about delivery `d` without holding up the actor (they go with this
+    /// turn's batch); until the writer acknowledges them, a refill from disk leaves `d` alone.
     fn record(&mut self, d: DeliveryRef, records: Vec<Record>, ctx: &mut Context<Self>) {
         self.recording.insert(d);
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
