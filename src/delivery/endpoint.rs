@@ -343,7 +343,10 @@ impl Endpoint {
                 self.urgent.clear();
             }
         }
-        if let NextStep::Dead(reason) = &next {
+        // Deliveries of a webhook that is disabled (now or already) died in the fold without a
+        // notice each: `herald.webhook.disabled` speaks for them all.
+        let disabled = status.state == HealthState::Disabled;
+        if let (NextStep::Dead(reason), false) = (&next, disabled) {
             records.extend(self.dead_event(&prepared, d, reason, sent.attempt, now));
         }
         self.status = status;
