@@ -162,17 +162,14 @@ fn write_backlog(data_dir: &Path, hooks: &[WebhookId], events: u64) {
         let at = now_millis();
         let records: Vec<Record> = (i..(i + 500).min(events))
             .map(|n| {
-                Record::EventIngested(Box::new(EventIngested {
-                    account_id: AccountId::default_account(),
-                    event: "lead.qualified".into(),
-                    timestamp: at,
-                    external_id: None,
-                    idempotency_key: None,
-                    request_hash: [0; 32],
-                    data: data(n),
-                    webhooks: hooks.to_vec(),
+                let event = "lead.qualified".into();
+                Record::EventIngested(Box::new(EventIngested::unkeyed(
+                    AccountId::default_account(),
+                    event,
+                    data(n),
+                    hooks.to_vec(),
                     at,
-                }))
+                )))
             })
             .collect();
         i += records.len() as u64;

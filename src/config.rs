@@ -349,7 +349,6 @@ impl Config {
         self.listen.parse().map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen)))
     }
 
-    /// How the log is opened under this configuration.
     /// Where webhooks may point, and how their names resolve.
     pub fn target_policy(&self) -> crate::safety::TargetPolicy {
         let lookup = match &self.hosts_file {
@@ -380,6 +379,7 @@ impl Config {
         }
     }
 
+    /// How the log is opened under this configuration.
     pub fn log_options(&self) -> crate::log::LogOptions {
         crate::log::LogOptions {
             compaction: crate::log::CompactionPolicy {

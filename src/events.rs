@@ -173,19 +173,9 @@ pub async fn ingest(
 
 /// One of Herald's own events (SPEC §5: `herald.circuit.opened`, …), ready to append to the
 /// account's stream with the deliveries it owes. `data` is a compact JSON object.
-pub fn operational(log_catalog: &Catalog, account: &AccountId, name: &str, data: Vec<u8>, at: Millis) -> Record {
-    let webhooks = log_catalog.matching(account, name).map(|w| w.id.clone()).collect();
-    Record::EventIngested(Box::new(EventIngested {
-        account_id: account.clone(),
-        event: name.to_owned(),
-        timestamp: at,
-        external_id: None,
-        idempotency_key: None,
-        request_hash: [0; 32],
-        data,
-        webhooks,
-        at,
-    }))
+pub fn operational(catalog: &Catalog, account: &AccountId, name: &str, data: Vec<u8>, at: Millis) -> Record {
+    let webhooks = catalog.matching(account, name).map(|w| w.id.clone()).collect();
+    Record::EventIngested(Box::new(EventIngested::unkeyed(account.clone(), name.to_owned(), data, webhooks, at)))
 }
 
 /// The answer the first request with an idempotency key got.

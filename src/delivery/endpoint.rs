@@ -107,10 +107,7 @@ impl Endpoint {
     }
 
     fn known(&self, d: DeliveryRef) -> bool {
-        self.queue.contains(d)
-            || self.in_flight.contains(&d)
-            || self.recording.contains(&d)
-            || self.urgent.iter().any(|i| i.delivery == d)
+        self.queue.contains(d) || held_elsewhere(&self.in_flight, &self.recording, &self.urgent, d)
     }
 
     fn capacity(&self) -> usize {
@@ -177,23 +174,23 @@ impl Endpoint {
     }
 
     fn send_due(&mut self, now: Millis, ctx: &mut Context<Self>) {
+        let rate = self.webhook.rate_limit.filter(|r| *r > 0).map(|r| 1_000_000 / u64::from(r));
+        let now_us = now.saturating_mul(1000);
         while self.capacity() > 0 {
-            let now_us = now.saturating_mul(1000);
-            if let Some(rate) = self.webhook.rate_limit.filter(|r| *r > 0) {
-                if now_us < self.next_slot_us {
-                    self.wake_at(self.next_slot_us.div_ceil(1000), ctx);
-                    return;
-                }
-                self.next_slot_us = self.next_slot_us.max(now_us) + 1_000_000 / u64::from(rate);
+            if rate.is_some() && now_us < self.next_slot_us {
+                self.wake_at(self.next_slot_us.div_ceil(1000), ctx);
+                return;
             }
             match self.queue.pop_due(now) {
                 Some(item) if item.expired(now, self.shared.policy.ttl) => self.kill(item, DeadReason::Expired, ctx),
-                Some(item) => self.start(item, false, ctx),
-                None => {
-                    if let Some(rate) = self.webhook.rate_limit.filter(|r| *r > 0) {
-                        // The slot was not used.
-                        self.next_slot_us = self.next_slot_us.saturating_sub(1_000_000 / u64::from(rate));
+                Some(item) => {
+                    // An attempt takes the rate limit's next slot; an expiry takes none.
+                    if let Some(interval_us) = rate {
+                        self.next_slot_us = self.next_slot_us.max(now_us) + interval_us;
                     }
+                    self.start(item, false, ctx);
+                }
+                None => {
                     if let Some(due) = self.queue.next_due() {
                         self.wake_at(due, ctx);
                     }
@@ -222,11 +219,8 @@ impl Endpoint {
         match log::due_window_from(&self.shared.tree, &self.webhook.id, self.queue.window(), self.intake_from) {
             Ok((found, from)) => {
                 self.intake_from = Some(from);
-                let (in_flight, recording) = (&self.in_flight, &self.recording);
-                let urgent = &self.urgent;
-                self.queue.refill(&found, |d| {
-                    in_flight.contains(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
-                });
+                let (in_flight, recording, urgent) = (&self.in_flight, &self.recording, &self.urgent);
+                self.queue.refill(&found, |d| held_elsewhere(in_flight, recording, urgent, d));
             }
             Err(e) => tracing::error!(webhook_id = %self.webhook.id, error = %e, "cannot read waiting deliveries"),
         }
@@ -248,7 +242,6 @@ impl Endpoint {
         let Some(prepared) = item.event.take().or_else(|| self.load_event(item.delivery.seq)) else {
             return self.kill(item, DeadReason::Corrupt, ctx);
         };
-        item.event = Some(prepared.clone());
         let d = item.delivery;
         self.in_flight.insert(d);
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +263,7 @@ impl Endpoint {
         let send = sender(&self.shared).send(&request).instrument(span);
         let recorded_headers = masked(request.headers, &self.webhook);
         ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |response, act, ctx| {
-            let sent = Sent { item, attempt, started_at, headers: recorded_headers, probe };
+            let sent = Sent { item, event: prepared, attempt, started_at, headers: recorded_headers, probe };
             act.finished(sent, response, ctx);
         }));
     }
@@ -305,7 +298,7 @@ impl Endpoint {
         if status.state == HealthState::Disabled && matches!(next, NextStep::RetryAt(_)) {
             next = NextStep::Dead(DeadReason::Disabled);
         }
-        let Some(prepared) = sent.item.event.clone() else { return };
+        let prepared = sent.event;
         let metrics = &self.shared.metrics;
         metrics.attempt_finished(response.result, response.latency.as_secs_f64());
         match &next {
@@ -473,9 +466,23 @@ impl Endpoint {
     }
 }
 
+/// Whether the actor holds `d` outside its window: on the wire, being recorded, or a manual
+/// retry waiting to go out. (Fields, not `&Endpoint`, so a refill can ask while it fills
+/// the window.)
+fn held_elsewhere(
+    in_flight: &HashSet<DeliveryRef>,
+    recording: &HashSet<DeliveryRef>,
+    urgent: &VecDeque<Item>,
+    d: DeliveryRef,
+) -> bool {
+    in_flight.contains(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
+}
+
 /// An attempt that went out.
 struct Sent {
+    /// The delivery as it waited (its event moved to `event` while it is on the wire).
     item: Item,
+    event: Arc<Prepared>,
     attempt: u32,
     started_at: Millis,
     headers: Vec<(String, String)>,

@@ -72,17 +72,13 @@ pub fn sample_event(account: &AccountId, webhooks: Vec<WebhookId>, data_len: usi
     let pad = data_len.saturating_sub(data.len() + 2);
     data.extend(std::iter::repeat_n(b'x', pad));
     data.extend_from_slice(b"\"}");
-    Record::EventIngested(Box::new(EventIngested {
-        account_id: account.clone(),
-        event: "lead.qualified".into(),
-        timestamp: at,
-        external_id: None,
-        idempotency_key: None,
-        request_hash: [0; 32],
+    Record::EventIngested(Box::new(EventIngested::unkeyed(
+        account.clone(),
+        "lead.qualified".into(),
         data,
         webhooks,
         at,
-    }))
+    )))
 }
 
 /// An attempt record for `delivery`, with the precondition that it is still unfinished and

@@ -45,7 +45,7 @@ pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
 pub use window::{due_window, due_window_from, Queued};
-pub use writer::{AppendError, Appended, Command, Rejection, Submitted, Writer};
+pub use writer::{AppendError, Appended, Command, Rejection, Writer};
 
 use crate::model::{IdKey, WebhookId};
 use rows::{Rows, RowsError, Txn};

@@ -429,17 +429,9 @@ mod tests {
     use crate::log::rows::{MemRows, Txn};
 
     fn event(webhooks: Vec<WebhookId>, at: Millis) -> Record {
-        Record::EventIngested(Box::new(EventIngested {
-            account_id: AccountId::default_account(),
-            event: "lead.qualified".into(),
-            timestamp: at,
-            external_id: None,
-            idempotency_key: None,
-            request_hash: [0; 32],
-            data: b"{}".to_vec(),
-            webhooks,
-            at,
-        }))
+        let event =
+            EventIngested::unkeyed(AccountId::default_account(), "lead.qualified".into(), b"{}".to_vec(), webhooks, at);
+        Record::EventIngested(Box::new(event))
     }
 
     fn attempt(delivery: DeliveryRef, webhook: &WebhookId, attempt: u32, next: NextStep, at: Millis) -> Record {

@@ -127,6 +127,24 @@ pub struct AttemptFinished {
     pub status: WebhookStatus,
 }
 
+impl EventIngested {
+    /// An event without a client id or idempotency key (Herald's own operational events,
+    /// generated loads), owed to `webhooks`, happening and ingested at `at`.
+    pub fn unkeyed(account_id: AccountId, event: String, data: Vec<u8>, webhooks: Vec<WebhookId>, at: Millis) -> Self {
+        EventIngested {
+            account_id,
+            event,
+            timestamp: at,
+            external_id: None,
+            idempotency_key: None,
+            request_hash: [0; 32],
+            data,
+            webhooks,
+            at,
+        }
+    }
+}
+
 impl Record {
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
         codec::encode(RECORD_VERSION, self)

@@ -264,10 +264,15 @@ impl Writer {
     /// submitted one after another from one thread are committed in that order, whenever
     /// the caller gets round to waiting (the delivery actors record attempts this way
     /// without holding a send slot until the flush).
-    pub fn submit(&self, cmd: Command) -> Submitted {
+    pub fn submit(&self, cmd: Command) -> impl std::future::Future<Output = Result<Appended, AppendError>> + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Msg::Append(cmd, reply)).is_ok();
-        Submitted(sent.then_some(rx))
+        async move {
+            if !sent {
+                return Err(AppendError::Closed);
+            }
+            rx.await.map_err(|_| AppendError::Closed)?
+        }
     }
 
     /// Appends from a thread outside any async runtime and waits for the flush.
@@ -291,20 +296,6 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Compact { now, reply }).map_err(|_| AppendError::Closed)?;
         Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
-    }
-}
-
-/// The answer to a [`Writer::submit`].
-pub struct Submitted(Option<oneshot::Receiver<Result<Appended, AppendError>>>);
-
-impl std::future::Future for Submitted {
-    type Output = Result<Appended, AppendError>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        match &mut self.0 {
-            None => std::task::Poll::Ready(Err(AppendError::Closed)),
-            Some(rx) => std::pin::Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(AppendError::Closed))),
-        }
     }
 }
 
@@ -461,8 +452,8 @@ fn stage(
         projection::apply(txn, seq, &record)?;
         *next_seq += 1;
         seqs.push(seq);
-        if let Some(change) = notes.as_deref_mut().and_then(|n| change_of(seq, record).map(|c| (n, c))) {
-            change.0.push(change.1);
+        if let Some(notes) = notes.as_deref_mut() {
+            notes.extend(change_of(seq, record));
         }
     }
     Ok(Appended { seqs })
