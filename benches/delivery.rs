@@ -16,7 +16,9 @@
 //!    RSS of an empty node, divided by 10,000.
 //!
 //! Options after `--`: `--phase one|many|lag|dead|memory`, `--seconds N` (lag and dead
-//! phases, default 10). Herald's own log goes to stderr at `warn` (or `BENCH_HERALD_LOG`).
+//! phases, default 10), `--keep DIR` (memory phase: build the 10,000 webhooks in `DIR` and
+//! leave it, to profile a node holding them). Herald's own log goes to stderr at `warn` (or
+//! `BENCH_HERALD_LOG`).
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use herald::log::record::EventIngested;
@@ -305,7 +307,7 @@ fn dead(seconds: u64) {
 }
 
 /// Resident memory per idle webhook.
-fn memory() {
+fn memory(keep: Option<&Path>) {
     const N: usize = 10_000;
     let empty_dir = tempfile::tempdir().expect("temp dir");
     let empty = start(empty_dir.path(), &[]);
@@ -313,8 +315,9 @@ fn memory() {
     let base = rss_kib(empty.child.id());
     drop(empty);
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let s = start(dir.path(), &[]);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = keep.unwrap_or(temp.path());
+    let s = start(dir, &[]);
     let url = "http://127.0.0.1:9/in";
     let created = Instant::now();
     std::thread::scope(|scope| {
@@ -328,7 +331,7 @@ fn memory() {
     });
     let created = created.elapsed();
     stop(s);
-    let s = start(dir.path(), &[]);
+    let s = start(dir, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let full = rss_kib(s.child.id());
     println!(
@@ -360,6 +363,6 @@ fn main() {
         dead(seconds);
     }
     if run("memory") {
-        memory();
+        memory(value("--keep").as_deref().map(Path::new));
     }
 }

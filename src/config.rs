@@ -103,6 +103,9 @@ pub struct Config {
     /// create time and at connect time alike, read again at every lookup (not in SPEC's
     /// table: pins names on a node without touching `/etc/hosts`).
     pub hosts_file: Option<PathBuf>,
+    /// How long a webhook's actor stays up with nothing to send before it stops; its next
+    /// delivery starts it again (not in SPEC's table: idle webhooks then cost no actor).
+    pub actor_idle: Dur,
 }
 
 impl Default for Config {
@@ -140,6 +143,7 @@ impl Default for Config {
             max_pending_per_webhook: 1_000_000,
             compaction_interval: secs(60),
             hosts_file: None,
+            actor_idle: secs(60),
         }
     }
 }
@@ -190,6 +194,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_pending_per_webhook", Kind::Int),
     ("compaction_interval", Kind::Text),
     ("hosts_file", Kind::Text),
+    ("actor_idle", Kind::Text),
 ];
 
 /// Environment variables that are not configuration keys but belong to Herald.
@@ -295,6 +300,7 @@ impl Config {
             ("delivery_ttl", self.delivery_ttl),
             ("disable_after", self.disable_after),
             ("compaction_interval", self.compaction_interval),
+            ("actor_idle", self.actor_idle),
         ];
         for (name, d) in positive {
             if d.0.is_zero() {
@@ -376,6 +382,7 @@ impl Config {
             ttl: self.delivery_ttl.0,
             window: self.log_options().queue_window,
             target: self.target_policy(),
+            idle: self.actor_idle.0,
         }
     }
 
@@ -441,7 +448,7 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 32, "every field has an env kind");
+        assert_eq!(KEYS.len(), 33, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
             let optional = matches!(*key, "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file");

@@ -38,6 +38,7 @@ pub struct Metrics {
     lag: Histogram,
     breakers_open: IntGauge,
     transitions: IntCounterVec,
+    actors: IntGauge,
 }
 
 /// Every `result` label of `delivery_attempts_total`.
@@ -107,6 +108,10 @@ impl Metrics {
             Opts::new("circuit_transitions_total", "Circuit breaker transitions, by the state entered"),
             &["to"],
         )?;
+        let actors = IntGauge::new(
+            "endpoint_actors",
+            "Webhooks with an endpoint actor running (an idle one stops after actor_idle)",
+        )?;
         for r in RESULTS {
             attempts.with_label_values(&[r]);
         }
@@ -120,6 +125,7 @@ impl Metrics {
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(breakers_open.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(actors.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -148,6 +154,7 @@ impl Metrics {
             lag,
             breakers_open,
             transitions,
+            actors,
         })
     }
 
@@ -207,6 +214,7 @@ impl Metrics {
                 self.breakers_open.set(open);
             }
             self.log_bytes.set(engine.log.size_on_disk() as i64);
+            self.actors.set(engine.delivery.actors() as i64);
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;

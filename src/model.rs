@@ -50,41 +50,92 @@ fn is_ulid_text(s: &str) -> bool {
     s.len() == ULID_LEN && ulid::Ulid::from_string(s).is_ok_and(|u| u.to_string() == s)
 }
 
+/// An id's text, held inline: every id is at most [`IdText::CAPACITY`] bytes (`acct_` and a
+/// ULID is the longest), so the catalog's maps, rows and indexes hold ids without a heap
+/// allocation each (memory per idle webhook). Orders like its text (ids hold no NUL byte,
+/// so the zero padding sorts first). Stored exactly as a `String` is.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdText {
+    bytes: [u8; IdText::CAPACITY],
+    len: u8,
+}
+
+impl IdText {
+    pub const CAPACITY: usize = 31;
+
+    /// `None` if `s` is longer than an id can be.
+    pub fn new(s: &str) -> Option<Self> {
+        let mut bytes = [0; Self::CAPACITY];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Self { bytes, len: s.len() as u8 })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always whole UTF-8: made from a `&str` cut at its own length.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// For ids made here from a prefix and a ULID, which always fit.
+    fn made(s: &str) -> Self {
+        debug_assert!(s.len() <= Self::CAPACITY, "{s}");
+        Self::new(s).unwrap_or(Self { bytes: [0; Self::CAPACITY], len: 0 })
+    }
+}
+
+impl fmt::Debug for IdText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for IdText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).ok_or_else(|| serde::de::Error::invalid_length(s.len(), &"an id of at most 31 bytes"))
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub struct $name(String);
+        pub struct $name(IdText);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
             /// A fresh, time-sortable id.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+                Self(IdText::made(&format!("{}{}", $prefix, ulid::Ulid::new())))
             }
 
             /// A fresh id whose time part is `at`, for ids that must agree with a record's time.
             pub fn generate_at(at: Millis) -> Self {
-                Self(format!("{}{}", $prefix, monotonic_ulid(at)))
+                Self(IdText::made(&format!("{}{}", $prefix, monotonic_ulid(at))))
             }
 
             /// Parses an id from outside input, checking its prefix and ULID body.
             pub fn parse(s: &str) -> Result<Self, BadId> {
                 match s.strip_prefix($prefix) {
-                    Some(body) if is_ulid_text(body) => Ok(Self(s.to_owned())),
+                    Some(body) if is_ulid_text(body) => Ok(Self(IdText::made(s))),
                     _ => Err(BadId { kind: $kind, value: s.chars().take(64).collect() }),
                 }
             }
 
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
     };
@@ -112,7 +163,7 @@ impl AccountId {
 
     /// `acct_default`, the account that always exists.
     pub fn default_account() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        Self(IdText::made(Self::DEFAULT))
     }
 
     /// Like [`AccountId::parse`], but also accepts `acct_default`.
@@ -204,7 +255,7 @@ impl IdKey {
 impl EventId {
     /// The public id of the event ingested at `at` as record `seq`.
     pub fn from_seq(at: Millis, seq: u64, key: &IdKey) -> Self {
-        Self(format!("{}{}", Self::PREFIX, ulid::Ulid::from_parts(at, key.permute(seq) as u128)))
+        Self(IdText::made(&format!("{}{}", Self::PREFIX, ulid::Ulid::from_parts(at, key.permute(seq) as u128))))
     }
 
     /// The log sequence number behind an id this node issued (`None` for a foreign one).
@@ -214,7 +265,8 @@ impl EventId {
     }
 
     pub fn ulid(&self) -> u128 {
-        ulid::Ulid::from_string(&self.0[Self::PREFIX.len()..]).map(|u| u.0).unwrap_or(0)
+        let body = self.as_str().get(Self::PREFIX.len()..).unwrap_or_default();
+        ulid::Ulid::from_string(body).map(|u| u.0).unwrap_or(0)
     }
 
     /// The ingest time encoded in the id.
@@ -249,7 +301,7 @@ impl DeliveryId {
     }
 
     pub fn event_id(&self) -> EventId {
-        EventId(format!("{}{}", EventId::PREFIX, ulid::Ulid(self.event)))
+        EventId(IdText::made(&format!("{}{}", EventId::PREFIX, ulid::Ulid(self.event))))
     }
 
     /// Where the delivery lives, for an id this node issued.
@@ -562,6 +614,33 @@ mod tests {
         }
         assert!(AccountId::parse_any("acct_default").is_ok());
         assert!(AccountId::parse("acct_default").is_err());
+    }
+
+    #[test]
+    fn ids_kept_inline_store_and_sort_as_their_text() {
+        let ids = [
+            "acct_default",
+            "acct_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "wh_01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "wh_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ];
+        let config = bincode::config::standard();
+        for (a, b) in ids.iter().zip(&ids[1..]) {
+            let (x, y) = (IdText::new(a).unwrap(), IdText::new(b).unwrap());
+            assert_eq!(x.cmp(&y), a.cmp(b), "{a} vs {b}");
+        }
+        for text in ids {
+            let id = IdText::new(text).unwrap();
+            assert_eq!(id.as_str(), text);
+            let stored = bincode::serde::encode_to_vec(&id, config).unwrap();
+            assert_eq!(stored, bincode::serde::encode_to_vec(text, config).unwrap(), "stored as a String is");
+            let (back, _): (IdText, _) = bincode::serde::decode_from_slice(&stored, config).unwrap();
+            assert_eq!(back, id);
+        }
+        let long = "acct_".to_owned() + &"0".repeat(27);
+        assert!(IdText::new(&long).is_none());
+        let stored = bincode::serde::encode_to_vec(&long, config).unwrap();
+        assert!(bincode::serde::decode_from_slice::<IdText, _>(&stored, config).is_err(), "no truncation");
     }
 
     #[test]

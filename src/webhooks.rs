@@ -268,7 +268,7 @@ pub fn get(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(Webhook, S
         .get(id)
         .filter(|r| r.deleted_at.is_none() && &r.webhook.account_id == account)
         .ok_or(DomainError::NotFound)?;
-    Ok((Webhook::clone(&row.webhook), catalog.statuses.get(id).cloned().unwrap_or_default()))
+    Ok((Webhook::clone(&row.webhook), catalog.statuses.get(id).map(|s| StatusRow::clone(s)).unwrap_or_default()))
 }
 
 /// The account's webhooks, newest first, after `cursor`, at most `limit`.
@@ -279,7 +279,7 @@ pub fn list(log: &Log, account: &AccountId, cursor: Option<&WebhookId>, limit: u
     all.into_iter()
         .filter(|w| cursor.is_none_or(|c| &w.id < c))
         .take(limit)
-        .map(|w| (w.clone(), catalog.statuses.get(&w.id).cloned().unwrap_or_default()))
+        .map(|w| (w.clone(), catalog.statuses.get(&w.id).map(|s| StatusRow::clone(s)).unwrap_or_default()))
         .collect()
 }
 

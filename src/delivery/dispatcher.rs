@@ -1,21 +1,23 @@
-//! The dispatcher: starts one [`Endpoint`] actor per live webhook on one arbiter per core,
-//! and routes what the log commits to the actor it concerns.
+//! The dispatcher: starts one [`Endpoint`] actor per webhook that has work, on one arbiter
+//! per core, and routes what the log commits to the actor it concerns.
 //!
 //! Invariants:
 //! - Routing runs on the log's flusher thread right after a group is acknowledged, so it is
 //!   cheap: one map lookup and one mailbox push per webhook per group; bodies are built by
 //!   the actors, once per event.
-//! - A webhook has at most one actor, created when the log says it exists and stopped when
-//!   the log says it is gone.
+//! - A webhook has at most one actor: started when the webhook has work (deliveries at start
+//!   or from ingest, a re-queue, a test send) and none is running; stopped when the log says
+//!   the webhook is gone, or by itself after `actor_idle` with nothing to do (see
+//!   [`Route`] for why no message can be lost to an actor that stops).
 
 use super::endpoint::{self, Endpoint};
-use super::{Policy, Prepared, Shared};
+use super::{Policy, Prepared, Route, Shared};
 use crate::log::{Change, Log, Queued};
 use crate::metrics::Metrics;
 use crate::model::*;
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,16 +31,12 @@ pub struct TestOutcome {
     pub error: Option<String>,
 }
 
-struct Route {
-    account: AccountId,
-    addr: Addr<Endpoint>,
-}
-
 struct Inner {
     shared: Arc<Shared>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
-    routes: Mutex<HashMap<WebhookId, Route>>,
+    /// Shutting down: no new actors (what would have started them stays on disk).
+    draining: AtomicBool,
 }
 
 /// Handle to the delivery engine.
@@ -48,14 +46,10 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the actors of every live webhook with the deliveries recovery found waiting,
-    /// then watches the log. Call from within the actix system, before anything can ingest.
-    pub fn start(
-        log: &Log,
-        mut waiting: HashMap<WebhookId, Vec<Queued>>,
-        policy: Policy,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// Starts an actor for every live webhook that recovery found owed deliveries, with
+    /// the window it read, then watches the log. Call from within the actix system, before
+    /// anything can ingest.
+    pub fn start(log: &Log, waiting: HashMap<WebhookId, Vec<Queued>>, policy: Policy, metrics: Arc<Metrics>) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {
@@ -66,39 +60,36 @@ impl Dispatcher {
             policy,
             metrics,
             busy: AtomicUsize::new(0),
+            routes: Mutex::default(),
         });
-        let inner = Arc::new(Inner { shared, arbiters, next_arbiter: AtomicUsize::new(0), routes: Mutex::default() });
-        let live: Vec<(Arc<Webhook>, WebhookStatus)> = match log.catalog().read() {
-            Ok(c) => c
-                .webhooks
-                .values()
-                .filter(|row| row.deleted_at.is_none())
-                .map(|row| {
-                    let status = c.statuses.get(&row.webhook.id).map(|s| s.status.clone()).unwrap_or_default();
-                    (row.webhook.clone(), status)
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        for (webhook, status) in live {
-            let queue = waiting.remove(&webhook.id).unwrap_or_default();
-            inner.spawn(webhook, status, queue);
+        let inner =
+            Arc::new(Inner { shared, arbiters, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
+        if let Ok(mut routes) = inner.shared.routes.lock() {
+            for (id, window) in waiting.into_iter().filter(|(_, w)| !w.is_empty()) {
+                inner.spawn(&mut routes, &id, &window);
+            }
         }
         let routing = inner.clone();
         log.observe(Box::new(move |changes| routing.route(changes)));
         Dispatcher { inner }
     }
 
-    /// Sends a sample event to the webhook now; `None` if it has no actor (deleted).
+    /// Sends a sample event to the webhook now; `None` if it is gone (deleted) or Herald is
+    /// shutting down.
     pub async fn test_send(&self, webhook: &WebhookId, event: String, data: Vec<u8>) -> Option<TestOutcome> {
-        let addr = self.inner.routes.lock().ok()?.get(webhook).map(|r| r.addr.clone())?;
-        addr.send(endpoint::TestSend { event, data }).await.ok()
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        {
+            let mut routes = self.inner.shared.routes.lock().ok()?;
+            self.inner.actor(&mut routes, webhook)?.tell(endpoint::TestSend { event, data, reply });
+        }
+        outcome.await.ok()
     }
 
     /// Stops sending, lets attempts in flight finish and their records reach the writer,
     /// for at most `grace`. Blocks: call it off the actix threads.
     pub fn drain(&self, grace: Duration) {
-        if let Ok(routes) = self.inner.routes.lock() {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        if let Ok(routes) = self.inner.shared.routes.lock() {
             for r in routes.values() {
                 r.addr.do_send(endpoint::Drain);
             }
@@ -109,21 +100,46 @@ impl Dispatcher {
         }
     }
 
-    /// How many webhooks have an actor.
+    /// How many webhooks have an actor running.
     pub fn actors(&self) -> usize {
-        self.inner.routes.lock().map_or(0, |r| r.len())
+        self.inner.shared.routes.lock().map_or(0, |r| r.len())
     }
 }
 
 impl Inner {
-    fn spawn(&self, webhook: Arc<Webhook>, status: WebhookStatus, waiting: Vec<Queued>) {
+    /// Starts the actor of a live webhook with the deliveries `waiting` for it, reading the
+    /// webhook and its health from the catalog; `None` if the webhook is gone.
+    fn spawn<'r>(
+        &self,
+        routes: &'r mut HashMap<WebhookId, Route>,
+        id: &WebhookId,
+        waiting: &[Queued],
+    ) -> Option<&'r mut Route> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (webhook, status) = {
+            let catalog = self.shared.catalog.read().ok()?;
+            let row = catalog.webhooks.get(id).filter(|row| row.deleted_at.is_none())?;
+            let status = catalog.statuses.get(id).map(|s| s.status.clone()).unwrap_or_default();
+            (row.webhook.clone(), status)
+        };
         let n = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
-        let Some(arbiter) = self.arbiters.get(n) else { return };
-        let (id, account) = (webhook.id.clone(), webhook.account_id.clone());
+        let arbiter = self.arbiters.get(n)?;
+        let account = webhook.account_id.clone();
         let shared = self.shared.clone();
+        let waiting = waiting.to_vec();
         let addr = Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::new(shared, webhook, status, &waiting));
-        if let Ok(mut routes) = self.routes.lock() {
-            routes.insert(id, Route { account, addr });
+        routes.insert(id.clone(), Route { account, addr, sent: 0 });
+        routes.get_mut(id)
+    }
+
+    /// The webhook's running actor, started if it has none.
+    fn actor<'r>(&self, routes: &'r mut HashMap<WebhookId, Route>, id: &WebhookId) -> Option<&'r mut Route> {
+        if routes.contains_key(id) {
+            routes.get_mut(id)
+        } else {
+            self.spawn(routes, id, &[])
         }
     }
 
@@ -133,20 +149,25 @@ impl Inner {
         catalog.webhooks.get(id).map(|row| row.webhook.clone())
     }
 
-    fn route(&self, changes: Vec<Change>) {
-        let mut arrivals: HashMap<WebhookId, Vec<(DeliveryRef, Arc<Prepared>)>> = HashMap::new();
-        let Ok(mut routes) = self.routes.lock() else { return };
-        // Arrivals go out at the end of the group, but before a later change in it (a
-        // deletion) could stop their actor: flush them whenever another change comes.
-        let flush = |arrivals: &mut HashMap<WebhookId, Vec<(DeliveryRef, Arc<Prepared>)>>,
-                     routes: &HashMap<WebhookId, Route>| {
-            for (webhook, list) in arrivals.drain() {
-                if let Some(r) = routes.get(&webhook) {
-                    r.addr.do_send(endpoint::Arrived(list));
-                }
+    /// Hands each webhook its arrivals of the group so far.
+    fn deliver(&self, arrivals: &mut Arrivals, routes: &mut HashMap<WebhookId, Route>) {
+        for (webhook, list) in arrivals.drain() {
+            if let Some(r) = self.actor(routes, &webhook) {
+                r.tell(endpoint::Arrived(list));
             }
-        };
+        }
+    }
+
+    fn route(&self, changes: Vec<Change>) {
+        let mut arrivals = Arrivals::new();
+        let Ok(mut guard) = self.shared.routes.lock() else { return };
+        let routes = &mut *guard;
         for change in changes {
+            // Arrivals go out at the end of the group, but before a later change in it (a
+            // deletion) could stop their actor: hand them over whenever another change comes.
+            if !matches!(change, Change::Ingested { .. }) {
+                self.deliver(&mut arrivals, routes);
+            }
             match change {
                 Change::Ingested { seq, event } => {
                     let prepared = Arc::new(Prepared::new(seq, event.clone()));
@@ -154,56 +175,46 @@ impl Inner {
                         let d = DeliveryRef { seq, index: i as u16 };
                         arrivals.entry(webhook.clone()).or_default().push((d, prepared.clone()));
                     }
-                    continue;
                 }
                 Change::Requeued { delivery, webhook_id, manual } => {
-                    flush(&mut arrivals, &routes);
-                    if let Some(r) = routes.get(&webhook_id) {
-                        r.addr.do_send(endpoint::Requeued { delivery, manual });
+                    if let Some(r) = self.actor(routes, &webhook_id) {
+                        r.tell(endpoint::Requeued { delivery, manual });
                     }
                 }
                 Change::WebhookDefined(webhook) => {
-                    flush(&mut arrivals, &routes);
-                    // The catalog absorbed this group before the dispatcher hears of it: share
-                    // its copy (a later edit in the same group is told next, in order).
-                    let shared = self.defined(&webhook.id).filter(|w| w.updated_at == webhook.updated_at);
-                    let webhook = shared.unwrap_or_else(|| Arc::new(*webhook));
-                    match routes.get(&webhook.id) {
-                        Some(r) => r.addr.do_send(endpoint::Redefined(webhook)),
-                        None => {
-                            drop(routes);
-                            self.spawn(webhook, WebhookStatus::default(), Vec::new());
-                            routes = match self.routes.lock() {
-                                Ok(r) => r,
-                                Err(_) => return,
-                            };
-                        }
+                    // A webhook without an actor needs none yet: its actor reads the catalog
+                    // when it starts. The catalog absorbed this group before the dispatcher
+                    // hears of it: share its copy (a later edit in the same group is told
+                    // next, in order).
+                    if let Some(r) = routes.get_mut(&webhook.id) {
+                        let shared = self.defined(&webhook.id).filter(|w| w.updated_at == webhook.updated_at);
+                        r.tell(endpoint::Redefined(shared.unwrap_or_else(|| Arc::new(*webhook))));
                     }
                 }
                 Change::WebhookDeleted(id) => {
-                    flush(&mut arrivals, &routes);
                     if let Some(r) = routes.remove(&id) {
                         r.addr.do_send(endpoint::Deleted);
                     }
                 }
                 Change::AccountDeleted(account) => {
-                    flush(&mut arrivals, &routes);
-                    let gone: Vec<WebhookId> =
-                        routes.iter().filter(|(_, r)| r.account == account).map(|(id, _)| id.clone()).collect();
-                    for id in gone {
-                        if let Some(r) = routes.remove(&id) {
+                    routes.retain(|_, r| {
+                        let keep = r.account != account;
+                        if !keep {
                             r.addr.do_send(endpoint::Deleted);
                         }
-                    }
+                        keep
+                    });
                 }
                 Change::StatusSet { webhook_id, status } => {
-                    flush(&mut arrivals, &routes);
-                    if let Some(r) = routes.get(&webhook_id) {
-                        r.addr.do_send(endpoint::StatusChanged(status));
+                    if let Some(r) = routes.get_mut(&webhook_id) {
+                        r.tell(endpoint::StatusChanged(status));
                     }
                 }
             }
         }
-        flush(&mut arrivals, &routes);
+        self.deliver(&mut arrivals, routes);
     }
 }
+
+/// New deliveries of a group, by webhook.
+type Arrivals = HashMap<WebhookId, Vec<(DeliveryRef, Arc<Prepared>)>>;

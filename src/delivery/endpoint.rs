@@ -74,6 +74,14 @@ pub struct Endpoint {
     batch: Vec<Record>,
     batch_of: Vec<DeliveryRef>,
     batch_due: bool,
+    /// Messages handled that the dispatcher counted when it routed them ([`super::Route`]).
+    received: u64,
+    /// Test sends on the wire (the actor does not stop under them).
+    testing: usize,
+    /// When the actor last had something to do (ms).
+    touched: Millis,
+    /// A check whether the actor may stop is scheduled.
+    retire_due: bool,
 }
 
 impl Endpoint {
@@ -103,7 +111,65 @@ impl Endpoint {
             batch: Vec::new(),
             batch_of: Vec::new(),
             batch_due: false,
+            received: 0,
+            testing: 0,
+            touched: now_millis(),
+            retire_due: false,
         }
+    }
+
+    /// A routed message arrived: counted, and the actor is busy now.
+    fn heard(&mut self) {
+        self.received += 1;
+        self.touched = now_millis();
+    }
+
+    /// Nothing waits, nothing is on the wire or being recorded: the actor may stop, since a
+    /// fresh one would start from the catalog and the log in the same state.
+    fn idle(&self) -> bool {
+        self.queue.is_empty()
+            && !self.queue.overflowed()
+            && self.urgent.is_empty()
+            && self.in_flight.is_empty()
+            && self.recording.is_empty()
+            && self.batch_of.is_empty()
+            && self.testing == 0
+            && !self.draining
+    }
+
+    /// Once idle, checks again after `actor_idle` whether the actor may stop.
+    fn retire_when_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.retire_due || !self.idle() {
+            return;
+        }
+        self.retire_due = true;
+        let quiet_until = self.touched.saturating_add(self.shared.policy.idle.as_millis() as u64);
+        let wait = Duration::from_millis(quiet_until.saturating_sub(now_millis()));
+        ctx.run_later(wait, |act, ctx| {
+            act.retire_due = false;
+            act.retire(ctx);
+        });
+    }
+
+    /// Stops the actor if it stayed idle for `actor_idle` and nothing was routed to it that
+    /// it has not handled; removing its route under the routing lock means whatever comes
+    /// next starts a new actor.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if !self.idle() {
+            return;
+        }
+        if now_millis() < self.touched.saturating_add(self.shared.policy.idle.as_millis() as u64) {
+            return self.retire_when_idle(ctx);
+        }
+        let Ok(mut routes) = self.shared.routes.lock() else { return };
+        let id = &self.webhook.id;
+        if routes.get(id).is_some_and(|r| r.sent == self.received && r.addr == ctx.address()) {
+            routes.remove(id);
+            drop(routes);
+            tracing::debug!(webhook_id = %id, "actor idle, stopped");
+            ctx.stop();
+        }
+        // Otherwise messages wait in the mailbox: handling them makes the actor busy again.
     }
 
     fn known(&self, d: DeliveryRef) -> bool {
@@ -119,8 +185,14 @@ impl Endpoint {
         (self.shared.policy.ttl.as_millis() as u64 / 10).clamp(10, 60_000)
     }
 
-    /// Sends what may go now and sets the timer for what comes next.
+    /// Sends what may go now, sets the timer for what comes next and, when nothing is left
+    /// to do, arranges for the actor to stop.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        self.advance(ctx);
+        self.retire_when_idle(ctx);
+    }
+
+    fn advance(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
             return;
         }
@@ -270,6 +342,7 @@ impl Endpoint {
 
     fn finished(&mut self, sent: Sent, response: Response, ctx: &mut Context<Self>) {
         let d = sent.item.delivery;
+        self.touched = now_millis();
         self.in_flight.remove(&d);
         self.shared.busy.fetch_sub(1, Ordering::Relaxed);
         if sent.probe {
@@ -391,7 +464,7 @@ impl Endpoint {
             return;
         }
         let committed = recorder::record(&self.shared.writer, records);
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(committed).map(move |committed, act, _| {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(committed).map(move |committed, act, ctx| {
             for d in &about {
                 act.recording.remove(d);
             }
@@ -401,6 +474,7 @@ impl Endpoint {
                 // attempted again after a restart (at-least-once).
                 tracing::error!(webhook_id = %act.webhook.id, deliveries = about.len(), "attempts not recorded");
             }
+            act.retire_when_idle(ctx);
         }));
     }
 
@@ -516,6 +590,7 @@ impl Handler<Arrived> for Endpoint {
     type Result = ();
 
     fn handle(&mut self, msg: Arrived, ctx: &mut Context<Self>) {
+        self.heard();
         for (delivery, prepared) in msg.0 {
             let at = prepared.event.at;
             let entry = QueueEntry { attempts: 0, base_attempts: 0, queued_at: at };
@@ -537,6 +612,7 @@ impl Handler<Requeued> for Endpoint {
     type Result = ();
 
     fn handle(&mut self, msg: Requeued, ctx: &mut Context<Self>) {
+        self.heard();
         let d = msg.delivery;
         if self.known(d) {
             return;
@@ -567,6 +643,7 @@ impl Handler<Redefined> for Endpoint {
     type Result = ();
 
     fn handle(&mut self, msg: Redefined, ctx: &mut Context<Self>) {
+        self.heard();
         self.queue.set_ordered(msg.0.ordered);
         if self.webhook.rate_limit != msg.0.rate_limit {
             self.next_slot_us = 0;
@@ -585,6 +662,7 @@ impl Handler<StatusChanged> for Endpoint {
     type Result = ();
 
     fn handle(&mut self, msg: StatusChanged, ctx: &mut Context<Self>) {
+        self.heard();
         let was_disabled = self.status.state == HealthState::Disabled;
         self.status = msg.0;
         if was_disabled && self.status.state != HealthState::Disabled {
@@ -630,18 +708,21 @@ impl Handler<Drain> for Endpoint {
     }
 }
 
-/// `POST /webhooks/{id}/test`: one signed delivery of a sample event, now, not recorded.
+/// `POST /webhooks/{id}/test`: one signed delivery of a sample event, now, not recorded;
+/// the outcome goes to `reply`.
 #[derive(Message)]
-#[rtype(result = "TestOutcome")]
+#[rtype(result = "()")]
 pub struct TestSend {
     pub event: String,
     pub data: Vec<u8>,
+    pub reply: tokio::sync::oneshot::Sender<TestOutcome>,
 }
 
 impl Handler<TestSend> for Endpoint {
-    type Result = ResponseFuture<TestOutcome>;
+    type Result = ();
 
-    fn handle(&mut self, msg: TestSend, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: TestSend, ctx: &mut Context<Self>) {
+        self.heard();
         let key = &self.shared.id_key;
         let now = now_millis();
         // A sample has no record: its ids are derived from a number no record has (the top
@@ -657,16 +738,20 @@ impl Handler<TestSend> for Endpoint {
             body,
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
+        self.testing += 1;
         let send = sender(&self.shared).send(&request);
-        Box::pin(async move {
-            let r = send.await;
-            TestOutcome {
+        let reply = msg.reply;
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |r, act, ctx| {
+            act.testing -= 1;
+            act.touched = now_millis();
+            let _ = reply.send(TestOutcome {
                 success: r.result == AttemptResult::Success,
                 status_code: r.status_code,
                 latency_ms: r.latency.as_secs_f64() * 1000.0,
                 response_body: String::from_utf8_lossy(&r.body).into_owned(),
                 error: r.error,
-            }
-        })
+            });
+            act.retire_when_idle(ctx);
+        }));
     }
 }

@@ -5,8 +5,10 @@
 //! spread over one arbiter (thread) per core, each with its own awc client. The
 //! [`Dispatcher`] feeds them from the log: it watches committed groups
 //! ([`crate::log::notify`]) and hands new and re-queued deliveries, webhook edits and
-//! deletions to the actor concerned; at start it gives each actor the window of due
-//! deliveries recovery read from disk.
+//! deletions to the actor concerned; at start it gives each webhook that is owed deliveries
+//! an actor with the window of due deliveries recovery read from disk. An actor runs while
+//! its webhook has work and stops after `actor_idle` without any (its health lives in the
+//! log, so nothing is lost): 10,000 quiet webhooks cost no actors.
 //!
 //! Invariants:
 //! - A delivery is sent only after the record that created (or re-queued) it is durable.
@@ -41,10 +43,11 @@ pub use dispatcher::{Dispatcher, TestOutcome};
 use crate::log::record::EventIngested;
 use crate::log::{Catalog, Writer};
 use crate::metrics::Metrics;
-use crate::model::{EventId, IdKey};
+use crate::model::{AccountId, EventId, IdKey, WebhookId};
 use crate::safety::TargetPolicy;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 /// The delivery rules from the configuration.
@@ -56,6 +59,8 @@ pub struct Policy {
     /// Deliveries per webhook held in memory; the rest wait on disk.
     pub window: usize,
     pub target: TargetPolicy,
+    /// How long an actor with nothing to do stays up before it stops.
+    pub idle: Duration,
 }
 
 /// An event as the actors send it: the stored record and its body, built once (by the first
@@ -99,4 +104,33 @@ pub struct Shared {
     /// Attempts in flight and records not yet acknowledged, over every actor (graceful
     /// shutdown waits for both to reach zero).
     pub busy: AtomicUsize,
+    /// The running actors, by webhook. The dispatcher adds one when a webhook gets work and
+    /// has none; an actor removes itself when it has been idle (see [`Route`]).
+    pub routes: Mutex<HashMap<WebhookId, Route>>,
+}
+
+/// How messages reach a running actor.
+///
+/// `sent` counts the messages routed to the actor, and every routed message is sent with
+/// the `routes` lock held; the actor counts those it handled. An idle actor removes its
+/// route, under the same lock, only when the two counts agree: nothing can be waiting in
+/// its mailbox, and whatever comes after finds no route and starts a fresh actor (which
+/// reads the webhook and its health from the catalog).
+pub struct Route {
+    pub account: AccountId,
+    pub addr: actix::Addr<endpoint::Endpoint>,
+    pub sent: u64,
+}
+
+impl Route {
+    /// Sends `msg` to the actor, counted.
+    pub fn tell<M>(&mut self, msg: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        endpoint::Endpoint: actix::Handler<M>,
+    {
+        self.sent += 1;
+        self.addr.do_send(msg);
+    }
 }

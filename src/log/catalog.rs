@@ -20,7 +20,9 @@ pub struct Catalog {
     pub keys: HashMap<KeyId, ApiKey>,
     /// Deleted webhooks stay here as tombstones (`deleted_at`), as in the rows.
     pub webhooks: HashMap<WebhookId, WebhookRow>,
-    pub statuses: HashMap<WebhookId, StatusRow>,
+    /// Boxed: a status row is several times the size of its key, and a map's table keeps
+    /// room for more entries than it holds (memory per idle webhook).
+    pub statuses: HashMap<WebhookId, Box<StatusRow>>,
     /// Live (not deleted) webhooks of each account, derived from `webhooks`.
     by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
 }
@@ -85,7 +87,7 @@ impl Catalog {
                 };
                 match value {
                     Some(v) => {
-                        self.statuses.insert(id, codec::decode(ROW_VERSION, v)?);
+                        self.statuses.insert(id, Box::new(codec::decode(ROW_VERSION, v)?));
                     }
                     None => {
                         self.statuses.remove(&id);

@@ -199,17 +199,23 @@ impl Log {
         };
 
         let mut catalog = Catalog::default();
+        let mut statuses_whole = true;
         for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS, keys::ADMIN] {
             for item in tree.scan_prefix([prefix]) {
                 let (k, v) = item?;
                 if let Err(e) = catalog.absorb(&k, Some(&v)) {
                     recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
+                    statuses_whole &= prefix != keys::STATUS;
                 }
             }
         }
 
         for (id, row) in &catalog.webhooks {
-            if row.deleted_at.is_some() {
+            let pending = catalog.statuses.get(id).map_or(0, |s| s.pending);
+            // The fold counts what waits: a webhook owed nothing has no queue to read (and
+            // reading 10,000 empty ones would fill sled's cache for nothing) — unless a
+            // status row could not be read, and with it what its webhook is owed.
+            if row.deleted_at.is_some() || (pending == 0 && statuses_whole) {
                 continue;
             }
             match window::due_window(&tree, id, options.queue_window) {
@@ -225,7 +231,7 @@ impl Log {
                 }
                 Err(e) => recovery.warnings.push(format!("queue of {id} not loaded: {e}")),
             }
-            recovery.unfinished += catalog.statuses.get(id).map_or(0, |s| s.pending);
+            recovery.unfinished += pending;
         }
         for w in &recovery.warnings {
             tracing::warn!("{w}");
