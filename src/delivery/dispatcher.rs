@@ -66,7 +66,7 @@ impl Dispatcher {
             Arc::new(Inner { shared, arbiters, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
         if let Ok(mut routes) = inner.shared.routes.lock() {
             for (id, window) in waiting.into_iter().filter(|(_, w)| !w.is_empty()) {
-                inner.spawn(&mut routes, &id, &window);
+                inner.spawn(&mut routes, &id, window);
             }
         }
         let routing = inner.clone();
@@ -113,7 +113,7 @@ impl Inner {
         &self,
         routes: &'r mut HashMap<WebhookId, Route>,
         id: &WebhookId,
-        waiting: &[Queued],
+        waiting: Vec<Queued>,
     ) -> Option<&'r mut Route> {
         if self.draining.load(Ordering::SeqCst) {
             return None;
@@ -128,7 +128,6 @@ impl Inner {
         let arbiter = self.arbiters.get(n)?;
         let account = webhook.account_id.clone();
         let shared = self.shared.clone();
-        let waiting = waiting.to_vec();
         let addr = Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::new(shared, webhook, status, &waiting));
         routes.insert(id.clone(), Route { account, addr, sent: 0 });
         routes.get_mut(id)
@@ -139,7 +138,7 @@ impl Inner {
         if routes.contains_key(id) {
             routes.get_mut(id)
         } else {
-            self.spawn(routes, id, &[])
+            self.spawn(routes, id, Vec::new())
         }
     }
 

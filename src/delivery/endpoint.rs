@@ -137,14 +137,18 @@ impl Endpoint {
             && !self.draining
     }
 
+    /// When the actor, idle since it was last touched, has been so for `actor_idle`.
+    fn quiet_until(&self) -> Millis {
+        self.touched.saturating_add(self.shared.policy.idle.as_millis() as u64)
+    }
+
     /// Once idle, checks again after `actor_idle` whether the actor may stop.
     fn retire_when_idle(&mut self, ctx: &mut Context<Self>) {
         if self.retire_due || !self.idle() {
             return;
         }
         self.retire_due = true;
-        let quiet_until = self.touched.saturating_add(self.shared.policy.idle.as_millis() as u64);
-        let wait = Duration::from_millis(quiet_until.saturating_sub(now_millis()));
+        let wait = Duration::from_millis(self.quiet_until().saturating_sub(now_millis()));
         ctx.run_later(wait, |act, ctx| {
             act.retire_due = false;
             act.retire(ctx);
@@ -158,7 +162,7 @@ impl Endpoint {
         if !self.idle() {
             return;
         }
-        if now_millis() < self.touched.saturating_add(self.shared.policy.idle.as_millis() as u64) {
+        if now_millis() < self.quiet_until() {
             return self.retire_when_idle(ctx);
         }
         let Ok(mut routes) = self.shared.routes.lock() else { return };

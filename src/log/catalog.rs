@@ -87,7 +87,15 @@ impl Catalog {
                 };
                 match value {
                     Some(v) => {
-                        self.statuses.insert(id, Box::new(codec::decode(ROW_VERSION, v)?));
+                        // Status rows change with every commit that touches the webhook's
+                        // deliveries: overwrite the box rather than allocate a new one.
+                        let row: StatusRow = codec::decode(ROW_VERSION, v)?;
+                        match self.statuses.get_mut(&id) {
+                            Some(held) => **held = row,
+                            None => {
+                                self.statuses.insert(id, Box::new(row));
+                            }
+                        }
                     }
                     None => {
                         self.statuses.remove(&id);
