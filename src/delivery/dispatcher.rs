@@ -11,6 +11,7 @@
 //!   [`Route`] for why no message can be lost to an actor that stops).
 
 use super::endpoint::{self, Endpoint};
+use super::recent::RecentEvents;
 use super::{Policy, Prepared, Route, Shared};
 use crate::log::{Change, Log, Queued};
 use crate::metrics::Metrics;
@@ -31,9 +32,11 @@ pub struct TestOutcome {
     pub error: Option<String>,
 }
 
+/// Bytes of events read back from the log kept for the other webhooks they are owed to.
+const RECENT_EVENTS_BYTES: usize = 16 << 20;
+
 struct Inner {
     shared: Arc<Shared>,
-    arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     /// Shutting down: no new actors (what would have started them stays on disk).
     draining: AtomicBool,
@@ -51,7 +54,7 @@ impl Dispatcher {
     /// anything can ingest.
     pub fn start(log: &Log, waiting: HashMap<WebhookId, Vec<Queued>>, policy: Policy, metrics: Arc<Metrics>) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
+        let arbiters: Arc<[ArbiterHandle]> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {
             writer: log.writer().clone(),
             tree: log.tree().clone(),
@@ -61,9 +64,10 @@ impl Dispatcher {
             metrics,
             busy: AtomicUsize::new(0),
             routes: Mutex::default(),
+            arbiters,
+            recent: Mutex::new(RecentEvents::new(RECENT_EVENTS_BYTES)),
         });
-        let inner =
-            Arc::new(Inner { shared, arbiters, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
+        let inner = Arc::new(Inner { shared, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
         if let Ok(mut routes) = inner.shared.routes.lock() {
             for (id, window) in waiting.into_iter().filter(|(_, w)| !w.is_empty()) {
                 inner.spawn(&mut routes, &id, window);
@@ -124,8 +128,9 @@ impl Inner {
             let status = catalog.statuses.get(id).map(|s| s.status.clone()).unwrap_or_default();
             (row.webhook.clone(), status)
         };
-        let n = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
-        let arbiter = self.arbiters.get(n)?;
+        let arbiters = &self.shared.arbiters;
+        let n = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % arbiters.len().max(1);
+        let arbiter = arbiters.get(n)?;
         let account = webhook.account_id.clone();
         let shared = self.shared.clone();
         let addr = Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::new(shared, webhook, status, &waiting));

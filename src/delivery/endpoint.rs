@@ -3,8 +3,11 @@
 //! circuit breaker, and it records every attempt in the log.
 //!
 //! Invariants:
-//! - Attempts are spawned (`ctx.spawn`), never awaited in the actor, so edits, new
-//!   deliveries and test sends reach a busy actor at once.
+//! - Attempts are tasks of their own on the actor's arbiter, never awaited in the actor,
+//!   so edits, new deliveries and test sends reach a busy actor at once; an attempt's answer
+//!   comes back as a message ([`Answered`]). Not futures spawned in the actor's context:
+//!   actix polls every one of those whenever any of them wakes, so 64 attempts on the wire
+//!   cost 64 polls per answer.
 //! - One timer per actor: the earliest moment something may change (the next due delivery,
 //!   the breaker's probe time, the rate limit's next slot, the next TTL sweep).
 //! - A delivery is in exactly one of: the window, in flight, being recorded (its
@@ -19,14 +22,16 @@ use super::retry::{self, Standing, Verdict};
 use super::sender::{Request, Response, Sender};
 use super::{recorder, signature, Prepared, Shared, TestOutcome};
 use crate::events;
+use crate::log::pages::Page;
 use crate::log::record::AttemptFinished;
 use crate::log::{self, Record};
 use crate::log::{DeliveryRow, QueueEntry};
 use crate::model::*;
 use crate::time::rfc3339;
 use actix::prelude::*;
+use futures_util::future::{AbortHandle, Abortable};
 use std::cell::OnceCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +47,9 @@ fn sender(shared: &Shared) -> Rc<Sender> {
     SENDER.with(|s| s.get_or_init(|| Rc::new(Sender::new(shared.policy.target.clone()))).clone())
 }
 
+/// Attempts in flight from which a webhook's next attempts are spread over the arbiters.
+const SPREAD_FROM: usize = 4;
+
 pub struct Endpoint {
     /// The writer, the tree, the catalog and the rules every actor shares.
     shared: Arc<Shared>,
@@ -54,7 +62,7 @@ pub struct Endpoint {
     /// Manual retries: sent before the rest, even while the breaker is open.
     urgent: VecDeque<Item>,
     /// Deliveries with an attempt on the wire.
-    in_flight: HashSet<DeliveryRef>,
+    in_flight: HashMap<DeliveryRef, AbortHandle>,
     /// Deliveries whose last records are not acknowledged by the writer yet.
     recording: HashSet<DeliveryRef>,
     /// A half-open probe is out.
@@ -70,6 +78,11 @@ pub struct Endpoint {
     intake_from: Option<u64>,
     /// Shutting down: nothing new goes out.
     draining: bool,
+    /// Where the next attempt is sent from (an index into the arbiters).
+    next_arbiter: usize,
+    /// The log page of the last event read: a backlog drained in event order reads each
+    /// page from the tree once, not once per delivery.
+    page: Option<Page>,
     /// Records of this turn, submitted together at its end, and the deliveries they are about.
     batch: Vec<Record>,
     batch_of: Vec<DeliveryRef>,
@@ -100,7 +113,7 @@ impl Endpoint {
             status,
             queue,
             urgent: VecDeque::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             recording: HashSet::new(),
             probing: false,
             next_slot_us: 0,
@@ -108,6 +121,8 @@ impl Endpoint {
             next_sweep: 0,
             intake_from: None,
             draining: false,
+            page: None,
+            next_arbiter: 0,
             batch: Vec::new(),
             batch_of: Vec::new(),
             batch_due: false,
@@ -303,10 +318,29 @@ impl Endpoint {
     }
 
     /// The event of a delivery the actor did not hear of from ingest (recovered, re-queued).
-    fn load_event(&self, seq: u64) -> Option<Arc<Prepared>> {
-        match log::read_record(&self.shared.tree, seq) {
-            Ok(Some(Record::EventIngested(e))) => Some(Arc::new(Prepared::new(seq, Arc::from(e)))),
-            Ok(_) => None,
+    fn load_event(&mut self, seq: u64) -> Option<Arc<Prepared>> {
+        if let Some(p) = self.shared.recent.lock().ok().and_then(|r| r.get(seq)) {
+            return Some(p);
+        }
+        if !self.page.as_ref().is_some_and(|p| p.covers(seq)) {
+            self.page = match Page::holding(&self.shared.tree, seq) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "cannot read an event to deliver");
+                    None
+                }
+            };
+        }
+        let bytes = self.page.as_ref()?.record(seq)?;
+        match Record::decode_event_to_deliver(bytes) {
+            Ok(Some(e)) => {
+                let p = Arc::new(Prepared::new(seq, Arc::new(e)));
+                if let Ok(mut recent) = self.shared.recent.lock() {
+                    recent.insert(p.clone());
+                }
+                Some(p)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(seq, error = %e, "cannot read an event to deliver");
                 None
@@ -319,7 +353,6 @@ impl Endpoint {
             return self.kill(item, DeadReason::Corrupt, ctx);
         };
         let d = item.delivery;
-        self.in_flight.insert(d);
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
         let key = &self.shared.id_key;
         let attempt = item.entry.attempts + 1;
@@ -336,12 +369,41 @@ impl Endpoint {
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
         let span = tracing::debug_span!("attempt", webhook_id = %self.webhook.id, delivery_id = %delivery_id, attempt);
-        let send = sender(&self.shared).send(&request).instrument(span);
-        let recorded_headers = masked(request.headers, &self.webhook);
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |response, act, ctx| {
-            let sent = Sent { item, event: prepared, attempt, started_at, headers: recorded_headers, probe };
-            act.finished(sent, response, ctx);
-        }));
+        let sent = Sent {
+            item,
+            event: prepared,
+            attempt,
+            started_at,
+            headers: masked(request.headers.clone(), &self.webhook),
+            probe,
+        };
+        let me = ctx.address();
+        let shared = self.shared.clone();
+        let (cut, registration) = AbortHandle::new_pair();
+        // Runs on the arbiter it is handed to: the awc client is that thread's.
+        let attempt = move || {
+            let send = async move {
+                let response = sender(&shared).send(&request).instrument(span).await;
+                me.do_send(Answered { sent, response });
+            };
+            actix::spawn(Abortable::new(send, registration));
+        };
+        // A few attempts go out from this thread (no hop, least latency); a busy webhook's
+        // go round all the arbiters, so it can use every core.
+        let arbiters = &self.shared.arbiters;
+        let elsewhere = if self.in_flight.len() >= SPREAD_FROM {
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            arbiters.get(self.next_arbiter % arbiters.len().max(1))
+        } else {
+            None
+        };
+        match elsewhere {
+            Some(arbiter) => {
+                arbiter.spawn_fn(attempt);
+            }
+            None => attempt(),
+        }
+        self.in_flight.insert(d, cut);
     }
 
     fn finished(&mut self, sent: Sent, response: Response, ctx: &mut Context<Self>) {
@@ -468,18 +530,8 @@ impl Endpoint {
             return;
         }
         let committed = recorder::record(&self.shared.writer, records);
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(committed).map(move |committed, act, ctx| {
-            for d in &about {
-                act.recording.remove(d);
-            }
-            act.shared.busy.fetch_sub(about.len(), Ordering::Relaxed);
-            if committed != Ok(true) {
-                // The attempts happened but their records are lost: the deliveries are
-                // attempted again after a restart (at-least-once).
-                tracing::error!(webhook_id = %act.webhook.id, deliveries = about.len(), "attempts not recorded");
-            }
-            act.retire_when_idle(ctx);
-        }));
+        let me = ctx.address();
+        actix::spawn(async move { me.do_send(Recorded { about, committed: committed.await == Ok(true) }) });
     }
 
     fn operational(&self, name: &str, data: serde_json::Value, at: Millis) -> Record {
@@ -548,12 +600,12 @@ impl Endpoint {
 /// retry waiting to go out. (Fields, not `&Endpoint`, so a refill can ask while it fills
 /// the window.)
 fn held_elsewhere(
-    in_flight: &HashSet<DeliveryRef>,
+    in_flight: &HashMap<DeliveryRef, AbortHandle>,
     recording: &HashSet<DeliveryRef>,
     urgent: &VecDeque<Item>,
     d: DeliveryRef,
 ) -> bool {
-    in_flight.contains(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
+    in_flight.contains_key(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
 }
 
 /// An attempt that went out.
@@ -582,6 +634,47 @@ impl Actor for Endpoint {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.drive(ctx);
+    }
+}
+
+/// An attempt's answer, from the task that sent it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Answered {
+    sent: Sent,
+    response: Response,
+}
+
+impl Handler<Answered> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answered, ctx: &mut Context<Self>) {
+        self.finished(msg.sent, msg.response, ctx);
+    }
+}
+
+/// The writer's answer for a batch of this actor's records.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Recorded {
+    about: Vec<DeliveryRef>,
+    committed: bool,
+}
+
+impl Handler<Recorded> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Recorded, ctx: &mut Context<Self>) {
+        for d in &msg.about {
+            self.recording.remove(d);
+        }
+        self.shared.busy.fetch_sub(msg.about.len(), Ordering::Relaxed);
+        if !msg.committed {
+            // The attempts happened but their records are lost: the deliveries are
+            // attempted again after a restart (at-least-once).
+            tracing::error!(webhook_id = %self.webhook.id, deliveries = msg.about.len(), "attempts not recorded");
+        }
+        self.retire_when_idle(ctx);
     }
 }
 
@@ -685,12 +778,14 @@ impl Handler<Deleted> for Endpoint {
     type Result = ();
 
     fn handle(&mut self, _: Deleted, ctx: &mut Context<Self>) {
-        // Attempts in flight are dropped with the actor (their deliveries are dead already);
-        // records already submitted are committed by the writer all the same.
+        // Attempts in flight are cut off (their deliveries are dead already); records already
+        // submitted are committed by the writer all the same.
         // This turn's records go to the writer now; it commits them though the actor stops.
         self.submit_batch(ctx);
         self.shared.busy.fetch_sub(self.in_flight.len() + self.recording.len(), Ordering::Relaxed);
-        self.in_flight.clear();
+        for (_, task) in self.in_flight.drain() {
+            task.abort();
+        }
         self.recording.clear();
         ctx.stop();
     }

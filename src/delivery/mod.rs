@@ -27,12 +27,14 @@
 //! - [`queue`] — an endpoint's in-memory window of waiting deliveries.
 //! - [`endpoint`] — the actor.
 //! - [`recorder`] — one writer command per arbiter tick for the attempts it recorded.
+//! - [`recent`] — events lately read back from the log, shared by the actors.
 //! - [`dispatcher`] — arbiters, actors, routing the log's changes.
 
 pub mod breaker;
 pub mod dispatcher;
 pub mod endpoint;
 pub mod queue;
+pub mod recent;
 pub mod recorder;
 pub mod retry;
 pub mod sender;
@@ -68,6 +70,8 @@ pub struct Policy {
 #[derive(Debug)]
 pub struct Prepared {
     pub seq: u64,
+    /// The event; read back from the log, without its webhook list (nothing on the way
+    /// out needs it).
     pub event: Arc<EventIngested>,
     body: OnceLock<actix_web::web::Bytes>,
 }
@@ -107,6 +111,12 @@ pub struct Shared {
     /// The running actors, by webhook. The dispatcher adds one when a webhook gets work and
     /// has none; an actor removes itself when it has been idle (see [`Route`]).
     pub routes: Mutex<HashMap<WebhookId, Route>>,
+    /// One arbiter (thread) per core: actors live on them, and a busy actor spreads its
+    /// attempts over all of them, so one webhook can use every core.
+    pub arbiters: Arc<[actix::prelude::ArbiterHandle]>,
+    /// Events read back from the log, so an event owed to many webhooks is read and
+    /// decoded once.
+    pub recent: Mutex<recent::RecentEvents>,
 }
 
 /// How messages reach a running actor.

@@ -110,9 +110,40 @@ pub fn page_for(tree: &sled::Tree, seq: u64) -> Result<Option<(u64, sled::IVec)>
 
 /// The stored bytes of record `seq` (`None` if it is not, or no longer, in the log).
 pub fn read(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, RowsError> {
-    let Some((key_seq, page)) = page_for(tree, seq)? else { return Ok(None) };
-    let slots = slots(key_seq, &page).map_err(RowsError::Page)?;
-    Ok(slots.iter().find(|s| s.seq == seq).map(|s| page[s.start..s.end].to_vec()))
+    Ok(Page::holding(tree, seq)?.and_then(|page| page.record(seq).map(<[u8]>::to_vec)))
+}
+
+/// One page read from the tree and indexed, kept by a reader that will want its neighbours
+/// next (an actor draining a backlog reads its events in order, so one tree lookup serves
+/// a page's worth of them).
+///
+/// A page is written whole by one group commit and only ever shrinks (compaction), so a
+/// kept copy can hold a record the tree no longer has, but never lacks one the tree has.
+#[derive(Debug, Clone)]
+pub struct Page {
+    bytes: sled::IVec,
+    slots: Vec<Slot>,
+}
+
+impl Page {
+    /// The page that holds `seq`, if any.
+    pub fn holding(tree: &sled::Tree, seq: u64) -> Result<Option<Page>, RowsError> {
+        let Some((key_seq, bytes)) = page_for(tree, seq)? else { return Ok(None) };
+        let slots = slots(key_seq, &bytes).map_err(RowsError::Page)?;
+        Ok(Some(Page { bytes, slots }))
+    }
+
+    /// Whether `seq` falls inside this page's range (whether or not it is still stored).
+    pub fn covers(&self, seq: u64) -> bool {
+        matches!((self.slots.first(), self.slots.last()), (Some(a), Some(z)) if a.seq <= seq && seq <= z.seq)
+    }
+
+    /// The stored bytes of record `seq`, if this page holds it.
+    pub fn record(&self, seq: u64) -> Option<&[u8]> {
+        let i = self.slots.binary_search_by_key(&seq, |s| s.seq).ok()?;
+        let slot = self.slots[i];
+        Some(&self.bytes[slot.start..slot.end])
+    }
 }
 
 /// The sequence number of the last record in the log (0 if empty).
