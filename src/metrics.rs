@@ -10,18 +10,28 @@
 //!
 //! - Delivery series (attempts by result, successes, deaths, attempt duration, lag, breaker
 //!   transitions) are counted by the endpoint actors as attempts end.
+//! - `log_append_duration_seconds` is timed around every writer command (ingest's appends
+//!   and the actors' attempt records alike), from handing it over to the flush.
+//! - With `metrics_enabled = false` every counting method returns at once (the hot paths
+//!   pay one branch) and `/metrics` answers 404. With `metrics_per_webhook` one more family,
+//!   `webhook_delivery_attempts_total{webhook_id,result}`, counts attempts per webhook; no
+//!   other series carries a webhook label.
 
 use crate::config::Config;
 use crate::delivery::breaker::Transition;
-use crate::model::{AttemptResult, HealthState};
+use crate::log::AppendTimer;
+use crate::model::{AttemptResult, HealthState, WebhookId};
 use crate::server::Engine;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use std::collections::HashSet;
+use std::sync::Arc;
 
 pub struct Metrics {
+    /// `metrics_enabled`: when false nothing is counted.
+    enabled: bool,
     registry: Registry,
     known_events: HashSet<String>,
     events_ingested: IntCounterVec,
@@ -39,6 +49,9 @@ pub struct Metrics {
     breakers_open: IntGauge,
     transitions: IntCounterVec,
     actors: IntGauge,
+    log_append: Histogram,
+    /// Attempts per webhook, only with `metrics_per_webhook`.
+    per_webhook: Option<IntCounterVec>,
 }
 
 /// Every `result` label of `delivery_attempts_total`.
@@ -112,6 +125,23 @@ impl Metrics {
             "endpoint_actors",
             "Webhooks with an endpoint actor running (an idle one stops after actor_idle)",
         )?;
+        let log_append = Histogram::with_opts(
+            HistogramOpts::new(
+                "log_append_duration_seconds",
+                "Time from handing records to the log writer to their flush (one command)",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )?;
+        let per_webhook = if config.metrics_per_webhook {
+            let family = IntCounterVec::new(
+                Opts::new("webhook_delivery_attempts_total", "Delivery attempts finished, by webhook and result"),
+                &["webhook_id", "result"],
+            )?;
+            registry.register(Box::new(family.clone()))?;
+            Some(family)
+        } else {
+            None
+        };
         for r in RESULTS {
             attempts.with_label_values(&[r]);
         }
@@ -133,11 +163,13 @@ impl Metrics {
         registry.register(Box::new(deliveries_pending.clone()))?;
         registry.register(Box::new(dead_letter_size.clone()))?;
         registry.register(Box::new(log_bytes.clone()))?;
+        registry.register(Box::new(log_append.clone()))?;
         let known_events: HashSet<String> = config.event_types.iter().map(|t| t.name.clone()).collect();
         for name in known_events.iter().map(String::as_str).chain([OTHER]) {
             events_ingested.with_label_values(&[name]);
         }
         Ok(Self {
+            enabled: config.metrics_enabled,
             registry,
             known_events,
             events_ingested,
@@ -155,10 +187,26 @@ impl Metrics {
             breakers_open,
             transitions,
             actors,
+            log_append,
+            per_webhook,
         })
     }
 
-    pub fn attempt_finished(&self, result: AttemptResult, seconds: f64) {
+    /// Whether anything is counted (`metrics_enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// What the log writer calls with each command's time to its flush.
+    pub fn log_append_timer(self: &Arc<Self>) -> Option<AppendTimer> {
+        let me = self.clone();
+        self.enabled.then(|| AppendTimer::new(move |took| me.log_append.observe(took.as_secs_f64())))
+    }
+
+    pub fn attempt_finished(&self, webhook: &WebhookId, result: AttemptResult, seconds: f64) {
+        if !self.enabled {
+            return;
+        }
         let label = match result {
             AttemptResult::Success => RESULTS[0],
             AttemptResult::HttpError => RESULTS[1],
@@ -168,19 +216,30 @@ impl Metrics {
         };
         self.attempts.with_label_values(&[label]).inc();
         self.attempt_duration.observe(seconds);
+        if let Some(family) = &self.per_webhook {
+            family.with_label_values(&[webhook.as_str(), label]).inc();
+        }
     }
 
     /// A delivery succeeded `lag_seconds` after its event was ingested.
     pub fn delivery_succeeded(&self, lag_seconds: f64) {
+        if !self.enabled {
+            return;
+        }
         self.succeeded.inc();
         self.lag.observe(lag_seconds);
     }
 
     pub fn delivery_dead(&self) {
-        self.dead.inc();
+        if self.enabled {
+            self.dead.inc();
+        }
     }
 
     pub fn circuit_transition(&self, t: &Transition) {
+        if !self.enabled {
+            return;
+        }
         let label = match t {
             Transition::Opened => TRANSITIONS[0],
             Transition::Closed => TRANSITIONS[1],
@@ -190,11 +249,17 @@ impl Metrics {
     }
 
     pub fn event_ingested(&self, name: &str) {
+        if !self.enabled {
+            return;
+        }
         let label = if self.known_events.contains(name) { name } else { OTHER };
         self.events_ingested.with_label_values(&[label]).inc();
     }
 
     pub fn request_answered(&self, route: &str, status: u16, seconds: f64) {
+        if !self.enabled {
+            return;
+        }
         self.http_requests.with_label_values(&[route, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[route]).observe(seconds);
     }

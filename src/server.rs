@@ -85,8 +85,12 @@ type Waiting = HashMap<WebhookId, Vec<Queued>>;
 
 /// Opens and recovers the log and makes sure an admin credential exists; the deliveries
 /// found waiting are returned for the actors. Blocking: runs off the actix threads.
-pub fn open_log(config: &Config) -> Result<(Log, Waiting, RecoverySummary), StartError> {
-    let (log, recovery) = Log::open(&config.data_dir, config.log_options())?;
+pub fn open_log(
+    config: &Config,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(Log, Waiting, RecoverySummary), StartError> {
+    let options = crate::log::LogOptions { append_timer: metrics.log_append_timer(), ..config.log_options() };
+    let (log, recovery) = Log::open(&config.data_dir, options)?;
     let summary = RecoverySummary {
         duration: recovery.duration,
         unfinished: recovery.unfinished,
@@ -172,16 +176,22 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .bind(addr)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         for bound in server.addrs() {
-            // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from here.
-            eprintln!("herald listening on http://{bound}");
-            tracing::info!(%bound, "listening");
+            // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from this
+            // line; with JSON logs it is a log line like the others.
+            match config.log_format {
+                crate::config::LogFormat::Json => tracing::info!(%bound, "herald listening on http://{bound}"),
+                crate::config::LogFormat::Text => {
+                    eprintln!("herald listening on http://{bound}");
+                    tracing::info!(%bound, "listening");
+                }
+            }
         }
         let server = server.run();
         let handle = server.handle();
         let recovering = shared.clone();
         actix_web::rt::spawn(async move {
-            let cfg = recovering.config.clone();
-            match web::block(move || open_log(&cfg)).await {
+            let (cfg, metrics) = (recovering.config.clone(), recovering.metrics.clone());
+            match web::block(move || open_log(&cfg, &metrics)).await {
                 Ok(Ok(opened)) => {
                     let engine = start_engine(recovering.config.clone(), recovering.metrics.clone(), opened);
                     tracing::info!(actors = engine.delivery.actors(), "ready");

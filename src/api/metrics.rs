@@ -10,6 +10,9 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 
 #[get("/metrics")]
 pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
+    if !shared.metrics.enabled() {
+        return Err(DomainError::NotFound.into());
+    }
     if let Some(token) = &shared.config.metrics_token {
         let presented = req
             .headers()

@@ -368,7 +368,7 @@ impl Endpoint {
             body,
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
-        let span = tracing::debug_span!("attempt", webhook_id = %self.webhook.id, delivery_id = %delivery_id, attempt);
+        let span = tracing::info_span!("attempt", webhook_id = %self.webhook.id, delivery_id = %delivery_id, attempt);
         let sent = Sent {
             item,
             event: prepared,
@@ -376,6 +376,7 @@ impl Endpoint {
             started_at,
             headers: masked(request.headers.clone(), &self.webhook),
             probe,
+            span: span.clone(),
         };
         let me = ctx.address();
         let shared = self.shared.clone();
@@ -439,7 +440,7 @@ impl Endpoint {
         }
         let prepared = sent.event;
         let metrics = &self.shared.metrics;
-        metrics.attempt_finished(response.result, response.latency.as_secs_f64());
+        metrics.attempt_finished(&self.webhook.id, response.result, response.latency.as_secs_f64());
         match &next {
             NextStep::Succeeded => {
                 metrics.delivery_succeeded(now.saturating_sub(prepared.event.at) as f64 / 1000.0);
@@ -448,6 +449,29 @@ impl Endpoint {
             NextStep::RetryAt(_) => {}
         }
         let failed = !matches!(verdict, Verdict::Success);
+        {
+            let _in = sent.span.enter();
+            let latency_ms = response.latency.as_millis() as u64;
+            match &next {
+                NextStep::Succeeded => tracing::debug!(status = response.status_code, latency_ms, "delivered"),
+                NextStep::RetryAt(at) => tracing::info!(
+                    result = ?response.result,
+                    status = response.status_code,
+                    error = response.error.as_deref(),
+                    latency_ms,
+                    retry_in_ms = at.saturating_sub(now),
+                    "attempt failed, will retry"
+                ),
+                NextStep::Dead(reason) => tracing::warn!(
+                    result = ?response.result,
+                    status = response.status_code,
+                    error = response.error.as_deref(),
+                    latency_ms,
+                    reason = ?reason,
+                    "attempt failed, delivery dead"
+                ),
+            }
+        }
         let excerpt = (failed && !response.body.is_empty()).then(|| response.body.clone());
         let mut records = vec![Record::AttemptFinished(Box::new(AttemptFinished {
             delivery: d,
@@ -617,6 +641,9 @@ struct Sent {
     started_at: Millis,
     headers: Vec<(String, String)>,
     probe: bool,
+    /// `attempt` with the webhook, delivery and attempt ids: the send and its outcome are
+    /// logged inside it.
+    span: tracing::Span,
 }
 
 /// The headers as recorded: credential-like custom header values masked.

@@ -45,7 +45,7 @@ pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
 pub use window::{due_window, due_window_from, Queued};
-pub use writer::{AppendError, Appended, Command, Rejection, Writer};
+pub use writer::{AppendError, AppendTimer, Appended, Command, Rejection, Writer};
 
 use crate::model::{IdKey, WebhookId};
 use rows::{Rows, RowsError, Txn};
@@ -83,6 +83,8 @@ pub struct LogOptions {
     pub queue_window: usize,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Told each writer command's time to its flush (metrics), if anyone listens.
+    pub append_timer: Option<AppendTimer>,
 }
 
 impl Default for LogOptions {
@@ -96,6 +98,7 @@ impl Default for LogOptions {
             },
             queue_window: 1024,
             cache_bytes: 256 << 20,
+            append_timer: None,
         }
     }
 }
@@ -247,7 +250,7 @@ impl Log {
             policy: options.compaction,
             cursors: Default::default(),
         };
-        let (writer, thread) = Writer::spawn(state).map_err(OpenError::Thread)?;
+        let (writer, thread) = Writer::spawn(state, options.append_timer.clone()).map_err(OpenError::Thread)?;
         recovery.duration = started.elapsed();
         Ok((
             Log {

@@ -121,6 +121,29 @@ enum Msg {
 #[derive(Clone)]
 pub struct Writer {
     tx: SyncSender<Msg>,
+    /// Told how long each command took from hand-over to flush (the metrics' histogram).
+    timer: Option<AppendTimer>,
+}
+
+/// Receives the time each writer command took from hand-over to its flush. The log knows
+/// nothing of metrics: whoever opens it hands one in ([`super::LogOptions::append_timer`]).
+#[derive(Clone)]
+pub struct AppendTimer(Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl AppendTimer {
+    pub fn new(f: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        AppendTimer(Arc::new(f))
+    }
+
+    fn took(&self, d: Duration) {
+        (self.0)(d)
+    }
+}
+
+impl std::fmt::Debug for AppendTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppendTimer")
+    }
 }
 
 /// Joins the writer thread.
@@ -247,12 +270,12 @@ fn fail_all(replies: Vec<Reply>, why: &str) {
 }
 
 impl Writer {
-    pub(crate) fn spawn(state: WriterState) -> std::io::Result<(Writer, WriterThread)> {
+    pub(crate) fn spawn(state: WriterState, timer: Option<AppendTimer>) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let flusher = Flusher::spawn(state.tree.clone(), state.catalog.clone(), state.observer.clone())?;
         let handle =
             std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, flusher, rx))?;
-        Ok((Writer { tx }, WriterThread(Some(handle))))
+        Ok((Writer { tx, timer }, WriterThread(Some(handle))))
     }
 
     /// Appends and waits for the flush.
@@ -265,21 +288,32 @@ impl Writer {
     /// the caller gets round to waiting (the delivery actors record attempts this way
     /// without holding a send slot until the flush).
     pub fn submit(&self, cmd: Command) -> impl std::future::Future<Output = Result<Appended, AppendError>> + 'static {
+        let started = Instant::now();
+        let timer = self.timer.clone();
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Msg::Append(cmd, reply)).is_ok();
         async move {
             if !sent {
                 return Err(AppendError::Closed);
             }
-            rx.await.map_err(|_| AppendError::Closed)?
+            let answer = rx.await.map_err(|_| AppendError::Closed)?;
+            if let Some(t) = &timer {
+                t.took(started.elapsed());
+            }
+            answer
         }
     }
 
     /// Appends from a thread outside any async runtime and waits for the flush.
     pub fn append_blocking(&self, cmd: Command) -> Result<Appended, AppendError> {
+        let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Append(cmd, reply)).map_err(|_| AppendError::Closed)?;
-        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+        let answer = rx.blocking_recv().map_err(|_| AppendError::Closed)?;
+        if let Some(t) = &self.timer {
+            t.took(started.elapsed());
+        }
+        answer
     }
 
     /// Commits everything sent before, flushes and stops the thread; later appends fail

@@ -70,7 +70,10 @@ impl Herald {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = spawn_tied(cmd);
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -87,7 +90,8 @@ impl Herald {
             let s = stderr.lock().unwrap();
             if let Some(at) = s.find("herald listening on ") {
                 let rest = &s[at + "herald listening on ".len()..];
-                base = rest.lines().next().unwrap_or_default().trim().to_owned();
+                // Up to the end of the line, or of the JSON string holding it.
+                base = rest.split(['\n', '"']).next().unwrap_or_default().trim().to_owned();
                 return true;
             }
             false
