@@ -256,11 +256,12 @@ impl Metrics {
         self.events_ingested.with_label_values(&[label]).inc();
     }
 
-    pub fn request_answered(&self, route: &str, status: u16, seconds: f64) {
+    /// A request to `route` (its pattern) was answered with `status` (e.g. "202").
+    pub fn request_answered(&self, route: &str, status: &str, seconds: f64) {
         if !self.enabled {
             return;
         }
-        self.http_requests.with_label_values(&[route, &status.to_string()]).inc();
+        self.http_requests.with_label_values(&[route, status]).inc();
         self.http_duration.with_label_values(&[route]).observe(seconds);
     }
 

@@ -165,8 +165,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     let answer = srv.call(req);
                     async move {
                         let res = answer.await?;
-                        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                        metrics.request_answered(&route, res.status().as_u16(), started.elapsed().as_secs_f64());
+                        if metrics.enabled() {
+                            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                            metrics.request_answered(&route, res.status().as_str(), started.elapsed().as_secs_f64());
+                        }
                         Ok(res)
                     }
                 })

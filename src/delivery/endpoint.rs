@@ -3,9 +3,10 @@
 //! circuit breaker, and it records every attempt in the log.
 //!
 //! Invariants:
-//! - Attempts are tasks of their own on the actor's arbiter, never awaited in the actor,
-//!   so edits, new deliveries and test sends reach a busy actor at once; an attempt's answer
-//!   comes back as a message ([`Answered`]). Not futures spawned in the actor's context:
+//! - Attempts are tasks of their own (on the actor's arbiter, or spread over all of them
+//!   once [`SPREAD_FROM`] are in flight), never awaited in the actor, so edits, new
+//!   deliveries and test sends reach a busy actor at once; an attempt's answer comes back
+//!   as a message ([`Answered`]). Not futures spawned in the actor's context:
 //!   actix polls every one of those whenever any of them wakes, so 64 attempts on the wire
 //!   cost 64 polls per answer.
 //! - One timer per actor: the earliest moment something may change (the next due delivery,
@@ -382,7 +383,7 @@ impl Endpoint {
         let shared = self.shared.clone();
         let (cut, registration) = AbortHandle::new_pair();
         // Runs on the arbiter it is handed to: the awc client is that thread's.
-        let attempt = move || {
+        let go = move || {
             let send = async move {
                 let response = sender(&shared).send(&request).instrument(span).await;
                 me.do_send(Answered { sent, response });
@@ -399,10 +400,13 @@ impl Endpoint {
             None
         };
         match elsewhere {
+            // Refused only once the system stops: the delivery stays owed in the log.
             Some(arbiter) => {
-                arbiter.spawn_fn(attempt);
+                if !arbiter.spawn_fn(go) {
+                    tracing::warn!(webhook_id = %self.webhook.id, "arbiter stopped; attempt not sent");
+                }
             }
-            None => attempt(),
+            None => go(),
         }
         self.in_flight.insert(d, cut);
     }
