@@ -48,6 +48,10 @@ fn sender(shared: &Shared) -> Rc<Sender> {
     SENDER.with(|s| s.get_or_init(|| Rc::new(Sender::new(shared.policy.target.clone()))).clone())
 }
 
+/// The largest log page an actor keeps between reads (a page closes at 8 KiB, plus its last
+/// record): a large event's page is read again rather than held by every actor it is owed to.
+const KEPT_PAGE_BYTES: usize = 32 * 1024;
+
 /// Attempts in flight from which a webhook's next attempts are spread over the arbiters.
 const SPREAD_FROM: usize = 4;
 
@@ -332,8 +336,13 @@ impl Endpoint {
                 }
             };
         }
-        let bytes = self.page.as_ref()?.record(seq)?;
-        match Record::decode_event_to_deliver(bytes) {
+        let page = self.page.as_ref()?;
+        let decoded = Record::decode_event_to_deliver(page.record(seq)?);
+        if page.len() > KEPT_PAGE_BYTES {
+            // A page made big by one large event: not worth its memory in every actor.
+            self.page = None;
+        }
+        match decoded {
             Ok(Some(e)) => {
                 let p = Arc::new(Prepared::new(seq, Arc::new(e)));
                 if let Ok(mut recent) = self.shared.recent.lock() {

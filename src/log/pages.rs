@@ -133,6 +133,15 @@ impl Page {
         Ok(Some(Page { bytes, slots }))
     }
 
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// Whether `seq` falls inside this page's range (whether or not it is still stored).
     pub fn covers(&self, seq: u64) -> bool {
         matches!((self.slots.first(), self.slots.last()), (Some(a), Some(z)) if a.seq <= seq && seq <= z.seq)
