@@ -4,7 +4,8 @@
 //! - Label values are bounded: `event` is a configured event type or `other`, `route` is
 //!   the route pattern (never the raw path), `status` an HTTP status code. A tenant cannot
 //!   create series.
-//! - Every `event` value exists from start, so series exist before the first event.
+//! - Every label value exists from start, so series exist before the first event: every
+//!   `event`, `result` and `to`, and every route pattern with every status the API answers.
 //! - Gauges that mirror state (pending deliveries, dead letters, log size) are read from
 //!   the catalog and the tree when scraped, so they cannot drift from what is stored.
 //!
@@ -164,6 +165,12 @@ impl Metrics {
         registry.register(Box::new(dead_letter_size.clone()))?;
         registry.register(Box::new(log_bytes.clone()))?;
         registry.register(Box::new(log_append.clone()))?;
+        for route in crate::api::ROUTE_PATTERNS.iter().chain([&crate::api::UNMATCHED_ROUTE]) {
+            http_duration.with_label_values(&[route]);
+            for status in crate::api::STATUSES {
+                http_requests.with_label_values(&[route, status]);
+            }
+        }
         let known_events: HashSet<String> = config.event_types.iter().map(|t| t.name.clone()).collect();
         for name in known_events.iter().map(String::as_str).chain([OTHER]) {
             events_ingested.with_label_values(&[name]);

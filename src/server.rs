@@ -166,7 +166,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     async move {
                         let res = answer.await?;
                         if metrics.enabled() {
-                            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                            let route =
+                                res.request().match_pattern().unwrap_or_else(|| crate::api::UNMATCHED_ROUTE.into());
                             metrics.request_answered(&route, res.status().as_str(), started.elapsed().as_secs_f64());
                         }
                         Ok(res)

@@ -72,6 +72,7 @@ fn busy_herald_metrics(dir: &Path) -> (Herald, String) {
         assert_eq!(a.status, 202, "{}", a.text);
     }
     wait_for("five deliveries to succeed", Duration::from_secs(20), || r.accepted().len() >= 5);
+    assert_eq!(h.get("/no/such/path/evt_123").0, 404);
     let text = |h: &Herald| h.get("/metrics").1;
     wait_for("the successes to be counted", Duration::from_secs(10), || {
         text(&h).contains("herald_deliveries_succeeded_total 5")
@@ -147,6 +148,17 @@ fn metrics_pass_promtool_and_hold_every_name_the_dashboard_queries() {
     assert!(text.contains("herald_delivery_attempts_total{result=\"http_error\"} 5"), "{text}");
     assert!(text.contains("herald_delivery_attempts_total{result=\"success\"} 5"), "{text}");
     assert!(text.contains("herald_webhook_delivery_attempts_total{result=\"success\",webhook_id=\"wh_"), "{text}");
+    // Requests by route pattern and status: every pattern and status exists from start,
+    // and no label is anything but a pattern (a raw path would be a tenant-made series).
+    assert!(text.contains("herald_http_requests_total{route=\"/api/v1/events\",status=\"202\"} 5"), "{text}");
+    assert!(text.contains("herald_http_requests_total{route=\"/api/v1/events\",status=\"503\"} 0"), "{text}");
+    assert!(text.contains("herald_http_requests_total{route=\"/api/v1/webhooks/{id}/test\",status=\"200\"} 0"));
+    assert!(text.contains("herald_http_requests_total{route=\"unmatched\",status=\"404\"} 1"), "{text}");
+    let patterns: HashSet<&str> = herald::api::ROUTE_PATTERNS.iter().copied().chain(["unmatched"]).collect();
+    for line in text.lines().filter(|l| l.starts_with("herald_http_request")) {
+        let route = line.split("route=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        assert!(patterns.contains(route), "route label {route} is not a route pattern");
+    }
 
     let (ok, said) = promtool(&["check", "metrics"], dir.path(), Some(&text));
     assert!(ok && said.trim().is_empty(), "promtool check metrics complained:\n{said}");

@@ -30,6 +30,37 @@ use error::ApiError;
 /// Largest body of a management request (accounts, keys, webhooks).
 const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
 
+/// Every route pattern [`routes`] registers, as the metrics' `route` label shows it (a unit
+/// test compares it with the handlers' attributes), and the label of a request no route took.
+pub const ROUTE_PATTERNS: &[&str] = &[
+    "/api/v1/accounts",
+    "/api/v1/accounts/{id}",
+    "/api/v1/accounts/{id}/keys",
+    "/api/v1/accounts/{id}/keys/{key_id}",
+    "/api/v1/deliveries",
+    "/api/v1/deliveries/{id}",
+    "/api/v1/deliveries/{id}/retry",
+    "/api/v1/event-types",
+    "/api/v1/events",
+    "/api/v1/events/batch",
+    "/api/v1/events/{id}",
+    "/api/v1/stats",
+    "/api/v1/webhooks",
+    "/api/v1/webhooks/deliveries",
+    "/api/v1/webhooks/{id}",
+    "/api/v1/webhooks/{id}/deliveries",
+    "/api/v1/webhooks/{id}/recover",
+    "/api/v1/webhooks/{id}/rotate-secret",
+    "/api/v1/webhooks/{id}/test",
+    "/healthz",
+    "/metrics",
+    "/readyz",
+];
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// Every status the API answers with (SPEC §3), for the metrics' `status` label.
+pub const STATUSES: &[&str] =
+    &["200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"];
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MANAGEMENT_BODY_BYTES).error_handler(error::json_error))
@@ -70,4 +101,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The route attributes of every handler file, so a new route cannot miss the list.
+    #[test]
+    fn route_patterns_are_exactly_the_handlers_routes() {
+        let sources = [
+            include_str!("accounts.rs"),
+            include_str!("deliveries.rs"),
+            include_str!("event_types.rs"),
+            include_str!("events.rs"),
+            include_str!("health.rs"),
+            include_str!("metrics.rs"),
+            include_str!("stats.rs"),
+            include_str!("webhooks.rs"),
+        ];
+        let mut found = BTreeSet::new();
+        for source in sources {
+            for line in source.lines().map(str::trim) {
+                for verb in ["#[get(\"", "#[post(\"", "#[put(\"", "#[patch(\"", "#[delete(\""] {
+                    if let Some(rest) = line.strip_prefix(verb) {
+                        found.insert(rest.split('"').next().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        }
+        let listed: BTreeSet<String> = ROUTE_PATTERNS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(found, listed);
+    }
 }
