@@ -338,7 +338,7 @@ impl Endpoint {
         }
         let page = self.page.as_ref()?;
         let decoded = Record::decode_event_to_deliver(page.record(seq)?);
-        if page.len() > KEPT_PAGE_BYTES {
+        if page.size() > KEPT_PAGE_BYTES {
             // A page made big by one large event: not worth its memory in every actor.
             self.page = None;
         }

@@ -134,12 +134,8 @@ impl Page {
     }
 
     /// Its size in bytes.
-    pub fn len(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Whether `seq` falls inside this page's range (whether or not it is still stored).
@@ -229,6 +225,11 @@ mod tests {
             assert_eq!(read(&tree, *seq).unwrap().as_ref(), Some(bytes));
         }
         assert_eq!(read(&tree, 41).unwrap(), None);
+        // A kept page answers for its whole range and only for it.
+        let page = Page::holding(&tree, 20).unwrap().unwrap();
+        assert!(page.covers(17) && page.covers(32) && !page.covers(16) && !page.covers(33));
+        assert_eq!(page.record(25), Some(records[24].1.as_slice()));
+        assert_eq!(page.record(33), None);
         let all: Vec<u64> = iter(&tree, 10).map(|r| r.unwrap().0).collect();
         assert_eq!(all, (10..=40).collect::<Vec<_>>());
 
