@@ -165,7 +165,7 @@ impl Metrics {
         registry.register(Box::new(dead_letter_size.clone()))?;
         registry.register(Box::new(log_bytes.clone()))?;
         registry.register(Box::new(log_append.clone()))?;
-        for route in crate::api::ROUTE_PATTERNS.iter().chain([&crate::api::UNMATCHED_ROUTE]) {
+        for route in crate::api::route_patterns().iter().map(String::as_str).chain([crate::api::UNMATCHED_ROUTE]) {
             http_duration.with_label_values(&[route]);
             for status in crate::api::STATUSES {
                 http_requests.with_label_values(&[route, status]);

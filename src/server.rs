@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpServer};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use utoipa_actix_web::AppExt;
 
 /// Why Herald could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                         Ok(res)
                     }
                 })
+                .into_utoipa_app()
                 .configure(crate::api::routes)
+                .into_app()
         })
         .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
         .bind(addr)

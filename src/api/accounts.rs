@@ -2,21 +2,24 @@
 
 use super::auth::Auth;
 use super::error::ApiError;
+use super::error::{AdminOnly, BadBody, BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{Page, PageQuery};
 use crate::accounts;
 use crate::model::{Account, AccountId, ApiKey, KeyId};
 use crate::time::rfc3339;
 use actix_web::{delete, get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    #[schema(example = "AstroLeads")]
     name: String,
 }
 
-#[derive(Serialize)]
-struct AccountView {
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
     id: String,
     name: String,
     created_at: String,
@@ -28,8 +31,9 @@ impl From<&Account> for AccountView {
     }
 }
 
-#[derive(Serialize)]
-struct KeyView {
+/// An API key, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
     id: String,
     prefix: String,
     created_at: String,
@@ -51,19 +55,42 @@ fn account_id(text: &str) -> Result<AccountId, ApiError> {
     AccountId::parse_any(text).map_err(|_| ApiError::not_found())
 }
 
+/// A new account and its first API key.
+#[derive(Serialize, ToSchema)]
+pub struct AccountCreated {
+    #[serde(flatten)]
+    account: AccountView,
+    /// The key's secret, shown only here.
+    api_key: String,
+    key_id: String,
+}
+
+/// A new API key.
+#[derive(Serialize, ToSchema)]
+pub struct KeyIssued {
+    #[serde(flatten)]
+    key: KeyView,
+    /// The key's secret, shown only here.
+    api_key: String,
+}
+
+/// Create an account (admin token only); the answer carries its first API key.
+#[utoipa::path(operation_id = "accounts_create", tag = "accounts", security(("bearer" = [])),
+    responses((status = 201, description = "Created", body = AccountCreated), Unauthenticated, AdminOnly, BadBody, Conflicting))]
 #[post("/api/v1/accounts")]
 pub async fn create(auth: Auth, body: web::Json<CreateAccount>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
     let (account, issued) = accounts::create(&auth.engine.log, &body.name).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": account.id.to_string(),
-        "name": account.name,
-        "created_at": rfc3339(account.created_at),
-        "api_key": issued.secret,
-        "key_id": issued.key.id.to_string(),
-    })))
+    Ok(HttpResponse::Created().json(AccountCreated {
+        account: AccountView::from(&account),
+        api_key: issued.secret,
+        key_id: issued.key.id.to_string(),
+    }))
 }
 
+/// Every account (admin token only).
+#[utoipa::path(operation_id = "accounts_list", tag = "accounts", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, description = "A page of accounts", body = Page<AccountView>), Unauthenticated, AdminOnly, BadQuery))]
 #[get("/api/v1/accounts")]
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
@@ -72,6 +99,9 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(Page::of(items, limit, |a| a.id.to_string(), |a| AccountView::from(a))))
 }
 
+/// Delete an account with its keys and webhooks (admin token only).
+#[utoipa::path(operation_id = "accounts_remove", tag = "accounts", security(("bearer" = [])), params(("id" = String, Path, description = "Account id")),
+    responses((status = 204, description = "Deleted"), Unauthenticated, AdminOnly, Missing))]
 #[delete("/api/v1/accounts/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
@@ -79,16 +109,20 @@ pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, A
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Issue another API key for an account (admin token only).
+#[utoipa::path(operation_id = "accounts_issue_key", tag = "accounts", security(("bearer" = [])), params(("id" = String, Path, description = "Account id")),
+    responses((status = 201, description = "Issued", body = KeyIssued), Unauthenticated, AdminOnly, Missing, Conflicting))]
 #[post("/api/v1/accounts/{id}/keys")]
 pub async fn issue_key(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
     let issued = accounts::issue_key(&auth.engine.log, &account_id(&id)?).await?;
-    let view = KeyView::from(&issued.key);
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": view.id, "prefix": view.prefix, "created_at": view.created_at, "api_key": issued.secret,
-    })))
+    Ok(HttpResponse::Created().json(KeyIssued { key: KeyView::from(&issued.key), api_key: issued.secret }))
 }
 
+/// An account's API keys, revoked ones included (admin token only).
+#[utoipa::path(operation_id = "accounts_list_keys", tag = "accounts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, description = "A page of keys", body = Page<KeyView>), Unauthenticated, AdminOnly, Missing, BadQuery))]
 #[get("/api/v1/accounts/{id}/keys")]
 pub async fn list_keys(
     auth: Auth,
@@ -107,6 +141,10 @@ pub async fn list_keys(
     Ok(HttpResponse::Ok().json(Page::of(keys, limit, |k| k.id.to_string(), |k| KeyView::from(k))))
 }
 
+/// Revoke an API key: every route answers it 401 from now on (admin token only).
+#[utoipa::path(operation_id = "accounts_revoke_key", tag = "accounts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked"), Unauthenticated, AdminOnly, Missing))]
 #[delete("/api/v1/accounts/{id}/keys/{key_id}")]
 pub async fn revoke_key(auth: Auth, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;

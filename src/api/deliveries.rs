@@ -4,6 +4,7 @@
 
 use super::auth::Auth;
 use super::error::ApiError;
+use super::error::{BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{self, Page};
 use crate::deliveries::{self, DeliveryFilter, DeliveryInfo, StatusFilter};
 use crate::error::DomainError;
@@ -12,19 +13,28 @@ use crate::log::record::AttemptFinished;
 use crate::model::{AttemptResult, DeliveryId, DeliveryState, EventId, WebhookId};
 use crate::time::rfc3339;
 use actix_web::{get, post, web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+#[allow(unused_imports)] // named by the schema attributes
+use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 /// The filters of every delivery list.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
+    /// `pending`, `retrying`, `succeeded` or `dead`.
     status: Option<String>,
     webhook_id: Option<String>,
     event_id: Option<String>,
+    /// Events ingested at or after this RFC 3339 time.
     since: Option<String>,
+    /// Events ingested at or before this RFC 3339 time.
     until: Option<String>,
+    /// Items per page, 1–500 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -56,22 +66,69 @@ fn state_fields(state: &DeliveryState) -> (&'static str, Option<&'static str>) {
     }
 }
 
-/// A delivery as every list shows it.
-pub fn view(d: &DeliveryInfo) -> Value {
-    let (status, reason) = state_fields(&d.row.state);
-    json!({
-        "id": d.id.to_string(),
-        "event_id": d.event_id.to_string(),
-        "event": d.event,
-        "webhook_id": d.webhook_id.to_string(),
-        "status": status,
-        "dead_reason": reason,
-        "attempt_count": d.row.attempts,
-        "next_attempt_at": d.row.next_due.map(rfc3339),
-        "created_at": rfc3339(d.created_at),
-        "queued_at": rfc3339(d.row.queued_at),
-        "finished_at": d.row.finished_at.map(rfc3339),
-    })
+/// One delivery: an event owed to one webhook.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    #[schema(example = "dlv_01JZ8YQ3N6V2K7T9R4M1X5C8D0")]
+    id: String,
+    event_id: String,
+    event: String,
+    webhook_id: String,
+    /// `pending`, `retrying` (an attempt failed, another is due), `succeeded` or `dead`.
+    #[schema(example = "succeeded")]
+    status: &'static str,
+    /// Why it is dead: `retries_exhausted`, `expired`, `deleted`, `disabled`, `gone` or `corrupt`.
+    dead_reason: Option<&'static str>,
+    attempt_count: u32,
+    next_attempt_at: Option<String>,
+    /// When its event was ingested.
+    created_at: String,
+    queued_at: String,
+    finished_at: Option<String>,
+}
+
+/// A delivery with every attempt made.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    attempts: Vec<AttemptView>,
+}
+
+/// One HTTP attempt and what came back.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    attempt: u32,
+    started_at: String,
+    finished_at: String,
+    /// `success`, `http_error`, `timeout`, `network_error` or `refused`.
+    #[schema(example = "success")]
+    result: &'static str,
+    status_code: Option<u16>,
+    latency_ms: f64,
+    error: Option<String>,
+    /// The headers sent, credential-like values masked.
+    #[schema(value_type = HashMap<String, String>)]
+    request_headers: Map<String, Value>,
+    /// The first 4 KiB of the receiver's answer.
+    response_body: Option<String>,
+}
+
+pub fn view(d: &DeliveryInfo) -> DeliveryView {
+    let (status, dead_reason) = state_fields(&d.row.state);
+    DeliveryView {
+        id: d.id.to_string(),
+        event_id: d.event_id.to_string(),
+        event: d.event.clone(),
+        webhook_id: d.webhook_id.to_string(),
+        status,
+        dead_reason,
+        attempt_count: d.row.attempts,
+        next_attempt_at: d.row.next_due.map(rfc3339),
+        created_at: rfc3339(d.created_at),
+        queued_at: rfc3339(d.row.queued_at),
+        finished_at: d.row.finished_at.map(rfc3339),
+    }
 }
 
 fn result_name(r: &AttemptResult) -> &'static str {
@@ -85,20 +142,18 @@ fn result_name(r: &AttemptResult) -> &'static str {
 }
 
 /// One attempt: its request headers were masked before they were recorded.
-fn attempt_view(a: &AttemptFinished) -> Value {
-    let headers: Map<String, Value> =
-        a.outcome.request_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    json!({
-        "attempt": a.attempt,
-        "started_at": rfc3339(a.started_at),
-        "finished_at": rfc3339(a.at),
-        "result": result_name(&a.outcome.result),
-        "status_code": a.outcome.status_code,
-        "latency_ms": a.outcome.latency_us as f64 / 1000.0,
-        "error": a.outcome.error,
-        "request_headers": headers,
-        "response_body": a.outcome.response_excerpt.as_deref().map(String::from_utf8_lossy),
-    })
+fn attempt_view(a: &AttemptFinished) -> AttemptView {
+    AttemptView {
+        attempt: a.attempt,
+        started_at: rfc3339(a.started_at),
+        finished_at: rfc3339(a.at),
+        result: result_name(&a.outcome.result),
+        status_code: a.outcome.status_code,
+        latency_ms: a.outcome.latency_us as f64 / 1000.0,
+        error: a.outcome.error.clone(),
+        request_headers: a.outcome.request_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+        response_body: a.outcome.response_excerpt.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+    }
 }
 
 async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<WebhookId>) -> Result<HttpResponse, ApiError> {
@@ -113,17 +168,27 @@ async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<Webhook
     Ok(HttpResponse::Ok().json(Page::new(listing.items.iter().map(view).collect(), listing.next_cursor)))
 }
 
+/// The account's deliveries, filtered.
+#[utoipa::path(operation_id = "deliveries_list", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
+    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, BadQuery))]
 #[get("/api/v1/deliveries")]
 pub async fn list(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<HttpResponse, ApiError> {
     list_answer(auth, query.into_inner(), None).await
 }
 
 /// The alias SPEC §3 names; registered before `/api/v1/webhooks/{id}`.
+/// The account's deliveries, filtered (same as `/api/v1/deliveries`, the path seed 001 uses).
+#[utoipa::path(operation_id = "deliveries_list_alias", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
+    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, BadQuery))]
 #[get("/api/v1/webhooks/deliveries")]
 pub async fn list_alias(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<HttpResponse, ApiError> {
     list_answer(auth, query.into_inner(), None).await
 }
 
+/// One webhook's deliveries, filtered (`webhook_id` is the path's).
+#[utoipa::path(operation_id = "deliveries_of_webhook", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Webhook id"), DeliveriesQuery),
+    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, Missing, BadQuery))]
 #[get("/api/v1/webhooks/{id}/deliveries")]
 pub async fn of_webhook(
     auth: Auth,
@@ -142,15 +207,20 @@ fn delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
     DeliveryId::parse(text).map_err(|_| ApiError::not_found())
 }
 
+/// One delivery with every attempt: request headers, response status and body, latency, error.
+#[utoipa::path(operation_id = "deliveries_read", tag = "deliveries", security(("bearer" = [])), params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 200, description = "The delivery", body = DeliveryDetail), Unauthenticated, Missing))]
 #[get("/api/v1/deliveries/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
     let (info, attempts) = deliveries::get(&auth.engine.log, auth.caller.account(), &id)?;
-    let mut out = view(&info);
-    out["attempts"] = attempts.iter().map(attempt_view).collect();
-    Ok(HttpResponse::Ok().json(out))
+    Ok(HttpResponse::Ok()
+        .json(DeliveryDetail { delivery: view(&info), attempts: attempts.iter().map(attempt_view).collect() }))
 }
 
+/// Queue a dead or failed delivery again, with fresh attempts.
+#[utoipa::path(operation_id = "deliveries_retry", tag = "deliveries", security(("bearer" = [])), params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued again", body = DeliveryView), Unauthenticated, Missing, Conflicting))]
 #[post("/api/v1/deliveries/{id}/retry")]
 pub async fn retry(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;

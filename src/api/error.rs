@@ -4,6 +4,9 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,17 +19,70 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer: `{"error": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_field`, `not_found`, `rate_limited`.
+    #[schema(example = "invalid_field")]
+    code: String,
+    /// What went wrong, for a person.
+    message: String,
+    /// The request field at fault, for 422 answers about one field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    field: Option<String>,
+}
+
+/// The error answers an operation may give, documented by status (`responses(...)` of
+/// `utoipa::path` takes these beside the success answer).
+macro_rules! error_answers {
+    ($($(#[$doc:meta])* $name:ident: $($status:literal => $what:literal),+;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                error_responses(&[$(($status, $what)),+])
+            }
+        }
+    )*};
+}
+
+fn error_responses(answers: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    answers
+        .iter()
+        .map(|(status, what)| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            let response = ResponseBuilder::new().description(*what).content("application/json", content).build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+error_answers! {
+    /// Every authenticated route.
+    Unauthenticated:
+        "401" => "No bearer token, or one that is not a live API key or the admin token",
+        "503" => "Recovering its log, shutting down, storage failing, or (ingest) below min_free_disk; see Retry-After";
+    /// Admin-only routes, for an API key.
+    AdminOnly: "403" => "Only the admin token may call this route";
+    /// Routes naming a resource that may not exist (or belongs to another account).
+    Missing: "404" => "No such resource in the caller's account";
+    /// Routes taking a JSON body.
+    BadBody:
+        "400" => "The body is not well-formed JSON",
+        "413" => "The body is larger than allowed",
+        "415" => "Content-Type is not application/json",
+        "422" => "A field is missing, of the wrong type or out of range (`field` names it)";
+    /// Routes taking query parameters.
+    BadQuery: "422" => "A query parameter is malformed or out of range (`field` names it)";
+    /// Ingest, over `ingest_rate_limit`.
+    RateLimited: "429" => "Over the account's ingest rate limit (Retry-After)";
+    /// Routes whose action may conflict with the resource's state or a limit.
+    Conflicting: "409" => "The resource's state or a configured limit forbids this";
 }
 
 impl ApiError {
@@ -47,6 +103,13 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The JSON the answer carries (also one failed slot of a batch).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail { code: self.code.into(), message: self.message.clone(), field: self.field.clone() },
+        }
     }
 }
 
@@ -135,6 +198,6 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        res.json(Body { error: Inner { code: self.code, message: &self.message, field: self.field.as_deref() } })
+        res.json(self.body())
     }
 }

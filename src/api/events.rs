@@ -5,7 +5,9 @@
 //! numbers and so that every malformed, oversized or mistyped body gets the SPEC's answer.
 
 use super::auth::Auth;
+use super::deliveries::DeliveryView;
 use super::error::ApiError;
+use super::error::{BadBody, BadQuery, ErrorBody, Missing, RateLimited, Unauthenticated};
 use super::page::{self, Page};
 use crate::error::DomainError;
 use crate::events::{self, EventFilter, EventInput, IngestRules, Ingested};
@@ -15,23 +17,74 @@ use crate::model::EventId;
 use crate::time::{parse_rfc3339, rfc3339};
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, value::RawValue, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{value::RawValue, Value};
+use utoipa::{IntoParams, ToSchema};
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Room for the envelope around `data` in a single-event body.
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
-#[derive(Deserialize)]
+/// An event to deliver to every webhook of the account that subscribes to its name.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+pub struct EventBody {
+    /// Lowercase words separated by `.` or `_`.
+    #[schema(example = "lead.qualified")]
     event: String,
-    /// Parsed with `preserve_order` and `arbitrary_precision`: writing it back keeps the
-    /// key order and the exact numbers.
+    /// The payload: a JSON object, delivered as given. (Parsed with `preserve_order` and
+    /// `arbitrary_precision`: writing it back keeps the key order and the exact numbers.)
+    #[schema(value_type = Object, example = json!({"lead_id": "ld_123", "score": 87}))]
     data: Value,
+    /// RFC 3339 UTC; the ingest time when absent.
     timestamp: Option<String>,
+    /// Your own id of the event, kept and shown.
     id: Option<String>,
+}
+
+/// An accepted event.
+#[derive(Serialize, ToSchema)]
+pub struct IngestAnswer {
+    #[schema(example = "evt_01JZ8YQ3N6V2K7T9R4M1X5C8D0")]
+    id: String,
+    event: String,
+    /// Webhooks it will be delivered to.
+    deliveries: usize,
+}
+
+/// One slot per event of the batch, in order: accepted, or why not.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchSlot {
+    Accepted(IngestAnswer),
+    Refused(ErrorBody),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchAnswer {
+    results: Vec<BatchSlot>,
+}
+
+/// An event as lists show it.
+#[derive(Serialize, ToSchema)]
+pub struct EventSummary {
+    id: String,
+    event: String,
+    timestamp: String,
+    created_at: String,
+    external_id: Option<String>,
+    delivery_count: usize,
+}
+
+/// An event with its payload and its deliveries.
+#[derive(Serialize, ToSchema)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    summary: EventSummary,
+    #[schema(value_type = Object)]
+    data: Value,
+    deliveries: Vec<DeliveryView>,
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 in the SPEC's error format (actix's own
@@ -126,18 +179,18 @@ async fn ingest_one(auth: &Auth, rules: &IngestRules, input: EventInput) -> Resu
     Ok(done)
 }
 
-fn answer(i: &Ingested) -> Value {
-    json!({"id": i.id.to_string(), "event": i.event, "deliveries": i.deliveries})
+fn answer(i: &Ingested) -> IngestAnswer {
+    IngestAnswer { id: i.id.to_string(), event: i.event.clone(), deliveries: i.deliveries }
 }
 
-fn error_slot(e: ApiError) -> Value {
-    let mut inner = json!({"code": e.code, "message": e.message});
-    if let Some(f) = e.field {
-        inner["field"] = json!(f);
-    }
-    json!({ "error": inner })
-}
-
+/// Ingest one event: durable before the answer. An `Idempotency-Key` seen within
+/// `idempotency_window` answers 200 with the first answer instead of ingesting again.
+#[utoipa::path(operation_id = "events_ingest", tag = "events", security(("bearer" = [])), request_body = EventBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
+    responses(
+        (status = 202, description = "Accepted and durable", body = IngestAnswer),
+        (status = 200, description = "A replay of an earlier request with the same Idempotency-Key", body = IngestAnswer),
+        Unauthenticated, BadBody, RateLimited))]
 #[post("/api/v1/events")]
 pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
@@ -158,6 +211,10 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
     Ok(HttpResponse::build(status).json(answer(&done)))
 }
 
+/// Ingest up to 1,000 events; each is accepted or refused on its own.
+#[utoipa::path(operation_id = "events_ingest_batch", tag = "events", security(("bearer" = [])), request_body = Vec<EventBody>,
+    responses((status = 202, description = "One result per event, in order", body = BatchAnswer),
+        Unauthenticated, BadBody, RateLimited))]
 #[post("/api/v1/events/batch")]
 pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
@@ -185,32 +242,47 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
         ingest_one(&auth, &rules, parse_event(parsed, None)?).await
     }))
     .await;
-    let results: Vec<Value> = results.into_iter().map(|r| r.map(|i| answer(&i)).unwrap_or_else(error_slot)).collect();
-    Ok(HttpResponse::Accepted().json(json!({ "results": results })))
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(i) => BatchSlot::Accepted(answer(&i)),
+            Err(e) => BatchSlot::Refused(e.body()),
+        })
+        .collect();
+    Ok(HttpResponse::Accepted().json(BatchAnswer { results }))
 }
 
 /// An event as lists show it (without `data`, which may be a mebibyte per event).
-fn summary(id: &EventId, e: &EventIngested) -> Value {
-    json!({
-        "id": id.to_string(),
-        "event": e.event,
-        "timestamp": rfc3339(e.timestamp),
-        "created_at": rfc3339(e.at),
-        "external_id": e.external_id,
-        "delivery_count": e.webhooks.len(),
-    })
+fn summary(id: &EventId, e: &EventIngested) -> EventSummary {
+    EventSummary {
+        id: id.to_string(),
+        event: e.event.clone(),
+        timestamp: rfc3339(e.timestamp),
+        created_at: rfc3339(e.at),
+        external_id: e.external_id.clone(),
+        delivery_count: e.webhooks.len(),
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Only events of this name.
     event: Option<String>,
+    /// Ingested at or after this RFC 3339 time.
     since: Option<String>,
+    /// Ingested at or before this RFC 3339 time.
     until: Option<String>,
+    /// Items per page, 1–500 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The account's events, newest first.
+#[utoipa::path(operation_id = "events_list", tag = "events", security(("bearer" = [])), params(EventsQuery),
+    responses((status = 200, description = "A page of events", body = Page<EventSummary>), Unauthenticated, BadQuery))]
 #[get("/api/v1/events")]
 pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -227,16 +299,15 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
 }
 
 /// One event with its `data` exactly as it arrived and every delivery it owes.
+/// One event with its payload and its deliveries.
+#[utoipa::path(operation_id = "events_read", tag = "events", security(("bearer" = [])), params(("id" = String, Path, description = "Event id")),
+    responses((status = 200, description = "The event", body = EventDetail), Unauthenticated, Missing))]
 #[get("/api/v1/events/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
     let log = &auth.engine.log;
     let (seq, e) = events::get(log, auth.caller.account(), &id)?;
     let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
-    let deliveries: Vec<Value> =
-        crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
-    let mut out = summary(&id, &e);
-    out["data"] = data;
-    out["deliveries"] = Value::Array(deliveries);
-    Ok(HttpResponse::Ok().json(out))
+    let deliveries = crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
+    Ok(HttpResponse::Ok().json(EventDetail { summary: summary(&id, &e), data, deliveries }))
 }

@@ -2,21 +2,45 @@
 //! engine runs; 503 with `Retry-After` until then).
 
 use super::error::ApiError;
+use super::error::ErrorBody;
 use crate::server::Shared;
 use actix_web::{get, web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-#[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+pub struct Alive {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// How long start-up recovery took.
+    recovery_ms: u64,
+    /// Deliveries found unfinished at start-up, replayed.
+    unfinished_deliveries: u64,
+}
+
+/// Liveness: 200 as soon as the HTTP server runs, recovery or not.
+#[utoipa::path(operation_id = "health_healthz", tag = "operations", responses((status = 200, description = "Alive", body = Alive)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Alive { status: "ok" })
+}
+
+/// Readiness: 200 once the log is recovered and the engine runs, 503 before.
+#[utoipa::path(operation_id = "health_readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Still recovering its log", body = ErrorBody)))]
 #[get("/readyz")]
 pub async fn readyz(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let engine = shared.engine().ok_or_else(ApiError::not_ready)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "recovery_ms": engine.recovery.duration.as_millis() as u64,
-        "unfinished_deliveries": engine.recovery.unfinished,
-    })))
+    Ok(HttpResponse::Ok().json(Ready {
+        status: "ready",
+        recovery_ms: engine.recovery.duration.as_millis() as u64,
+        unfinished_deliveries: engine.recovery.unfinished,
+    }))
 }

@@ -1,13 +1,18 @@
 //! `GET /metrics`: the Prometheus text format. Open unless `metrics_token` is set; then it
 //! takes `Authorization: Bearer <metrics_token>`, compared in constant time.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::credentials;
 use crate::error::DomainError;
 use crate::server::Shared;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
+/// Prometheus text format (SPEC §7). With `metrics_token` set, `Authorization: Bearer` it.
+#[utoipa::path(operation_id = "metrics_scrape", tag = "operations", security((), ("metrics_token" = [])),
+    responses((status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "metrics_token is set and was not given", body = ErrorBody),
+        (status = 404, description = "metrics_enabled is false", body = ErrorBody)))]
 #[get("/metrics")]
 pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     if !shared.metrics.enabled() {

@@ -1,20 +1,24 @@
 //! The HTTP API (SPEC §3). Handlers are thin: parse and validate, call the domain, map
 //! errors through [`error`]. This module is the only one that knows about HTTP.
 //!
+//! - [`admin`] — the admin page (`/admin`), its files embedded in the binary.
 //! - [`auth`] — bearer token → caller.
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
 //! - [`metrics`] — `/metrics`.
 //! - [`events`] — event ingest (single, batch), listing and reading events.
 //! - [`deliveries`] — delivery lists, one delivery with its attempts, retry.
+//! - [`docs`] — the OpenAPI document's root, `/openapi.json`, Swagger UI at `/docs`.
 //! - [`stats`] — the account at a glance.
 //! - [`event_types`] — the event catalog.
 //! - [`page`] — list answers and their cursors.
 //! - [`webhooks`] — webhooks of the caller's account.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod deliveries;
+pub mod docs;
 pub mod error;
 pub mod event_types;
 pub mod events;
@@ -26,43 +30,21 @@ pub mod webhooks;
 
 use actix_web::{web, HttpResponse};
 use error::ApiError;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Largest body of a management request (accounts, keys, webhooks).
 const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
 
-/// Every route pattern [`routes`] registers, as the metrics' `route` label shows it (a unit
-/// test compares it with the handlers' attributes), and the label of a request no route took.
-pub const ROUTE_PATTERNS: &[&str] = &[
-    "/api/v1/accounts",
-    "/api/v1/accounts/{id}",
-    "/api/v1/accounts/{id}/keys",
-    "/api/v1/accounts/{id}/keys/{key_id}",
-    "/api/v1/deliveries",
-    "/api/v1/deliveries/{id}",
-    "/api/v1/deliveries/{id}/retry",
-    "/api/v1/event-types",
-    "/api/v1/events",
-    "/api/v1/events/batch",
-    "/api/v1/events/{id}",
-    "/api/v1/stats",
-    "/api/v1/webhooks",
-    "/api/v1/webhooks/deliveries",
-    "/api/v1/webhooks/{id}",
-    "/api/v1/webhooks/{id}/deliveries",
-    "/api/v1/webhooks/{id}/recover",
-    "/api/v1/webhooks/{id}/rotate-secret",
-    "/api/v1/webhooks/{id}/test",
-    "/healthz",
-    "/metrics",
-    "/readyz",
-];
-pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Every status the API answers with (SPEC §3), for the metrics' `status` label.
 pub const STATUSES: &[&str] =
     &["200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"];
+/// The metrics' `route` label of a request no route took.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Registers every route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The route table: registers every route and documents it in the same call, so
+/// `/openapi.json` cannot drift from what the server answers. The pages (`/docs`, `/admin`)
+/// are registered here too but are not part of the API document.
+pub fn routes(cfg: &mut ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MANAGEMENT_BODY_BYTES).error_handler(error::json_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
@@ -72,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(health::healthz)
         .service(health::readyz)
         .service(metrics::scrape)
+        .service(docs::openapi_json)
         .service(accounts::create)
         .service(accounts::list)
         .service(accounts::remove)
@@ -96,7 +79,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(webhooks::rotate_secret)
         .service(webhooks::recover)
         .service(webhooks::test)
+        .configure(docs::pages)
+        .configure(admin::pages)
         .default_service(web::to(not_found));
+}
+
+/// The API's OpenAPI document, built from [`routes`] alone (no server needed).
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    use utoipa_actix_web::AppExt;
+    actix_web::App::new().into_utoipa_app().openapi(docs::ApiDoc::openapi()).configure(routes).split_for_parts().1
+}
+
+/// Every route pattern the metrics' `route` label can show: the document's paths and the
+/// pages' patterns.
+pub fn route_patterns() -> Vec<String> {
+    let mut patterns: Vec<String> = document().paths.paths.keys().cloned().collect();
+    patterns.extend(docs::PAGE_PATTERNS.iter().chain(admin::PAGE_PATTERNS).map(|p| p.to_string()));
+    patterns
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -108,12 +108,14 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// The route attributes of every handler file, so a new route cannot miss the list.
+    /// The route attributes of every handler file, so a handler cannot be left out of the
+    /// table (and so out of the document).
     #[test]
-    fn route_patterns_are_exactly_the_handlers_routes() {
+    fn the_document_has_exactly_the_handlers_routes() {
         let sources = [
             include_str!("accounts.rs"),
             include_str!("deliveries.rs"),
+            include_str!("docs.rs"),
             include_str!("event_types.rs"),
             include_str!("events.rs"),
             include_str!("health.rs"),
@@ -124,14 +126,29 @@ mod tests {
         let mut found = BTreeSet::new();
         for source in sources {
             for line in source.lines().map(str::trim) {
-                for verb in ["#[get(\"", "#[post(\"", "#[put(\"", "#[patch(\"", "#[delete(\""] {
-                    if let Some(rest) = line.strip_prefix(verb) {
-                        found.insert(rest.split('"').next().unwrap_or_default().to_owned());
+                for verb in ["get", "post", "put", "patch", "delete"] {
+                    if let Some(rest) = line.strip_prefix(&format!("#[{verb}(\"")) {
+                        found.insert(format!("{verb} {}", rest.split('"').next().unwrap_or_default()));
                     }
                 }
             }
         }
-        let listed: BTreeSet<String> = ROUTE_PATTERNS.iter().map(|s| s.to_string()).collect();
-        assert_eq!(found, listed);
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (verb, op) in [
+                ("get", &item.get),
+                ("post", &item.post),
+                ("put", &item.put),
+                ("patch", &item.patch),
+                ("delete", &item.delete),
+            ] {
+                if op.is_some() {
+                    documented.insert(format!("{verb} {path}"));
+                }
+            }
+        }
+        assert_eq!(found, documented);
+        assert_eq!(found.len(), 29, "{found:#?}");
     }
 }

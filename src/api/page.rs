@@ -6,13 +6,17 @@ use crate::error::DomainError;
 use crate::model::Millis;
 use crate::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Items per page, 1–500 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -54,9 +58,11 @@ impl PageQuery {
     }
 }
 
-#[derive(Serialize)]
+/// One page of a list, newest first.
+#[derive(Serialize, ToSchema)]
 pub struct Page<V> {
     data: Vec<V>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 

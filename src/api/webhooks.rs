@@ -4,8 +4,10 @@
 
 use super::auth::Auth;
 use super::error::ApiError;
+use super::error::{BadBody, BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{self, Page, PageQuery};
 use crate::deliveries;
+use crate::delivery::TestOutcome;
 use crate::error::DomainError;
 use crate::listing::TimeWindow;
 use crate::log::StatusRow;
@@ -13,15 +15,18 @@ use crate::model::{HealthState, Method, Webhook, WebhookId};
 use crate::time::rfc3339;
 use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+#[allow(unused_imports)] // named by the schema attributes
+use std::collections::HashMap;
+use utoipa::ToSchema;
 
 /// A present `null` is `Some(None)`; an absent field is `None`.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 enum MethodBody {
     Post,
@@ -29,24 +34,37 @@ enum MethodBody {
     Patch,
 }
 
-#[derive(Deserialize)]
+/// A webhook to create (`name`, `url` and `events` required) or the fields to change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
+    #[schema(example = "CRM sync")]
     name: Option<String>,
     description: Option<String>,
+    /// `https://` only (plain http and private addresses only with `--dev`).
+    #[schema(example = "https://crm.example.com/hooks/herald")]
     url: Option<String>,
+    /// Exact event names, `family.*` prefixes, or `*`.
+    #[schema(example = json!(["lead.qualified", "email.*"]))]
     events: Option<Vec<String>>,
+    /// At least 16 characters; generated (`whsec_…`) when absent.
     secret: Option<String>,
     is_active: Option<bool>,
     max_retries: Option<u32>,
+    /// Per-attempt timeout in seconds.
     timeout: Option<u64>,
     method: Option<MethodBody>,
+    /// Custom request headers (string values; reserved names refused).
+    #[schema(value_type = Option<HashMap<String, String>>)]
     headers: Option<Map<String, Value>>,
     signature_header: Option<String>,
     signature_prefix: Option<String>,
+    /// Strict event order, one attempt at a time.
     ordered: Option<bool>,
     max_in_flight: Option<u32>,
+    /// Attempts per second; `null` for none.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, nullable)]
     rate_limit: Option<Option<u32>>,
 }
 
@@ -107,8 +125,55 @@ fn state_name(s: HealthState) -> &'static str {
     }
 }
 
+/// A webhook as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    #[schema(example = "wh_01JZ8YQ3N6V2K7T9R4M1X5C8D0")]
+    id: String,
+    name: String,
+    description: String,
+    url: String,
+    events: Vec<String>,
+    is_active: bool,
+    max_retries: u32,
+    /// Seconds.
+    timeout: u64,
+    #[schema(example = "POST")]
+    method: &'static str,
+    /// Credential-like values (authorization, tokens, keys) shown as `****`.
+    #[schema(value_type = HashMap<String, String>)]
+    headers: Map<String, Value>,
+    signature_header: String,
+    signature_prefix: String,
+    ordered: bool,
+    max_in_flight: u32,
+    rate_limit: Option<u32>,
+    created_at: String,
+    updated_at: String,
+    status: WebhookStatusView,
+    /// The signing secret: only in the answers to create and rotate-secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+/// A webhook's health (SPEC §5).
+#[derive(Serialize, ToSchema)]
+pub struct WebhookStatusView {
+    #[schema(example = "healthy")]
+    state: &'static str,
+    consecutive_failures: u32,
+    last_attempt_at: Option<String>,
+    last_status_code: Option<u16>,
+    last_error: Option<String>,
+    disabled_reason: Option<String>,
+    /// While the circuit is open: when the next probe may go out.
+    circuit_retry_at: Option<String>,
+    pending: u64,
+    dead_letters: u64,
+}
+
 /// The webhook as the API shows it; `with_secret` only on create and rotate.
-fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> Value {
+fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> WebhookView {
     let headers: Map<String, Value> = w
         .headers
         .iter()
@@ -120,48 +185,46 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> Value {
         Method::Patch => "PATCH",
     };
     let s = &status.status;
-    let mut out = json!({
-        "id": w.id.to_string(),
-        "name": w.name,
-        "description": w.description,
-        "url": w.url,
-        "events": w.events,
-        "is_active": w.is_active,
-        "max_retries": w.max_retries,
-        "timeout": w.timeout_ms / 1000,
-        "method": method,
-        "headers": headers,
-        "signature_header": w.signature_header,
-        "signature_prefix": w.signature_prefix,
-        "ordered": w.ordered,
-        "max_in_flight": w.max_in_flight,
-        "rate_limit": w.rate_limit,
-        "created_at": rfc3339(w.created_at),
-        "updated_at": rfc3339(w.updated_at),
-        "status": {
-            "state": state_name(s.state),
-            "consecutive_failures": s.consecutive_failures,
-            "last_attempt_at": s.last_attempt_at.map(rfc3339),
-            "last_status_code": s.last_status_code,
-            "last_error": s.last_error,
-            "disabled_reason": s.disabled_reason,
-            "circuit_retry_at": s.breaker_until.map(rfc3339),
-            "pending": status.pending,
-            "dead_letters": status.dead,
+    WebhookView {
+        id: w.id.to_string(),
+        name: w.name.clone(),
+        description: w.description.clone(),
+        url: w.url.clone(),
+        events: w.events.clone(),
+        is_active: w.is_active,
+        max_retries: w.max_retries,
+        timeout: w.timeout_ms / 1000,
+        method,
+        headers,
+        signature_header: w.signature_header.clone(),
+        signature_prefix: w.signature_prefix.clone(),
+        ordered: w.ordered,
+        max_in_flight: w.max_in_flight,
+        rate_limit: w.rate_limit,
+        created_at: rfc3339(w.created_at),
+        updated_at: rfc3339(w.updated_at),
+        status: WebhookStatusView {
+            state: state_name(s.state),
+            consecutive_failures: s.consecutive_failures,
+            last_attempt_at: s.last_attempt_at.map(rfc3339),
+            last_status_code: s.last_status_code,
+            last_error: s.last_error.clone(),
+            disabled_reason: s.disabled_reason.clone(),
+            circuit_retry_at: s.breaker_until.map(rfc3339),
+            pending: status.pending,
+            dead_letters: status.dead,
         },
-    });
-    if with_secret {
-        if let (Some(map), Some(secret)) = (out.as_object_mut(), w.secrets.first()) {
-            map.insert("secret".into(), Value::String(secret.value.clone()));
-        }
+        secret: if with_secret { w.secrets.first().map(|s| s.value.clone()) } else { None },
     }
-    out
 }
 
 fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(text).map_err(|_| ApiError::not_found())
 }
 
+/// Create a webhook. The answer carries its signing secret, shown only here.
+#[utoipa::path(operation_id = "webhooks_create", tag = "webhooks", security(("bearer" = [])),
+    responses((status = 201, description = "Created", body = WebhookView), Unauthenticated, BadBody, Conflicting))]
 #[post("/api/v1/webhooks")]
 pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_input()?;
@@ -169,6 +232,9 @@ pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResp
     Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true)))
 }
 
+/// The account's webhooks with their health.
+#[utoipa::path(operation_id = "webhooks_list", tag = "webhooks", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, description = "A page of webhooks", body = Page<WebhookView>), Unauthenticated, BadQuery))]
 #[get("/api/v1/webhooks")]
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let (limit, cursor) = query.parse(|c| WebhookId::parse(c).ok())?;
@@ -176,12 +242,18 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(Page::of(items, limit, |(w, _)| w.id.to_string(), |(w, s)| view(w, s, false))))
 }
 
+/// One webhook with its health.
+#[utoipa::path(operation_id = "webhooks_read", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The webhook", body = WebhookView), Unauthenticated, Missing))]
 #[get("/api/v1/webhooks/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (w, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &webhook_id(&id)?)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, false)))
 }
 
+/// Change some fields of a webhook; the delivery engine sees the change at once.
+#[utoipa::path(operation_id = "webhooks_edit", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The changed webhook", body = WebhookView), Unauthenticated, Missing, BadBody, Conflicting))]
 #[patch("/api/v1/webhooks/{id}")]
 pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -191,12 +263,19 @@ pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody
     Ok(HttpResponse::Ok().json(view(&w, &s, false)))
 }
 
+/// Delete a webhook; its queued deliveries die with reason `deleted`.
+#[utoipa::path(operation_id = "webhooks_remove", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 204, description = "Deleted"), Unauthenticated, Missing))]
 #[delete("/api/v1/webhooks/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     webhooks::delete(&auth.engine.log, auth.caller.account(), &webhook_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Issue a new signing secret (shown only in this answer); the previous one keeps signing
+/// Standard Webhooks signatures for `secret_overlap`.
+#[utoipa::path(operation_id = "webhooks_rotate_secret", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The webhook with its new secret", body = WebhookView), Unauthenticated, Missing))]
 #[post("/api/v1/webhooks/{id}/rotate-secret")]
 pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -205,13 +284,17 @@ pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(view(&w, &s, true)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestBody {
+    /// Event name of the sample (its configured sample, else `{"test":true}`).
+    #[schema(example = "lead.qualified")]
     event: Option<String>,
 }
 
-/// One signed delivery of a sample payload, now: 200 with what the receiver said.
+/// One signed delivery of a sample payload, now, whatever the breaker says; not recorded.
+#[utoipa::path(operation_id = "webhooks_test", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "What the receiver answered", body = TestOutcome), Unauthenticated, Missing, BadBody))]
 #[post("/api/v1/webhooks/{id}/test")]
 pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -229,14 +312,24 @@ pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) 
     Ok(HttpResponse::Ok().json(outcome))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
+    /// RFC 3339 UTC time.
+    #[schema(example = "2025-01-20T10:30:00Z")]
     since: String,
     until: Option<String>,
 }
 
-/// Re-queues the webhook's dead deliveries whose events arrived in `[since, until]`.
+#[derive(Serialize, ToSchema)]
+pub struct Requeued {
+    /// Dead deliveries queued again, with fresh attempts and TTL.
+    requeued: u64,
+}
+
+/// Re-queue the webhook's dead deliveries whose events arrived in `[since, until]`.
+#[utoipa::path(operation_id = "webhooks_recover", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 202, description = "Re-queued", body = Requeued), Unauthenticated, Missing, BadBody))]
 #[post("/api/v1/webhooks/{id}/recover")]
 pub async fn recover(
     auth: Auth,
@@ -252,5 +345,5 @@ pub async fn recover(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     let requeued = deliveries::requeue(&auth.engine.log, &id, &dead).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "requeued": requeued })))
+    Ok(HttpResponse::Accepted().json(Requeued { requeued }))
 }

@@ -23,12 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a test send got back (`POST /webhooks/{id}/test`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TestOutcome {
+    /// A 2xx answer.
     pub success: bool,
     pub status_code: Option<u16>,
     pub latency_ms: f64,
+    /// The first 4 KiB of the receiver's answer.
     pub response_body: String,
+    /// Why no answer came (timeout, refused address, connection error).
     pub error: Option<String>,
 }
 

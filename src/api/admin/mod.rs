@@ -1,0 +1,54 @@
+//! The admin page (`/admin`, `/admin/webhooks`, `/admin/deliveries`): one HTML page, a
+//! script and a stylesheet, embedded in the binary — nothing to build, no CDN, no external
+//! fonts. The page is a client of the public API only (its numbers come from the
+//! account-scoped `/api/v1/stats`, never from `/metrics`); it keeps the caller's token in
+//! `sessionStorage`, never in a URL. Everything it shows that a user or a receiver
+//! controls is set as text, never parsed as HTML, and the Content-Security-Policy below
+//! forbids inline scripts and other origins as a second wall.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+/// Patterns of the pages registered here, outside the API document.
+pub const PAGE_PATTERNS: &[&str] =
+    &["/admin", "/admin/webhooks", "/admin/deliveries", "/admin/assets/app.js", "/admin/assets/app.css"];
+
+const INDEX: &str = include_str!("index.html");
+const SCRIPT: &str = include_str!("app.js");
+const STYLE: &str = include_str!("app.css");
+
+/// Only this origin, no inline script or style, no framing.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                      connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+async fn index() -> HttpResponse {
+    file("text/html; charset=utf-8", INDEX)
+}
+
+async fn script() -> HttpResponse {
+    file("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> HttpResponse {
+    file("text/css; charset=utf-8", STYLE)
+}
+
+/// The page's three views share one document; the script picks the view from the path.
+pub fn pages(cfg: &mut ServiceConfig) {
+    cfg.route("/admin", web::get().to(index))
+        .route("/admin/webhooks", web::get().to(index))
+        .route("/admin/deliveries", web::get().to(index))
+        .route("/admin/assets/app.js", web::get().to(script))
+        .route("/admin/assets/app.css", web::get().to(style));
+}
