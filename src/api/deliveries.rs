@@ -110,7 +110,7 @@ pub struct AttemptView {
     /// The headers sent, credential-like values masked.
     #[schema(value_type = HashMap<String, String>)]
     request_headers: Map<String, Value>,
-    /// The first 4 KiB of the receiver's answer.
+    /// The first 4 KiB of the receiver's answer to a failed attempt (not kept for successes).
     response_body: Option<String>,
 }
 
