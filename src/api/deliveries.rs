@@ -176,8 +176,7 @@ pub async fn list(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<Http
     list_answer(auth, query.into_inner(), None).await
 }
 
-/// The alias SPEC §3 names; registered before `/api/v1/webhooks/{id}`.
-/// The account's deliveries, filtered (same as `/api/v1/deliveries`, the path seed 001 uses).
+/// The account's deliveries, filtered: the alias of `/api/v1/deliveries` SPEC §3 names.
 #[utoipa::path(operation_id = "deliveries_list_alias", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
     responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, BadQuery))]
 #[get("/api/v1/webhooks/deliveries")]
@@ -218,7 +217,7 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
         .json(DeliveryDetail { delivery: view(&info), attempts: attempts.iter().map(attempt_view).collect() }))
 }
 
-/// Queue a dead or failed delivery again, with fresh attempts.
+/// Queue a dead delivery again, now, with fresh attempts (409 if it is not dead).
 #[utoipa::path(operation_id = "deliveries_retry", tag = "deliveries", security(("bearer" = [])), params(("id" = String, Path, description = "Delivery id")),
     responses((status = 202, description = "Queued again", body = DeliveryView), Unauthenticated, Missing, Conflicting))]
 #[post("/api/v1/deliveries/{id}/retry")]

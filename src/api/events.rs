@@ -183,8 +183,10 @@ fn answer(i: &Ingested) -> IngestAnswer {
     IngestAnswer { id: i.id.to_string(), event: i.event.clone(), deliveries: i.deliveries }
 }
 
-/// Ingest one event: durable before the answer. An `Idempotency-Key` seen within
-/// `idempotency_window` answers 200 with the first answer instead of ingesting again.
+/// Ingest one event: durable before the answer.
+///
+/// An `Idempotency-Key` seen within `idempotency_window` answers 200 with the first answer
+/// instead of ingesting again.
 #[utoipa::path(operation_id = "events_ingest", tag = "events", security(("bearer" = [])), request_body = EventBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
     responses(
@@ -299,7 +301,6 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
 }
 
 /// One event with its `data` exactly as it arrived and every delivery it owes.
-/// One event with its payload and its deliveries.
 #[utoipa::path(operation_id = "events_read", tag = "events", security(("bearer" = [])), params(("id" = String, Path, description = "Event id")),
     responses((status = 200, description = "The event", body = EventDetail), Unauthenticated, Missing))]
 #[get("/api/v1/events/{id}")]

@@ -272,8 +272,9 @@ pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, A
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Issue a new signing secret (shown only in this answer); the previous one keeps signing
-/// Standard Webhooks signatures for `secret_overlap`.
+/// Issue a new signing secret, shown only in this answer.
+///
+/// The previous secret keeps signing Standard Webhooks signatures for `secret_overlap`.
 #[utoipa::path(operation_id = "webhooks_rotate_secret", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
     responses((status = 200, description = "The webhook with its new secret", body = WebhookView), Unauthenticated, Missing))]
 #[post("/api/v1/webhooks/{id}/rotate-secret")]

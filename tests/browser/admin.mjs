@@ -77,6 +77,13 @@ page.on("dialog", (d) => d.accept());
 const shot = (name) => page.screenshot({ path: join(shots, name + ".png"), fullPage: true });
 
 try {
+  step = "the API docs render offline";
+  const doc = await (await fetch(base + "/openapi.json")).json();
+  const operations = Object.values(doc.paths).reduce((n, item) => n + Object.keys(item).length, 0);
+  await page.goto(base + "/docs");
+  await until("Swagger UI to list every operation", async () => (await page.locator(".opblock").count()) === operations);
+  await shot("00-docs");
+
   step = "sign in with an API key";
   await page.goto(base + "/admin");
   await page.getByTestId("signin").waitFor();

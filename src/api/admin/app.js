@@ -392,7 +392,7 @@ function attemptView(a) {
 
 async function deliveryDetail(id, panel, refresh) {
   const d = await api("GET", "/api/v1/deliveries/" + encodeURIComponent(id));
-  const canRetry = d.status === "dead" || d.status === "retrying";
+  const canRetry = d.status === "dead";
   panel.replaceChildren(h("div", { class: "card", "data-testid": "delivery-detail", "data-id": d.id },
     h("h2", null, "Delivery ", h("span", { class: "mono" }, d.id)),
     h("p", null, badge(d.status), d.dead_reason ? " " + d.dead_reason : "", " · event ", h("span", { class: "mono" }, d.event), " (", h("span", { class: "mono" }, d.event_id), ")",
