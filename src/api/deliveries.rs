@@ -15,8 +15,6 @@ use crate::time::rfc3339;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-#[allow(unused_imports)] // named by the schema attributes
-use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// The filters of every delivery list.

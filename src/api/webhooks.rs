@@ -17,8 +17,6 @@ use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-#[allow(unused_imports)] // named by the schema attributes
-use std::collections::HashMap;
 use utoipa::ToSchema;
 
 /// A present `null` is `Some(None)`; an absent field is `None`.
