@@ -74,6 +74,18 @@ fn admin_page_drives_a_delivery_from_test_send_to_retried_dead_letter_in_chromiu
         &[("HERALD_INITIAL_BACKOFF", "50ms"), ("HERALD_MAX_BACKOFF", "100ms"), ("HERALD_BREAKER_THRESHOLD", "1000")],
     );
     let key = account(&h, "Browser & <Co>");
+    // Another tenant's activity, which the page must not count.
+    let neighbour = account(&h, "Neighbour");
+    webhook(&h, &neighbour, serde_json::json!(["*"]), true);
+    for n in 0..5 {
+        let a = h.json(
+            "POST",
+            "/api/v1/events",
+            Some(&neighbour),
+            &serde_json::json!({"event": "lead.qualified", "data": {"n": n}}),
+        );
+        assert_eq!(a.status, 202, "{}", a.text);
+    }
 
     let receiver = Receiver::start();
     let failing = Arc::new(AtomicBool::new(false));

@@ -11,7 +11,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-/// Patterns of the pages registered here, outside the API document.
+/// Patterns of Swagger UI's routes, left out of the document (`/docs` only redirects to
+/// `/docs/`; the files under it are Swagger UI's).
 pub const PAGE_PATTERNS: &[&str] = &["/docs", "/docs/{_:.*}"];
 
 #[derive(OpenApi)]
@@ -31,6 +32,7 @@ pub const PAGE_PATTERNS: &[&str] = &["/docs", "/docs/{_:.*}"];
         (name = "stats", description = "The account at a glance"),
         (name = "accounts", description = "Accounts and API keys (admin token only)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "admin page", description = "The admin page and its files, embedded in the binary"),
     )
 )]
 pub struct ApiDoc;

@@ -71,7 +71,12 @@ const refused = [];
 page.on("console", (m) => {
   if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) consoleErrors.push(m.text());
 });
-page.on("response", (r) => { if (r.status() >= 400) refused.push(r.request().method() + " " + new URL(r.url()).pathname + " " + r.status()); });
+const asked = new Set();
+page.on("response", (r) => {
+  const path = new URL(r.url()).pathname;
+  asked.add(path);
+  if (r.status() >= 400) refused.push(r.request().method() + " " + path + " " + r.status());
+});
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 page.on("dialog", (d) => d.accept());
 const shot = (name) => page.screenshot({ path: join(shots, name + ".png"), fullPage: true });
@@ -198,6 +203,11 @@ try {
   await page.getByTestId("dead-letters").waitFor();
   check((await page.getByTestId("dead-letters").textContent()).startsWith("0"), "no dead letters left");
   check((await page.getByTestId("webhooks").textContent()).startsWith("1"), "one webhook");
+  // Another account sent 5 events (tests/admin_page.rs): the page shows this account's
+  // own count (its 3 events and the herald.* events of its webhook), as the API gives it.
+  const own = await (await fetch(base + "/api/v1/stats", { headers: { Authorization: "Bearer " + env.API_KEY } })).json();
+  const events = await page.getByTestId("events").textContent();
+  check(own.events >= 3 && events === own.events + "events (" + own.window_minutes + " min)", "events: " + events + " vs " + own.events);
   check(!(await page.getByTestId("ingest-rate").textContent()).startsWith("0.00/s"), "events were ingested lately");
   await shot("09-dashboard");
 
@@ -216,6 +226,8 @@ try {
   check(await page.evaluate(() => window.__pwned === undefined), "planted script ran: " + await page.evaluate(() => String(window.__pwned)));
   check((await page.locator("#app img, #app script").count()) === 0, "planted elements in the page");
   check(external.length === 0, "requests to other origins: " + external.join(", "));
+  check(!asked.has("/metrics"), "the page read /metrics");
+  check(asked.has("/api/v1/stats"), "the page read /api/v1/stats");
   check(consoleErrors.length === 0, "console errors: " + consoleErrors.join(" | "));
   // The only refusal: signing in with an API key asks for the account list (403 tells the
   // page it holds a key, not the admin token).

@@ -167,6 +167,8 @@ pub struct Answer {
     pub body: serde_json::Value,
     pub text: String,
     pub retry_after: Option<String>,
+    /// The Content-Type header, `""` without one.
+    pub content_type: String,
 }
 
 impl Herald {
@@ -197,8 +199,10 @@ impl Herald {
         };
         let status = response.status();
         let retry_after = response.header("Retry-After").map(str::to_owned);
+        let content_type = response.header("Content-Type").unwrap_or_default().to_owned();
         let text = response.into_string().unwrap_or_default();
-        Answer { status, body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null), text, retry_after }
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Answer { status, body, text, retry_after, content_type }
     }
 
     /// Sends JSON.

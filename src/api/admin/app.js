@@ -206,6 +206,7 @@ async function dashboard(main) {
     h("h1", null, "Dashboard"),
     h("div", { class: "tiles" },
       tile("ingest rate (5 min)", perSecond(minutes, "events"), "ingest-rate"),
+      tile("delivered (5 min)", perSecond(minutes, "succeeded"), "delivered-rate"),
       tile("delivery attempts (5 min)", perSecond(minutes, "attempts"), "delivery-rate"),
       tile("success ratio (" + s.window_minutes + " min)", ratio, "success-ratio"),
       tile("pending deliveries", s.pending, "pending"),

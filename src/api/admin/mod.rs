@@ -7,12 +7,8 @@
 //! forbids inline scripts and other origins as a second wall.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{get, HttpResponse};
 use utoipa_actix_web::service_config::ServiceConfig;
-
-/// Patterns of the pages registered here, outside the API document.
-pub const PAGE_PATTERNS: &[&str] =
-    &["/admin", "/admin/webhooks", "/admin/deliveries", "/admin/assets/app.js", "/admin/assets/app.css"];
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -32,23 +28,51 @@ fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-async fn index() -> HttpResponse {
+fn index() -> HttpResponse {
     file("text/html; charset=utf-8", INDEX)
 }
 
-async fn script() -> HttpResponse {
+/// The admin page: dashboard.
+#[utoipa::path(operation_id = "admin_dashboard", tag = "admin page",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+#[get("/admin")]
+pub async fn dashboard() -> HttpResponse {
+    index()
+}
+
+/// The admin page: webhooks.
+#[utoipa::path(operation_id = "admin_webhooks", tag = "admin page",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+#[get("/admin/webhooks")]
+pub async fn webhooks() -> HttpResponse {
+    index()
+}
+
+/// The admin page: deliveries.
+#[utoipa::path(operation_id = "admin_deliveries", tag = "admin page",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+#[get("/admin/deliveries")]
+pub async fn deliveries() -> HttpResponse {
+    index()
+}
+
+/// The admin page's script.
+#[utoipa::path(operation_id = "admin_script", tag = "admin page",
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
+#[get("/admin/assets/app.js")]
+pub async fn script() -> HttpResponse {
     file("text/javascript; charset=utf-8", SCRIPT)
 }
 
-async fn style() -> HttpResponse {
+/// The admin page's stylesheet.
+#[utoipa::path(operation_id = "admin_style", tag = "admin page",
+    responses((status = 200, description = "The stylesheet", content_type = "text/css", body = String)))]
+#[get("/admin/assets/app.css")]
+pub async fn style() -> HttpResponse {
     file("text/css; charset=utf-8", STYLE)
 }
 
 /// The page's three views share one document; the script picks the view from the path.
 pub fn pages(cfg: &mut ServiceConfig) {
-    cfg.route("/admin", web::get().to(index))
-        .route("/admin/webhooks", web::get().to(index))
-        .route("/admin/deliveries", web::get().to(index))
-        .route("/admin/assets/app.js", web::get().to(script))
-        .route("/admin/assets/app.css", web::get().to(style));
+    cfg.service(dashboard).service(webhooks).service(deliveries).service(script).service(style);
 }
