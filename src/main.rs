@@ -12,6 +12,18 @@ use std::sync::atomic::AtomicBool;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc asks the kernel for transparent huge pages, and sled's IO threads then fault and
+/// zero 2 MiB at a time for buffers they use briefly: 8 % of the delivery drain's CPU in
+/// perf, about 9 % less CPU per delivery without (BENCHMARKS.md). Only a hint to the kernel,
+/// so a refusal changes nothing but speed.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Self-hosted webhook delivery engine")]
 struct Cli {
@@ -75,6 +87,7 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
 }
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),
