@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc asks the kernel for transparent huge pages, and sled's IO threads then fault and
 /// zero 2 MiB at a time for buffers they use briefly: 8 % of the delivery drain's CPU in
-/// perf, about 9 % less CPU per delivery without (BENCHMARKS.md). Only a hint to the kernel,
+/// perf, about 10 % less CPU per delivery without (BENCHMARKS.md). Only a hint to the kernel,
 /// so a refusal changes nothing but speed.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]

@@ -69,7 +69,9 @@ impl Modify for SecuritySchemes {
 /// The document as JSON, built once on first request.
 fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| super::document().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    JSON.get_or_init(|| {
+        super::document().to_json().unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
+    })
 }
 
 /// This document: OpenAPI 3.1, generated from the route table.

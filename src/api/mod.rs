@@ -35,9 +35,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 /// Largest body of a management request (accounts, keys, webhooks).
 const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
 
-/// Every status the API answers with (SPEC §3), for the metrics' `status` label.
+/// Every status the API answers with (SPEC §3, and 308 from `/docs` to `/docs/`), for the
+/// metrics' `status` label.
 pub const STATUSES: &[&str] =
-    &["200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"];
+    &["200", "201", "202", "204", "308", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"];
 /// The metrics' `route` label of a request no route took.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 

@@ -38,8 +38,9 @@ function put(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
-function badge(text) {
-  return h("span", { class: "badge " + String(text).replace(/[^a-z_]/g, "") }, text);
+// `kind` (a state or result name from the API) picks the colour; the text is for people.
+function badge(kind, text) {
+  return h("span", { class: "badge " + String(kind).replace(/[^a-z_]/g, "") }, text || String(kind).replace(/_/g, " "));
 }
 
 function when(iso) {
