@@ -137,6 +137,12 @@ fn admin_page_drives_a_delivery_from_test_send_to_retried_dead_letter_in_chromiu
     assert!(status.success(), "the browser test failed (screenshots in {}):\n{said}", artifacts.display());
     assert!(said.contains("OK: 0 external requests, 0 console errors"), "{said}");
 
+    // The page deleted the webhook of the account it was acting for, not the neighbour's.
+    let listed =
+        |key: &str| h.send("GET", "/api/v1/webhooks", Some(key), &[], None).body["data"].as_array().map(Vec::len);
+    assert_eq!(listed(&key), Some(0));
+    assert_eq!(listed(&neighbour), Some(1));
+
     // What the page did, seen from the receiver: the test send, the first delivery, the two
     // failed attempts of the dead one and its retry, every one carrying the planted header.
     let hits = receiver.hits_on("/in");
