@@ -218,11 +218,70 @@ fn targets_must_be_https_and_public_without_dev() {
         "https://[::1]/in",
         "https://169.254.169.254/latest",
         "https://localhost/in",
+        // Embedded and translated forms of forbidden IPv4 addresses are judged as those.
+        "https://[::127.0.0.1]/in",
+        "https://[::ffff:127.0.0.1]/in",
+        "https://[2002:7f00:1::]/in",
+        "https://[2002:a9fe:a9fe::1]/in",
+        "https://[64:ff9b::a00:1]/in",
+        "https://[::ffff:a00:1]/in",
+        // The rest of the IANA special-purpose registries.
+        "https://198.18.0.1/in",
+        "https://198.19.255.254/in",
+        "https://192.0.2.10/in",
+        "https://[2001:db8::1]/in",
+        "https://[fd00::1]/in",
+        "https://[64:ff9b:1::1]/in",
+        "https://[2001::1]/in",
+        // Names that mean loopback by definition, whatever DNS says.
+        "https://localhost./in",
+        "https://api.localhost/in",
+        "https://LOCALHOST.localdomain/in",
+        "https://ip6-localhost/in",
+        "https://ip6-loopback/in",
+        // Other spellings of 127.0.0.1 that URL parsing turns into it.
+        "https://127.0.0.1./in",
+        "https://2130706433/in",
+        "https://0x7f.0.0.1/in",
     ] {
         let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook(url));
         assert_eq!((a.status, a.body["error"]["field"].as_str()), (422, Some("url")), "{url}: {}", a.text);
     }
     // A name that does not resolve (yet) is accepted; the connect-time check still applies.
     let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook("https://hooks.example.invalid/in"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    // Public addresses, also in embedded forms, are accepted.
+    for url in ["https://93.184.216.34/in", "https://[2002:5db8:d822::1]/in", "https://[64:ff9b::5db8:d822]/in"] {
+        let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook(url));
+        assert_eq!(a.status, 201, "{url}: {}", a.text);
+        let id = a.body["id"].as_str().unwrap();
+        assert_eq!(h.send("DELETE", &format!("/api/v1/webhooks/{id}"), Some(ADMIN), &[], None).status, 204);
+    }
+    drop(h);
+
+    // allowed_cidrs admits a private range in every form of its addresses, and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::serve(
+        dir.path(),
+        &[],
+        &[("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_ALLOWED_CIDRS", "10.0.0.0/8"), ("HERALD_ALLOW_HTTP", "true")],
+    );
+    h.wait_ready();
+    for url in ["http://10.1.2.3/in", "http://[::ffff:10.1.2.3]/in", "http://[2002:a01:203::]/in"] {
+        let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook(url));
+        assert_eq!(a.status, 201, "{url}: {}", a.text);
+        let id = a.body["id"].as_str().unwrap();
+        assert_eq!(h.send("DELETE", &format!("/api/v1/webhooks/{id}"), Some(ADMIN), &[], None).status, 204);
+    }
+    for url in ["http://127.0.0.1/in", "http://[2002:7f00:1::]/in", "http://localhost/in"] {
+        let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook(url));
+        assert_eq!(a.status, 422, "{url}: {}", a.text);
+    }
+    drop(h);
+
+    // --dev keeps allowing loopback names (local receivers).
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    let a = h.json("POST", "/api/v1/webhooks", Some(ADMIN), &hook("http://localhost:9/in"));
     assert_eq!(a.status, 201, "{}", a.text);
 }

@@ -174,6 +174,15 @@ fn forbidden_addresses_are_refused_at_connect_time_unless_allowed() {
         assert_eq!(literal.result, AttemptResult::Refused, "{literal:?}");
         let mapped = s.send(&request(format!("http://[::ffff:127.0.0.1]:{port}/ok"), 2_000)).await;
         assert_eq!(mapped.result, AttemptResult::Refused, "{mapped:?}");
+        for url in [
+            format!("http://[::127.0.0.1]:{port}/ok"),
+            format!("http://[2002:7f00:1::]:{port}/ok"),
+            format!("http://localhost:{port}/ok"),
+            format!("http://api.localhost.:{port}/ok"),
+        ] {
+            let embedded = s.send(&request(url.clone(), 2_000)).await;
+            assert_eq!(embedded.result, AttemptResult::Refused, "{url}: {embedded:?}");
+        }
         assert_eq!(seen.hits.load(Ordering::SeqCst), 0, "nothing reached the receiver");
 
         // https only without allow_http.
