@@ -13,6 +13,8 @@
 //! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
 //! - [`events`]: event ingest — validation, matching, idempotency.
 //! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
+//! - [`header_rules`]: which custom headers a webhook may set, which values are masked, how a
+//!   target URL is shown.
 //! - [`deliveries`]: reading deliveries and their attempts; retry and recover.
 //! - [`listing`]: what lists share — time window, cursor, scan budget.
 //! - [`stats`]: an account's activity and queue state at a glance.
@@ -41,6 +43,7 @@ pub mod disk;
 pub mod error;
 pub mod event_types;
 pub mod events;
+pub mod header_rules;
 pub mod listing;
 pub mod log;
 pub mod metrics;

@@ -126,6 +126,11 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             let tree = herald::log::open_for_inspection(&config.data_dir)?;
             let report = herald::log::verify::verify(&tree)?;
             println!("{report}");
+            // Not damage: webhooks stored before a rule tightened, told so they get fixed.
+            let loaded = herald::log::Catalog::load(&tree)?;
+            for (_, why) in herald::server::outdated_webhooks(&loaded.catalog, &config.target_policy()) {
+                println!("notice: {why}");
+            }
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }

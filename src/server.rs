@@ -108,7 +108,37 @@ pub fn open_log(
     );
     ensure_admin_token(&log, config)?;
     crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
+    if let Ok(catalog) = log.catalog().read() {
+        for (id, why) in outdated_webhooks(&catalog, &config.target_policy()) {
+            tracing::warn!(webhook_id = %id, "{why}");
+        }
+    }
     Ok((log, recovery.queues, summary))
+}
+
+/// Live webhooks that a rule added since they were stored refuses, with what it refuses
+/// (reported at start and by `herald verify`; they keep working until their next edit,
+/// which must fix them).
+pub fn outdated_webhooks(
+    catalog: &crate::log::Catalog,
+    policy: &crate::safety::TargetPolicy,
+) -> Vec<(WebhookId, String)> {
+    let mut found: Vec<(WebhookId, String)> = catalog
+        .webhooks
+        .values()
+        .filter(|row| row.deleted_at.is_none())
+        .flat_map(|row| {
+            crate::webhooks::violations(&row.webhook, policy).into_iter().map(|(field, why)| {
+                let text = format!(
+                    "webhook {} of {} breaks a current rule ({field}: {why}); it keeps working and its next edit must fix it",
+                    row.webhook.id, row.webhook.account_id
+                );
+                (row.webhook.id.clone(), text)
+            })
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Starts the delivery actors on the recovered log. Runs inside the actix system.

@@ -6,10 +6,14 @@
 //!   like a missing one.
 //! - Every change appends a record carrying the whole webhook, checked against the committed
 //!   state on the writer thread (the account's limit cannot be raced past).
-//! - Custom headers never override what Herald sets (`Content-Type`, `Host`,
-//!   `Content-Length`, `X-Webhook-*`, `webhook-*`).
+//! - Custom headers never override what Herald or HTTP itself sets ([`header_rules`]).
+//! - A webhook stored before a rule tightened keeps working (the wire leaves out what the
+//!   rules now refuse), is reported ([`violations`]), and must satisfy every rule on its next
+//!   edit.
+//! - A masked value ([`header_rules::MASK`]) sent back in an edit keeps the stored value.
 
 use crate::error::DomainError;
+use crate::header_rules::{self, MASK};
 use crate::log::rows::{Rows, Txn};
 use crate::log::{keys, Command, Log, Record, Rejection, StatusRow, WebhookRow};
 use crate::model::*;
@@ -23,7 +27,7 @@ pub const MAX_HEADERS: usize = 20;
 pub const MAX_HEADER_BYTES: usize = 1024;
 pub const MAX_IN_FLIGHT: u32 = 256;
 pub const MAX_RATE_LIMIT: u32 = 100_000;
-pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+pub use crate::header_rules::DEFAULT_SIGNATURE_HEADER;
 pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
 
@@ -56,20 +60,6 @@ pub struct Settings {
     pub default_timeout_ms: u64,
     pub max_per_account: u32,
     pub secret_overlap_ms: u64,
-}
-
-/// Whether a header name suggests a credential, so its value is masked in every answer.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization" || n == "cookie" || n.contains("token") || n.contains("key") || n.contains("secret")
-}
-
-/// Headers Herald sets itself and a webhook cannot override.
-pub fn is_reserved_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "content-type" | "host" | "content-length")
-        || n.starts_with("x-webhook-")
-        || n.starts_with("webhook-")
 }
 
 /// `whsec_` + base64 of 24 random bytes.
@@ -108,24 +98,14 @@ fn events(list: &[String]) -> Result<Vec<String>, DomainError> {
     Ok(out)
 }
 
-fn header_name_ok(name: &str) -> bool {
-    actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-}
-
 fn headers(list: &[(String, String)], signature_header: &str) -> Result<Vec<(String, String)>, DomainError> {
     if list.len() > MAX_HEADERS {
         return Err(DomainError::invalid("headers", format!("at most {MAX_HEADERS} headers")));
     }
     let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
     for (name, value) in list {
-        if !header_name_ok(name) {
-            return Err(DomainError::invalid("headers", "a header name is not a valid HTTP header name"));
-        }
-        if is_reserved_header(name)
-            || name.eq_ignore_ascii_case(signature_header)
-            || name.eq_ignore_ascii_case("user-agent")
-        {
-            return Err(DomainError::invalid("headers", format!("{name} is set by Herald and cannot be overridden")));
+        if let Some(problem) = header_rules::custom_header_problem(name, signature_header) {
+            return Err(DomainError::invalid("headers", problem));
         }
         if actix_web::http::header::HeaderValue::from_str(value).is_err() {
             return Err(DomainError::invalid("headers", format!("the value of {name} is not a valid header value")));
@@ -142,6 +122,42 @@ fn headers(list: &[(String, String)], signature_header: &str) -> Result<Vec<(Str
         out.push((name.clone(), value.clone()));
     }
     Ok(out)
+}
+
+/// The headers an edit asks for, with every masked credential value the caller sent back
+/// replaced by the value stored under that name (what it read is what it keeps).
+fn unmasked(list: Vec<(String, String)>, stored: &[(String, String)]) -> Vec<(String, String)> {
+    list.into_iter()
+        .map(|(name, value)| {
+            let kept = (value == MASK && header_rules::is_secret_header(&name))
+                .then(|| stored.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)))
+                .flatten();
+            match kept {
+                Some((_, v)) => (name, v.clone()),
+                None => (name, value),
+            }
+        })
+        .collect()
+}
+
+/// What in a stored webhook the current rules refuse, as (field, why): webhooks stored
+/// before a rule tightened. They keep working (the wire leaves such headers out and signs
+/// under the default header), are reported at start and by `herald verify`, and an edit
+/// must fix them.
+pub fn violations(w: &Webhook, policy: &TargetPolicy) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    if let Err(e) = policy.check_url(&w.url) {
+        found.push(("url", format!("{}: {e}", header_rules::masked_url(&w.url))));
+    }
+    if let Some(p) = header_rules::signature_header_problem(&w.signature_header) {
+        found.push(("signature_header", format!("{}: {p}", w.signature_header)));
+    }
+    for (name, _) in &w.headers {
+        if let Some(p) = header_rules::custom_header_problem(name, &w.signature_header) {
+            found.push(("headers", p));
+        }
+    }
+    found
 }
 
 fn secret(value: &str) -> Result<String, DomainError> {
@@ -162,7 +178,10 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
         w.description = text("description", &v, MAX_DESCRIPTION)?;
     }
     if let Some(v) = input.url {
-        w.url = settings.policy.check_url(&v).map_err(|e| DomainError::invalid("url", e.0))?.to_string();
+        // The URL as answers show it (query values masked), sent back unchanged: kept.
+        if v != w.url && !(v == header_rules::masked_url(&w.url) && v.contains(MASK)) {
+            w.url = settings.policy.check_url(&v).map_err(|e| DomainError::invalid("url", e.0))?.to_string();
+        }
     }
     if let Some(v) = input.events {
         w.events = events(&v)?;
@@ -189,16 +208,23 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
         w.method = v;
     }
     if let Some(v) = input.signature_header {
-        if !header_name_ok(&v) || (is_reserved_header(&v) && !v.eq_ignore_ascii_case(DEFAULT_SIGNATURE_HEADER)) {
-            return Err(DomainError::invalid(
-                "signature_header",
-                "must be a valid header name Herald does not set itself",
-            ));
+        if let Some(problem) = header_rules::signature_header_problem(&v) {
+            return Err(DomainError::invalid("signature_header", problem));
         }
         w.signature_header = v;
     }
     if let Some(v) = input.headers {
-        w.headers = headers(&v, &w.signature_header)?;
+        w.headers = headers(&unmasked(v, &w.headers), &w.signature_header)?;
+    }
+    // Whatever the edit left as it was must pass today's rules too (a webhook stored
+    // before a rule tightened is fixed on its next edit).
+    if let Some(problem) = header_rules::signature_header_problem(&w.signature_header) {
+        return Err(DomainError::invalid("signature_header", format!("{problem} (stored before this rule; fix it)")));
+    }
+    for (name, _) in &w.headers {
+        if let Some(problem) = header_rules::custom_header_problem(name, &w.signature_header) {
+            return Err(DomainError::invalid("headers", format!("{problem} (stored before this rule; fix it)")));
+        }
     }
     if let Some(v) = input.signature_prefix {
         if v != DEFAULT_SIGNATURE_PREFIX && !v.is_empty() {

@@ -231,3 +231,158 @@ fn test_send_delivers_a_signed_sample_and_reports_what_the_receiver_said() {
     }
     assert_eq!(r.count(), before, "nothing sent for a refused request");
 }
+
+#[test]
+fn credentials_are_masked_everywhere_shown_and_a_masked_value_sent_back_keeps_the_stored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald(dir.path());
+    let key = account(&h, "AutoReach");
+    let r = Receiver::start();
+    let created = create(
+        &h,
+        &key,
+        json!({
+            "url": r.url("/in?token=q-s3cr3t&team=sales"), "events": ["lead.*"],
+            "headers": {"Proxy-Authorization": "Basic p-s3cr3t", "X-Password": "pw-s3cr3t",
+                        "X-Auth": "a-s3cr3t", "X-Team": "sales"}
+        }),
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let shown = h.json("GET", &format!("/api/v1/webhooks/{id}"), Some(&key), &json!(null));
+    for answer in [&created, &shown.body] {
+        let text = answer.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(answer["url"], r.url("/in?token=****&team=****"), "{text}");
+        for name in ["Proxy-Authorization", "X-Password", "X-Auth"] {
+            assert_eq!(answer["headers"][name], "****", "{name}: {text}");
+        }
+        assert_eq!(answer["headers"]["X-Team"], "sales");
+    }
+
+    // What the caller read, sent back unchanged with another change: the stored values stay.
+    let edit = json!({"name": "renamed", "url": shown.body["url"], "headers": shown.body["headers"]});
+    let edited = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &edit);
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    assert_eq!(edited.body["name"], "renamed");
+    ingest(&h, &key, r#"{"event":"lead.qualified","data":{"n":1}}"#);
+    wait_for("the delivery", Duration::from_secs(10), || r.count() >= 1);
+    let hit = &r.hits()[0];
+    assert_eq!(hit.query, "token=q-s3cr3t&team=sales", "the real query string went out");
+    assert_eq!(hit.header("proxy-authorization"), Some("Basic p-s3cr3t"));
+    assert_eq!(hit.header("x-password"), Some("pw-s3cr3t"));
+    assert_eq!(hit.header("x-auth"), Some("a-s3cr3t"));
+    // A masked value for a header not stored before is a value like any other.
+    let added = json!({"headers": {"X-Password": "****", "X-Api-Key": "****"}});
+    let a = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &added);
+    assert_eq!(a.status, 200, "{}", a.text);
+    ingest(&h, &key, r#"{"event":"lead.qualified","data":{"n":2}}"#);
+    wait_for("the second delivery", Duration::from_secs(10), || r.count() >= 2);
+    let second = &r.hits()[1];
+    assert_eq!(second.header("x-password"), Some("pw-s3cr3t"));
+    assert_eq!(second.header("x-api-key"), Some("****"));
+    assert_eq!(second.header("proxy-authorization"), None, "headers replaced as a whole");
+
+    // The delivery as recorded: credential values masked in its request headers.
+    let dlv = second.delivery_id();
+    let d = h.json("GET", &format!("/api/v1/deliveries/{dlv}"), Some(&key), &json!(null));
+    assert_eq!(d.body["attempts"][0]["request_headers"]["X-Password"], "****", "{}", d.text);
+    assert!(!d.text.contains("s3cr3t"), "{}", d.text);
+    assert!(!h.stderr().contains("s3cr3t"), "no credential in the logs");
+
+    // Framing, hop-by-hop and client headers are refused, and so are unusable signature headers.
+    for name in [
+        "Transfer-Encoding",
+        "Connection",
+        "Expect",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Date",
+        "Accept-Encoding",
+    ] {
+        let body = json!({"url": r.url("/in"), "events": ["*"], "headers": {name: "x"}});
+        let a = h.json("POST", "/api/v1/webhooks", Some(&key), &body);
+        assert_eq!((a.status, a.body["error"]["field"].as_str()), (422, Some("headers")), "{name}: {}", a.text);
+    }
+    let long = format!("X-{}", "s".repeat(63));
+    for sig in ["Transfer-Encoding", "Expect", "Content-Length", "Date", "webhook-id", long.as_str(), "Bad Name"] {
+        let body = json!({"url": r.url("/in"), "events": ["*"], "signature_header": sig});
+        let a = h.json("POST", "/api/v1/webhooks", Some(&key), &body);
+        assert_eq!((a.status, a.body["error"]["field"].as_str()), (422, Some("signature_header")), "{sig}: {}", a.text);
+    }
+}
+
+#[test]
+fn a_webhook_stored_before_the_header_rules_keeps_working_is_reported_and_is_fixed_on_its_next_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Receiver::start();
+    // A node with an account, stopped.
+    let mut h = herald(dir.path());
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(20)).success());
+    drop(h);
+    // A webhook as an older Herald stored it, written straight into the log.
+    let data = dir.path().join("herald-data");
+    let (log, _) = herald::log::Log::open(&data, herald::log::LogOptions::default()).unwrap();
+    let at = herald::model::now_millis();
+    let secret = "legacy_webhook_secret_0123";
+    let webhook = herald::model::Webhook {
+        id: herald::model::WebhookId::generate_at(at),
+        account_id: herald::model::AccountId::default_account(),
+        name: "legacy".into(),
+        description: String::new(),
+        url: r.url("/legacy"),
+        events: vec!["*".into()],
+        secrets: vec![herald::model::Secret { value: secret.into(), created_at: at, expires_at: None }],
+        is_active: true,
+        max_retries: 0,
+        timeout_ms: 10_000,
+        method: herald::model::Method::Post,
+        headers: vec![("Expect".into(), "100-continue".into()), ("X-Team".into(), "sales".into())],
+        signature_header: "Transfer-Encoding".into(),
+        signature_prefix: "sha256=".into(),
+        ordered: false,
+        max_in_flight: 4,
+        rate_limit: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let id = webhook.id.to_string();
+    let record = herald::log::Record::WebhookCreated { webhook };
+    log.writer().append_blocking(herald::log::Command::new(vec![record])).unwrap();
+    log.close();
+    drop(log);
+    let (code, out, _) = run(dir.path(), &["--dev", "verify"], &[]);
+    assert_eq!(code, 0, "reported, not damage: {out}");
+    assert!(out.contains("notice:") && out.contains(&id) && out.contains("Transfer-Encoding"), "{out}");
+
+    let h = herald(dir.path());
+    wait_for("the start-up report", Duration::from_secs(5), || h.stderr().contains("breaks a current rule"));
+    let said = h.stderr();
+    assert!(said.contains(&id) && said.contains("Transfer-Encoding") && said.contains("Expect"), "{said}");
+    // It keeps working: the body arrives whole, signed under the default header.
+    let e = ingest(&h, ADMIN, r#"{"event":"lead.qualified","data":{"legacy":true}}"#);
+    wait_for("the legacy delivery", Duration::from_secs(10), || r.count() >= 1);
+    let hit = &r.hits()[0];
+    assert!(String::from_utf8_lossy(&hit.body).contains(e["id"].as_str().unwrap()), "the body went out");
+    assert_eq!(hit.header("expect"), None);
+    assert_eq!(hit.header("x-team"), Some("sales"));
+    assert!(seed_000_verifies(&hit.body, hit.header("x-webhook-signature").unwrap(), secret));
+    // Its next edit must fix it, whatever else it changes.
+    let path = format!("/api/v1/webhooks/{id}");
+    let a = h.json("PATCH", &path, Some(ADMIN), &json!({"name": "renamed"}));
+    assert_eq!((a.status, a.body["error"]["field"].as_str()), (422, Some("signature_header")), "{}", a.text);
+    let a = h.json("PATCH", &path, Some(ADMIN), &json!({"signature_header": "X-Legacy-Signature"}));
+    assert_eq!((a.status, a.body["error"]["field"].as_str()), (422, Some("headers")), "{}", a.text);
+    let fixed = json!({"signature_header": "X-Legacy-Signature", "headers": {"X-Team": "sales"}});
+    let a = h.json("PATCH", &path, Some(ADMIN), &fixed);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut h = h;
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(20)).success());
+    let (code, out, _) = run(dir.path(), &["--dev", "verify"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("notice:"), "fixed: nothing to report: {out}");
+}

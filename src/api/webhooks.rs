@@ -9,6 +9,7 @@ use super::page::{self, Page, PageQuery};
 use crate::deliveries;
 use crate::delivery::TestOutcome;
 use crate::error::DomainError;
+use crate::header_rules;
 use crate::listing::TimeWindow;
 use crate::log::StatusRow;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
@@ -175,7 +176,10 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> WebhookView {
     let headers: Map<String, Value> = w
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(if webhooks::is_secret_header(k) { "****".into() } else { v.clone() })))
+        .map(|(k, v)| {
+            let shown = if header_rules::is_secret_header(k) { header_rules::MASK.into() } else { v.clone() };
+            (k.clone(), Value::String(shown))
+        })
         .collect();
     let method = match w.method {
         Method::Post => "POST",
@@ -187,7 +191,7 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> WebhookView {
         id: w.id.to_string(),
         name: w.name.clone(),
         description: w.description.clone(),
-        url: w.url.clone(),
+        url: header_rules::masked_url(&w.url),
         events: w.events.clone(),
         is_active: w.is_active,
         max_retries: w.max_retries,

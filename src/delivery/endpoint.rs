@@ -662,8 +662,8 @@ struct Sent {
 /// The headers as recorded: credential-like custom header values masked.
 fn masked(mut headers: Vec<(String, String)>, webhook: &Webhook) -> Vec<(String, String)> {
     for (k, v) in &mut headers {
-        if crate::webhooks::is_secret_header(k) && webhook.headers.iter().any(|(name, _)| name == k) {
-            *v = "****".to_owned();
+        if crate::header_rules::is_secret_header(k) && webhook.headers.iter().any(|(name, _)| name == k) {
+            *v = crate::header_rules::MASK.to_owned();
         }
     }
     headers

@@ -13,6 +13,7 @@
 //! - `X-Webhook-Timestamp` and `webhook-timestamp` are the same value, the send time.
 //! - Secrets never leave this module except inside an HMAC.
 
+use crate::header_rules;
 use crate::model::{DeliveryId, EventId, Millis, Webhook};
 use crate::time::rfc3339;
 use base64::Engine as _;
@@ -91,7 +92,19 @@ pub fn headers(
     let id = delivery.to_string();
     let mut out: Vec<(String, String)> =
         vec![("Content-Type".into(), "application/json".into()), ("User-Agent".into(), USER_AGENT.into())];
-    out.extend(webhook.headers.iter().cloned());
+    // A webhook stored before the header rules tightened may hold what they now refuse:
+    // such a header is left out, and an unusable signature header falls back to the default.
+    let signature_header = match header_rules::signature_header_problem(&webhook.signature_header) {
+        None => webhook.signature_header.as_str(),
+        Some(_) => header_rules::DEFAULT_SIGNATURE_HEADER,
+    };
+    out.extend(
+        webhook
+            .headers
+            .iter()
+            .filter(|(name, _)| header_rules::custom_header_problem(name, signature_header).is_none())
+            .cloned(),
+    );
     out.push(("X-Webhook-Event".into(), event.into()));
     out.push(("X-Webhook-Delivery-Id".into(), id.clone()));
     out.push(("X-Webhook-Attempt".into(), attempt.to_string()));
@@ -100,7 +113,7 @@ pub fn headers(
         webhook.secrets.iter().filter(|s| s.expires_at.is_none_or(|e| e > now)).map(|s| s.value.as_str()).collect();
     if let Some(newest) = live.first() {
         out.push((
-            webhook.signature_header.clone(),
+            signature_header.to_owned(),
             format!("{}{}", webhook.signature_prefix, hex_signature(newest, body)),
         ));
     }

@@ -27,7 +27,32 @@ pub struct Catalog {
     by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
 }
 
+/// A catalog read from the rows, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub catalog: Catalog,
+    /// Rows that do not decode (skipped), as messages.
+    pub warnings: Vec<String>,
+    /// Every status row was read: what each webhook is owed is known.
+    pub statuses_whole: bool,
+}
+
 impl Catalog {
+    /// Reads every mirrored row of `tree`.
+    pub fn load(tree: &sled::Tree) -> Result<Loaded, sled::Error> {
+        let mut loaded = Loaded { statuses_whole: true, ..Default::default() };
+        for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS, keys::ADMIN] {
+            for item in tree.scan_prefix([prefix]) {
+                let (k, v) = item?;
+                if let Err(e) = loaded.catalog.absorb(&k, Some(&v)) {
+                    loaded.warnings.push(format!("row {} skipped: {e}", super::rows::show_key(&k)));
+                    loaded.statuses_whole &= prefix != keys::STATUS;
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
     /// Takes in one row change; other prefixes are ignored.
     pub fn absorb(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), CodecError> {
         let Some(prefix) = key.first() else {

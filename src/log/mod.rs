@@ -201,17 +201,8 @@ impl Log {
             }
         };
 
-        let mut catalog = Catalog::default();
-        let mut statuses_whole = true;
-        for prefix in [keys::ACCOUNT, keys::KEY, keys::WEBHOOK, keys::STATUS, keys::ADMIN] {
-            for item in tree.scan_prefix([prefix]) {
-                let (k, v) = item?;
-                if let Err(e) = catalog.absorb(&k, Some(&v)) {
-                    recovery.warnings.push(format!("row {} skipped: {e}", rows::show_key(&k)));
-                    statuses_whole &= prefix != keys::STATUS;
-                }
-            }
-        }
+        let catalog::Loaded { catalog, warnings, statuses_whole } = Catalog::load(&tree)?;
+        recovery.warnings.extend(warnings);
 
         for (id, row) in &catalog.webhooks {
             let pending = catalog.statuses.get(id).map_or(0, |s| s.pending);

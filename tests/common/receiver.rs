@@ -15,6 +15,8 @@ pub struct Hit {
     pub at: Instant,
     pub method: String,
     pub path: String,
+    /// The query string, `""` without one.
+    pub query: String,
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -155,6 +157,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
         at: Instant::now(),
         method: req.method().to_string(),
         path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
         headers: req
             .headers()
             .iter()
