@@ -91,8 +91,21 @@ pub fn custom_header_problem(name: &str, signature_header: &str) -> Option<Strin
 
 /// Words in a header name that suggest its value is a credential.
 const CREDENTIAL_WORDS: &[&str] = &[
-    "auth", "token", "key", "secret", "pass", "pwd", "cookie", "session", "credential", "signature", "bearer", "jwt",
-    "csrf", "xsrf", "private",
+    "auth",
+    "token",
+    "key",
+    "secret",
+    "pass",
+    "pwd",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+    "bearer",
+    "jwt",
+    "csrf",
+    "xsrf",
+    "private",
 ];
 
 /// Whether a header name suggests a credential, so its value is masked in every answer and

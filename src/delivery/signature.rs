@@ -112,10 +112,7 @@ pub fn headers(
     let live: Vec<&str> =
         webhook.secrets.iter().filter(|s| s.expires_at.is_none_or(|e| e > now)).map(|s| s.value.as_str()).collect();
     if let Some(newest) = live.first() {
-        out.push((
-            signature_header.to_owned(),
-            format!("{}{}", webhook.signature_prefix, hex_signature(newest, body)),
-        ));
+        out.push((signature_header.to_owned(), format!("{}{}", webhook.signature_prefix, hex_signature(newest, body))));
     }
     out.push(("webhook-id".into(), id.clone()));
     out.push(("webhook-timestamp".into(), ts.to_string()));

@@ -66,6 +66,12 @@ pub enum OpenError {
     Locked(PathBuf),
     #[error("cannot open the log in {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
+    /// The file system is full: opening needs room for a snapshot of sled's page table.
+    #[error(
+        "cannot open the log in {path}: no space left on its file system ({free} bytes free); \
+         free some space and try again (nothing in the data directory was changed)"
+    )]
+    NoSpace { path: PathBuf, free: u64 },
     #[error(transparent)]
     Rows(#[from] RowsError),
     #[error("cannot read the log: {0}")]
@@ -143,19 +149,61 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Whether an I/O error says the file system is full (or the quota is used up).
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Removes what an interrupted snapshot left in sled's directory: sled writes its snapshot
+/// to `snap.<lsn>.generating` and renames it when whole, but it also *reads* such a file as
+/// the newest snapshot — so a partial one (a start on a full disk leaves it empty) makes the
+/// log unopenable ("Read corrupted data"). The previous snapshot and the log segments are
+/// still there, and sled rebuilds the snapshot from them. Returns how many were removed.
+fn remove_partial_snapshots(log_dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(log_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
     create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
-    sled::Config::new().path(dir.join("log")).cache_capacity(cache_bytes).flush_every_ms(None).open().map_err(
-        |source| match source {
+    let log_dir = dir.join("log");
+    let sled_error = |source| OpenError::Sled { path: dir.to_owned(), source };
+    match remove_partial_snapshots(&log_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(removed = n, "removed a partial snapshot an interrupted start left behind"),
+        Err(e) => return Err(sled_error(sled::Error::Io(e))),
+    }
+    let opened = sled::Config::new().path(&log_dir).cache_capacity(cache_bytes).flush_every_ms(None).open();
+    opened.map_err(|source| {
+        // A failed open must leave the directory as openable as it found it.
+        let _ = remove_partial_snapshots(&log_dir);
+        match source {
             // sled wraps the lock failure in an error of its own kind; its text is what is stable.
             sled::Error::Io(ref io)
                 if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
             {
                 OpenError::Locked(dir.to_owned())
             }
-            source => OpenError::Sled { path: dir.to_owned(), source },
-        },
-    )
+            sled::Error::Io(ref io) if is_no_space(io) => {
+                OpenError::NoSpace { path: dir.to_owned(), free: fs4::available_space(dir).unwrap_or(0) }
+            }
+            source => sled_error(source),
+        }
+    })
 }
 
 fn last_seq(tree: &sled::Tree) -> Result<u64, RowsError> {

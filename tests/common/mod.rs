@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
