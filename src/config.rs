@@ -98,6 +98,10 @@ pub struct Config {
     pub dead_retention: Dur,
     pub max_batch_bytes: u64,
     pub min_free_disk: u64,
+    /// Bytes held in `<data_dir>/reserved-space` for when the disk fills: deliveries are
+    /// still recorded and compaction still runs in it, and the log can be reopened after a
+    /// storage fault (not in SPEC's table). 0: none.
+    pub disk_reserve: u64,
     pub max_pending_per_webhook: u64,
     /// How often retention compaction runs (not in SPEC's table: an operator knob for tests
     /// and for very busy nodes).
@@ -144,6 +148,7 @@ impl Default for Config {
             dead_retention: secs(30 * 86_400),
             max_batch_bytes: 16_777_216,
             min_free_disk: 1_073_741_824,
+            disk_reserve: 67_108_864,
             max_pending_per_webhook: 1_000_000,
             compaction_interval: secs(60),
             hosts_file: None,
@@ -196,6 +201,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("dead_retention", Kind::Text),
     ("max_batch_bytes", Kind::Int),
     ("min_free_disk", Kind::Int),
+    ("disk_reserve", Kind::Int),
     ("max_pending_per_webhook", Kind::Int),
     ("compaction_interval", Kind::Text),
     ("hosts_file", Kind::Text),
@@ -400,6 +406,8 @@ impl Config {
                 idempotency_window: self.idempotency_window.0,
                 interval: self.compaction_interval.0,
             },
+            min_free_bytes: self.min_free_disk,
+            reserve_bytes: self.disk_reserve,
             ..Default::default()
         }
     }
@@ -453,7 +461,7 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 34, "every field has an env kind");
+        assert_eq!(KEYS.len(), 35, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
             let optional = matches!(*key, "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file");

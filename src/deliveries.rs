@@ -109,10 +109,10 @@ struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    fn new(log: &'a Log, filter: &'a DeliveryFilter, limit: usize) -> Self {
+    fn new(log: &'a Log, tree: &'a sled::Tree, filter: &'a DeliveryFilter, limit: usize) -> Self {
         Self {
             log,
-            rows: Txn::new(log.tree()),
+            rows: Txn::new(tree),
             filter,
             limit,
             budget: Budget::default(),
@@ -190,7 +190,8 @@ pub fn list(
     if let Some(w) = &filter.webhook {
         owned_webhook(log, account, w)?;
     }
-    let mut page = Page::new(log, filter, limit);
+    let tree = log.tree()?;
+    let mut page = Page::new(log, &tree, filter, limit);
 
     if let Some(event_id) = &filter.event {
         let (seq, event) = events::get(log, account, event_id)?;
@@ -201,7 +202,7 @@ pub fn list(
             }
         }
     } else if let Some(webhook) = &filter.webhook {
-        for entry in index::deliveries_newest_first(log.tree(), webhook, before_seq) {
+        for entry in index::deliveries_newest_first(&tree, webhook, before_seq) {
             let entry = entry?;
             if filter.window.is_behind(entry.at) {
                 break;
@@ -211,7 +212,7 @@ pub fn list(
             }
         }
     } else {
-        'events: for entry in index::events_newest_first(log.tree(), account, before_seq) {
+        'events: for entry in index::events_newest_first(&tree, account, before_seq) {
             let entry = entry?;
             if filter.window.is_behind(entry.at) {
                 break;
@@ -261,7 +262,8 @@ fn resolve(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<(DeliveryR
 
 /// Every delivery an event owes, in fan-out order.
 pub fn of_event(log: &Log, seq: u64, event: &EventIngested) -> Result<Vec<DeliveryInfo>, DomainError> {
-    let rows = Txn::new(log.tree());
+    let tree = log.tree()?;
+    let rows = Txn::new(&tree);
     let mut out = Vec::with_capacity(event.webhooks.len());
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let d = DeliveryRef { seq, index: index as u16 };
@@ -279,7 +281,8 @@ pub fn get(
     id: &DeliveryId,
 ) -> Result<(DeliveryInfo, Vec<AttemptFinished>), DomainError> {
     let (d, event) = resolve(log, account, id)?;
-    let rows = Txn::new(log.tree());
+    let tree = log.tree()?;
+    let rows = Txn::new(&tree);
     let webhook = &event.webhooks[usize::from(d.index)];
     let info = info(log, &rows, d, event.at, webhook, &event.event)?.ok_or(DomainError::NotFound)?;
     let mut attempts = Vec::new();
@@ -315,7 +318,8 @@ pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<De
     let record = Record::DeliveryRetried { delivery: d, webhook_id: webhook.clone(), at: now_millis() };
     let check_webhook = webhook.clone();
     log.writer().append(Command::checked(vec![record], move |txn| requeue_check(txn, d, &check_webhook))).await?;
-    let rows = Txn::new(log.tree());
+    let tree = log.tree()?;
+    let rows = Txn::new(&tree);
     info(log, &rows, d, event.at, &webhook, &event.event)?.ok_or(DomainError::NotFound)
 }
 
@@ -328,9 +332,10 @@ pub fn dead_in_window(
     window: TimeWindow,
 ) -> Result<Vec<DeliveryRef>, DomainError> {
     owned_webhook(log, account, webhook)?;
-    let rows = Txn::new(log.tree());
+    let tree = log.tree()?;
+    let rows = Txn::new(&tree);
     let mut dead = Vec::new();
-    for entry in index::deliveries_newest_first(log.tree(), webhook, None) {
+    for entry in index::deliveries_newest_first(&tree, webhook, None) {
         let entry = entry?;
         if window.is_behind(entry.at) {
             break;

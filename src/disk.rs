@@ -1,9 +1,12 @@
-//! `min_free_disk` (SPEC §6): below that many free bytes on the data directory's file
-//! system, ingest is refused with 503 and `Retry-After`, so the log never runs out of room
-//! half-way through a group commit and nothing already accepted is put at risk.
+//! `min_free_disk` (SPEC §6), as the API sees it: below that many free bytes (plus the
+//! log's own safety margin, [`crate::log::room::SAFETY`]) on the data directory's file
+//! system, ingest is refused with 503 and `Retry-After` before its body is even parsed, and
+//! `/readyz` answers 503. The log writer enforces the same floor command by command
+//! ([`crate::log::room`]), so concurrent requests cannot overshoot it together; this is the
+//! cheap early answer.
 //!
 //! Invariant: the answer is at most [`RECHECK`] old; the check itself is one `statvfs`.
-//! If the free space cannot be read, ingest is not refused (the write itself will say).
+//! If the free space cannot be read, ingest is not refused (the writer's check still runs).
 
 use crate::model::{now_millis, Millis};
 use std::path::PathBuf;
@@ -34,20 +37,20 @@ impl DiskGuard {
 
     /// Whether free space is below `min_free_disk` now.
     pub fn is_low(&self) -> bool {
-        if self.min_free == 0 {
-            return false;
-        }
         let now = now_millis();
         let last = self.checked_at.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= RECHECK
             && self.checked_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            let low = self.free_bytes().is_some_and(|free| free < self.min_free);
+            let floor = self.min_free.saturating_add(crate::log::room::SAFETY);
+            let low = self.free_bytes().is_some_and(|free| free < floor);
             if low && !self.low.load(Ordering::Relaxed) {
                 tracing::warn!(
                     min_free_disk = self.min_free,
                     "free disk space is below min_free_disk: ingest answers 503"
                 );
+            } else if !low && self.low.load(Ordering::Relaxed) {
+                tracing::info!("free disk space is above min_free_disk again: ingest is taken");
             }
             self.low.store(low, Ordering::Relaxed);
         }

@@ -29,8 +29,13 @@ pub enum DomainError {
     /// Free disk space is below `min_free_disk`.
     #[error("free disk space is below min_free_disk; nothing was written")]
     LowOnDisk,
-    #[error("storage failed: {0}")]
+    /// The storage failed and nothing was written.
+    #[error("{0}")]
     Storage(String),
+    /// The storage failed and the write may or may not have happened: retry with the same
+    /// `Idempotency-Key`.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("Herald is shutting down")]
     Closed,
 }
@@ -55,6 +60,8 @@ impl From<AppendError> for DomainError {
             AppendError::Rejected(Rejection::Limit(m)) => DomainError::Limit(m),
             AppendError::Rejected(r @ Rejection::Duplicate { .. }) => DomainError::Conflict(r.to_string()),
             AppendError::Closed => DomainError::Closed,
+            AppendError::NoRoom(_) => DomainError::LowOnDisk,
+            u @ AppendError::Unknown(_) => DomainError::OutcomeUnknown(u.to_string()),
             other => DomainError::Storage(other.to_string()),
         }
     }

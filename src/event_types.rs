@@ -46,7 +46,7 @@ pub fn list(
             (t.name.clone(), info)
         })
         .collect();
-    let sent = summary::names(log.tree(), account, cursor, limit + 1)?;
+    let sent = summary::names(&log.tree()?, account, cursor, limit + 1)?;
     for name in sent {
         merged
             .entry(name.clone())

@@ -153,7 +153,7 @@ pub async fn ingest(
             })
         }
     };
-    match log.writer().append(cmd).await {
+    match log.writer().append(cmd.ingest()).await {
         Ok(appended) => {
             let seq = appended.seqs[0];
             Ok(Ingested {
@@ -235,7 +235,8 @@ pub fn list(
     let mut items: Vec<(EventId, EventIngested)> = Vec::new();
     // The last entry examined, as (seq, at): where the next page starts if the budget runs out.
     let mut last: Option<(u64, Millis)> = None;
-    for entry in index::events_newest_first(log.tree(), account, before) {
+    let tree = log.tree()?;
+    for entry in index::events_newest_first(&tree, account, before) {
         let entry = entry?;
         if filter.window.is_behind(entry.at) {
             break;

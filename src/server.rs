@@ -209,6 +209,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 .into_app()
         })
         .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
+        // Herald takes the signals itself, to know when the grace began.
+        .disable_signals()
         .bind(addr)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         for bound in server.addrs() {
@@ -224,6 +226,22 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         }
         let server = server.run();
         let handle = server.handle();
+        let stopping: Arc<OnceLock<std::time::Instant>> = Arc::default();
+        let (on_signal, signalled) = (handle.clone(), stopping.clone());
+        actix_web::rt::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot listen for SIGTERM/SIGINT");
+                return;
+            };
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let _ = signalled.set(std::time::Instant::now());
+            tracing::info!("{name} received: stopping within shutdown_grace");
+            on_signal.stop(true).await;
+        });
         let recovering = shared.clone();
         actix_web::rt::spawn(async move {
             let (cfg, metrics) = (recovering.config.clone(), recovering.metrics.clone());
@@ -250,9 +268,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         if let Some(engine) = shared.engine().cloned() {
             tracing::info!("shutting down: letting attempts in flight finish, then flushing the log");
             let grace = engine.config.shutdown_grace.0;
+            // The whole shutdown fits in the grace from the signal: requests in progress,
+            // then attempts in flight, then the writer's last commit and flush with what is
+            // left (a writer stuck in a failing disk is left behind: everything acknowledged
+            // is durable already).
+            let since = stopping.get().copied().unwrap_or_else(std::time::Instant::now);
+            let deadline = since + grace;
             let _ = web::block(move || {
-                engine.delivery.drain(grace);
-                engine.log.close()
+                engine.delivery.drain(deadline.saturating_duration_since(std::time::Instant::now()));
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                engine.log.close_within(left.max(Duration::from_millis(200)))
             })
             .await;
         }

@@ -29,7 +29,7 @@ pub struct Stats {
 pub fn of_account(log: &Log, account: &AccountId, now: Millis) -> Result<Stats, DomainError> {
     let last = summary::minute(now);
     let first = (last + 1).saturating_sub(WINDOW_MINUTES);
-    let found = summary::counters(log.tree(), account, first, last)?;
+    let found = summary::counters(&log.tree()?, account, first, last)?;
     let mut minutes: Vec<(Millis, Counters)> = (first..=last).map(|m| (m * 60_000, Counters::default())).collect();
     let mut total = Counters::default();
     for (m, c) in found {

@@ -29,7 +29,7 @@ fn options() -> LogOptions {
 
 /// The attempt that finishes delivery `d` with `next`, as the delivery actor would append it.
 fn finish(log: &Log, d: DeliveryRef, webhook: &WebhookId, next: NextStep) -> Vec<Record> {
-    let row = load_delivery(&TreeRows(log.tree()), d, webhook).unwrap().expect("delivery exists");
+    let row = load_delivery(&TreeRows(&log.tree().unwrap()), d, webhook).unwrap().expect("delivery exists");
     attempt_command(d, &row, next, now_millis()).records
 }
 
@@ -68,13 +68,13 @@ fn du_per_cycle(compact: bool, cycles: usize) -> Vec<u64> {
             let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
             removed += report.removed_events;
             // Everything but the history holding the webhook's current status is gone.
-            let left = herald::log::pages::iter(log.tree(), 0).count();
+            let left = herald::log::pages::iter(&log.tree().unwrap(), 0).count();
             assert!(left < 20, "cycle {cycle}: {left} records left after compaction ({report:?})");
             let status = log.catalog().read().unwrap().statuses[&webhook].clone();
             assert_eq!(status.pending, 0);
             assert!(status.dead <= 1, "dead letters past dead_retention are purged: {}", status.dead);
         }
-        log.tree().flush().unwrap();
+        log.tree().unwrap().flush().unwrap();
         sizes.push(du_kib(dir.path()));
     }
     if compact {
@@ -155,9 +155,9 @@ fn compaction_keeps_unfinished_work_dead_letters_and_live_idempotency_keys() {
     for (n, seq) in seqs.iter().enumerate().skip(1) {
         assert!(log.record(*seq).unwrap().is_some(), "event {} kept", n + 1);
     }
-    assert!(log.tree().get(keys::idempotency(&account, "order-42")).unwrap().is_some());
+    assert!(log.tree().unwrap().get(keys::idempotency(&account, "order-42")).unwrap().is_some());
     // Event 2's pending delivery is still owed.
-    let (window, _) = herald::log::due_window(log.tree(), &b, 10).unwrap();
+    let (window, _) = herald::log::due_window(&log.tree().unwrap(), &b, 10).unwrap();
     assert_eq!(window.iter().map(|q| q.delivery).collect::<Vec<_>>(), vec![d(1, 1)]);
     log.close();
     drop(log);

@@ -10,6 +10,7 @@ use common::disk::SmallDisk;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::Duration;
 
 fn ingest_batches(h: &Herald, batches: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -88,4 +89,200 @@ fn starting_or_verifying_on_a_full_disk_fails_cleanly_and_changes_nothing() {
         let e = h.send("GET", &format!("/api/v1/events/{id}"), Some(ADMIN), &[], None);
         assert_eq!(e.status, 200, "{id}: {}", e.text);
     }
+}
+
+/// What ingest answered, item by item: each item carries its own `id` (Herald's idempotency
+/// key for batch items), so whether it is in the log can be asked again later.
+#[derive(Default)]
+struct Answers {
+    acked: Vec<(String, String)>,
+    /// Told nothing was written (`storage_unavailable`, `low_on_disk`).
+    refused: Vec<String>,
+    /// Told the outcome is unknown.
+    unknown: Vec<String>,
+    other: Vec<String>,
+}
+
+fn item(marker: &str) -> Value {
+    json!({"event": "lead.qualified", "id": marker, "data": {"m": marker, "pad": "p".repeat(500)}})
+}
+
+/// Posts batches of 100 from `threads` threads until `until` says stop (checked between
+/// batches) or `limit` passes; a batch refused whole counts each of its items as refused.
+fn load(h: &Herald, tag: &str, threads: usize, limit: Duration, until: &(dyn Fn() -> bool + Sync)) -> Answers {
+    let all = std::sync::Mutex::new(Answers::default());
+    let end = std::time::Instant::now() + limit;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let all = &all;
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(20)).build();
+                for b in 0.. {
+                    if std::time::Instant::now() >= end || until() {
+                        return;
+                    }
+                    let markers: Vec<String> = (0..100).map(|i| format!("{tag}-{t}-{b}-{i}")).collect();
+                    let body = Value::Array(markers.iter().map(|m| item(m)).collect());
+                    let sent = agent
+                        .post(&h.url("/api/v1/events/batch"))
+                        .set("Authorization", &format!("Bearer {ADMIN}"))
+                        .send_json(body);
+                    let (status, answer): (u16, Value) = match sent {
+                        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+                        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+                        Err(e) => panic!("ingest did not answer: {e}"),
+                    };
+                    let mut a = all.lock().unwrap();
+                    if status != 202 {
+                        let code = answer["error"]["code"].as_str().unwrap_or_default().to_owned();
+                        assert_eq!(status, 503, "{answer}");
+                        match code.as_str() {
+                            "low_on_disk" | "storage_unavailable" => a.refused.extend(markers),
+                            "outcome_unknown" => a.unknown.extend(markers),
+                            _ => a.other.push(answer.to_string()),
+                        }
+                        continue;
+                    }
+                    for (m, r) in markers.into_iter().zip(answer["results"].as_array().unwrap()) {
+                        match (r["id"].as_str(), r["error"]["code"].as_str()) {
+                            (Some(id), _) => a.acked.push((m, id.to_owned())),
+                            (_, Some("low_on_disk" | "storage_unavailable")) => a.refused.push(m),
+                            (_, Some("outcome_unknown")) => a.unknown.push(m),
+                            _ => a.other.push(r.to_string()),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    all.into_inner().unwrap()
+}
+
+fn errors_logged(h: &Herald) -> usize {
+    h.stderr().lines().filter(|l| l.contains("ERROR")).count()
+}
+
+#[test]
+fn running_out_of_disk_while_serving_loses_nothing_and_recovers() {
+    let Some(disk) = SmallDisk::mount("running_out_of_disk_while_serving", 64) else { return };
+    let data = disk.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let r = common::receiver::Receiver::start();
+    let env = |min_free: &'static str| {
+        [
+            ("HERALD_ADMIN_TOKEN", ADMIN),
+            ("HERALD_MIN_FREE_DISK", min_free),
+            ("HERALD_DISK_RESERVE", "8388608"),
+            ("HERALD_SHUTDOWN_GRACE", "4s"),
+        ]
+    };
+
+    // min_free_disk holds under concurrent batches: the writer admits one command at a time.
+    // (No webhook yet: nothing but ingest writes.)
+    let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env("25165824"));
+    h.wait_ready();
+    let lowest = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let first = load(&h, "a", 4, Duration::from_secs(30), &|| {
+        lowest.fetch_min(disk.free(), std::sync::atomic::Ordering::Relaxed);
+        h.get("/readyz").0 == 503
+    });
+    let lowest = lowest.into_inner();
+    assert!(!first.acked.is_empty() && first.other.is_empty(), "{:?}", first.other);
+    assert!(lowest >= 24 << 20, "min_free_disk (24 MiB) kept: lowest free {lowest}");
+    let refused = load(&h, "b", 4, Duration::from_secs(2), &|| false);
+    assert!(refused.acked.is_empty() && !refused.refused.is_empty(), "ingest refused below min_free_disk");
+    assert!(disk.free() >= 24 << 20, "still kept: {}", disk.free());
+    let mut h = h;
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(10)).success());
+
+    // Now with min_free_disk = 0: ingest fills the disk, and something else takes the rest.
+    let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env("0"));
+    h.wait_ready();
+    create_webhook(&h, ADMIN, json!({"url": r.url("/in"), "events": ["*"]}));
+    let errors_before = errors_logged(&h);
+    let filled = std::sync::atomic::AtomicBool::new(false);
+    let second = load(&h, "c", 4, Duration::from_secs(40), &|| {
+        if disk.free() < 12 << 20 && !filled.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // While Herald still writes: another process takes every byte left.
+            disk.fill();
+        }
+        filled.load(std::sync::atomic::Ordering::Relaxed) && h.get("/readyz").0 == 503
+    });
+    let third = load(&h, "d", 4, Duration::from_secs(2), &|| false);
+    assert!(second.other.is_empty() && third.other.is_empty(), "{:?} {:?}", second.other, third.other);
+    assert!(third.acked.is_empty(), "nothing is taken on a full disk");
+
+    // The node stays reachable and tells the truth while the disk is full.
+    let t = std::time::Instant::now();
+    assert_eq!(h.get("/healthz").0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "healthz answers at once");
+    let (code, body) = h.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("writes are failing"), "{body}");
+    for (_, id) in first.acked.iter().chain(&second.acked).step_by(97).take(40) {
+        let e = h.send("GET", &format!("/api/v1/events/{id}"), Some(ADMIN), &[], None);
+        assert_eq!(e.status, 200, "acknowledged events stay readable: {}", e.text);
+    }
+    let logged = errors_logged(&h) - errors_before;
+    assert!(logged <= 20, "a repeating failure is logged once per interval, not per request: {logged}\n{}", h.stderr());
+
+    // Room again: Herald takes writes without a restart.
+    disk.release();
+    disk.resize(160);
+    wait_for("/readyz to answer 200 again", Duration::from_secs(20), || h.get("/readyz").0 == 200);
+    let after = h.json("POST", "/api/v1/events", Some(ADMIN), &item("after-the-episode"));
+    assert_eq!(after.status, 202, "{}", after.text);
+
+    // Shutdown within shutdown_grace.
+    let mut h = h;
+    let t = std::time::Instant::now();
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(10)).success());
+    assert!(t.elapsed() < Duration::from_secs(6), "stopped in {:?}", t.elapsed());
+    let (code, out, err) = run(work.path(), &["--data-dir", data_arg, "verify"], &[]);
+    assert_eq!(code, 0, "verify is clean after the episode: {out}{err}");
+
+    // Every answer was true: what was acknowledged is there, what was refused is not.
+    let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env("0"));
+    h.wait_ready();
+    let again = |marker: &str| h.json("POST", "/api/v1/events", Some(ADMIN), &item(marker));
+    for (m, id) in first.acked.iter().chain(&second.acked).step_by(53).take(200) {
+        let a = again(m);
+        assert_eq!((a.status, a.body["id"].as_str()), (200, Some(id.as_str())), "{m} was acknowledged: {}", a.text);
+    }
+    for m in first.refused.iter().chain(&second.refused).chain(&third.refused).step_by(29).take(200) {
+        let a = again(m);
+        assert_eq!(a.status, 202, "{m} was refused, so it must not be in the log: {}", a.text);
+    }
+    eprintln!(
+        "acked {}+{}, refused {}+{}+{}, unknown {}",
+        first.acked.len(),
+        second.acked.len(),
+        first.refused.len(),
+        second.refused.len(),
+        third.refused.len(),
+        second.unknown.len()
+    );
+    // The rows agree with the records: stats and lists count what is there.
+    let stats = h.send("GET", "/api/v1/stats", Some(ADMIN), &[], None);
+    assert_eq!(stats.body["dead_letters"], 0, "{}", stats.text);
+    wait_for("every delivery made", Duration::from_secs(60), || {
+        h.send("GET", "/api/v1/stats", Some(ADMIN), &[], None).body["pending"] == 0
+    });
+    let count = |path: &str| {
+        let (mut n, mut cursor) = (0, String::new());
+        loop {
+            let page = h.send("GET", &format!("{path}?limit=500{cursor}"), Some(ADMIN), &[], None);
+            n += page.body["data"].as_array().unwrap().len();
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return n,
+            }
+        }
+    };
+    let (events, deliveries) = (count("/api/v1/events"), count("/api/v1/deliveries"));
+    assert_eq!(deliveries, events - first.acked.len(), "one delivery per event after the webhook, each listed once");
+    assert!(events >= first.acked.len() + second.acked.len());
 }

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, ToSchema};
 
+/// How often a storage failure that repeats with every request is logged.
+const STORAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -101,6 +104,14 @@ impl ApiError {
         }
     }
 
+    /// `/readyz` while the log takes no writes (or ingest is refused for space).
+    pub fn writes_failing(message: String) -> Self {
+        Self {
+            retry_after: Some(crate::disk::RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "writes_failing", message)
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -135,10 +146,28 @@ impl From<crate::error::DomainError> for ApiError {
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "low_on_disk", message)
             },
             D::Storage(_) => {
-                tracing::error!(error = %message, "storage failure answering a request");
+                // A failing disk fails every request: one line per interval, not one each.
+                static LOGGED: crate::telemetry::Every = crate::telemetry::Every::new(STORAGE_LOG_EVERY);
+                if let Some(held_back) = LOGGED.due(crate::model::now_millis()) {
+                    tracing::error!(error = %message, held_back, "storage failure answering requests");
+                }
                 Self {
                     retry_after: Some(1),
                     ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                }
+            }
+            D::OutcomeUnknown(_) => {
+                static LOGGED: crate::telemetry::Every = crate::telemetry::Every::new(STORAGE_LOG_EVERY);
+                if let Some(held_back) = LOGGED.due(crate::model::now_millis()) {
+                    tracing::error!(error = %message, held_back, "storage failure: outcome of writes unknown");
+                }
+                Self {
+                    retry_after: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "outcome_unknown",
+                        format!("{message}; send it again with the same Idempotency-Key"),
+                    )
                 }
             }
             D::Closed => {

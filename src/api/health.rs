@@ -31,13 +31,23 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Alive { status: "ok" })
 }
 
-/// Readiness: 200 once the log is recovered and the engine runs, 503 before.
+/// Readiness: 200 once the log is recovered and the engine runs and while it takes writes;
+/// 503 while recovering, while writes to the log fail, and while free disk space is below
+/// `min_free_disk` (a load balancer should send ingest elsewhere; reads still work).
 #[utoipa::path(operation_id = "health_readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Ready),
-        (status = 503, description = "Still recovering its log", body = ErrorBody)))]
+        (status = 503, description = "Still recovering its log, writes to the log failing, or the disk below min_free_disk", body = ErrorBody)))]
 #[get("/readyz")]
 pub async fn readyz(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let engine = shared.engine().ok_or_else(ApiError::not_ready)?;
+    if let Some(problem) = engine.log.health().problem() {
+        return Err(ApiError::writes_failing(problem));
+    }
+    if engine.disk.is_low() {
+        return Err(ApiError::writes_failing(
+            "writes are failing: free disk space is below min_free_disk, ingest is refused".into(),
+        ));
+    }
     Ok(HttpResponse::Ok().json(Ready {
         status: "ready",
         recovery_ms: engine.recovery.duration.as_millis() as u64,

@@ -60,7 +60,7 @@ impl Dispatcher {
         let arbiters: Arc<[ArbiterHandle]> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {
             writer: log.writer().clone(),
-            tree: log.tree().clone(),
+            store: log.store().clone(),
             catalog: log.catalog().clone(),
             id_key: *log.id_key(),
             policy,
@@ -215,6 +215,18 @@ impl Inner {
                 Change::StatusSet { webhook_id, status } => {
                     if let Some(r) = routes.get_mut(&webhook_id) {
                         r.tell(endpoint::StatusChanged(status));
+                    }
+                }
+                Change::Reopened { mut queues } => {
+                    // Every running actor starts over from the log; a webhook owed
+                    // deliveries without one gets one, as at start-up.
+                    for (id, r) in routes.iter_mut() {
+                        let window = queues.remove(id).unwrap_or_default();
+                        let status = self.shared.catalog.read().ok().and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
+                        r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
+                    }
+                    for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {
+                        self.spawn(routes, &id, window);
                     }
                 }
             }

@@ -55,6 +55,9 @@ const KEPT_PAGE_BYTES: usize = 32 * 1024;
 /// Attempts in flight from which a webhook's next attempts are spread over the arbiters.
 const SPREAD_FROM: usize = 4;
 
+/// While the log takes no writes, how often an actor with work looks again.
+const PAUSED_RECHECK_MS: Millis = 250;
+
 pub struct Endpoint {
     /// The writer, the tree, the catalog and the rules every actor shares.
     shared: Arc<Shared>,
@@ -221,6 +224,14 @@ impl Endpoint {
             return;
         }
         let now = now_millis();
+        if !self.shared.store.health().takes_work() {
+            // Nothing could be recorded: send nothing (it would only be sent again), and
+            // look again shortly. A reopened log resynchronises the actor anyway.
+            if !self.queue.is_empty() || !self.urgent.is_empty() {
+                self.wake_at(now + PAUSED_RECHECK_MS, ctx);
+            }
+            return;
+        }
         if now >= self.next_sweep {
             self.next_sweep = now + self.sweep_interval();
             for item in self.queue.take_expired(now, self.shared.policy.ttl) {
@@ -312,7 +323,10 @@ impl Endpoint {
     }
 
     fn refill(&mut self) {
-        match log::due_window_from(&self.shared.tree, &self.webhook.id, self.queue.window(), self.intake_from) {
+        let found = self.shared.store.tree().and_then(|tree| {
+            log::due_window_from(&tree, &self.webhook.id, self.queue.window(), self.intake_from)
+        });
+        match found {
             Ok((found, from)) => {
                 self.intake_from = Some(from);
                 let (in_flight, recording, urgent) = (&self.in_flight, &self.recording, &self.urgent);
@@ -328,7 +342,7 @@ impl Endpoint {
             return Some(p);
         }
         if !self.page.as_ref().is_some_and(|p| p.covers(seq)) {
-            self.page = match Page::holding(&self.shared.tree, seq) {
+            self.page = match self.shared.store.tree().and_then(|tree| Page::holding(&tree, seq)) {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(seq, error = %e, "cannot read an event to deliver");
@@ -710,9 +724,10 @@ impl Handler<Recorded> for Endpoint {
         }
         self.shared.busy.fetch_sub(msg.about.len(), Ordering::Relaxed);
         if !msg.committed {
-            // The attempts happened but their records are lost: the deliveries are
-            // attempted again after a restart (at-least-once).
-            tracing::error!(webhook_id = %self.webhook.id, deliveries = msg.about.len(), "attempts not recorded");
+            // The attempts happened but their records are lost: the deliveries are attempted
+            // again (at-least-once) once the log takes writes again and resynchronises the
+            // actor, or after a restart. (The recorder logged why, once per interval.)
+            tracing::debug!(webhook_id = %self.webhook.id, deliveries = msg.about.len(), "attempts not recorded");
         }
         self.retire_when_idle(ctx);
     }
@@ -754,8 +769,8 @@ impl Handler<Requeued> for Endpoint {
         if self.known(d) {
             return;
         }
-        let row = match self.shared.tree.get(log::keys::delivery(d)) {
-            Ok(Some(v)) => log::codec::decode::<DeliveryRow>(log::rows::ROW_VERSION, &v).ok(),
+        let row = match self.shared.store.tree().map(|tree| tree.get(log::keys::delivery(d))) {
+            Ok(Ok(Some(v))) => log::codec::decode::<DeliveryRow>(log::rows::ROW_VERSION, &v).ok(),
             _ => None,
         };
         // The fold may have ignored the re-queue (the delivery was not dead any more).
@@ -828,6 +843,42 @@ impl Handler<Deleted> for Endpoint {
         }
         self.recording.clear();
         ctx.stop();
+    }
+}
+
+/// The log was reopened after a storage fault: what the actor holds in memory may be ahead
+/// of what is durable, so it starts over from the log — its health from the catalog, its
+/// window as recovery read it. Attempts on the wire finish and are recorded as usual (the
+/// window leaves their deliveries out).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync {
+    pub window: Vec<log::Queued>,
+    pub status: WebhookStatus,
+}
+
+impl Handler<Resync> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resync, ctx: &mut Context<Self>) {
+        self.heard();
+        self.status = msg.status;
+        self.probing = false;
+        self.urgent.clear();
+        self.intake_from = None;
+        self.page = None;
+        let mut queue = Queue::new(self.webhook.ordered, self.shared.policy.window);
+        let full = msg.window.len() >= self.shared.policy.window;
+        for q in &msg.window {
+            if !self.in_flight.contains_key(&q.delivery) {
+                queue.admit(Item::from_log(q));
+            }
+        }
+        if full {
+            queue.admit_overflow();
+        }
+        self.queue = queue;
+        self.drive(ctx);
     }
 }
 

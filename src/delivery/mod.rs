@@ -98,8 +98,9 @@ impl Prepared {
 /// What every actor shares.
 pub struct Shared {
     pub writer: Writer,
-    /// For reads: due windows, event records, delivery rows.
-    pub tree: sled::Tree,
+    /// For reads (due windows, event records, delivery rows), and whether the log takes
+    /// writes: actors send nothing while their attempts could not be recorded.
+    pub store: Arc<crate::log::Store>,
     /// For matching operational events to the webhooks that subscribe to them.
     pub catalog: Arc<RwLock<Catalog>>,
     pub id_key: IdKey,

@@ -47,7 +47,10 @@ pub fn record(writer: &Writer, records: Vec<Record>) -> oneshot::Receiver<bool> 
             });
             let committed = writer.submit(Command::new(records)).await;
             if let Err(e) = &committed {
-                tracing::error!(error = %e, callers = waiting.len(), "cannot record attempts");
+                static LOGGED: crate::telemetry::Every = crate::telemetry::Every::new(std::time::Duration::from_secs(30));
+                if let Some(held_back) = LOGGED.due(crate::model::now_millis()) {
+                    tracing::error!(error = %e, callers = waiting.len(), held_back, "cannot record attempts");
+                }
             }
             for w in waiting {
                 let _ = w.send(committed.is_ok());

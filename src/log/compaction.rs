@@ -13,18 +13,19 @@
 //!
 //! Invariant: a removal takes records and the rows they produced together, in one batch, so
 //! `fold(remaining records) == projection` keeps holding. Compaction runs on the writer
-//! thread, between group commits, and never races an append. It reads the clock, which is
-//! fine: it removes history, it never decides what the history says.
+//! thread, between group commits, and never races an append: a step only stages its
+//! removals, and the writer admits, applies and flushes them as it does a group (so a step
+//! on a full disk fails like any other write, cleanly). It reads the clock, which is fine:
+//! it removes history, it never decides what the history says.
 
-use super::catalog::Catalog;
 use super::index;
 use super::keys;
 use super::pages;
 use super::projection::{self, DeliveryRow, IdempotencyRow, StatusRow};
 use super::record::Record;
 use super::rows::{Rows, RowsError, Txn};
-use super::writer::WriterState;
 use crate::model::{DeliveryRef, DeliveryState, Millis};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Most records one compaction step examines before it lets appends in.
@@ -60,45 +61,30 @@ pub(crate) struct Cursors {
     superseded: Option<Vec<u8>>,
 }
 
-/// Runs steps until compaction has examined everything due as of `now`.
-pub(crate) fn run_to_end(state: &WriterState, now: Millis) -> Result<CompactionReport, RowsError> {
-    let mut total = CompactionReport::default();
-    let mut cursors = Cursors::default();
-    loop {
-        let r = step_from(state, now, STEP_RECORDS, &mut cursors)?;
-        total.removed_records += r.removed_records;
-        total.removed_events += r.removed_events;
-        total.removed_deliveries += r.removed_deliveries;
-        if r.done {
-            total.done = true;
-            return Ok(total);
-        }
-    }
+/// One step's removals, staged: the writer admits, applies and flushes them like a group.
+pub(crate) struct Staged {
+    pub report: CompactionReport,
+    /// `None` when the step found nothing to remove.
+    pub batch: Option<(sled::Batch, BTreeMap<Vec<u8>, Option<Vec<u8>>>)>,
 }
 
-/// One bounded step of background compaction, continuing where the last one stopped.
-pub(crate) fn step(state: &mut WriterState, now: Millis, budget: usize) -> Result<CompactionReport, RowsError> {
-    let mut cursors = std::mem::take(&mut state.cursors);
-    let report = step_from(state, now, budget, &mut cursors);
-    state.cursors = cursors;
-    report
-}
-
-fn step_from(
-    state: &WriterState,
+/// Stages one bounded step of compaction over `tree`, continuing from `cursors` (and
+/// leaving them where it stopped).
+pub(crate) fn step(
+    tree: &sled::Tree,
+    policy: &CompactionPolicy,
     now: Millis,
     budget: usize,
     cursors: &mut Cursors,
-) -> Result<CompactionReport, RowsError> {
-    let policy = &state.policy;
-    let mut txn = Txn::new(&state.tree);
+) -> Result<Staged, RowsError> {
+    let mut txn = Txn::new(tree);
     let mut report = CompactionReport { done: true, ..Default::default() };
     let mut examined = 0usize;
     let cutoff = now.saturating_sub(ms(policy.retention));
 
     // Webhook records a newer one replaced.
     let start = cursors.superseded.take().unwrap_or_else(|| vec![keys::SUPERSEDED]);
-    for item in state.tree.range(start..) {
+    for item in tree.range(start..) {
         let (key, _) = item?;
         if key.first() != Some(&keys::SUPERSEDED) {
             break;
@@ -119,7 +105,7 @@ fn step_from(
     }
 
     // Event histories, oldest first.
-    for item in pages::iter(&state.tree, cursors.log.take().unwrap_or(0)) {
+    for item in pages::iter(tree, cursors.log.take().unwrap_or(0)) {
         let (seq, value) = match item {
             Ok(entry) => entry,
             // A damaged page is left for an operator (`herald verify` names it).
@@ -138,13 +124,8 @@ fn step_from(
         remove_event_if_done(&mut txn, policy, now, seq, &event, &mut report)?;
     }
 
-    if !txn.is_empty() {
-        let (batch, changes) = txn.into_parts();
-        state.tree.apply_batch(batch)?;
-        state.tree.flush()?;
-        Catalog::absorb_committed(&state.catalog, &changes);
-    }
-    Ok(report)
+    let batch = (!txn.is_empty()).then(|| txn.into_parts());
+    Ok(Staged { report, batch })
 }
 
 /// Removes the history of the event at `seq` if all of it may go.

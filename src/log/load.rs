@@ -170,12 +170,13 @@ fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rn
     }
     if roll < 94 {
         // An attempt on one of the webhook's first due deliveries.
-        let (window, _) = due_window(log.tree(), &hook.id, 32).ok()?;
+        let tree = log.tree().ok()?;
+        let (window, _) = due_window(&tree, &hook.id, 32).ok()?;
         if window.is_empty() {
             return None;
         }
         let delivery = window[rng.gen_range(0..window.len())].delivery;
-        let row = load_delivery(&TreeRows(log.tree()), delivery, &hook.id).ok()??;
+        let row = load_delivery(&TreeRows(&tree), delivery, &hook.id).ok()??;
         let next = match rng.gen_range(0..10) {
             0..=5 => NextStep::Succeeded,
             6..=8 => NextStep::RetryAt(at + rng.gen_range(0..5_000)),

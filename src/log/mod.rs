@@ -14,7 +14,10 @@
 //! - [`pages`] — records packed into log pages.
 //! - [`rows`] — the row view a fold writes through (staged over sled, or in memory).
 //! - [`projection`] — the fold.
-//! - [`writer`] — the single writer thread with group commit.
+//! - [`writer`] — the single writer thread with group commit, and what it does when a write
+//!   to disk fails (reopen from what is durable).
+//! - [`store`] — the open database readers take for each request, and the log's health.
+//! - [`room`] — free disk space: what the writer admits, and the space it keeps in reserve.
 //! - [`compaction`] — retention.
 //! - [`index`] — the chunked indexes lists read newest first (account events, webhook
 //!   deliveries).
@@ -33,7 +36,9 @@ pub mod notify;
 pub mod pages;
 pub mod projection;
 pub mod record;
+pub mod room;
 pub mod rows;
+pub mod store;
 pub mod summary;
 pub mod verify;
 pub mod window;
@@ -45,6 +50,8 @@ pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
 pub use window::{due_window, due_window_from, Queued};
+pub use room::Admission;
+pub use store::{Health, Store};
 pub use writer::{AppendError, AppendTimer, Appended, Command, Rejection, Writer};
 
 use crate::model::{IdKey, WebhookId};
@@ -91,6 +98,10 @@ pub struct LogOptions {
     pub cache_bytes: u64,
     /// Told each writer command's time to its flush (metrics), if anyone listens.
     pub append_timer: Option<AppendTimer>,
+    /// `min_free_disk`: ingest is admitted only while this much would stay free.
+    pub min_free_bytes: u64,
+    /// `disk_reserve`: space held in `<data_dir>/reserved-space` for when the disk fills.
+    pub reserve_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -105,6 +116,8 @@ impl Default for LogOptions {
             queue_window: 1024,
             cache_bytes: 256 << 20,
             append_timer: None,
+            min_free_bytes: 0,
+            reserve_bytes: 0,
         }
     }
 }
@@ -125,10 +138,9 @@ pub struct Recovery {
     pub warnings: Vec<String>,
 }
 
-/// The open log: the tree, its writer and the in-memory catalog.
+/// The open log: the database (behind its [`Store`]), its writer and the in-memory catalog.
 pub struct Log {
-    db: sled::Db,
-    tree: sled::Tree,
+    store: Arc<Store>,
     writer: Writer,
     thread: std::sync::Mutex<Option<writer::WriterThread>>,
     catalog: Arc<RwLock<Catalog>>,
@@ -214,26 +226,89 @@ pub(crate) fn applied_seq(tree: &sled::Tree) -> Result<u64, RowsError> {
     Ok(tree.get(keys::APPLIED)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
+/// A database opened and recovered: what start-up and a reopen after a storage fault share.
+pub(crate) struct Recovered {
+    pub open: store::Open,
+    /// The last sequence number ever handed out.
+    pub last_seq: u64,
+    pub catalog: Catalog,
+    pub tail_records: u64,
+    pub queues: HashMap<WebhookId, Vec<Queued>>,
+    pub unfinished: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Opens the database in `dir`, folds any unapplied tail, loads the catalog and the first
+/// due deliveries of every webhook owed some.
+pub(crate) fn open_and_recover(dir: &Path, cache_bytes: u64, queue_window: usize) -> Result<Recovered, OpenError> {
+    let db = open_db(dir, cache_bytes)?;
+    let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
+    let mut warnings = Vec::new();
+    let applied = applied_seq(&tree)?;
+    let last_stored = last_seq(&tree)?;
+    let tail_records = if last_stored > applied { fold_tail(&tree, applied, last_stored, &mut warnings)? } else { 0 };
+    // Compaction may have removed the newest records (an event nobody subscribed to, long
+    // finished); the `applied` marker still remembers their numbers, and numbers — hence
+    // event ids — are never handed out twice.
+    let last = last_stored.max(applied);
+
+    let catalog::Loaded { catalog, warnings: unread, statuses_whole } = Catalog::load(&tree)?;
+    warnings.extend(unread);
+    let mut queues = HashMap::new();
+    let mut unfinished = 0;
+    for (id, row) in &catalog.webhooks {
+        let pending = catalog.statuses.get(id).map_or(0, |s| s.pending);
+        // The fold counts what waits: a webhook owed nothing has no queue to read (and
+        // reading 10,000 empty ones would fill sled's cache for nothing) — unless a
+        // status row could not be read, and with it what its webhook is owed.
+        if row.deleted_at.is_some() || (pending == 0 && statuses_whole) {
+            continue;
+        }
+        match window::due_window(&tree, id, queue_window) {
+            Ok((window, hint)) => {
+                // Recovery runs where nothing else writes (before the writer starts, or on
+                // the writer's own thread): the hint (meta, outside the projection) can be
+                // written directly — when it moved (a write per idle webhook at every start
+                // costs memory and time).
+                let key = keys::intake_hint(id);
+                if tree.get(&key)?.as_deref() != Some(&hint.to_be_bytes()[..]) {
+                    tree.insert(key, &hint.to_be_bytes())?;
+                }
+                queues.insert(id.clone(), window);
+            }
+            Err(e) => warnings.push(format!("queue of {id} not loaded: {e}")),
+        }
+        unfinished += pending;
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Recovered {
+        open: store::Open { db, tree },
+        last_seq: last,
+        catalog,
+        tail_records,
+        queues,
+        unfinished,
+        warnings,
+    })
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, folds any unapplied tail, loads the catalog and
     /// the due windows, and starts the writer.
     pub fn open(dir: &Path, options: LogOptions) -> Result<(Log, Recovery), OpenError> {
         let started = Instant::now();
-        let db = open_db(dir, options.cache_bytes)?;
-        let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
-        let mut recovery = Recovery::default();
-
-        let applied = applied_seq(&tree)?;
-        let last_stored = last_seq(&tree)?;
-        if last_stored > applied {
-            recovery.tail_records = fold_tail(&tree, applied, last_stored, &mut recovery.warnings)?;
-        }
-        // Compaction may have removed the newest records (an event nobody subscribed to, long
-        // finished); the `applied` marker still remembers their numbers, and numbers — hence
-        // event ids — are never handed out twice.
-        let last = last_stored.max(applied);
-        recovery.last_seq = last;
-
+        // Opening writes a snapshot: on a full disk the reserve makes room for it.
+        let mut room = room::Room::new(dir, options.reserve_bytes, options.min_free_bytes);
+        let recovered = match open_and_recover(dir, options.cache_bytes, options.queue_window) {
+            Err(OpenError::NoSpace { .. }) if room.release() => {
+                tracing::warn!("the disk is full: used the reserved space to open the log");
+                open_and_recover(dir, options.cache_bytes, options.queue_window)?
+            }
+            other => other?,
+        };
+        let tree = &recovered.open.tree;
         let id_key = match tree.get(keys::ID_KEY)? {
             Some(v) => IdKey(v.as_ref().try_into().map_err(|_| {
                 OpenError::Rows(RowsError::Codec {
@@ -248,53 +323,34 @@ impl Log {
                 key
             }
         };
-
-        let catalog::Loaded { catalog, warnings, statuses_whole } = Catalog::load(&tree)?;
-        recovery.warnings.extend(warnings);
-
-        for (id, row) in &catalog.webhooks {
-            let pending = catalog.statuses.get(id).map_or(0, |s| s.pending);
-            // The fold counts what waits: a webhook owed nothing has no queue to read (and
-            // reading 10,000 empty ones would fill sled's cache for nothing) — unless a
-            // status row could not be read, and with it what its webhook is owed.
-            if row.deleted_at.is_some() || (pending == 0 && statuses_whole) {
-                continue;
-            }
-            match window::due_window(&tree, id, options.queue_window) {
-                Ok((window, hint)) => {
-                    // Recovery is single-threaded and before the writer starts: the hint
-                    // (meta, outside the projection) can be written directly — when it
-                    // moved (a write per idle webhook at every start costs memory and time).
-                    let key = keys::intake_hint(id);
-                    if tree.get(&key)?.as_deref() != Some(&hint.to_be_bytes()[..]) {
-                        tree.insert(key, &hint.to_be_bytes())?;
-                    }
-                    recovery.queues.insert(id.clone(), window);
-                }
-                Err(e) => recovery.warnings.push(format!("queue of {id} not loaded: {e}")),
-            }
-            recovery.unfinished += pending;
-        }
-        for w in &recovery.warnings {
-            tracing::warn!("{w}");
-        }
-
-        let catalog = Arc::new(RwLock::new(catalog));
+        let recovery = Recovery {
+            duration: Duration::ZERO,
+            tail_records: recovered.tail_records,
+            last_seq: recovered.last_seq,
+            queues: recovered.queues,
+            unfinished: recovered.unfinished,
+            warnings: recovered.warnings,
+        };
+        let catalog = Arc::new(RwLock::new(recovered.catalog));
+        let store = Arc::new(Store::new(recovered.open));
         let observer = writer::ObserverSlot::default();
         let state = writer::WriterState {
-            tree: tree.clone(),
+            store: store.clone(),
             observer: observer.clone(),
-            next_seq: last + 1,
+            next_seq: recovered.last_seq + 1,
             catalog: catalog.clone(),
             policy: options.compaction,
             cursors: Default::default(),
+            room,
+            dir: dir.to_owned(),
+            cache_bytes: options.cache_bytes,
+            queue_window: options.queue_window,
         };
         let (writer, thread) = Writer::spawn(state, options.append_timer.clone()).map_err(OpenError::Thread)?;
-        recovery.duration = started.elapsed();
+        let recovery = Recovery { duration: started.elapsed(), ..recovery };
         Ok((
             Log {
-                db,
-                tree,
+                store,
                 writer,
                 thread: std::sync::Mutex::new(Some(thread)),
                 catalog,
@@ -310,9 +366,21 @@ impl Log {
         &self.writer
     }
 
-    /// The tree, for reads. Writes go through the [`Writer`] only.
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// The tree, for one read (keep it no longer: see [`store`]). Writes go through the
+    /// [`Writer`] only.
+    pub fn tree(&self) -> Result<sled::Tree, RowsError> {
+        self.store.tree()
+    }
+
+    /// Where readers find the current database (the delivery engine keeps this, never a
+    /// tree).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Whether the log takes writes.
+    pub fn health(&self) -> &Health {
+        self.store.health()
     }
 
     pub fn catalog(&self) -> &Arc<RwLock<Catalog>> {
@@ -330,12 +398,12 @@ impl Log {
 
     /// Bytes the log's files take (0 if sled cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.store.current().ok().and_then(|open| open.db.size_on_disk().ok()).unwrap_or(0)
     }
 
     /// The record at `seq`, if it is still in the log.
     pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
-        read_record(&self.tree, seq)
+        read_record(&self.tree()?, seq)
     }
 
     /// Tells `observer` every later committed group's changes (once; a second call is
@@ -348,13 +416,28 @@ impl Log {
     /// Commits what was sent, flushes, and stops the writer; later appends fail with
     /// [`AppendError::Closed`]. Blocks: call it off the async runtime.
     pub fn close(&self) {
-        self.writer.stop_blocking();
+        self.close_within(Duration::from_secs(3600));
+    }
+
+    /// [`Log::close`], waiting at most `grace` for the writer
+    /// (a writer stuck in a failing disk is left behind: what was acknowledged is durable
+    /// already).
+    pub fn close_within(&self, grace: Duration) {
+        if !self.writer.stop_within(grace) {
+            tracing::error!(
+                grace_ms = grace.as_millis() as u64,
+                "the log writer did not stop in time (storage failing?); stopping without it"
+            );
+            return;
+        }
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
             t.join();
         }
-        if let Err(e) = self.db.flush() {
-            tracing::error!(error = %e, "flush at close failed");
+        if let Ok(open) = self.store.current() {
+            if let Err(e) = open.db.flush() {
+                tracing::error!(error = %e, "flush at close failed");
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What a committed group changed that the delivery engine acts on: new deliveries, re-queued
 //! ones, webhook definitions and deletions, status changes made outside an attempt.
 //!
-//! Invariant: an observer hears of a group only after the group is flushed and its callers
-//! are answered, so nothing is delivered that a crash could still take back, and a
+//! Invariant: an observer hears of a group only after the group is flushed (or, after a
+//! storage fault, found in the reopened log) and its callers are answered, so nothing is delivered that a crash could still take back, and a
 //! notification never delays an acknowledgement. Groups are told in commit order.
 
 use super::record::{EventIngested, Record};
@@ -32,6 +32,12 @@ pub enum Change {
     StatusSet {
         webhook_id: WebhookId,
         status: WebhookStatus,
+    },
+    /// The log was reopened after a storage fault: what the actors hold in memory may be
+    /// ahead of what is durable. Every actor starts over from the log: `queues` holds the
+    /// first due deliveries of every webhook owed some, as start-up reads them.
+    Reopened {
+        queues: std::collections::HashMap<WebhookId, Vec<super::Queued>>,
     },
 }
 

@@ -26,6 +26,9 @@ pub enum RowsError {
     Codec { key: String, source: CodecError },
     #[error(transparent)]
     Page(#[from] super::pages::PageError),
+    /// The log is being reopened after a storage fault (for a few milliseconds).
+    #[error("the log is being reopened after a storage failure; try again")]
+    Unavailable,
 }
 
 /// Printable form of a key for error messages: prefix byte plus hex.

@@ -1,26 +1,42 @@
-//! The log writer: one thread that owns every write to the tree, with group commit.
+//! The log writer: one thread that owns every write to the tree, with group commit, and what
+//! happens when a write to disk fails.
 //!
 //! Callers send a [`Command`] (records plus an optional precondition) and wait for its
 //! answer. The thread takes every command waiting, checks each one's precondition against
-//! the state as the commands before it in the same group left it, stages its records and
-//! their fold, and writes the whole group with one `apply_batch`. A second thread, the
-//! flusher, then makes it durable with one `flush`, updates the in-memory catalog, and only
-//! then answers every caller — while the writer already stages the next group. So a slow
-//! `fsync` (tens of milliseconds on a busy disk) delays one group, not the staging of the
-//! next, and the requests that queued behind it are answered one flush later, not one
-//! staging plus one flush later.
+//! the state as the commands before it in the same group left it, admits it against the
+//! free disk space ([`super::room`]), stages its records and their fold, and writes the
+//! whole group with one `apply_batch`. A second thread, the flusher, then makes it durable
+//! with one `flush`, updates the in-memory catalog, and only then answers every caller —
+//! while the writer already stages the next group. The next group is applied only once the
+//! flush before it has returned: sled's flush waits on the writes of every batch applied
+//! before it, and a batch applied during a flush that then fails is one more thing sled
+//! could leave half-done (data safety over the overlap; BENCHMARKS.md has the cost).
+//!
+//! When sled fails a write (a full disk no admission foresaw, an I/O error), the database
+//! is poisoned: it refuses everything after, and what it applied in memory may be half a
+//! batch. The writer then reopens it from what is durable ([`recover`]): it takes the
+//! database from the [`Store`] (readers get 503 for those milliseconds), waits for its last
+//! handles to go, opens it again (sled keeps whole batches or nothing of them), and answers
+//! the callers of the groups caught in the failure by what the reopened log holds — success
+//! for a group that is there, "nothing was written" for one that is not — then reloads the
+//! catalog and tells the delivery engine to resynchronise. A caller is told its write failed
+//! only if it did not happen; one whose outcome cannot be learnt (the disk never gave the
+//! database back) is told the outcome is unknown.
 //!
 //! Invariants:
 //! - An append is acknowledged only after its records and their effects are flushed.
 //! - Records, their effects and the `applied` marker are in one atomic batch: after a crash
-//!   the tree holds whole groups or nothing of them.
+//!   or a failed flush the tree holds whole groups or nothing of them.
 //! - Sequence numbers increase by one per record, with no gaps among acknowledged records (a
-//!   rejected command gives its numbers back).
-//! - Compaction runs on this thread too, so it can never race an append; it waits for the
-//!   flusher first, so the catalog absorbs changes in the order they were written.
+//!   rejected command gives its numbers back; so does a group a failure left absent).
+//! - At most one group is applied and not yet flushed.
+//! - Compaction runs on this thread too, so it can never race an append; its removals are
+//!   admitted, applied and flushed like a group.
 //! - Groups are flushed and answered in the order they were applied; a group's state is
 //!   visible to the next group's preconditions as soon as it is applied (sled reads see
 //!   applied batches), but to readers of the catalog only once it is durable.
+//! - A failure is logged once when it happens and then at most every [`LOG_EVERY`], never
+//!   once per request.
 
 use super::catalog::Catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
@@ -29,10 +45,15 @@ use super::notify::{change_of, Change, Observer};
 use super::pages;
 use super::projection;
 use super::record::Record;
+use super::room::{self, Admission, NoRoom, Room};
 use super::rows::{Rows, RowsError, Txn};
+use super::store::{Open, Store};
+use super::OpenError;
 use crate::model::{now_millis, EventId};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -47,6 +68,24 @@ const LINGER: Duration = Duration::from_micros(200);
 
 /// Commands that may wait for the writer before senders block (back-pressure).
 const QUEUE_DEPTH: usize = 65_536;
+
+/// A flush still running after this is poked (see [`Watchdog`]).
+const POKE_AFTER: Duration = Duration::from_millis(250);
+/// A flush that has not returned after this is given up on: the database is wedged.
+const FLUSH_GIVE_UP: Duration = Duration::from_secs(15);
+/// How long a reopen waits for the old database's last handles.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// Between attempts to reopen.
+const REOPEN_RETRY: Duration = Duration::from_millis(500);
+/// Callers caught in a failure learn their outcome from the reopened log; if it takes longer
+/// than this, they are told it is unknown.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+/// A repeating failure is logged at most once per this.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+/// How often the writer looks at the disk again while it refuses work for want of space.
+const FULL_RECHECK: Duration = Duration::from_millis(500);
+/// What a compaction step may take on disk (deletions: a small frame per removed key).
+const COMPACTION_ESTIMATE: u64 = 1 << 20;
 
 /// Why a precondition refused a command. Nothing of the command was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +110,15 @@ pub enum AppendError {
     Rows(#[from] RowsError),
     #[error("record does not encode: {0}")]
     Encode(#[from] super::codec::CodecError),
-    #[error("storage failed: {0}")]
+    /// Refused for want of disk space before anything was written.
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
+    /// The storage failed and the command is not in the log: nothing was written.
+    #[error("storage failed, nothing was written: {0}")]
     Storage(String),
+    /// The storage failed and whether the command is in the log could not be learnt.
+    #[error("storage failed; the write may or may not have happened: {0}")]
+    Unknown(String),
     #[error("the log writer has stopped")]
     Closed,
 }
@@ -91,18 +137,26 @@ pub struct Appended {
 pub struct Command {
     pub records: Vec<Record>,
     pub check: Option<Check>,
+    /// How the command is admitted against free disk space.
+    pub admission: Admission,
 }
 
 impl Command {
     pub fn new(records: Vec<Record>) -> Self {
-        Self { records, check: None }
+        Self { records, check: None, admission: Admission::Work }
     }
 
     pub fn checked(
         records: Vec<Record>,
         check: impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static,
     ) -> Self {
-        Self { records, check: Some(Box::new(check)) }
+        Self { records, check: Some(Box::new(check)), admission: Admission::Work }
+    }
+
+    /// New events from a client: refused below `min_free_disk`.
+    pub fn ingest(mut self) -> Self {
+        self.admission = Admission::Ingest;
+        self
     }
 }
 
@@ -110,10 +164,10 @@ enum Msg {
     Append(Command, oneshot::Sender<Result<Appended, AppendError>>),
     Compact {
         now: u64,
-        reply: oneshot::Sender<Result<CompactionReport, RowsError>>,
+        reply: oneshot::Sender<Result<CompactionReport, AppendError>>,
     },
     /// Commit what came before, flush and stop.
-    Stop(oneshot::Sender<()>),
+    Stop(mpsc::Sender<()>),
 }
 
 /// Handle to the writer thread. Dropping every handle stops the thread after it has
@@ -160,17 +214,25 @@ impl WriterThread {
 }
 
 pub(crate) struct WriterState {
-    pub tree: sled::Tree,
+    pub store: Arc<Store>,
     /// Set once the delivery engine watches; until then no notes are collected.
     pub observer: ObserverSlot,
     pub next_seq: u64,
     pub catalog: Arc<RwLock<Catalog>>,
     pub policy: CompactionPolicy,
     pub cursors: compaction::Cursors,
+    pub room: Room,
+    /// The data directory, to reopen the database in.
+    pub dir: PathBuf,
+    pub cache_bytes: u64,
+    pub queue_window: usize,
 }
 
-/// A group applied to the tree, waiting for its flush.
-struct Applied {
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A staged group: applied to the tree (or about to be), waiting for its flush.
+struct Group {
     changes: Changes,
     /// What the delivery engine hears of this group, after the flush.
     notes: Vec<Change>,
@@ -178,57 +240,127 @@ struct Applied {
     outcomes: Vec<Result<Appended, AppendError>>,
     records: u64,
     started: Instant,
+    /// The highest sequence number taken once this group is in: it is durable iff the
+    /// durable `applied` marker reaches it.
+    end_seq: u64,
+    /// Its estimated bytes on disk.
+    bytes: u64,
+    /// Handed to sled (`apply_batch` called): only then can it be in the log.
+    applied: bool,
 }
 
-enum FlushJob {
-    Group(Applied),
-    /// Answered once every group sent before is flushed and answered.
-    Barrier(mpsc::Sender<()>),
-}
-
-/// The flusher thread: flushes applied groups in order, updates the catalog, answers.
-struct Flusher {
-    tx: Option<SyncSender<FlushJob>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Flusher {
-    fn spawn(tree: sled::Tree, catalog: Arc<RwLock<Catalog>>, observer: ObserverSlot) -> std::io::Result<Flusher> {
-        // One group flushing and one waiting: the writer stages a third meanwhile, and
-        // blocks rather than running further ahead of the disk.
-        let (tx, rx) = mpsc::sync_channel::<FlushJob>(1);
-        let handle = std::thread::Builder::new().name("herald-log-flush".into()).spawn(move || {
-            for job in rx {
-                match job {
-                    FlushJob::Group(group) => flush_and_answer(&tree, &catalog, &observer, group),
-                    FlushJob::Barrier(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        })?;
-        Ok(Flusher { tx: Some(tx), handle: Some(handle) })
-    }
-
-    fn send(&self, group: Applied) {
-        let Some(tx) = &self.tx else { return fail_all(group.replies, "the log flusher has stopped") };
-        if let Err(mpsc::SendError(FlushJob::Group(group))) = tx.send(FlushJob::Group(group)) {
-            fail_all(group.replies, "the log flusher has stopped");
+impl Group {
+    fn answer(self, catalog: &RwLock<Catalog>, observer: &ObserverSlot) {
+        Catalog::absorb_committed(catalog, &self.changes);
+        for (reply, outcome) in self.replies.into_iter().zip(self.outcomes) {
+            let _ = reply.send(outcome);
+        }
+        if let (Some(observe), false) = (observer.get(), self.notes.is_empty()) {
+            observe(self.notes);
         }
     }
 
-    /// Waits until every group sent so far is flushed and answered.
-    fn drain(&self) {
-        let (done, wait) = mpsc::channel();
-        if let Some(tx) = &self.tx {
-            if tx.send(FlushJob::Barrier(done)).is_ok() {
-                let _ = wait.recv();
+    fn fail(self, error: impl Fn() -> AppendError) {
+        for reply in self.replies {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+/// A group handed to the flusher; whoever takes it out answers its callers.
+type Handed = Arc<Mutex<Option<Group>>>;
+
+/// What the flusher says of a group.
+enum Flushed {
+    /// Durable and answered.
+    Done,
+    /// The flush failed; the group is still in its slot, unanswered.
+    Failed(String),
+}
+
+/// The flusher thread: flushes applied groups one at a time, updates the catalog, answers.
+struct Flusher {
+    tx: Option<SyncSender<(sled::Tree, Handed)>>,
+    done: Receiver<Flushed>,
+    handle: Option<JoinHandle<()>>,
+    /// The group on its way, and its estimated bytes.
+    outstanding: Option<(Handed, u64)>,
+}
+
+/// How a wait for the group on its way ended badly.
+enum FlushFailed {
+    /// The flush failed: the group (if still unanswered).
+    Failed(Option<Group>, String),
+    /// The flush never returned.
+    Wedged(Option<Group>),
+}
+
+impl Flusher {
+    fn spawn(catalog: Arc<RwLock<Catalog>>, observer: ObserverSlot, watchdog: Arc<Watchdog>) -> std::io::Result<Flusher> {
+        let (tx, rx) = mpsc::sync_channel::<(sled::Tree, Handed)>(1);
+        let (done_tx, done) = mpsc::channel();
+        let handle = std::thread::Builder::new().name("herald-log-flush".into()).spawn(move || {
+            for (tree, handed) in rx {
+                let t = Instant::now();
+                watchdog.watch(&tree);
+                let flushed = tree.flush();
+                watchdog.unwatch();
+                drop(tree);
+                let said = match flushed {
+                    Ok(_) => {
+                        let group = handed.lock().ok().and_then(|mut g| g.take());
+                        if let Some(group) = group {
+                            let (records, started) = (group.records, group.started);
+                            group.answer(&catalog, &observer);
+                            tracing::trace!(
+                                records,
+                                flush_us = t.elapsed().as_micros() as u64,
+                                elapsed_us = started.elapsed().as_micros() as u64,
+                                "group committed"
+                            );
+                        }
+                        Flushed::Done
+                    }
+                    Err(e) => Flushed::Failed(e.to_string()),
+                };
+                if done_tx.send(said).is_err() {
+                    return;
+                }
             }
+        })?;
+        Ok(Flusher { tx: Some(tx), done, handle: Some(handle), outstanding: None })
+    }
+
+    fn send(&mut self, tree: sled::Tree, group: Group) {
+        let bytes = group.bytes;
+        let handed: Handed = Arc::new(Mutex::new(Some(group)));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send((tree, handed.clone())).is_ok());
+        if sent {
+            self.outstanding = Some((handed, bytes));
+        } else if let Some(group) = handed.lock().ok().and_then(|mut g| g.take()) {
+            group.fail(|| AppendError::Unknown("the log flusher has stopped".into()));
+        }
+    }
+
+    /// Bytes of the group on its way to disk, not yet flushed.
+    fn pending_bytes(&self) -> u64 {
+        self.outstanding.as_ref().map_or(0, |(_, b)| *b)
+    }
+
+    /// Waits until the group on its way (if any) is flushed and answered.
+    fn wait(&mut self) -> Result<(), FlushFailed> {
+        let Some((handed, _)) = self.outstanding.take() else { return Ok(()) };
+        let take = || handed.lock().ok().and_then(|mut g| g.take());
+        match self.done.recv_timeout(FLUSH_GIVE_UP) {
+            Ok(Flushed::Done) => Ok(()),
+            Ok(Flushed::Failed(why)) => Err(FlushFailed::Failed(take(), why)),
+            Err(_) => Err(FlushFailed::Wedged(take())),
         }
     }
 
     /// Flushes and answers what is queued, then stops the thread.
     fn stop(&mut self) {
+        let _ = self.wait();
         self.tx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -236,45 +368,98 @@ impl Flusher {
     }
 }
 
-fn flush_and_answer(tree: &sled::Tree, catalog: &Arc<RwLock<Catalog>>, observer: &ObserverSlot, group: Applied) {
-    let t = Instant::now();
-    match tree.flush() {
-        Ok(_) => {
-            Catalog::absorb_committed(catalog, &group.changes);
-            for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
-                let _ = reply.send(outcome);
+/// Wakes a flush that sled left waiting. sled 0.34 sets its "storage failed" error from a
+/// background write without waking the threads waiting for that write
+/// (`pagecache/logger.rs`, `exit_reservation`); a flush waiting then waits for ever. Any
+/// other flush that finds the error set wakes them all on its way out, so a flush that takes
+/// longer than [`POKE_AFTER`] gets a second one from a short-lived thread. (Safe only because
+/// nothing applies a batch while a flush runs: a poke waits for no lock.)
+#[derive(Default)]
+struct Watchdog {
+    watched: Mutex<Option<(Instant, sled::Tree)>>,
+    pokes: AtomicUsize,
+}
+
+impl Watchdog {
+    fn spawn() -> std::io::Result<Arc<Watchdog>> {
+        let dog = Arc::new(Watchdog::default());
+        let weak = Arc::downgrade(&dog);
+        std::thread::Builder::new().name("herald-log-watchdog".into()).spawn(move || {
+            let mut last_poke = Instant::now();
+            while let Some(dog) = weak.upgrade() {
+                let due = dog.watched.lock().ok().and_then(|w| {
+                    w.as_ref().filter(|(since, _)| since.elapsed() >= POKE_AFTER).map(|(_, tree)| tree.clone())
+                });
+                if let Some(tree) = due {
+                    if last_poke.elapsed() >= POKE_AFTER && dog.pokes.load(Ordering::Relaxed) < 4 {
+                        last_poke = Instant::now();
+                        dog.pokes.fetch_add(1, Ordering::Relaxed);
+                        let poker = dog.clone();
+                        let spawned = std::thread::Builder::new().name("herald-log-poke".into()).spawn(move || {
+                            let _ = tree.flush();
+                            poker.pokes.fetch_sub(1, Ordering::Relaxed);
+                        });
+                        if spawned.is_err() {
+                            dog.pokes.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                drop(dog);
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if let (Some(observe), false) = (observer.get(), group.notes.is_empty()) {
-                observe(group.notes);
-            }
-            tracing::trace!(
-                records = group.records,
-                flush_us = t.elapsed().as_micros() as u64,
-                elapsed_us = group.started.elapsed().as_micros() as u64,
-                "group committed"
-            );
+        })?;
+        Ok(dog)
+    }
+
+    fn watch(&self, tree: &sled::Tree) {
+        if let Ok(mut w) = self.watched.lock() {
+            *w = Some((Instant::now(), tree.clone()));
         }
-        Err(e) => {
-            // The group may or may not be on disk: tell every caller it failed.
-            tracing::error!(error = %e, "log flush failed");
-            fail_all(group.replies, &e.to_string());
+    }
+
+    fn unwatch(&self) {
+        if let Ok(mut w) = self.watched.lock() {
+            *w = None;
         }
     }
 }
 
-/// Tells every caller of a group that it failed.
-fn fail_all(replies: Vec<Reply>, why: &str) {
-    for reply in replies {
-        let _ = reply.send(Err(AppendError::Storage(why.to_owned())));
+/// Flushes `tree` on this thread under the watchdog.
+fn flush_watched(watchdog: &Watchdog, tree: &sled::Tree) -> sled::Result<usize> {
+    watchdog.watch(tree);
+    let flushed = tree.flush();
+    watchdog.unwatch();
+    flushed
+}
+
+/// Logs a repeating failure once, then at most every [`LOG_EVERY`], with how many were not
+/// logged.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Quiet {
+    fn error(&mut self, what: &str, why: &str) {
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.held_back += 1;
+            return;
+        }
+        tracing::error!(error = %why, repeated = self.held_back, "{what}");
+        self.last = Some(Instant::now());
+        self.held_back = 0;
     }
 }
 
 impl Writer {
     pub(crate) fn spawn(state: WriterState, timer: Option<AppendTimer>) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
-        let flusher = Flusher::spawn(state.tree.clone(), state.catalog.clone(), state.observer.clone())?;
-        let handle =
-            std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || run(state, flusher, rx))?;
+        let watchdog = Watchdog::spawn()?;
+        let flusher = Flusher::spawn(state.catalog.clone(), state.observer.clone(), watchdog.clone())?;
+        let handle = std::thread::Builder::new()
+            .name("herald-log-writer".into())
+            .spawn(move || run(state, flusher, watchdog, rx))?;
         Ok((Writer { tx, timer }, WriterThread(Some(handle))))
     }
 
@@ -319,45 +504,93 @@ impl Writer {
     /// Commits everything sent before, flushes and stops the thread; later appends fail
     /// with [`AppendError::Closed`].
     pub fn stop_blocking(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Msg::Stop(reply)).is_ok() {
-            let _ = rx.blocking_recv();
-        }
+        self.stop_within(Duration::from_secs(3600));
+    }
+
+    /// [`Writer::stop_blocking`], waiting at most `grace`; false if the writer did not
+    /// answer in time (it is stuck in a failing disk).
+    pub fn stop_within(&self, grace: Duration) -> bool {
+        let (done, stopped) = mpsc::channel();
+        let tx = self.tx.clone();
+        // The queue may be full behind a stuck writer: hand the stop over from a thread of
+        // its own, so this one can still give up in time.
+        let handed = std::thread::Builder::new().name("herald-log-stop".into()).spawn(move || {
+            let _ = tx.send(Msg::Stop(done));
+        });
+        // Disconnected: the writer has stopped already.
+        handed.is_ok() && matches!(stopped.recv_timeout(grace), Ok(()) | Err(RecvTimeoutError::Disconnected))
     }
 
     /// Runs compaction to completion as of `now` (milliseconds), between appends.
     pub fn compact_blocking(&self, now: u64) -> Result<CompactionReport, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Compact { now, reply }).map_err(|_| AppendError::Closed)?;
-        Ok(rx.blocking_recv().map_err(|_| AppendError::Closed)??)
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 }
 
 /// Where the observer is put once the delivery engine starts.
 pub(crate) type ObserverSlot = Arc<std::sync::OnceLock<Observer>>;
 
-fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
+/// A failure the writer must recover from: the groups caught in it (oldest first) and why.
+struct Fault {
+    caught: Vec<Group>,
+    why: String,
+    /// The flush never returned: the database cannot be given back.
+    wedged: bool,
+    /// A batch failed while being applied: the database's memory may hold half of it.
+    half_applied: bool,
+}
+
+fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx: Receiver<Msg>) {
     let mut next_compaction = Instant::now() + state.policy.interval;
     let mut compaction_behind = false;
     let mut last_callers = 0usize;
+    let mut quiet = Quiet::default();
     loop {
-        let wait =
+        let mut wait =
             if compaction_behind { Duration::ZERO } else { next_compaction.saturating_duration_since(Instant::now()) };
-        let first = match rx.recv_timeout(wait) {
+        if !state.store.health().takes_work() {
+            wait = wait.min(FULL_RECHECK);
+        }
+        let idle = match rx.try_recv() {
+            Ok(msg) => Ok(msg),
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                // Nothing to stage: let the group on its way finish first, so that a failed
+                // flush is dealt with now, not when the next caller comes.
+                if let Err(fault) = flusher.wait().map_err(fault_of) {
+                    if let Some(stop) = recover(&mut state, &rx, fault) {
+                        return stop_now(&mut flusher, &watchdog, &state, Some(stop));
+                    }
+                    continue;
+                }
+                rx.recv_timeout(wait)
+            }
+        };
+        let first = match idle {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
-                flusher.drain();
-                let now = now_millis();
-                match compaction::step(&mut state, now, compaction::STEP_RECORDS) {
+                recheck_room(&mut state);
+                if Instant::now() < next_compaction && !compaction_behind {
+                    continue;
+                }
+                match compact_step(&mut state, &mut flusher, &watchdog, now_millis(), None) {
                     Ok(report) => {
                         compaction_behind = !report.done;
                         if report.removed_records > 0 {
                             tracing::debug!(removed = report.removed_records, "compacted log");
                         }
                     }
-                    Err(e) => {
+                    Err(Stepped::Refused(e)) => {
                         compaction_behind = false;
-                        tracing::error!(error = %e, "log compaction failed");
+                        quiet.error("log compaction failed", &e.to_string());
+                    }
+                    Err(Stepped::Fault(fault)) => {
+                        compaction_behind = false;
+                        if let Some(stop) = recover(&mut state, &rx, fault) {
+                            return stop_now(&mut flusher, &watchdog, &state, Some(stop));
+                        }
                     }
                 }
                 if !compaction_behind {
@@ -371,6 +604,7 @@ fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
         let mut records = 0;
         let mut pending = Some(first);
         let mut stop = None;
+        let mut faulted = None;
         let linger_until = Instant::now() + LINGER;
         while let Some(msg) = pending.take() {
             match msg {
@@ -384,10 +618,25 @@ fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
                 }
                 Msg::Compact { now, reply } => {
                     // Commit what came before, so compaction sees it.
-                    commit_group(&mut state, &flusher, std::mem::take(&mut appends));
-                    flusher.drain();
+                    if let Err(fault) = commit_group(&mut state, &mut flusher, std::mem::take(&mut appends)) {
+                        faulted = Some(fault);
+                        let _ = reply.send(Err(AppendError::Storage("the log failed before compaction".into())));
+                        break;
+                    }
                     records = 0;
-                    let _ = reply.send(compaction::run_to_end(&state, now));
+                    match compact_to_end(&mut state, &mut flusher, &watchdog, now) {
+                        Ok(report) => {
+                            let _ = reply.send(Ok(report));
+                        }
+                        Err(Stepped::Refused(e)) => {
+                            let _ = reply.send(Err(e));
+                        }
+                        Err(Stepped::Fault(fault)) => {
+                            let _ = reply.send(Err(AppendError::Storage(fault.why.clone())));
+                            faulted = Some(fault);
+                            break;
+                        }
+                    }
                 }
             }
             if records < MAX_GROUP_RECORDS {
@@ -399,44 +648,115 @@ fn run(mut state: WriterState, mut flusher: Flusher, rx: Receiver<Msg>) {
             }
         }
         last_callers = appends.len();
-        commit_group(&mut state, &flusher, appends);
+        if faulted.is_none() {
+            if let Err(fault) = commit_group(&mut state, &mut flusher, appends) {
+                faulted = Some(fault);
+            }
+        } else {
+            fail_all(appends, "the log failed before this write; nothing was written");
+        }
+        if let Some(fault) = faulted {
+            if let Some(stop) = recover(&mut state, &rx, fault) {
+                return stop_now(&mut flusher, &watchdog, &state, Some(stop));
+            }
+        }
         if let Some(reply) = stop {
-            flusher.stop();
-            flush_and_stop(&state);
-            let _ = reply.send(());
-            return;
+            return stop_now(&mut flusher, &watchdog, &state, Some(reply));
         }
     }
-    flusher.stop();
-    flush_and_stop(&state);
+    stop_now(&mut flusher, &watchdog, &state, None);
 }
 
-fn flush_and_stop(state: &WriterState) {
-    if let Err(e) = state.tree.flush() {
-        tracing::error!(error = %e, "final log flush failed");
+/// Flushes what is on its way, stops the flusher and answers the stop.
+fn stop_now(flusher: &mut Flusher, watchdog: &Watchdog, state: &WriterState, reply: Option<mpsc::Sender<()>>) {
+    flusher.stop();
+    if let Ok(open) = state.store.current() {
+        if let Err(e) = flush_watched(watchdog, &open.tree) {
+            tracing::error!(error = %e, "final log flush failed");
+        }
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(());
     }
 }
 
-type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+fn fault_of(failed: FlushFailed) -> Fault {
+    match failed {
+        FlushFailed::Failed(group, why) => {
+            Fault { caught: group.into_iter().collect(), why, wedged: false, half_applied: false }
+        }
+        FlushFailed::Wedged(group) => Fault {
+            caught: group.into_iter().collect(),
+            why: format!("a flush did not return within {}s", FLUSH_GIVE_UP.as_secs()),
+            wedged: true,
+            half_applied: false,
+        },
+    }
+}
 
-fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Command, Reply)>) {
-    if appends.is_empty() {
+/// Tells every caller of a batch that it failed with nothing written.
+fn fail_all(appends: Vec<(Command, Reply)>, why: &str) {
+    for (_, reply) in appends {
+        let _ = reply.send(Err(AppendError::Storage(why.to_owned())));
+    }
+}
+
+/// While work is refused for want of space, whether there is room again.
+fn recheck_room(state: &mut WriterState) {
+    let health = state.store.health();
+    if health.takes_work() {
         return;
     }
+    let mut budget = state.room.budget(0);
+    if budget.admit(Admission::Work, 0).is_ok() {
+        health.set_full(false);
+    }
+}
+
+/// Stages, admits and applies one group, and hands it to the flusher. A storage failure
+/// comes back as a [`Fault`] holding every group it caught, for [`recover`].
+fn commit_group(state: &mut WriterState, flusher: &mut Flusher, appends: Vec<(Command, Reply)>) -> Result<(), Fault> {
+    if appends.is_empty() {
+        return Ok(());
+    }
+    let open = match state.store.current() {
+        Ok(open) => open,
+        Err(e) => {
+            fail_all(appends, &e.to_string());
+            return Ok(());
+        }
+    };
     let started = Instant::now();
     let first_seq = state.next_seq;
-    let mut txn = Txn::new(&state.tree);
+    let mut txn = Txn::new(&open.tree);
     let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
     let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut notes = state.observer.get().map(|_| Vec::new());
     let mut replies = Vec::with_capacity(appends.len());
+    let mut budget = state.room.budget(flusher.pending_bytes());
+    let mut bytes = 0;
+    let mut short_of_room = None;
     for (cmd, reply) in appends {
         replies.push(reply);
         let sp = txn.savepoint();
         let seq_before = state.next_seq;
         let kept_before = encoded.len();
         let notes_before = notes.as_ref().map_or(0, Vec::len);
-        let outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded, notes.as_mut());
+        let admission = cmd.admission;
+        let mut outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded, notes.as_mut());
+        if outcome.is_ok() {
+            let size: usize = encoded[kept_before..].iter().map(|(_, e)| e.len()).sum();
+            let estimate = room::estimate(size);
+            match budget.admit(admission, estimate) {
+                Ok(()) => bytes += estimate,
+                Err(no_room) => {
+                    if admission == Admission::Work {
+                        short_of_room = Some(no_room.clone());
+                    }
+                    outcome = Err(no_room.into());
+                }
+            }
+        }
         if outcome.is_err() {
             txn.rollback(sp);
             state.next_seq = seq_before;
@@ -447,6 +767,17 @@ fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Comman
         }
         outcomes.push(outcome);
     }
+    let health = state.store.health();
+    match &short_of_room {
+        Some(no_room) => {
+            if health.takes_work() {
+                tracing::warn!(%no_room, "the disk is full and the reserved space used up: writes are refused");
+            }
+            health.set_full(true);
+        }
+        None if bytes > 0 => health.set_full(false),
+        None => {}
+    }
     for (key, page) in pages::pack(&encoded) {
         txn.put(key, page);
     }
@@ -455,17 +786,38 @@ fn commit_group(state: &mut WriterState, flusher: &Flusher, appends: Vec<(Comman
     }
     let records = state.next_seq - first_seq;
     let (batch, changes) = txn.into_parts();
+    let group = Group {
+        changes,
+        notes: notes.unwrap_or_default(),
+        replies,
+        outcomes,
+        records,
+        started,
+        end_seq: state.next_seq - 1,
+        bytes,
+        applied: false,
+    };
+    // The group before must be durable (or known lost) before this one is applied.
+    if let Err(failed) = flusher.wait() {
+        let mut fault = fault_of(failed);
+        fault.caught.push(group);
+        return Err(fault);
+    }
+    if records == 0 && group.changes.is_empty() {
+        // Nothing to write (every command refused): answer at once, in order.
+        group.answer(&state.catalog, &state.observer);
+        return Ok(());
+    }
     let t = Instant::now();
-    match state.tree.apply_batch(batch) {
+    let mut group = group;
+    group.applied = true;
+    match open.tree.apply_batch(batch) {
         Ok(()) => {
             tracing::trace!(records, apply_us = t.elapsed().as_micros() as u64, "group applied");
-            flusher.send(Applied { changes, notes: notes.unwrap_or_default(), replies, outcomes, records, started });
+            flusher.send(open.tree.clone(), group);
+            Ok(())
         }
-        Err(e) => {
-            // Nothing of the group is in the tree (a batch is atomic): tell every caller.
-            tracing::error!(error = %e, "log group commit failed");
-            fail_all(replies, &e.to_string());
-        }
+        Err(e) => Err(Fault { caught: vec![group], why: e.to_string(), wedged: false, half_applied: true }),
     }
 }
 
@@ -493,4 +845,224 @@ fn stage(
     Ok(Appended { seqs })
 }
 
-type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// How a compaction step ended badly.
+enum Stepped {
+    /// Refused (no room) or unreadable: nothing was written.
+    Refused(AppendError),
+    Fault(Fault),
+}
+
+/// One compaction step (or a run to the end, with `cursors` of its own), committed like a
+/// group and flushed before it returns.
+fn compact_step(
+    state: &mut WriterState,
+    flusher: &mut Flusher,
+    watchdog: &Watchdog,
+    now: u64,
+    cursors: Option<&mut compaction::Cursors>,
+) -> Result<CompactionReport, Stepped> {
+    flusher.wait().map_err(|f| Stepped::Fault(fault_of(f)))?;
+    let open = state.store.current().map_err(|e| Stepped::Refused(e.into()))?;
+    let mut own = std::mem::take(&mut state.cursors);
+    let cursors_used = match cursors {
+        Some(c) => c,
+        None => &mut own,
+    };
+    let staged = compaction::step(&open.tree, &state.policy, now, compaction::STEP_RECORDS, cursors_used);
+    state.cursors = own;
+    let staged = staged.map_err(|e| Stepped::Refused(e.into()))?;
+    let Some((batch, changes)) = staged.batch else { return Ok(staged.report) };
+    let mut budget = state.room.budget(0);
+    budget.admit(Admission::Work, COMPACTION_ESTIMATE).map_err(|e| Stepped::Refused(e.into()))?;
+    let failed = |why: String, half_applied| Stepped::Fault(Fault { caught: Vec::new(), why, wedged: false, half_applied });
+    open.tree.apply_batch(batch).map_err(|e| failed(e.to_string(), true))?;
+    flush_watched(watchdog, &open.tree).map_err(|e| failed(e.to_string(), false))?;
+    Catalog::absorb_committed(&state.catalog, &changes);
+    Ok(staged.report)
+}
+
+/// Compaction steps until everything due as of `now` was examined.
+fn compact_to_end(
+    state: &mut WriterState,
+    flusher: &mut Flusher,
+    watchdog: &Watchdog,
+    now: u64,
+) -> Result<CompactionReport, Stepped> {
+    let mut total = CompactionReport::default();
+    let mut cursors = compaction::Cursors::default();
+    loop {
+        let r = compact_step(state, flusher, watchdog, now, Some(&mut cursors))?;
+        total.removed_records += r.removed_records;
+        total.removed_events += r.removed_events;
+        total.removed_deliveries += r.removed_deliveries;
+        if r.done {
+            total.done = true;
+            return Ok(total);
+        }
+    }
+}
+
+/// Waits for the readers of a database taken out of the store to finish with it, then drops
+/// it — on a thread of its own, since sled may flush, or hang, in its destructor — so that
+/// its file lock goes and it can be opened again.
+fn release(
+    old: Option<Arc<Open>>,
+    wedged: bool,
+    refuse_for: &dyn Fn(Duration, &mut Option<mpsc::Sender<()>>) -> bool,
+    stop: &mut Option<mpsc::Sender<()>>,
+) {
+    let Some(old) = old else { return };
+    let until = Instant::now() + RELEASE_WAIT;
+    while Arc::strong_count(&old) > 1 && Instant::now() < until && !wedged {
+        if !refuse_for(Duration::from_millis(5), stop) {
+            break;
+        }
+    }
+    let (dropped, gone) = mpsc::channel();
+    let _ = std::thread::Builder::new().name("herald-log-release".into()).spawn(move || {
+        drop(old);
+        let _ = dropped.send(());
+    });
+    if gone.recv_timeout(RELEASE_WAIT).is_err() {
+        tracing::error!("the failed database was not released; Herald must be restarted to write again");
+    }
+}
+
+/// Whether the data directory takes a write of what a reopen needs (sled's snapshot is a few
+/// kilobytes per thousand pages; 1 MiB, synced, is ample).
+fn can_write(dir: &std::path::Path) -> bool {
+    use std::io::Write;
+    let probe = dir.join("log").join("herald-write-probe");
+    let wrote = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; 1 << 20])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    wrote.is_ok()
+}
+
+/// Recovers from a storage fault (see the module docs): reopens the database from what is
+/// durable and answers the groups the fault caught by what it holds. Everything sent
+/// meanwhile is refused with nothing written. Returns a stop request that came meanwhile.
+fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<mpsc::Sender<()>> {
+    let Fault { caught, why, wedged, half_applied } = fault;
+    let health = state.store.health();
+    health.fail(why.clone());
+    tracing::error!(error = %why, caught = caught.len(), "a write to the log failed: reopening it from what is durable");
+    // A group never handed to sled is not in the log, whatever comes next.
+    let (mut caught, never): (Vec<Group>, Vec<Group>) = caught.into_iter().partition(|g| g.applied);
+    for group in never {
+        group.fail(|| AppendError::Storage(format!("{why}; this write is not in the log")));
+    }
+    let answer_by = Instant::now() + ANSWER_WITHIN;
+    let mut quiet = Quiet::default();
+    let answer_unknown = |caught: &mut Vec<Group>, why: &str| {
+        for group in caught.drain(..) {
+            group.fail(|| AppendError::Unknown(why.to_owned()));
+        }
+    };
+    // Refuses what arrives meanwhile; false when asked to stop.
+    let refuse_for = |wait: Duration, stop: &mut Option<mpsc::Sender<()>>| -> bool {
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Append(_, reply)) => {
+                let _ = reply.send(Err(AppendError::Storage("the log is being reopened after a storage failure".into())));
+                true
+            }
+            Ok(Msg::Compact { reply, .. }) => {
+                let _ = reply.send(Err(AppendError::Storage("the log is being reopened".into())));
+                true
+            }
+            Ok(Msg::Stop(reply)) => {
+                *stop = Some(reply);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        }
+    };
+    let mut stop = None;
+
+    // The poisoned database keeps serving reads until it can be replaced: what it holds in
+    // memory is whole batches (unless a batch failed half-way through being applied, and
+    // then it goes at once), at most one group ahead of what is durable.
+    let mut old = if half_applied { None } else { state.store.current().ok() };
+    if half_applied {
+        release(state.store.take(), wedged, &refuse_for, &mut stop);
+        if stop.is_some() {
+            answer_unknown(&mut caught, "Herald stopped before the log was reopened");
+            return stop;
+        }
+    }
+    let recovered = loop {
+        // Reopening writes a snapshot: only worth giving up the old database for once the
+        // disk takes writes again (the reserve gives room on a full one).
+        let feasible = old.is_none() || {
+            let writable = can_write(&state.dir);
+            if !writable && state.room.release() {
+                tracing::warn!("the disk is full: the reserved space goes to reopening the log");
+                can_write(&state.dir)
+            } else {
+                writable
+            }
+        };
+        if feasible {
+            if let Some(open) = old.take() {
+                drop(open);
+                release(state.store.take(), wedged, &refuse_for, &mut stop);
+                if stop.is_some() {
+                    answer_unknown(&mut caught, "Herald stopped before the log was reopened");
+                    return stop;
+                }
+            }
+            match super::open_and_recover(&state.dir, state.cache_bytes, state.queue_window) {
+                Ok(r) => break r,
+                Err(e) => {
+                    if matches!(e, OpenError::NoSpace { .. }) && state.room.release() {
+                        tracing::warn!("the disk is full: the reserved space goes to reopening the log");
+                        continue;
+                    }
+                    quiet.error("cannot reopen the log yet", &e.to_string());
+                }
+            }
+        } else {
+            quiet.error("the disk takes no writes yet; the log stays as it was", &why);
+        }
+        if Instant::now() >= answer_by {
+            answer_unknown(&mut caught, "the log could not be reopened to learn it");
+        }
+        if !refuse_for(REOPEN_RETRY, &mut stop) {
+            answer_unknown(&mut caught, "Herald stopped before the log was reopened");
+            return stop;
+        }
+    };
+
+    // A group is in the log iff the durable marker reaches it and every group before it is
+    // in: only then were its preconditions (and refusals) judged against what is durable.
+    let durable = super::applied_seq(&recovered.open.tree).unwrap_or(0);
+    let mut whole = true;
+    for group in caught {
+        whole &= group.end_seq <= durable;
+        if whole {
+            group.answer(&state.catalog, &state.observer);
+        } else {
+            group.fail(|| AppendError::Storage(format!("{why}; this write is not in the log")));
+        }
+    }
+    state.next_seq = recovered.last_seq + 1;
+    state.cursors = Default::default();
+    if let Ok(mut catalog) = state.catalog.write() {
+        *catalog = recovered.catalog;
+    }
+    state.store.put(Open { db: recovered.open.db, tree: recovered.open.tree });
+    health.recovered();
+    health.set_full(false);
+    tracing::warn!(
+        last_seq = recovered.last_seq,
+        unfinished = recovered.unfinished,
+        "the log was reopened from what is durable; writes are taken again"
+    );
+    if let Some(observe) = state.observer.get() {
+        observe(vec![Change::Reopened { queues: recovered.queues }]);
+    }
+    stop
+}

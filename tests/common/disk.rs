@@ -69,6 +69,16 @@ impl SmallDisk {
     pub fn release(&self) {
         let _ = std::fs::remove_file(&self.filler);
     }
+
+    /// Makes the file system `mib` MiB (what an operator does when a volume fills).
+    pub fn resize(&self, mib: u64) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount the tmpfs at {mib} MiB");
+    }
 }
 
 impl Drop for SmallDisk {
