@@ -253,7 +253,11 @@ fn ingest_answers_503_with_retry_after_below_min_free_disk_and_stores_nothing() 
     // More free space than any disk has: every ingest is refused.
     let env = [("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_MIN_FREE_DISK", "9000000000000000000")];
     let mut h = Herald::serve(dir.path(), &["--dev"], &env);
-    h.wait_ready();
+    // Up, and telling a load balancer to send ingest elsewhere.
+    wait_for("/readyz to say the disk is low", Duration::from_secs(30), || {
+        let (code, body) = h.get("/readyz");
+        code == 503 && body.contains("writes_failing") && body.contains("min_free_disk")
+    });
     webhook(&h, ADMIN, json!(["*"]), true);
     let a = post_raw(&h, ADMIN, br#"{"event":"new_lead","data":{}}"#, &[]);
     assert_eq!(a.status, 503, "{}", a.text);

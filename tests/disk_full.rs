@@ -158,6 +158,23 @@ fn load(h: &Herald, tag: &str, threads: usize, limit: Duration, until: &(dyn Fn(
     all.into_inner().unwrap()
 }
 
+/// Sends items again with the same `id` (their idempotency key): one acknowledged must be
+/// found (200, the same event id), one refused must not (202, a new event). A sample of each.
+fn every_answer_was_true(h: &Herald, runs: &[&Answers]) {
+    let again = |marker: &str| h.json("POST", "/api/v1/events", Some(ADMIN), &item(marker));
+    let acked: Vec<&(String, String)> = runs.iter().flat_map(|a| &a.acked).collect();
+    let refused: Vec<&String> = runs.iter().flat_map(|a| &a.refused).collect();
+    let step = |n: usize| (n / 200).max(1);
+    for (m, id) in acked.iter().step_by(step(acked.len())) {
+        let a = again(m);
+        assert_eq!((a.status, a.body["id"].as_str()), (200, Some(id.as_str())), "{m} was acknowledged: {}", a.text);
+    }
+    for m in refused.iter().step_by(step(refused.len())) {
+        let a = again(m);
+        assert_eq!(a.status, 202, "{m} was refused, so it must not be in the log: {}", a.text);
+    }
+}
+
 fn errors_logged(h: &Herald) -> usize {
     h.stderr().lines().filter(|l| l.contains("ERROR")).count()
 }
@@ -247,24 +264,7 @@ fn running_out_of_disk_while_serving_loses_nothing_and_recovers() {
     // Every answer was true: what was acknowledged is there, what was refused is not.
     let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env("0"));
     h.wait_ready();
-    let again = |marker: &str| h.json("POST", "/api/v1/events", Some(ADMIN), &item(marker));
-    for (m, id) in first.acked.iter().chain(&second.acked).step_by(53).take(200) {
-        let a = again(m);
-        assert_eq!((a.status, a.body["id"].as_str()), (200, Some(id.as_str())), "{m} was acknowledged: {}", a.text);
-    }
-    for m in first.refused.iter().chain(&second.refused).chain(&third.refused).step_by(29).take(200) {
-        let a = again(m);
-        assert_eq!(a.status, 202, "{m} was refused, so it must not be in the log: {}", a.text);
-    }
-    eprintln!(
-        "acked {}+{}, refused {}+{}+{}, unknown {}",
-        first.acked.len(),
-        second.acked.len(),
-        first.refused.len(),
-        second.refused.len(),
-        third.refused.len(),
-        second.unknown.len()
-    );
+    every_answer_was_true(&h, &[&first, &second, &third]);
     // The rows agree with the records: stats and lists count what is there.
     let stats = h.send("GET", "/api/v1/stats", Some(ADMIN), &[], None);
     assert_eq!(stats.body["dead_letters"], 0, "{}", stats.text);
@@ -285,4 +285,96 @@ fn running_out_of_disk_while_serving_loses_nothing_and_recovers() {
     let (events, deliveries) = (count("/api/v1/events"), count("/api/v1/deliveries"));
     assert_eq!(deliveries, events - first.acked.len(), "one delivery per event after the webhook, each listed once");
     assert!(events >= first.acked.len() + second.acked.len());
+}
+
+#[test]
+fn a_write_sled_cannot_make_is_answered_truthfully_and_the_log_reopens_by_itself() {
+    // A disk that fails every write, for as long as the test says: the real binary with a
+    // libc shim preloaded (tests/fault/enospc.c) that answers ENOSPC to writes under the
+    // data directory while a flag file exists — what no free-space check can foresee.
+    let work = tempfile::tempdir().unwrap();
+    let shim = work.path().join("libenospc.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fault/enospc.c"))
+        .arg("-ldl")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        let why = "a_write_sled_cannot_make: skipped: no C compiler (cc) to build the fault shim";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why} — under CI this test must run");
+        eprintln!("{why}");
+        return;
+    }
+    let data = work.path().join("data");
+    let flag = work.path().join("disk-fails");
+    let r = common::receiver::Receiver::start();
+    let env = [
+        ("HERALD_ADMIN_TOKEN", ADMIN),
+        ("HERALD_MIN_FREE_DISK", "0"),
+        ("HERALD_DISK_RESERVE", "0"),
+        ("HERALD_SHUTDOWN_GRACE", "4s"),
+        ("LD_PRELOAD", shim.to_str().unwrap()),
+        ("FAULT_FLAG", flag.to_str().unwrap()),
+        ("FAULT_DIR", data.to_str().unwrap()),
+    ];
+    let data_arg = data.to_str().unwrap();
+    let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env);
+    h.wait_ready();
+    create_webhook(&h, ADMIN, json!({"url": r.url("/in"), "events": ["*"]}));
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answers, during) = std::thread::scope(|s| {
+        let loading =
+            s.spawn(|| load(&h, "f", 3, Duration::from_secs(30), &|| stop.load(std::sync::atomic::Ordering::Relaxed)));
+        wait_for("some events in", Duration::from_secs(10), || r.count() >= 200);
+        std::fs::write(&flag, b"").unwrap();
+        wait_for("/readyz to say writes are failing", Duration::from_secs(10), || {
+            let (code, body) = h.get("/readyz");
+            code == 503 && body.contains("writes are failing")
+        });
+        let t = std::time::Instant::now();
+        let alive = h.get("/healthz").0;
+        let fast = t.elapsed();
+        // Reads go on while the disk fails (a delivery the receiver got names its event).
+        let event = r.hits()[0].json()["id"].as_str().unwrap().to_owned();
+        let read = h.send("GET", &format!("/api/v1/events/{event}"), Some(ADMIN), &[], None).status;
+        std::thread::sleep(Duration::from_millis(1500)); // the disk stays broken a while
+        std::fs::remove_file(&flag).unwrap();
+        wait_for("/readyz to answer 200 again", Duration::from_secs(15), || h.get("/readyz").0 == 200);
+        let after = h.json("POST", "/api/v1/events", Some(ADMIN), &item("after-the-fault"));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (loading.join().unwrap(), (alive, fast, read, after.status))
+    });
+    assert_eq!(during.0, 200, "healthz");
+    assert!(during.1 < Duration::from_secs(2), "healthz answered in {:?}", during.1);
+    assert_eq!(during.2, 200, "a durable event is readable while writes fail");
+    assert_eq!(during.3, 202, "writes are taken again once the disk is back, without a restart");
+    assert!(answers.other.is_empty(), "{:?}", answers.other);
+    assert!(!answers.acked.is_empty(), "some acknowledged");
+    assert!(!answers.refused.is_empty() || !answers.unknown.is_empty(), "the fault was felt");
+    // Every acknowledged delivery arrives (the actors start over from the reopened log).
+    wait_for("every delivery made", Duration::from_secs(60), || {
+        h.send("GET", "/api/v1/stats", Some(ADMIN), &[], None).body["pending"] == 0
+    });
+    let delivered: std::collections::HashSet<String> =
+        r.hits().iter().filter_map(|hit| hit.json()["id"].as_str().map(str::to_owned)).collect();
+    for (m, id) in &answers.acked {
+        assert!(delivered.contains(id), "{m} ({id}) was acknowledged and never delivered");
+    }
+    let logged = errors_logged(&h);
+    assert!(logged <= 30, "a repeating failure is logged once per interval: {logged}\n{}", h.stderr());
+
+    let mut h = h;
+    let t = std::time::Instant::now();
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(10)).success());
+    assert!(t.elapsed() < Duration::from_secs(6), "stopped in {:?}", t.elapsed());
+    let (code, out, err) = run(work.path(), &["--data-dir", data_arg, "verify"], &[]);
+    assert_eq!(code, 0, "verify is clean after the fault: {out}{err}");
+    let h = Herald::serve(work.path(), &["--dev", "--data-dir", data_arg], &env);
+    h.wait_ready();
+    every_answer_was_true(&h, &[&answers]);
+    eprintln!("acked {}, refused {}, unknown {}", answers.acked.len(), answers.refused.len(), answers.unknown.len());
 }

@@ -222,7 +222,8 @@ impl Inner {
                     // deliveries without one gets one, as at start-up.
                     for (id, r) in routes.iter_mut() {
                         let window = queues.remove(id).unwrap_or_default();
-                        let status = self.shared.catalog.read().ok().and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
+                        let status =
+                            self.shared.catalog.read().ok().and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
                         r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
                     }
                     for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {

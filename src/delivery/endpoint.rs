@@ -323,9 +323,11 @@ impl Endpoint {
     }
 
     fn refill(&mut self) {
-        let found = self.shared.store.tree().and_then(|tree| {
-            log::due_window_from(&tree, &self.webhook.id, self.queue.window(), self.intake_from)
-        });
+        let found = self
+            .shared
+            .store
+            .tree()
+            .and_then(|tree| log::due_window_from(&tree, &self.webhook.id, self.queue.window(), self.intake_from));
         match found {
             Ok((found, from)) => {
                 self.intake_from = Some(from);

@@ -47,7 +47,8 @@ pub fn record(writer: &Writer, records: Vec<Record>) -> oneshot::Receiver<bool> 
             });
             let committed = writer.submit(Command::new(records)).await;
             if let Err(e) = &committed {
-                static LOGGED: crate::telemetry::Every = crate::telemetry::Every::new(std::time::Duration::from_secs(30));
+                static LOGGED: crate::telemetry::Every =
+                    crate::telemetry::Every::new(std::time::Duration::from_secs(30));
                 if let Some(held_back) = LOGGED.due(crate::model::now_millis()) {
                     tracing::error!(error = %e, callers = waiting.len(), held_back, "cannot record attempts");
                 }

@@ -61,11 +61,14 @@ pub(crate) struct Cursors {
     superseded: Option<Vec<u8>>,
 }
 
+/// The rows a step removes (`None`: a deletion), for the catalog.
+pub(crate) type Removals = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// One step's removals, staged: the writer admits, applies and flushes them like a group.
 pub(crate) struct Staged {
     pub report: CompactionReport,
     /// `None` when the step found nothing to remove.
-    pub batch: Option<(sled::Batch, BTreeMap<Vec<u8>, Option<Vec<u8>>>)>,
+    pub batch: Option<(sled::Batch, Removals)>,
 }
 
 /// Stages one bounded step of compaction over `tree`, continuing from `cursors` (and

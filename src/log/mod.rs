@@ -49,9 +49,9 @@ pub use compaction::{CompactionPolicy, CompactionReport};
 pub use notify::{Change, Observer};
 pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
 pub use record::Record;
-pub use window::{due_window, due_window_from, Queued};
 pub use room::Admission;
 pub use store::{Health, Store};
+pub use window::{due_window, due_window_from, Queued};
 pub use writer::{AppendError, AppendTimer, Appended, Command, Rejection, Writer};
 
 use crate::model::{IdKey, WebhookId};

@@ -83,14 +83,7 @@ impl Room {
     pub fn new(dir: &Path, reserve: u64, min_free: u64) -> Room {
         let reserve_path = dir.join(RESERVE_FILE);
         let held = std::fs::metadata(&reserve_path).map(|m| m.len()).unwrap_or(0);
-        let mut room = Room {
-            dir: dir.to_owned(),
-            reserve_path,
-            reserve,
-            held,
-            min_free,
-            next_regrow: Instant::now(),
-        };
+        let mut room = Room { dir: dir.to_owned(), reserve_path, reserve, held, min_free, next_regrow: Instant::now() };
         if held > reserve {
             room.shrink_to(reserve);
         }

@@ -290,13 +290,17 @@ struct Flusher {
 /// How a wait for the group on its way ended badly.
 enum FlushFailed {
     /// The flush failed: the group (if still unanswered).
-    Failed(Option<Group>, String),
+    Failed(Option<Box<Group>>, String),
     /// The flush never returned.
-    Wedged(Option<Group>),
+    Wedged(Option<Box<Group>>),
 }
 
 impl Flusher {
-    fn spawn(catalog: Arc<RwLock<Catalog>>, observer: ObserverSlot, watchdog: Arc<Watchdog>) -> std::io::Result<Flusher> {
+    fn spawn(
+        catalog: Arc<RwLock<Catalog>>,
+        observer: ObserverSlot,
+        watchdog: Arc<Watchdog>,
+    ) -> std::io::Result<Flusher> {
         let (tx, rx) = mpsc::sync_channel::<(sled::Tree, Handed)>(1);
         let (done_tx, done) = mpsc::channel();
         let handle = std::thread::Builder::new().name("herald-log-flush".into()).spawn(move || {
@@ -350,7 +354,7 @@ impl Flusher {
     /// Waits until the group on its way (if any) is flushed and answered.
     fn wait(&mut self) -> Result<(), FlushFailed> {
         let Some((handed, _)) = self.outstanding.take() else { return Ok(()) };
-        let take = || handed.lock().ok().and_then(|mut g| g.take());
+        let take = || handed.lock().ok().and_then(|mut g| g.take()).map(Box::new);
         match self.done.recv_timeout(FLUSH_GIVE_UP) {
             Ok(Flushed::Done) => Ok(()),
             Ok(Flushed::Failed(why)) => Err(FlushFailed::Failed(take(), why)),
@@ -538,8 +542,6 @@ struct Fault {
     why: String,
     /// The flush never returned: the database cannot be given back.
     wedged: bool,
-    /// A batch failed while being applied: the database's memory may hold half of it.
-    half_applied: bool,
 }
 
 fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx: Receiver<Msg>) {
@@ -683,13 +685,12 @@ fn stop_now(flusher: &mut Flusher, watchdog: &Watchdog, state: &WriterState, rep
 fn fault_of(failed: FlushFailed) -> Fault {
     match failed {
         FlushFailed::Failed(group, why) => {
-            Fault { caught: group.into_iter().collect(), why, wedged: false, half_applied: false }
+            Fault { caught: group.into_iter().map(|g| *g).collect(), why, wedged: false }
         }
         FlushFailed::Wedged(group) => Fault {
-            caught: group.into_iter().collect(),
+            caught: group.into_iter().map(|g| *g).collect(),
             why: format!("a flush did not return within {}s", FLUSH_GIVE_UP.as_secs()),
             wedged: true,
-            half_applied: false,
         },
     }
 }
@@ -817,7 +818,7 @@ fn commit_group(state: &mut WriterState, flusher: &mut Flusher, appends: Vec<(Co
             flusher.send(open.tree.clone(), group);
             Ok(())
         }
-        Err(e) => Err(Fault { caught: vec![group], why: e.to_string(), wedged: false, half_applied: true }),
+        Err(e) => Err(Fault { caught: vec![group], why: e.to_string(), wedged: false }),
     }
 }
 
@@ -874,9 +875,9 @@ fn compact_step(
     let Some((batch, changes)) = staged.batch else { return Ok(staged.report) };
     let mut budget = state.room.budget(0);
     budget.admit(Admission::Work, COMPACTION_ESTIMATE).map_err(|e| Stepped::Refused(e.into()))?;
-    let failed = |why: String, half_applied| Stepped::Fault(Fault { caught: Vec::new(), why, wedged: false, half_applied });
-    open.tree.apply_batch(batch).map_err(|e| failed(e.to_string(), true))?;
-    flush_watched(watchdog, &open.tree).map_err(|e| failed(e.to_string(), false))?;
+    let failed = |why: String| Stepped::Fault(Fault { caught: Vec::new(), why, wedged: false });
+    open.tree.apply_batch(batch).map_err(|e| failed(e.to_string()))?;
+    flush_watched(watchdog, &open.tree).map_err(|e| failed(e.to_string()))?;
     Catalog::absorb_committed(&state.catalog, &changes);
     Ok(staged.report)
 }
@@ -945,7 +946,7 @@ fn can_write(dir: &std::path::Path) -> bool {
 /// durable and answers the groups the fault caught by what it holds. Everything sent
 /// meanwhile is refused with nothing written. Returns a stop request that came meanwhile.
 fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<mpsc::Sender<()>> {
-    let Fault { caught, why, wedged, half_applied } = fault;
+    let Fault { caught, why, wedged } = fault;
     let health = state.store.health();
     health.fail(why.clone());
     tracing::error!(error = %why, caught = caught.len(), "a write to the log failed: reopening it from what is durable");
@@ -965,7 +966,8 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
     let refuse_for = |wait: Duration, stop: &mut Option<mpsc::Sender<()>>| -> bool {
         match rx.recv_timeout(wait) {
             Ok(Msg::Append(_, reply)) => {
-                let _ = reply.send(Err(AppendError::Storage("the log is being reopened after a storage failure".into())));
+                let _ =
+                    reply.send(Err(AppendError::Storage("the log is being reopened after a storage failure".into())));
                 true
             }
             Ok(Msg::Compact { reply, .. }) => {
@@ -982,17 +984,10 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
     };
     let mut stop = None;
 
-    // The poisoned database keeps serving reads until it can be replaced: what it holds in
-    // memory is whole batches (unless a batch failed half-way through being applied, and
-    // then it goes at once), at most one group ahead of what is durable.
-    let mut old = if half_applied { None } else { state.store.current().ok() };
-    if half_applied {
-        release(state.store.take(), wedged, &refuse_for, &mut stop);
-        if stop.is_some() {
-            answer_unknown(&mut caught, "Herald stopped before the log was reopened");
-            return stop;
-        }
-    }
+    // The poisoned database keeps serving reads until it can be replaced: what is durable
+    // in it reads as ever, and what the failure caught (one group, perhaps half of it if it
+    // failed while being applied) goes with it when it is replaced.
+    let mut old = state.store.current().ok();
     let recovered = loop {
         // Reopening writes a snapshot: only worth giving up the old database for once the
         // disk takes writes again (the reserve gives room on a full one).
