@@ -113,6 +113,17 @@ pub struct Config {
     /// How long a webhook's actor stays up with nothing to send before it stops; its next
     /// delivery starts it again (not in SPEC's table: idle webhooks then cost no actor).
     pub actor_idle: Dur,
+    /// Connections that may do API work at once (not in SPEC's table: one client must not
+    /// take every descriptor).
+    pub max_connections: u32,
+    /// Connections beyond `max_connections` kept for `/healthz`, `/readyz` and `/metrics`.
+    pub ops_connections: u32,
+    /// How long a request's body may take to arrive, from the start of the request.
+    pub body_read_timeout: Dur,
+    /// Memory for request bodies in progress over the whole node, counted as what reading
+    /// and parsing them may cost (their size times 6); over it, requests wait up to 2 s,
+    /// then get 503 with `Retry-After`.
+    pub max_body_memory: u64,
 }
 
 impl Default for Config {
@@ -153,6 +164,10 @@ impl Default for Config {
             compaction_interval: secs(60),
             hosts_file: None,
             actor_idle: secs(60),
+            max_connections: 10_000,
+            ops_connections: 64,
+            body_read_timeout: secs(30),
+            max_body_memory: 536_870_912,
         }
     }
 }
@@ -206,6 +221,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("compaction_interval", Kind::Text),
     ("hosts_file", Kind::Text),
     ("actor_idle", Kind::Text),
+    ("max_connections", Kind::Int),
+    ("ops_connections", Kind::Int),
+    ("body_read_timeout", Kind::Text),
+    ("max_body_memory", Kind::Int),
 ];
 
 /// Environment variables that are not configuration keys but belong to Herald.
@@ -312,6 +331,7 @@ impl Config {
             ("disable_after", self.disable_after),
             ("compaction_interval", self.compaction_interval),
             ("actor_idle", self.actor_idle),
+            ("body_read_timeout", self.body_read_timeout),
         ];
         for (name, d) in positive {
             if d.0.is_zero() {
@@ -332,6 +352,12 @@ impl Config {
         }
         if self.ingest_rate_limit == Some(0) {
             return bad("ingest_rate_limit: must be at least 1 (leave it unset for no limit)".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections: must be at least 1".into());
+        }
+        if self.max_body_memory < self.max_batch_bytes {
+            return bad("max_body_memory: must be at least max_batch_bytes (one batch must fit)".into());
         }
         if self.max_pending_per_webhook == 0 {
             return bad("max_pending_per_webhook: must be at least 1".into());
@@ -461,7 +487,7 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 35, "every field has an env kind");
+        assert_eq!(KEYS.len(), 39, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
             let optional = matches!(*key, "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file");

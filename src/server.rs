@@ -178,6 +178,31 @@ pub fn issue_admin_token(log: &Log) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Raises this process's limit on open descriptors (its soft limit, up to the hard one) so
+/// that the connections it may hold fit, with room for the log's files; says so if they
+/// cannot.
+fn raise_descriptor_limit(connections: usize) {
+    let wanted = connections as u64 + 1024;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = wanted.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    if lim.rlim_cur < wanted {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            needed = wanted,
+            "the descriptor limit (ulimit -n) is below max_connections + ops_connections + 1024: lower max_connections or raise the limit"
+        );
+    }
+}
+
 /// Runs Herald until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
@@ -186,10 +211,44 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let metrics = Arc::new(crate::metrics::Metrics::new(&config).map_err(|e| StartError::Metrics(e.to_string()))?);
         let shared = web::Data::new(Shared::new(config.clone(), metrics.clone()));
         let for_app = shared.clone();
+        let limits = Arc::new(crate::api::limits::Limits::new(
+            config.max_connections as usize,
+            config.body_read_timeout.0,
+            config.max_body_memory,
+            crate::api::limits::Largest {
+                event: config.max_payload_bytes + crate::api::events::ENVELOPE_BYTES as u64,
+                batch: config.max_batch_bytes,
+                management: crate::api::MANAGEMENT_BODY_BYTES as u64,
+            },
+        ));
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let connections = (config.max_connections as usize + config.ops_connections as usize).div_ceil(workers);
+        raise_descriptor_limit(connections * workers);
+        let (for_routes, for_connect) = (limits.clone(), limits.clone());
         let server = HttpServer::new(move || {
             let metrics = metrics.clone();
+            let limits = for_routes.clone();
             App::new()
                 .app_data(for_app.clone())
+                .wrap(actix_web::middleware::from_fn(move |mut req, next: actix_web::middleware::Next<_>| {
+                    let limits = limits.clone();
+                    async move {
+                        use actix_web::ResponseError;
+                        match limits.admit(&mut req).await {
+                            Ok(share) => {
+                                let res = next.call(req).await?;
+                                // The body is read and parsed: its share of the budget goes back.
+                                drop(share);
+                                Ok(res.map_into_left_body())
+                            }
+                            Err(refused) => {
+                                let mut res = refused.error_response();
+                                res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                                Ok(req.into_response(res).map_into_right_body())
+                            }
+                        }
+                    }
+                }))
                 .wrap_fn(move |req, srv| {
                     let started = std::time::Instant::now();
                     let metrics = metrics.clone();
@@ -211,6 +270,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .shutdown_timeout(config.shutdown_grace.0.as_secs().max(1))
         // Herald takes the signals itself, to know when the grace began.
         .disable_signals()
+        .workers(workers)
+        .max_connections(connections)
+        // A connection refused for the cap is closed without waiting long for the client
+        // to close its side (it holds a slot meanwhile).
+        .client_disconnect_timeout(Duration::from_millis(250))
+        .on_connect(move |_, data| {
+            data.insert(for_connect.connected());
+        })
         .bind(addr)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         for bound in server.addrs() {

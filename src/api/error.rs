@@ -69,7 +69,7 @@ error_answers! {
     /// Every authenticated route.
     Unauthenticated:
         "401" => "No bearer token, or one that is not a live API key or the admin token",
-        "503" => "Recovering its log, shutting down, storage failing, or (ingest) below min_free_disk; see Retry-After";
+        "503" => "Recovering its log, shutting down, storage failing, (ingest) below min_free_disk, too many connections, or request bodies filling max_body_memory; see Retry-After";
     /// Admin-only routes, for an API key.
     AdminOnly: "403" => "Only the admin token may call this route";
     /// Routes naming a resource that may not exist (or belongs to another account).
@@ -77,6 +77,7 @@ error_answers! {
     /// Routes taking a JSON body.
     BadBody:
         "400" => "The body is not well-formed JSON",
+        "408" => "The body did not arrive within body_read_timeout",
         "413" => "The body is larger than allowed",
         "415" => "Content-Type is not application/json",
         "422" => "A field is missing, of the wrong type or out of range (`field` names it)";
@@ -102,6 +103,15 @@ impl ApiError {
             retry_after: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Herald is recovering its log")
         }
+    }
+
+    /// A body that did not arrive within `body_read_timeout`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive within body_read_timeout",
+        )
     }
 
     /// `/readyz` while the log takes no writes (or ingest is refused for space).
@@ -196,6 +206,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
         }
         J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        J::Payload(p) if super::limits::is_timeout(p) => ApiError::body_timeout(),
         other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
     };
     api.into()

@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Room for the envelope around `data` in a single-event body.
-const ENVELOPE_BYTES: usize = 64 * 1024;
+pub const ENVELOPE_BYTES: usize = 64 * 1024;
 
 /// An event to deliver to every webhook of the account that subscribes to its name.
 #[derive(Deserialize, ToSchema)]
@@ -88,13 +88,28 @@ pub struct EventDetail {
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 in the SPEC's error format (actix's own
-/// limit would answer in plain text).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// limit would answer in plain text). A declared `Content-Length` over the limit was refused
+/// before this (see [`super::limits`]); one under it sizes the buffer once.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     use futures_util::StreamExt;
     let too_large = || ApiError::from(DomainError::TooLarge(format!("body is larger than {limit} bytes")));
-    let mut buf = web::BytesMut::new();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+        let chunk = chunk.map_err(|e| {
+            if super::limits::is_timeout(&e) {
+                ApiError::body_timeout()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
+            }
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -199,7 +214,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
     disk_room(&auth)?;
     rate_limit(&auth, 1)?;
     let rules = rules(&auth);
-    let body = read_body(payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
+    let body = read_body(&req, payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
     let key = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(v) => {
@@ -221,7 +236,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
     disk_room(&auth)?;
-    let body = read_body(payload, auth.engine.config.max_batch_bytes as usize).await?;
+    let body = read_body(&req, payload, auth.engine.config.max_batch_bytes as usize).await?;
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -5,6 +5,8 @@
 //! - [`auth`] — bearer token → caller.
 //! - [`accounts`] — accounts and API keys (admin).
 //! - [`health`] — `/healthz`, `/readyz`.
+//! - [`limits`] — what one client may take of the node: connections, time to send a body,
+//!   memory for bodies.
 //! - [`metrics`] — `/metrics`.
 //! - [`events`] — event ingest (single, batch), listing and reading events.
 //! - [`deliveries`] — delivery lists, one delivery with its attempts, retry.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod page;
 pub mod stats;
@@ -33,12 +36,14 @@ use error::ApiError;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Largest body of a management request (accounts, keys, webhooks).
-const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
+pub const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
 
 /// Every status the API answers with (SPEC §3, and 308 from `/docs` to `/docs/`), for the
 /// metrics' `status` label.
-pub const STATUSES: &[&str] =
-    &["200", "201", "202", "204", "308", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"];
+pub const STATUSES: &[&str] = &[
+    "200", "201", "202", "204", "308", "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "500",
+    "503",
+];
 /// The metrics' `route` label of a request no route took.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
