@@ -5,7 +5,7 @@
 //! - Every key has a default, so `herald serve` runs with no configuration at all.
 //! - An unknown key (in the file or as a `HERALD_*` variable) or an invalid value stops
 //!   start-up with a message naming the key; nothing is silently ignored.
-//! - Secrets (`admin_token`, `metrics_token`) never leave this module unredacted except
+//! - Secrets (`admin_token`, `metrics_token`, `seal_key`) never leave this module unredacted except
 //!   through their typed accessors; `Display`/`herald config` print them as `<redacted>`.
 
 use ipnet::IpNet;
@@ -124,6 +124,13 @@ pub struct Config {
     /// and parsing them may cost (their size times 6); over it, requests wait up to 2 s,
     /// then get 503 with `Retry-After`.
     pub max_body_memory: u64,
+    /// The keyring that seals secrets at rest, inline (`<id> <base64 key>` pairs, separated
+    /// by newlines or commas; the first seals). Secret: never printed.
+    pub seal_key: Option<String>,
+    /// The keyring's file when `seal_key` is unset; default `<data_dir>.seal-key` beside the
+    /// data directory (or `$CREDENTIALS_DIRECTORY/herald-seal-key` under systemd), generated
+    /// with mode 0600 on first start.
+    pub seal_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -168,6 +175,8 @@ impl Default for Config {
             ops_connections: 64,
             body_read_timeout: secs(30),
             max_body_memory: 536_870_912,
+            seal_key: None,
+            seal_key_file: None,
         }
     }
 }
@@ -225,6 +234,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("ops_connections", Kind::Int),
     ("body_read_timeout", Kind::Text),
     ("max_body_memory", Kind::Int),
+    ("seal_key", Kind::Text),
+    ("seal_key_file", Kind::Text),
 ];
 
 /// Environment variables that are not configuration keys but belong to Herald.
@@ -385,11 +396,21 @@ impl Config {
         };
         redact(&mut shown.admin_token);
         redact(&mut shown.metrics_token);
+        redact(&mut shown.seal_key);
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not an address", self.listen)))
+    }
+
+    /// Where the keyring that seals secrets at rest comes from.
+    pub fn key_source(&self) -> crate::seal::KeySource {
+        match (&self.seal_key, &self.seal_key_file) {
+            (Some(inline), _) => crate::seal::KeySource::Inline(inline.clone()),
+            (None, Some(file)) => crate::seal::KeySource::File(file.clone()),
+            (None, None) => crate::seal::KeySource::File(crate::seal::default_key_file(&self.data_dir)),
+        }
     }
 
     /// Where webhooks may point, and how their names resolve.
@@ -487,10 +508,13 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 39, "every field has an env kind");
+        assert_eq!(KEYS.len(), 41, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
-            let optional = matches!(*key, "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file");
+            let optional = matches!(
+                *key,
+                "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file" | "seal_key" | "seal_key_file"
+            );
             assert!(optional || printed.contains_key(*key), "{key} is printed");
         }
     }

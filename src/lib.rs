@@ -21,6 +21,7 @@
 //! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
 //! - [`safety`]: which targets Herald may send to (SPEC §6).
+//! - [`seal`]: secrets sealed at rest — the keyring, sealing and opening values.
 //! - [`delivery`]: getting events to endpoints — one actor per webhook (queue, retries,
 //!   circuit breaker), the dispatcher that feeds them from the log, the wire format and
 //!   signatures, the retry schedule, the sender (connect-time address check, no redirects,
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod model;
 pub mod ratelimit;
 pub mod safety;
+pub mod seal;
 pub mod server;
 pub mod stats;
 pub mod telemetry;

@@ -60,6 +60,18 @@ enum Cmd {
     /// Check a stopped node's log: every record's checksum, and the stored projection
     /// against a fresh fold of the records.
     Verify,
+    /// Rewrite a stopped node's log into a new data directory with every secret and custom
+    /// header value sealed (for a directory an older Herald wrote in clear).
+    Seal {
+        /// The new data directory (must not hold a log yet).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Manage the keyring that seals secrets at rest.
+    SealKey {
+        #[command(subcommand)]
+        action: SealKeyAction,
+    },
     /// Append a mixed load to the log until killed (crash tests).
     #[command(hide = true)]
     StressLog {
@@ -70,6 +82,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum SealKeyAction {
+    /// Put a new sealing key in front of the key file's keys (the old ones still open what
+    /// they sealed; `herald seal` reseals everything with the new one).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -131,9 +150,51 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             for (_, why) in herald::server::outdated_webhooks(&loaded.catalog, &config.target_policy()) {
                 println!("notice: {why}");
             }
+            if let Some(notice) = herald::server::clear_values_notice(&loaded.catalog) {
+                println!("notice: {notice}");
+            }
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Cmd::Seal { to } => {
+            // What the old directory holds sealed opens with its keyring (if it has one);
+            // the new one is sealed with the keyring its own configuration names.
+            let from = config.data_dir.clone();
+            let old_ring = match from.join(herald::seal::CANARY_FILE).exists() {
+                true => Some(herald::seal::load(&config.key_source(), &from)?),
+                false => None,
+            };
+            let to_config = herald::config::Config { data_dir: to.clone(), ..config.clone() };
+            let new_ring = herald::seal::load(&to_config.key_source(), &to)?;
+            let open = old_ring.as_ref().unwrap_or(&new_ring);
+            let done =
+                herald::log::rewrite::rewrite(&from, &to, |r| herald::webhooks::sealed_record(r, open, &new_ring))?;
+            println!(
+                "rewrote {} records into {} ({} with secrets now sealed, key {}).
+                 The old directory {} still holds them in clear (sled keeps old copies in its                  segments): start Herald on the new one, then delete the old one for good.",
+                done.records,
+                to.display(),
+                done.changed,
+                new_ring.ids()[0],
+                from.display()
+            );
+        }
+        Cmd::SealKey { action: SealKeyAction::Rotate } => {
+            let herald::seal::KeySource::File(path) = config.key_source() else {
+                return Err(
+                    "seal_key is set inline: rotate it there (a new `<id> <key>` first, the old ones after)".into()
+                );
+            };
+            let ring = herald::seal::load(&herald::seal::KeySource::File(path.clone()), &config.data_dir)?;
+            let rotated = ring.rotated();
+            herald::seal::write_private(&path, &rotated.to_text())?;
+            println!(
+                "{}: new sealing key {} (kept: {}). Back the file up apart from the data directory;                  running nodes take it at their next start.",
+                path.display(),
+                rotated.ids()[0],
+                ring.ids().join(", ")
+            );
         }
         Cmd::StressLog { writers, records, seed } => {
             let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;

@@ -373,7 +373,8 @@ pub enum Method {
 /// A signing secret and, once superseded by a rotation, when it stops signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
-    pub value: String,
+    /// Sealed before it is stored (see [`crate::seal`]).
+    pub value: crate::seal::SealedText,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
 }
@@ -395,7 +396,8 @@ pub struct Webhook {
     pub max_retries: u32,
     pub timeout_ms: u64,
     pub method: Method,
-    pub headers: Vec<(String, String)>,
+    /// Custom headers: names in clear, values sealed before they are stored.
+    pub headers: Vec<(String, crate::seal::SealedText)>,
     pub signature_header: String,
     pub signature_prefix: String,
     pub ordered: bool,

@@ -34,6 +34,8 @@ pub enum StartError {
     Append(#[from] crate::log::AppendError),
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 /// What recovery reported, kept for `/readyz` and the logs.
@@ -59,6 +61,8 @@ pub struct Engine {
     pub target: crate::safety::TargetPolicy,
     /// The delivery actors.
     pub delivery: Dispatcher,
+    /// Seals secrets and header values at rest, and opens them to send and to show.
+    pub keyring: Arc<crate::seal::Keyring>,
 }
 
 /// State every handler sees.
@@ -86,10 +90,9 @@ type Waiting = HashMap<WebhookId, Vec<Queued>>;
 
 /// Opens and recovers the log and makes sure an admin credential exists; the deliveries
 /// found waiting are returned for the actors. Blocking: runs off the actix threads.
-pub fn open_log(
-    config: &Config,
-    metrics: &Arc<crate::metrics::Metrics>,
-) -> Result<(Log, Waiting, RecoverySummary), StartError> {
+pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Result<Opened, StartError> {
+    // The key first: a data directory whose key is missing does not start at all.
+    let keyring = Arc::new(crate::seal::load(&config.key_source(), &config.data_dir)?);
     let options = crate::log::LogOptions { append_timer: metrics.log_append_timer(), ..config.log_options() };
     let (log, recovery) = Log::open(&config.data_dir, options)?;
     let summary = RecoverySummary {
@@ -112,8 +115,11 @@ pub fn open_log(
         for (id, why) in outdated_webhooks(&catalog, &config.target_policy()) {
             tracing::warn!(webhook_id = %id, "{why}");
         }
+        if let Some(notice) = clear_values_notice(&catalog) {
+            tracing::warn!("{notice}");
+        }
     }
-    Ok((log, recovery.queues, summary))
+    Ok(Opened { log, waiting: recovery.queues, recovery: summary, keyring })
 }
 
 /// Live webhooks that a rule added since they were stored refuses, with what it refuses
@@ -141,17 +147,34 @@ pub fn outdated_webhooks(
     found
 }
 
+/// Said at start and by `herald verify` when webhooks hold secrets an older Herald stored in
+/// clear (they keep working; new writes are sealed).
+pub fn clear_values_notice(catalog: &crate::log::Catalog) -> Option<String> {
+    let n = catalog.webhooks.values().filter(|row| crate::webhooks::holds_clear_values(&row.webhook)).count();
+    (n > 0).then(|| {
+        format!(
+            "{n} webhook(s) hold secrets or header values stored in clear by an older Herald; \
+             `herald seal --to <new data dir>` rewrites the log with everything sealed"
+        )
+    })
+}
+
 /// Starts the delivery actors on the recovered log. Runs inside the actix system.
-pub fn start_engine(
-    config: Arc<Config>,
-    metrics: Arc<crate::metrics::Metrics>,
-    (log, waiting, recovery): (Log, Waiting, RecoverySummary),
-) -> Engine {
+pub fn start_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>, opened: Opened) -> Engine {
+    let Opened { log, waiting, recovery, keyring } = opened;
     let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
     let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk);
-    let delivery = Dispatcher::start(&log, waiting, config.delivery_policy(), metrics.clone());
+    let delivery = Dispatcher::start(&log, waiting, config.delivery_policy(), metrics.clone(), keyring.clone());
     let target = config.target_policy();
-    Engine { config, log, recovery, ingest_limiter, disk, metrics, target, delivery }
+    Engine { config, log, recovery, ingest_limiter, disk, metrics, target, delivery, keyring }
+}
+
+/// A recovered log, what it found waiting, and the keyring that opens its secrets.
+pub struct Opened {
+    pub log: Log,
+    pub waiting: Waiting,
+    pub recovery: RecoverySummary,
+    pub keyring: Arc<crate::seal::Keyring>,
 }
 
 /// On first start without a configured admin token, issues one and prints it once.

@@ -11,6 +11,8 @@
 //!   rules now refuse), is reported ([`violations`]), and must satisfy every rule on its next
 //!   edit.
 //! - A masked value ([`header_rules::MASK`]) sent back in an edit keeps the stored value.
+//! - Secrets and header values are sealed ([`crate::seal`]) before the record that carries
+//!   them is made: the log never sees them in clear.
 
 use crate::error::DomainError;
 use crate::header_rules::{self, MASK};
@@ -18,6 +20,7 @@ use crate::log::rows::{Rows, Txn};
 use crate::log::{keys, Command, Log, Record, Rejection, StatusRow, WebhookRow};
 use crate::model::*;
 use crate::safety::TargetPolicy;
+use crate::seal::{Keyring, SealedText};
 use rand::RngCore;
 
 pub const MAX_NAME: usize = 100;
@@ -56,6 +59,8 @@ pub struct WebhookInput {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub policy: TargetPolicy,
+    /// Seals secrets and header values before they are stored.
+    pub keyring: std::sync::Arc<crate::seal::Keyring>,
     pub default_max_retries: u32,
     pub default_timeout_ms: u64,
     pub max_per_account: u32,
@@ -126,15 +131,19 @@ fn headers(list: &[(String, String)], signature_header: &str) -> Result<Vec<(Str
 
 /// The headers an edit asks for, with every masked credential value the caller sent back
 /// replaced by the value stored under that name (what it read is what it keeps).
-fn unmasked(list: Vec<(String, String)>, stored: &[(String, String)]) -> Vec<(String, String)> {
+fn unmasked(
+    list: Vec<(String, String)>,
+    stored: &[(String, SealedText)],
+    keyring: &Keyring,
+) -> Result<Vec<(String, String)>, DomainError> {
     list.into_iter()
         .map(|(name, value)| {
             let kept = (value == MASK && header_rules::is_secret_header(&name))
                 .then(|| stored.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)))
                 .flatten();
             match kept {
-                Some((_, v)) => (name, v.clone()),
-                None => (name, value),
+                Some((_, v)) => Ok((name, keyring.open(v).map_err(|e| DomainError::Storage(e.to_string()))?)),
+                None => Ok((name, value)),
             }
         })
         .collect()
@@ -187,7 +196,7 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
         w.events = events(&v)?;
     }
     if let Some(v) = input.secret {
-        w.secret_replace(secret(&v)?, at);
+        w.secret_replace(settings.keyring.seal(&secret(&v)?), at);
     }
     if let Some(v) = input.is_active {
         w.is_active = v;
@@ -214,7 +223,8 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
         w.signature_header = v;
     }
     if let Some(v) = input.headers {
-        w.headers = headers(&unmasked(v, &w.headers), &w.signature_header)?;
+        let clear = headers(&unmasked(v, &w.headers, &settings.keyring)?, &w.signature_header)?;
+        w.headers = clear.into_iter().map(|(name, value)| (name, settings.keyring.seal(&value))).collect();
     }
     // Whatever the edit left as it was must pass today's rules too (a webhook stored
     // before a rule tightened is fixed on its next edit).
@@ -256,7 +266,7 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
 
 impl Webhook {
     /// Replaces every secret with `value` (a caller-chosen secret, set on create or edit).
-    fn secret_replace(&mut self, value: String, at: Millis) {
+    fn secret_replace(&mut self, value: SealedText, at: Millis) {
         self.secrets = vec![Secret { value, created_at: at, expires_at: None }];
     }
 }
@@ -330,7 +340,7 @@ pub async fn create(
         description: String::new(),
         url: String::new(),
         events: Vec::new(),
-        secrets: vec![Secret { value: generate_secret(), created_at: at, expires_at: None }],
+        secrets: vec![Secret { value: settings.keyring.seal(&generate_secret()), created_at: at, expires_at: None }],
         is_active: true,
         max_retries: settings.default_max_retries,
         timeout_ms: settings.default_timeout_ms,
@@ -440,10 +450,59 @@ pub async fn rotate_secret(
             s.expires_at = Some(at + settings.secret_overlap_ms);
         }
     }
-    webhook.secrets.insert(0, Secret { value: generate_secret(), created_at: at, expires_at: None });
+    webhook
+        .secrets
+        .insert(0, Secret { value: settings.keyring.seal(&generate_secret()), created_at: at, expires_at: None });
     webhook.updated_at = at;
     log.writer()
         .append(Command::checked(vec![Record::SecretRotated { webhook: webhook.clone() }], owned(account, id, seen)))
         .await?;
     Ok(webhook)
+}
+
+/// Whether a stored webhook holds a secret or header value in clear (written by a Herald
+/// from before sealing; `herald seal` rewrites such a log).
+pub fn holds_clear_values(w: &Webhook) -> bool {
+    w.secrets.iter().any(|s| !s.value.is_sealed()) || w.headers.iter().any(|(_, v)| !v.is_sealed())
+}
+
+/// What `herald seal` does to one record of an older log: every secret and custom header
+/// value a webhook record carries, and the custom header values an attempt recorded, sealed
+/// with `seal` (opened first with `open` if already sealed). `None` when there is nothing to
+/// seal in it.
+pub fn sealed_record(record: &Record, open: &Keyring, seal: &Keyring) -> Result<Option<Record>, String> {
+    let reseal = |v: &SealedText| open.open(v).map(|clear| seal.seal(&clear)).map_err(|e| e.to_string());
+    let webhook = |w: &Webhook| -> Result<Webhook, String> {
+        let mut w = w.clone();
+        for s in &mut w.secrets {
+            s.value = reseal(&s.value)?;
+        }
+        for (_, v) in &mut w.headers {
+            *v = reseal(v)?;
+        }
+        Ok(w)
+    };
+    Ok(Some(match record {
+        Record::WebhookCreated { webhook: w } => Record::WebhookCreated { webhook: webhook(w)? },
+        Record::WebhookUpdated { webhook: w } => Record::WebhookUpdated { webhook: webhook(w)? },
+        Record::SecretRotated { webhook: w } => Record::SecretRotated { webhook: webhook(w)? },
+        Record::AttemptFinished(a) => {
+            let mut a = a.clone();
+            let mut changed = false;
+            for (name, value) in &mut a.outcome.request_headers {
+                // Herald's own headers hold nothing secret; a credential was never recorded.
+                if header_rules::is_herald_header(name) || value == MASK {
+                    continue;
+                }
+                let clear = open.open_str(value).map_err(|e| e.to_string())?;
+                *value = seal.seal(&clear).stored().to_owned();
+                changed = true;
+            }
+            if !changed {
+                return Ok(None);
+            }
+            Record::AttemptFinished(a)
+        }
+        _ => return Ok(None),
+    }))
 }

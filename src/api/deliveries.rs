@@ -139,8 +139,9 @@ fn result_name(r: &AttemptResult) -> &'static str {
     }
 }
 
-/// One attempt: its request headers were masked before they were recorded.
-fn attempt_view(a: &AttemptFinished) -> AttemptView {
+/// One attempt: credential-like header values were never recorded; the other custom ones
+/// were recorded sealed and are opened here (masked if this node cannot).
+fn attempt_view(a: &AttemptFinished, keyring: &crate::seal::Keyring) -> AttemptView {
     AttemptView {
         attempt: a.attempt,
         started_at: rfc3339(a.started_at),
@@ -149,7 +150,15 @@ fn attempt_view(a: &AttemptFinished) -> AttemptView {
         status_code: a.outcome.status_code,
         latency_ms: a.outcome.latency_us as f64 / 1000.0,
         error: a.outcome.error.clone(),
-        request_headers: a.outcome.request_headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+        request_headers: a
+            .outcome
+            .request_headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = keyring.open_str(v).unwrap_or_else(|_| crate::header_rules::MASK.to_owned());
+                (k.clone(), Value::String(shown))
+            })
+            .collect(),
         response_body: a.outcome.response_excerpt.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
     }
 }
@@ -211,8 +220,10 @@ fn delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
     let (info, attempts) = deliveries::get(&auth.engine.log, auth.caller.account(), &id)?;
-    Ok(HttpResponse::Ok()
-        .json(DeliveryDetail { delivery: view(&info), attempts: attempts.iter().map(attempt_view).collect() }))
+    Ok(HttpResponse::Ok().json(DeliveryDetail {
+        delivery: view(&info),
+        attempts: attempts.iter().map(|a| attempt_view(a, &auth.engine.keyring)).collect(),
+    }))
 }
 
 /// Queue a dead delivery again, now, with fresh attempts (409 if it is not dead).

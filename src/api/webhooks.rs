@@ -13,6 +13,7 @@ use crate::header_rules;
 use crate::listing::TimeWindow;
 use crate::log::StatusRow;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
+use crate::seal::Keyring;
 use crate::time::rfc3339;
 use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
@@ -108,6 +109,7 @@ fn settings(auth: &Auth) -> Settings {
     let c = &auth.engine.config;
     Settings {
         policy: auth.engine.target.clone(),
+        keyring: auth.engine.keyring.clone(),
         default_max_retries: c.default_max_retries,
         default_timeout_ms: c.default_timeout.0.as_millis() as u64,
         max_per_account: c.max_webhooks_per_account,
@@ -172,13 +174,17 @@ pub struct WebhookStatusView {
 }
 
 /// The webhook as the API shows it; `with_secret` only on create and rotate.
-fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> WebhookView {
+fn view(w: &Webhook, status: &StatusRow, with_secret: bool, keyring: &Keyring) -> WebhookView {
     let headers: Map<String, Value> = w
         .headers
         .iter()
         .map(|(k, v)| {
-            let shown = if header_rules::is_secret_header(k) { header_rules::MASK.into() } else { v.clone() };
-            (k.clone(), Value::String(shown))
+            // A value this node cannot open is shown masked, like a credential.
+            let shown = match header_rules::is_secret_header(k) {
+                true => None,
+                false => keyring.open(v).ok(),
+            };
+            (k.clone(), Value::String(shown.unwrap_or_else(|| header_rules::MASK.into())))
         })
         .collect();
     let method = match w.method {
@@ -216,7 +222,7 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool) -> WebhookView {
             pending: status.pending,
             dead_letters: status.dead,
         },
-        secret: if with_secret { w.secrets.first().map(|s| s.value.clone()) } else { None },
+        secret: if with_secret { w.secrets.first().and_then(|s| keyring.open(&s.value).ok()) } else { None },
     }
 }
 
@@ -231,7 +237,7 @@ fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
 pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_input()?;
     let w = webhooks::create(&auth.engine.log, &settings(&auth), auth.caller.account(), input).await?;
-    Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true)))
+    Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true, &auth.engine.keyring)))
 }
 
 /// The account's webhooks with their health.
@@ -241,7 +247,12 @@ pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResp
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let (limit, cursor) = query.parse(|c| WebhookId::parse(c).ok())?;
     let items = webhooks::list(&auth.engine.log, auth.caller.account(), cursor.as_ref(), limit + 1);
-    Ok(HttpResponse::Ok().json(Page::of(items, limit, |(w, _)| w.id.to_string(), |(w, s)| view(w, s, false))))
+    Ok(HttpResponse::Ok().json(Page::of(
+        items,
+        limit,
+        |(w, _)| w.id.to_string(),
+        |(w, s)| view(w, s, false, &auth.engine.keyring),
+    )))
 }
 
 /// One webhook with its health.
@@ -250,7 +261,7 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
 #[get("/api/v1/webhooks/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (w, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &webhook_id(&id)?)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, false)))
+    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
 }
 
 /// Change some fields of a webhook; the delivery engine sees the change at once.
@@ -262,7 +273,7 @@ pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody
     let input = body.into_inner().into_input()?;
     let w = webhooks::update(&auth.engine.log, &settings(&auth), auth.caller.account(), &id, input).await?;
     let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, false)))
+    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
 }
 
 /// Delete a webhook; its queued deliveries die with reason `deleted`.
@@ -284,7 +295,7 @@ pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResp
     let id = webhook_id(&id)?;
     let w = webhooks::rotate_secret(&auth.engine.log, &settings(&auth), auth.caller.account(), &id).await?;
     let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, true)))
+    Ok(HttpResponse::Ok().json(view(&w, &s, true, &auth.engine.keyring)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -55,12 +55,19 @@ impl Dispatcher {
     /// Starts an actor for every live webhook that recovery found owed deliveries, with
     /// the window it read, then watches the log. Call from within the actix system, before
     /// anything can ingest.
-    pub fn start(log: &Log, waiting: HashMap<WebhookId, Vec<Queued>>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        log: &Log,
+        waiting: HashMap<WebhookId, Vec<Queued>>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        keyring: Arc<crate::seal::Keyring>,
+    ) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Arc<[ArbiterHandle]> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {
             writer: log.writer().clone(),
             store: log.store().clone(),
+            keyring,
             catalog: log.catalog().clone(),
             id_key: *log.id_key(),
             policy,

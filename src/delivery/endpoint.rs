@@ -63,6 +63,8 @@ pub struct Endpoint {
     shared: Arc<Shared>,
     /// The webhook as last defined (the catalog's copy, replaced on every edit).
     webhook: Arc<Webhook>,
+    /// Its secrets and header values, opened from their sealed form for sending.
+    opened: signature::Opened,
     /// Health and breaker state; each attempt's record carries what it became.
     status: WebhookStatus,
     /// The waiting deliveries held in memory.
@@ -115,9 +117,11 @@ impl Endpoint {
             // Recovery read a full window: more may wait on disk.
             queue.admit_overflow();
         }
+        let opened = signature::Opened::of(&webhook, &shared.keyring);
         Endpoint {
             shared,
             webhook,
+            opened,
             status,
             queue,
             urgent: VecDeque::new(),
@@ -385,8 +389,15 @@ impl Endpoint {
         let started_at = now_millis();
         let delivery_id = DeliveryId::from_ref(d, prepared.event.at, key);
         let body = prepared.body(key);
-        let headers =
-            signature::headers(&self.webhook, &delivery_id, &prepared.event.event, attempt, started_at, &body);
+        let headers = signature::headers(
+            &self.webhook,
+            &self.opened,
+            &delivery_id,
+            &prepared.event.event,
+            attempt,
+            started_at,
+            &body,
+        );
         let request = Request {
             method: self.webhook.method,
             url: self.webhook.url.clone(),
@@ -400,7 +411,7 @@ impl Endpoint {
             event: prepared,
             attempt,
             started_at,
-            headers: masked(request.headers.clone(), &self.webhook),
+            headers: recorded(request.headers.clone(), &self.webhook, &self.shared.keyring),
             probe,
             span: span.clone(),
         };
@@ -675,11 +686,21 @@ struct Sent {
     span: tracing::Span,
 }
 
-/// The headers as recorded: credential-like custom header values masked.
-fn masked(mut headers: Vec<(String, String)>, webhook: &Webhook) -> Vec<(String, String)> {
+/// The headers as recorded with the attempt: custom header values sealed like the webhook's
+/// own (the log never holds one in clear), and those whose names suggest a credential not
+/// kept at all.
+fn recorded(
+    mut headers: Vec<(String, String)>,
+    webhook: &Webhook,
+    keyring: &crate::seal::Keyring,
+) -> Vec<(String, String)> {
     for (k, v) in &mut headers {
-        if crate::header_rules::is_secret_header(k) && webhook.headers.iter().any(|(name, _)| name == k) {
-            *v = crate::header_rules::MASK.to_owned();
+        if webhook.headers.iter().any(|(name, _)| name == k) {
+            *v = if crate::header_rules::is_secret_header(k) {
+                crate::header_rules::MASK.to_owned()
+            } else {
+                keyring.seal(v).stored().to_owned()
+            };
         }
     }
     headers
@@ -802,6 +823,7 @@ impl Handler<Redefined> for Endpoint {
         if self.webhook.rate_limit != msg.0.rate_limit {
             self.next_slot_us = 0;
         }
+        self.opened = signature::Opened::of(&msg.0, &self.shared.keyring);
         self.webhook = msg.0;
         self.drive(ctx);
     }
@@ -922,7 +944,7 @@ impl Handler<TestSend> for Endpoint {
         let event_id = EventId::from_seq(now, u64::MAX - u64::from(rand::random::<u32>()), key);
         let delivery_id = DeliveryId::new(&event_id, 0);
         let body: actix_web::web::Bytes = signature::body(&event_id, &msg.event, now, &msg.data).into();
-        let headers = signature::headers(&self.webhook, &delivery_id, &msg.event, 1, now, &body);
+        let headers = signature::headers(&self.webhook, &self.opened, &delivery_id, &msg.event, 1, now, &body);
         let request = Request {
             method: self.webhook.method,
             url: self.webhook.url.clone(),

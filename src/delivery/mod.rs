@@ -101,6 +101,8 @@ pub struct Shared {
     /// For reads (due windows, event records, delivery rows), and whether the log takes
     /// writes: actors send nothing while their attempts could not be recorded.
     pub store: Arc<crate::log::Store>,
+    /// Opens webhooks' sealed secrets and header values, and seals what attempts record.
+    pub keyring: Arc<crate::seal::Keyring>,
     /// For matching operational events to the webhooks that subscribe to them.
     pub catalog: Arc<RwLock<Catalog>>,
     pub id_key: IdKey,

@@ -11,10 +11,12 @@
 //!   `{webhook-id}.{webhook-timestamp}.{body}` with the Standard Webhooks key: the bytes
 //!   base64-decoded after `whsec_`, or the secret's own UTF-8 bytes if it is not of that form.
 //! - `X-Webhook-Timestamp` and `webhook-timestamp` are the same value, the send time.
-//! - Secrets never leave this module except inside an HMAC.
+//! - Secrets never leave this module except inside an HMAC; they are opened from their sealed
+//!   form ([`Opened`]) once per definition of the webhook, not per attempt.
 
 use crate::header_rules;
 use crate::model::{DeliveryId, EventId, Millis, Webhook};
+use crate::seal::Keyring;
 use crate::time::rfc3339;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -78,10 +80,48 @@ pub fn standard_signature(secret: &str, msg_id: &str, timestamp: u64, body: &[u8
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac))
 }
 
+/// What of a webhook is sealed at rest, opened for sending: its secrets (newest first, with
+/// when each stops signing) and its custom headers. Held by the webhook's actor only.
+#[derive(Default)]
+pub struct Opened {
+    secrets: Vec<(String, Option<Millis>)>,
+    headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opened({} secrets, {} headers)", self.secrets.len(), self.headers.len())
+    }
+}
+
+impl Opened {
+    /// Opens `webhook`'s secrets and header values; one that does not open (its key is not
+    /// in the ring) is left out and logged.
+    pub fn of(webhook: &Webhook, keyring: &Keyring) -> Opened {
+        let mut opened = Opened::default();
+        for s in &webhook.secrets {
+            match keyring.open(&s.value) {
+                Ok(v) => opened.secrets.push((v, s.expires_at)),
+                Err(e) => tracing::error!(webhook_id = %webhook.id, error = %e, "a signing secret does not open"),
+            }
+        }
+        for (name, value) in &webhook.headers {
+            match keyring.open(value) {
+                Ok(v) => opened.headers.push((name.clone(), v)),
+                Err(e) => {
+                    tracing::error!(webhook_id = %webhook.id, header = %name, error = %e, "a header value does not open")
+                }
+            }
+        }
+        opened
+    }
+}
+
 /// Every header of one attempt, in send order: the fixed ones, the webhook's own, then
 /// the signatures. `now` is the send time (ms): live secrets are those not expired by then.
 pub fn headers(
     webhook: &Webhook,
+    opened: &Opened,
     delivery: &DeliveryId,
     event: &str,
     attempt: u32,
@@ -99,7 +139,7 @@ pub fn headers(
         Some(_) => header_rules::DEFAULT_SIGNATURE_HEADER,
     };
     out.extend(
-        webhook
+        opened
             .headers
             .iter()
             .filter(|(name, _)| header_rules::custom_header_problem(name, signature_header).is_none())
@@ -110,7 +150,7 @@ pub fn headers(
     out.push(("X-Webhook-Attempt".into(), attempt.to_string()));
     out.push(("X-Webhook-Timestamp".into(), ts.to_string()));
     let live: Vec<&str> =
-        webhook.secrets.iter().filter(|s| s.expires_at.is_none_or(|e| e > now)).map(|s| s.value.as_str()).collect();
+        opened.secrets.iter().filter(|(_, until)| until.is_none_or(|e| e > now)).map(|(v, _)| v.as_str()).collect();
     if let Some(newest) = live.first() {
         out.push((signature_header.to_owned(), format!("{}{}", webhook.signature_prefix, hex_signature(newest, body))));
     }
@@ -165,13 +205,20 @@ mod tests {
 
         let mut w = crate::log::record::samples::webhook(&crate::model::AccountId::default_account());
         let now = 1_800_000_000_000;
+        let ring = Keyring::generate();
         w.secrets = vec![
-            Secret { value: "whsec_bmV3bmV3bmV3bmV3bmV3bmV3".into(), created_at: now - 10, expires_at: None },
-            Secret { value: "an-old-plain-secret-0123".into(), created_at: now - 99, expires_at: Some(now + 1) },
-            Secret { value: "an-expired-secret-012345".into(), created_at: now - 999, expires_at: Some(now) },
+            Secret { value: ring.seal("whsec_bmV3bmV3bmV3bmV3bmV3bmV3"), created_at: now - 10, expires_at: None },
+            Secret { value: ring.seal("an-old-plain-secret-0123"), created_at: now - 99, expires_at: Some(now + 1) },
+            // As an older Herald stored it: in clear.
+            Secret {
+                value: crate::seal::SealedText::in_clear("an-expired-secret-012345"),
+                created_at: now - 999,
+                expires_at: Some(now),
+            },
         ];
+        w.headers = vec![("X-Team".into(), ring.seal("sales"))];
         let dlv = DeliveryId::new(&event, 1);
-        let h = headers(&w, &dlv, "lead.qualified", 3, now, &b);
+        let h = headers(&w, &Opened::of(&w, &ring), &dlv, "lead.qualified", 3, now, &b);
         let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(
             get("X-Webhook-Signature"),

@@ -50,7 +50,12 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
         description: String::new(),
         url: format!("https://hooks{i}.example.com/in"),
         events: vec!["lead.*".into()],
-        secrets: vec![Secret { value: format!("whsec_load-test-secret-{i:04}"), created_at: at, expires_at: None }],
+        // A load for the log alone (crash tests, benchmarks): no keyring, a made-up secret.
+        secrets: vec![Secret {
+            value: crate::seal::SealedText::in_clear(format!("whsec_load-test-secret-{i:04}")),
+            created_at: at,
+            expires_at: None,
+        }],
         is_active: true,
         max_retries: 5,
         timeout_ms: 30_000,

@@ -25,6 +25,7 @@
 //! - [`catalog`] — the in-memory mirror of the hot rows.
 //! - [`notify`] — what a committed group changed, told to the delivery engine after the flush.
 //! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
+//! - [`rewrite`] — a stopped node's log copied into a fresh directory, records transformed.
 
 pub mod catalog;
 pub mod codec;
@@ -36,6 +37,7 @@ pub mod notify;
 pub mod pages;
 pub mod projection;
 pub mod record;
+pub mod rewrite;
 pub mod room;
 pub mod rows;
 pub mod store;
@@ -62,7 +64,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Name of the sled tree holding records and rows.
-const TREE: &str = "herald";
+pub(crate) const TREE: &str = "herald";
 
 /// Errors of opening the log.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +192,7 @@ fn remove_partial_snapshots(log_dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
+pub(crate) fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
     create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
     let log_dir = dir.join("log");
     let sled_error = |source| OpenError::Sled { path: dir.to_owned(), source };

@@ -68,7 +68,7 @@ pub fn slots(key_seq: u64, page: &[u8]) -> Result<Vec<Slot>, PageError> {
     Ok(out)
 }
 
-fn page_of(records: &[(u64, &[u8])]) -> Vec<u8> {
+pub(crate) fn page_of(records: &[(u64, &[u8])]) -> Vec<u8> {
     let len = HEADER + records.iter().map(|(_, r)| ENTRY_HEADER + r.len()).sum::<usize>();
     let mut out = Vec::with_capacity(len);
     out.push(PAGE_VERSION);

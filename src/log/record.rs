@@ -264,8 +264,9 @@ pub(crate) mod samples {
             description: "leads to the CRM".into(),
             url: "https://hooks.example.com/in".into(),
             events: vec!["lead.*".into(), "new_lead".into()],
+            // The log stores whatever it is given; sealing is the domain's (a sample in clear).
             secrets: vec![Secret {
-                value: "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0".into(),
+                value: crate::seal::SealedText::in_clear("whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"),
                 created_at: 1_700_000_000_000,
                 expires_at: None,
             }],
@@ -273,7 +274,7 @@ pub(crate) mod samples {
             max_retries: 5,
             timeout_ms: 30_000,
             method: Method::Post,
-            headers: vec![("X-Team".into(), "sales".into())],
+            headers: vec![("X-Team".into(), crate::seal::SealedText::in_clear("sales"))],
             signature_header: "X-Webhook-Signature".into(),
             signature_prefix: "sha256=".into(),
             ordered: false,
