@@ -128,7 +128,8 @@ fn rate_limit(auth: &Auth, events: usize) -> Result<(), ApiError> {
     })
 }
 
-/// `min_free_disk`: 503 with `Retry-After` before anything is read or written.
+/// `min_free_disk`: 503 with `Retry-After` before anything is parsed or written (the body is
+/// read first, within the body budget, so that the client gets to read the answer).
 fn disk_room(auth: &Auth) -> Result<(), ApiError> {
     if auth.engine.disk.is_low() {
         return Err(DomainError::LowOnDisk.into());
@@ -211,10 +212,11 @@ fn answer(i: &Ingested) -> IngestAnswer {
 #[post("/api/v1/events")]
 pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
-    disk_room(&auth)?;
     rate_limit(&auth, 1)?;
     let rules = rules(&auth);
     let body = read_body(&req, payload, rules.max_payload_bytes + ENVELOPE_BYTES).await?;
+    // After the body: a client still sending it would see a broken pipe, not the answer.
+    disk_room(&auth)?;
     let key = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(v) => {
@@ -235,8 +237,8 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 #[post("/api/v1/events/batch")]
 pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
-    disk_room(&auth)?;
     let body = read_body(&req, payload, auth.engine.config.max_batch_bytes as usize).await?;
+    disk_room(&auth)?;
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
