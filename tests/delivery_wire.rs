@@ -326,35 +326,10 @@ fn a_webhook_stored_before_the_header_rules_keeps_working_is_reported_and_is_fix
     // A webhook as an older Herald stored it, written straight into the log.
     let data = dir.path().join("herald-data");
     let (log, _) = herald::log::Log::open(&data, herald::log::LogOptions::default()).unwrap();
-    let at = herald::model::now_millis();
     let secret = "legacy_webhook_secret_0123";
     let webhook = herald::model::Webhook {
-        id: herald::model::WebhookId::generate_at(at),
-        account_id: herald::model::AccountId::default_account(),
-        name: "legacy".into(),
-        description: String::new(),
-        url: r.url("/legacy"),
-        events: vec!["*".into()],
-        secrets: vec![herald::model::Secret {
-            value: herald::seal::SealedText::in_clear(secret),
-            created_at: at,
-            expires_at: None,
-        }],
-        is_active: true,
-        max_retries: 0,
-        timeout_ms: 10_000,
-        method: herald::model::Method::Post,
-        headers: vec![
-            ("Expect".into(), herald::seal::SealedText::in_clear("100-continue")),
-            ("X-Team".into(), herald::seal::SealedText::in_clear("sales")),
-        ],
         signature_header: "Transfer-Encoding".into(),
-        signature_prefix: "sha256=".into(),
-        ordered: false,
-        max_in_flight: 4,
-        rate_limit: None,
-        created_at: at,
-        updated_at: at,
+        ..legacy_webhook(r.url("/legacy"), secret, &[("Expect", "100-continue"), ("X-Team", "sales")])
     };
     let id = webhook.id.to_string();
     let record = herald::log::Record::WebhookCreated { webhook };

@@ -166,34 +166,8 @@ fn herald_seal_rewrites_a_log_written_in_clear_into_a_directory_with_nothing_in_
     // A node as an older Herald left it: a webhook with its secret and headers in clear.
     let old = dir.path().join("herald-data");
     let (log, _) = herald::log::Log::open(&old, herald::log::LogOptions::default()).unwrap();
-    let at = herald::model::now_millis();
-    let account = herald::model::AccountId::default_account();
     let secret = "legacy-secret-in-clear-0123456789";
-    let webhook = herald::model::Webhook {
-        id: herald::model::WebhookId::generate_at(at),
-        account_id: account.clone(),
-        name: "legacy".into(),
-        description: String::new(),
-        url: r.url("/legacy"),
-        events: vec!["*".into()],
-        secrets: vec![herald::model::Secret {
-            value: herald::seal::SealedText::in_clear(secret),
-            created_at: at,
-            expires_at: None,
-        }],
-        is_active: true,
-        max_retries: 0,
-        timeout_ms: 10_000,
-        method: herald::model::Method::Post,
-        headers: vec![("X-Legacy".into(), herald::seal::SealedText::in_clear("legacy-header-in-clear"))],
-        signature_header: "X-Webhook-Signature".into(),
-        signature_prefix: "sha256=".into(),
-        ordered: false,
-        max_in_flight: 4,
-        rate_limit: None,
-        created_at: at,
-        updated_at: at,
-    };
+    let webhook = legacy_webhook(r.url("/legacy"), secret, &[("X-Legacy", "legacy-header-in-clear")]);
     log.writer()
         .append_blocking(herald::log::Command::new(vec![herald::log::Record::WebhookCreated { webhook }]))
         .unwrap();

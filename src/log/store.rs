@@ -69,7 +69,12 @@ pub struct Health {
     failing_now: AtomicBool,
     /// Writes other than ingest were refused for want of space (the reserve is used up).
     full: AtomicBool,
+    /// When ingest was last refused for want of space (ms since the epoch, 0: never).
+    ingest_refused_at: std::sync::atomic::AtomicU64,
 }
+
+/// How long an ingest refused for space keeps readiness at 503.
+const INGEST_REFUSED_FOR: u64 = 5_000;
 
 impl Health {
     /// What keeps the log from taking writes, if anything.
@@ -81,7 +86,15 @@ impl Health {
         if self.full.load(Ordering::Relaxed) {
             return Some("writes are failing: the disk is full and Herald's reserved space is used up".into());
         }
+        let refused = self.ingest_refused_at.load(Ordering::Relaxed);
+        if refused > 0 && crate::model::now_millis().saturating_sub(refused) < INGEST_REFUSED_FOR {
+            return Some("writes are failing: ingest is refused, free disk space is below min_free_disk".into());
+        }
         None
+    }
+
+    pub(crate) fn ingest_refused(&self) {
+        self.ingest_refused_at.store(crate::model::now_millis(), Ordering::Relaxed);
     }
 
     /// Whether attempts can be recorded now (actors send nothing they could not record).

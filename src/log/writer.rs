@@ -751,8 +751,9 @@ fn commit_group(state: &mut WriterState, flusher: &mut Flusher, appends: Vec<(Co
             match budget.admit(admission, estimate) {
                 Ok(()) => bytes += estimate,
                 Err(no_room) => {
-                    if admission == Admission::Work {
-                        short_of_room = Some(no_room.clone());
+                    match admission {
+                        Admission::Work => short_of_room = Some(no_room.clone()),
+                        Admission::Ingest => state.store.health().ingest_refused(),
                     }
                     outcome = Err(no_room.into());
                 }

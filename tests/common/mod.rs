@@ -255,3 +255,31 @@ pub fn webhook(h: &Herald, key: &str, events: serde_json::Value, active: bool) -
     assert_eq!(a.status, 201, "{}", a.text);
     a.body["id"].as_str().unwrap().to_owned()
 }
+
+/// A webhook as a Herald from before sealing stored it: its secret and header values in
+/// clear (written straight into a log by the tests that need such a directory).
+pub fn legacy_webhook(url: String, secret: &str, headers: &[(&str, &str)]) -> herald::model::Webhook {
+    let at = herald::model::now_millis();
+    let clear = herald::seal::SealedText::in_clear;
+    herald::model::Webhook {
+        id: herald::model::WebhookId::generate_at(at),
+        account_id: herald::model::AccountId::default_account(),
+        name: "legacy".into(),
+        description: String::new(),
+        url,
+        events: vec!["*".into()],
+        secrets: vec![herald::model::Secret { value: clear(secret), created_at: at, expires_at: None }],
+        is_active: true,
+        max_retries: 0,
+        timeout_ms: 10_000,
+        method: herald::model::Method::Post,
+        headers: headers.iter().map(|(k, v)| (k.to_string(), clear(*v))).collect(),
+        signature_header: "X-Webhook-Signature".into(),
+        signature_prefix: "sha256=".into(),
+        ordered: false,
+        max_in_flight: 4,
+        rate_limit: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
