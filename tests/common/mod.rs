@@ -273,7 +273,7 @@ pub fn legacy_webhook(url: String, secret: &str, headers: &[(&str, &str)]) -> he
         max_retries: 0,
         timeout_ms: 10_000,
         method: herald::model::Method::Post,
-        headers: headers.iter().map(|(k, v)| (k.to_string(), clear(*v))).collect(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), clear(v))).collect(),
         signature_header: "X-Webhook-Signature".into(),
         signature_prefix: "sha256=".into(),
         ordered: false,
