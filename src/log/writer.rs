@@ -909,13 +909,12 @@ fn compact_to_end(
 /// its file lock goes and it can be opened again.
 fn release(
     old: Option<Arc<Open>>,
-    wedged: bool,
     refuse_for: &dyn Fn(Duration, &mut Option<mpsc::Sender<()>>) -> bool,
     stop: &mut Option<mpsc::Sender<()>>,
 ) {
     let Some(old) = old else { return };
     let until = Instant::now() + RELEASE_WAIT;
-    while Arc::strong_count(&old) > 1 && Instant::now() < until && !wedged {
+    while Arc::strong_count(&old) > 1 && Instant::now() < until {
         if !refuse_for(Duration::from_millis(5), stop) {
             break;
         }
@@ -992,19 +991,22 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
     let recovered = loop {
         // Reopening writes a snapshot: only worth giving up the old database for once the
         // disk takes writes again (the reserve gives room on a full one).
-        let feasible = old.is_none() || {
-            let writable = can_write(&state.dir);
-            if !writable && state.room.release() {
-                tracing::warn!("the disk is full: the reserved space goes to reopening the log");
-                can_write(&state.dir)
-            } else {
-                writable
-            }
-        };
+        // A wedged flush holds the old database for ever: it cannot be given back, so it
+        // stays for reads and the node must be restarted to write again.
+        let feasible = !wedged
+            && (old.is_none() || {
+                let writable = can_write(&state.dir);
+                if !writable && state.room.release() {
+                    tracing::warn!("the disk is full: the reserved space goes to reopening the log");
+                    can_write(&state.dir)
+                } else {
+                    writable
+                }
+            });
         if feasible {
             if let Some(open) = old.take() {
                 drop(open);
-                release(state.store.take(), wedged, &refuse_for, &mut stop);
+                release(state.store.take(), &refuse_for, &mut stop);
                 if stop.is_some() {
                     answer_unknown(&mut caught, "Herald stopped before the log was reopened");
                     return stop;
@@ -1020,6 +1022,11 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
                     quiet.error("cannot reopen the log yet", &e.to_string());
                 }
             }
+        } else if wedged {
+            quiet.error(
+                "a flush never returned: restart Herald to write again (what was acknowledged is durable)",
+                &why,
+            );
         } else {
             quiet.error("the disk takes no writes yet; the log stays as it was", &why);
         }
@@ -1039,7 +1046,8 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
     for group in caught {
         whole &= group.end_seq <= durable;
         if whole {
-            group.answer(&state.catalog, &state.observer);
+            // Its changes reach the actors through the resynchronisation below.
+            group.answer(&state.catalog, &ObserverSlot::default());
         } else {
             group.fail(|| AppendError::Storage(format!("{why}; this write is not in the log")));
         }
