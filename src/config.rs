@@ -20,7 +20,25 @@ pub struct Dur(pub Duration);
 
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// In the units the README uses, so `herald config` prints what a user would write: days
+/// from four days up, then hours, minutes from two up, seconds, milliseconds — the first the
+/// duration is a whole number of (`"7d"`, `"24h"`, `"72h"`, `"60s"`, `"250ms"`).
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if self.0.subsec_nanos() % 1_000_000 != 0 {
+            return write!(f, "{}", humantime::format_duration(self.0));
+        }
+        for (unit, size, from) in [("d", 86_400_000u128, 4), ("h", 3_600_000, 1), ("m", 60_000, 2), ("s", 1_000, 1)] {
+            if ms % size == 0 && ms / size >= from {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
     }
 }
 
@@ -331,7 +349,7 @@ impl Config {
         if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(120) || timeout.subsec_nanos() != 0 {
             return bad(format!(
                 "default_timeout: must be whole seconds from 1s to 120s, got {}",
-                humantime::format_duration(timeout)
+                self.default_timeout
             ));
         }
         let positive = [
@@ -516,6 +534,32 @@ mod tests {
                 "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file" | "seal_key" | "seal_key_file"
             );
             assert!(optional || printed.contains_key(*key), "{key} is printed");
+        }
+    }
+
+    #[test]
+    fn durations_print_in_the_units_a_user_writes() {
+        let shown = |ms: u64| Dur(Duration::from_millis(ms)).to_string();
+        assert_eq!(shown(86_400_000), "24h");
+        assert_eq!(shown(72 * 3_600_000), "72h");
+        assert_eq!(shown(7 * 86_400_000), "7d");
+        assert_eq!(shown(30 * 86_400_000), "30d");
+        assert_eq!(shown(3_600_000), "1h");
+        assert_eq!(shown(60_000), "60s");
+        assert_eq!(shown(30_000), "30s");
+        assert_eq!(shown(90_000), "90s");
+        assert_eq!(shown(600_000), "10m");
+        assert_eq!(shown(250), "250ms");
+        assert_eq!(shown(0), "0ms");
+        // What is printed parses back to the same duration.
+        for ms in [250, 30_000, 3_600_000, 86_400_000, 90_061_001] {
+            assert_eq!(humantime::parse_duration(&shown(ms)).unwrap(), Duration::from_millis(ms));
+        }
+        let printed = Config::default().redacted_toml();
+        for line in
+            ["idempotency_window = \"24h\"", "retention = \"7d\"", "max_backoff = \"1h\"", "actor_idle = \"60s\""]
+        {
+            assert!(printed.contains(line), "{line} in {printed}");
         }
     }
 

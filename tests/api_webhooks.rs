@@ -65,6 +65,7 @@ fn webhook_lifecycle_with_secrets_and_masking() {
     assert_eq!((patched.body["name"].as_str(), patched.body["rate_limit"].as_u64()), (Some("crm v2"), Some(50)));
     assert_eq!((patched.body["method"].as_str(), patched.body["timeout"].as_u64()), (Some("PUT"), Some(10)));
     assert_eq!(patched.body["url"], "http://127.0.0.1:9/in", "untouched fields stay");
+    assert_eq!(patched.body["status"]["state"], "paused", "a paused webhook says so");
     let cleared = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &json!({"rate_limit": null}));
     assert_eq!(cleared.body["rate_limit"], Value::Null);
 

@@ -160,6 +160,9 @@ pub struct WebhookView {
 /// A webhook's health (SPEC §5).
 #[derive(Serialize, ToSchema)]
 pub struct WebhookStatusView {
+    /// `healthy`, `failing`, `circuit_open`, `disabled` (by Herald: 410 Gone or
+    /// `disable_after`; a `PATCH` with `"is_active": true` enables it), or `paused`
+    /// (`is_active` false: new events skip it).
     #[schema(example = "healthy")]
     state: &'static str,
     consecutive_failures: u32,
@@ -212,7 +215,11 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool, keyring: &Keyring) -
         created_at: rfc3339(w.created_at),
         updated_at: rfc3339(w.updated_at),
         status: WebhookStatusView {
-            state: state_name(s.state),
+            state: match (s.state, w.is_active) {
+                (HealthState::Disabled, _) => "disabled",
+                (_, false) => "paused",
+                (state, true) => state_name(state),
+            },
             consecutive_failures: s.consecutive_failures,
             last_attempt_at: s.last_attempt_at.map(rfc3339),
             last_status_code: s.last_status_code,

@@ -177,9 +177,9 @@ try {
   step = "disable, enable and rotate from the webhooks page";
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByTestId("wh-toggle").click();
-  await until("the webhook to show disabled", async () => (await page.getByTestId("webhook-state").first().textContent()).includes("disabled"));
+  await until("the webhook to show paused", async () => (await page.getByTestId("webhook-state").first().textContent()).includes("paused"));
   await page.getByTestId("wh-toggle").click();
-  await until("the webhook to show enabled", async () => !(await page.getByTestId("webhook-state").first().textContent()).includes("disabled"));
+  await until("the webhook to show enabled", async () => !(await page.getByTestId("webhook-state").first().textContent()).includes("paused"));
   await page.getByTestId("wh-rotate").click();
   await page.getByTestId("secret-value").waitFor();
   check((await page.getByTestId("secret-value").textContent()) !== secret, "a new secret");

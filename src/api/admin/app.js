@@ -322,7 +322,7 @@ async function webhooks(main) {
     h("td", null, h("div", { "data-testid": "webhook-name" }, w.name), w.description ? h("div", { class: "muted" }, w.description) : null),
     h("td", { class: "mono url" }, w.url),
     h("td", null, w.events.join(", ")),
-    h("td", { "data-testid": "webhook-state" }, badge(w.is_active ? w.status.state : "disabled"),
+    h("td", { "data-testid": "webhook-state" }, badge(w.status.state),
       w.status.disabled_reason ? h("div", { class: "muted" }, w.status.disabled_reason) : null),
     h("td", null, w.status.last_status_code === null ? "—" : w.status.last_status_code),
     h("td", { class: "error" }, w.status.last_error || ""),
