@@ -30,11 +30,11 @@ impl Serialize for Dur {
 impl std::fmt::Display for Dur {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
-        if self.0.subsec_nanos() % 1_000_000 != 0 {
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{}", humantime::format_duration(self.0));
         }
         for (unit, size, from) in [("d", 86_400_000u128, 4), ("h", 3_600_000, 1), ("m", 60_000, 2), ("s", 1_000, 1)] {
-            if ms % size == 0 && ms / size >= from {
+            if ms.is_multiple_of(size) && ms / size >= from {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
