@@ -253,25 +253,32 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             let limits = for_routes.clone();
             App::new()
                 .app_data(for_app.clone())
-                .wrap(actix_web::middleware::from_fn(move |mut req, next: actix_web::middleware::Next<_>| {
-                    let limits = limits.clone();
-                    async move {
-                        use actix_web::ResponseError;
-                        match limits.admit(&mut req).await {
-                            Ok(share) => {
-                                let res = next.call(req).await?;
-                                // The body is read and parsed: its share of the budget goes back.
-                                drop(share);
-                                Ok(res.map_into_left_body())
+                .wrap(actix_web::middleware::from_fn(
+                    move |mut req: actix_web::dev::ServiceRequest, next: actix_web::middleware::Next<_>| {
+                        let limits = limits.clone();
+                        async move {
+                            use actix_web::ResponseError;
+                            // HEAD wherever GET: routed as GET, answered without the body (the
+                            // connection knows the request was a HEAD).
+                            if req.method() == actix_web::http::Method::HEAD {
+                                req.head_mut().method = actix_web::http::Method::GET;
                             }
-                            Err(refused) => {
-                                let mut res = refused.error_response();
-                                res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
-                                Ok(req.into_response(res).map_into_right_body())
+                            match limits.admit(&mut req).await {
+                                Ok(share) => {
+                                    let res = next.call(req).await?;
+                                    // The body is read and parsed: its share of the budget goes back.
+                                    drop(share);
+                                    Ok(res.map_into_left_body())
+                                }
+                                Err(refused) => {
+                                    let mut res = refused.error_response();
+                                    res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                                    Ok(req.into_response(res).map_into_right_body())
+                                }
                             }
                         }
-                    }
-                }))
+                    },
+                ))
                 .wrap_fn(move |req, srv| {
                     let started = std::time::Instant::now();
                     let metrics = metrics.clone();

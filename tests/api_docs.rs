@@ -43,7 +43,9 @@ fn openapi_document_is_valid_openapi_3() {
             assert!(ids.insert(id.to_owned()), "{verb} {path}: operationId {id:?} twice");
             assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{verb} {path} has no summary");
             let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
-            assert!(statuses.iter().any(|s| s.starts_with('2')), "{verb} {path}: {statuses:?}");
+            // A success, or (`/`, `/admin/`) the redirect that is the whole answer.
+            let redirect = statuses == ["308"];
+            assert!(redirect || statuses.iter().any(|s| s.starts_with('2')), "{verb} {path}: {statuses:?}");
         }
     }
 }
@@ -120,6 +122,19 @@ fn every_documented_route_answers_as_documented() {
         .flat_map(|item| item.as_object().unwrap().values().map(|op| op["operationId"].as_str().unwrap().to_owned()))
         .collect();
     let mut called = BTreeSet::new();
+    // Redirects, asked without following them.
+    let no_follow = ureq::AgentBuilder::new().redirects(0).build();
+    for (id, path) in [("admin_root", "/"), ("admin_dashboard_slash", "/admin/")] {
+        called.insert(id.to_owned());
+        let r = match no_follow.get(&h.url(path)).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        assert_eq!((r.status(), r.header("Location")), (308, Some("/admin")), "{path}");
+        let template = if path == "/" { "/" } else { "/admin/" };
+        assert!(doc["paths"][template]["get"]["responses"]["308"].is_object(), "{id} documents its 308");
+    }
     let mut call = |id: &str, verb: &str, path: &str, token: Option<&str>, body: Option<Value>| {
         called.insert(id.to_owned());
         check(&h, &doc, id, verb, path, token, body)
@@ -200,4 +215,37 @@ fn every_documented_route_answers_as_documented() {
     call("stats_read", "get", "/api/v1/stats", None, None);
 
     assert_eq!(called, documented, "every documented operation is called, and only those");
+}
+
+#[test]
+fn a_known_path_asked_with_another_method_answers_405_with_allow_and_head_works_wherever_get_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    for (method, path, allow) in [
+        ("TRACE", "/api/v1/events", "GET, POST, HEAD"),
+        ("PUT", "/api/v1/webhooks", "GET, POST, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/readyz", "GET, HEAD"),
+        ("POST", "/admin", "GET, HEAD"),
+        ("PUT", "/api/v1/webhooks/wh_01JZ8YQ3N6V2K7T9R4M1X5C8D0", "GET, PATCH, DELETE, HEAD"),
+    ] {
+        let a = h.send(method, path, Some(ADMIN), &[], None);
+        assert_eq!(a.status, 405, "{method} {path}: {}", a.text);
+        assert_eq!(a.body["error"]["code"], "method_not_allowed", "{method} {path}");
+        let got = ureq::request(method, &h.url(path)).call().err().and_then(|e| match e {
+            ureq::Error::Status(_, r) => r.header("Allow").map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
+    }
+    // A path Herald does not serve at all is still 404.
+    assert_eq!(h.send("PUT", "/api/v1/nothing", Some(ADMIN), &[], None).status, 404);
+    // HEAD: the status and headers of GET, no body.
+    for path in ["/admin", "/healthz", "/openapi.json", "/admin/assets/app.js"] {
+        let r = ureq::head(&h.url(path)).call().unwrap();
+        assert_eq!(r.status(), 200, "HEAD {path}");
+        let length: usize = r.header("Content-Length").unwrap().parse().unwrap();
+        assert!(length > 0, "HEAD {path} tells the length of the body");
+        assert!(r.into_string().unwrap().is_empty(), "HEAD {path} has no body");
+    }
 }

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<String>,
 }
 
 /// Every error answer: `{"error": {...}}`.
@@ -91,7 +93,7 @@ error_answers! {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after: None }
+        Self { status, code, message: message.into(), field: None, retry_after: None, allow: None }
     }
 
     pub fn not_found() -> Self {
@@ -102,6 +104,14 @@ impl ApiError {
         Self {
             retry_after: Some(1),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Herald is recovering its log")
+        }
+    }
+
+    /// A method the path does not take; `allow` lists those it does.
+    pub fn method_not_allowed(method: &str, allow: String) -> Self {
+        Self {
+            allow: Some(allow.clone()),
+            ..Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not one of {allow}"))
         }
     }
 
@@ -237,6 +247,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            res.insert_header((header::ALLOW, allow.as_str()));
         }
         res.json(self.body())
     }

@@ -87,7 +87,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(webhooks::test)
         .configure(docs::pages)
         .configure(admin::pages)
-        .default_service(web::to(not_found));
+        .default_service(web::to(not_routed));
 }
 
 /// The API's OpenAPI document, built from [`routes`] alone (no server needed).
@@ -105,8 +105,58 @@ pub fn route_patterns() -> Vec<String> {
     patterns
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found())
+/// What a request no route took gets: 405 with `Allow` if its path is one Herald serves
+/// with other methods, else 404 — both in the API's error shape.
+async fn not_routed(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Err(ApiError::method_not_allowed(req.method().as_str(), allowed.join(", ")))
+}
+
+/// The methods Herald answers on `path`, by the route table (`HEAD` wherever `GET`).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    use std::sync::LazyLock;
+    static TABLE: LazyLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> = LazyLock::new(|| {
+        let doc = document();
+        let mut table: Vec<_> = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(pattern, item)| {
+                let mut methods = Vec::new();
+                for (name, op) in [
+                    ("GET", &item.get),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("PATCH", &item.patch),
+                    ("DELETE", &item.delete),
+                ] {
+                    if op.is_some() {
+                        methods.push(name);
+                    }
+                }
+                if methods.contains(&"GET") {
+                    methods.push("HEAD");
+                }
+                (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
+            })
+            .collect();
+        table.extend(docs::PAGE_PATTERNS.iter().map(|p| (actix_web::dev::ResourceDef::new(*p), vec!["GET", "HEAD"])));
+        table
+    });
+    let mut allowed: Vec<&'static str> = Vec::new();
+    for (def, methods) in TABLE.iter() {
+        if def.is_match(path) {
+            for m in methods {
+                if !allowed.contains(m) {
+                    allowed.push(m);
+                }
+            }
+        }
+    }
+    allowed
 }
 
 #[cfg(test)]
@@ -156,6 +206,6 @@ mod tests {
             }
         }
         assert_eq!(found, documented);
-        assert_eq!(found.len(), 34, "{found:#?}");
+        assert_eq!(found.len(), 36, "{found:#?}");
     }
 }

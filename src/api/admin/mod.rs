@@ -32,6 +32,26 @@ fn index() -> HttpResponse {
     file("text/html; charset=utf-8", INDEX)
 }
 
+fn to_admin() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/admin")).finish()
+}
+
+/// Herald's root: to the admin page.
+#[utoipa::path(operation_id = "admin_root", tag = "admin page",
+    responses((status = 308, description = "To the admin page (`Location: /admin`)")))]
+#[get("/")]
+pub async fn root() -> HttpResponse {
+    to_admin()
+}
+
+/// `/admin/`: to `/admin`, the page's one address.
+#[utoipa::path(operation_id = "admin_dashboard_slash", tag = "admin page",
+    responses((status = 308, description = "To the admin page (`Location: /admin`)")))]
+#[get("/admin/")]
+pub async fn dashboard_slash() -> HttpResponse {
+    to_admin()
+}
+
 /// The admin page: dashboard.
 #[utoipa::path(operation_id = "admin_dashboard", tag = "admin page",
     responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
@@ -74,5 +94,11 @@ pub async fn style() -> HttpResponse {
 
 /// The page's three views share one document; the script picks the view from the path.
 pub fn pages(cfg: &mut ServiceConfig) {
-    cfg.service(dashboard).service(webhooks).service(deliveries).service(script).service(style);
+    cfg.service(root)
+        .service(dashboard)
+        .service(dashboard_slash)
+        .service(webhooks)
+        .service(deliveries)
+        .service(script)
+        .service(style);
 }
