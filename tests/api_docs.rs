@@ -249,3 +249,58 @@ fn a_known_path_asked_with_another_method_answers_405_with_allow_and_head_works_
         assert!(r.into_string().unwrap().is_empty(), "HEAD {path} has no body");
     }
 }
+
+#[test]
+fn refusals_found_undocumented_before_are_documented_and_error_examples_fit_their_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    let doc = document(&h);
+    check(&h, &doc, "accounts_remove", "delete", "/api/v1/accounts/acct_default", Some(ADMIN), None);
+    let unknown = "wh_01JZ8YQ3N6V2K7T9R4M1X5C8D0";
+    check(&h, &doc, "deliveries_list", "get", &format!("/api/v1/deliveries?webhook_id={unknown}"), Some(ADMIN), None);
+    check(
+        &h,
+        &doc,
+        "deliveries_list_alias",
+        "get",
+        &format!("/api/v1/webhooks/deliveries?webhook_id={unknown}"),
+        Some(ADMIN),
+        None,
+    );
+    let keyed = |data: Value| {
+        let body = serde_json::to_vec(&json!({"event": "lead.qualified", "data": data})).unwrap();
+        h.send(
+            "POST",
+            "/api/v1/events",
+            Some(ADMIN),
+            &[("Content-Type", "application/json"), ("Idempotency-Key", "k-1")],
+            Some(&body),
+        )
+    };
+    assert_eq!(keyed(json!({"n": 1})).status, 202);
+    let again = keyed(json!({"n": 2}));
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(doc["paths"]["/api/v1/events"]["post"]["responses"]["409"].is_object(), "409 documented on ingest");
+    // Every error example shows the code of its status, not one code for all.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (verb, op) in item.as_object().unwrap() {
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                let Some(example) = answer.pointer("/content/application~1json/example") else { continue };
+                let Some(code) = example.pointer("/error/code").and_then(Value::as_str) else { continue };
+                assert!(status == "422" || code != "invalid_field", "{verb} {path} {status}: {example}");
+            }
+        }
+    }
+    let ex = |p: &str, v: &str, s: &str| {
+        doc["paths"][p][v]["responses"][s]["content"]["application/json"]["example"]["error"]["code"].clone()
+    };
+    assert_eq!(ex("/api/v1/webhooks", "get", "401"), "unauthorized");
+    assert_eq!(ex("/api/v1/webhooks", "post", "422"), "invalid_field");
+    // Schema examples are realistic values, inside the documented ranges.
+    let body = &doc["components"]["schemas"]["WebhookBody"]["properties"];
+    assert_eq!(
+        (body["max_retries"]["example"].as_u64(), body["timeout"]["example"].as_u64()),
+        (Some(5), Some(30)),
+        "{body}"
+    );
+}

@@ -101,7 +101,7 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
 
 /// Delete an account with its keys and webhooks (admin token only).
 #[utoipa::path(operation_id = "accounts_remove", tag = "accounts", security(("bearer" = [])), params(("id" = String, Path, description = "Account id")),
-    responses((status = 204, description = "Deleted"), Unauthenticated, AdminOnly, Missing))]
+    responses((status = 204, description = "Deleted"), Unauthenticated, AdminOnly, Missing, Conflicting))]
 #[delete("/api/v1/accounts/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;

@@ -177,7 +177,7 @@ async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<Webhook
 
 /// The account's deliveries, filtered.
 #[utoipa::path(operation_id = "deliveries_list", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
-    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, BadQuery))]
+    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, Missing, BadQuery))]
 #[get("/api/v1/deliveries")]
 pub async fn list(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<HttpResponse, ApiError> {
     list_answer(auth, query.into_inner(), None).await
@@ -185,7 +185,7 @@ pub async fn list(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<Http
 
 /// The account's deliveries, filtered: the alias of `/api/v1/deliveries` SPEC §3 names.
 #[utoipa::path(operation_id = "deliveries_list_alias", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
-    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, BadQuery))]
+    responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, Missing, BadQuery))]
 #[get("/api/v1/webhooks/deliveries")]
 pub async fn list_alias(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<HttpResponse, ApiError> {
     list_answer(auth, query.into_inner(), None).await

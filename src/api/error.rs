@@ -33,7 +33,6 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `invalid_field`, `not_found`, `rate_limited`.
-    #[schema(example = "invalid_field")]
     code: String,
     /// What went wrong, for a person.
     message: String,
@@ -60,11 +59,38 @@ fn error_responses(answers: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>
     answers
         .iter()
         .map(|(status, what)| {
-            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .example(Some(example_for(status)))
+                .build();
             let response = ResponseBuilder::new().description(*what).content("application/json", content).build();
             (status.to_string(), RefOr::T(response))
         })
         .collect()
+}
+
+/// A realistic error answer for a documented status (the codes `From<DomainError>` and the
+/// body and query handlers give it).
+fn example_for(status: &str) -> serde_json::Value {
+    let (code, message, field) = match status {
+        "400" => ("malformed_json", "expected `,` or `}` at line 1 column 19", None),
+        "401" => ("unauthorized", "missing or invalid credentials", None),
+        "403" => ("forbidden", "this route needs the admin token", None),
+        "404" => ("not_found", "no such resource", None),
+        "408" => ("body_timeout", "the request body did not arrive within body_read_timeout", None),
+        "409" => ("conflict", "this idempotency key was used with a different request", None),
+        "413" => ("payload_too_large", "body is larger than 16777216 bytes", None),
+        "415" => ("unsupported_media_type", "send Content-Type: application/json", None),
+        "422" => ("invalid_field", "must be 0–20", Some("max_retries")),
+        "429" => ("rate_limited", "ingest rate limit reached for this account", None),
+        "503" => ("not_ready", "Herald is recovering its log", None),
+        _ => ("error", "see the status", None),
+    };
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(f) = field {
+        error["field"] = serde_json::Value::String(f.into());
+    }
+    serde_json::json!({ "error": error })
 }
 
 error_answers! {

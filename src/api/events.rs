@@ -7,7 +7,7 @@
 use super::auth::Auth;
 use super::deliveries::DeliveryView;
 use super::error::ApiError;
-use super::error::{BadBody, BadQuery, ErrorBody, Missing, RateLimited, Unauthenticated};
+use super::error::{BadBody, BadQuery, Conflicting, ErrorBody, Missing, RateLimited, Unauthenticated};
 use super::page::{self, Page};
 use crate::error::DomainError;
 use crate::events::{self, EventFilter, EventInput, IngestRules, Ingested};
@@ -208,7 +208,7 @@ fn answer(i: &Ingested) -> IngestAnswer {
     responses(
         (status = 202, description = "Accepted and durable", body = IngestAnswer),
         (status = 200, description = "A replay of an earlier request with the same Idempotency-Key", body = IngestAnswer),
-        Unauthenticated, BadBody, RateLimited))]
+        Unauthenticated, BadBody, RateLimited, Conflicting))]
 #[post("/api/v1/events")]
 pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
@@ -231,6 +231,10 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 }
 
 /// Ingest up to 1,000 events; each is accepted or refused on its own.
+///
+/// The body must be a JSON array of at most 1,000 items; each item is then validated and
+/// ingested by itself, so an item that breaks the event schema gets its own error in
+/// `results` (and the others go in) rather than a 422 for the whole batch.
 #[utoipa::path(operation_id = "events_ingest_batch", tag = "events", security(("bearer" = [])), request_body = Vec<EventBody>,
     responses((status = 202, description = "One result per event, in order", body = BatchAnswer),
         Unauthenticated, BadBody, RateLimited))]

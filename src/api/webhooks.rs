@@ -50,8 +50,11 @@ pub struct WebhookBody {
     /// At least 16 characters; generated (`whsec_…`) when absent.
     secret: Option<String>,
     is_active: Option<bool>,
+    /// Retries after the first attempt, 0–20.
+    #[schema(example = 5, minimum = 0, maximum = 20)]
     max_retries: Option<u32>,
-    /// Per-attempt timeout in seconds.
+    /// Per-attempt timeout in seconds, 1–120.
+    #[schema(example = 30, minimum = 1, maximum = 120)]
     timeout: Option<u64>,
     method: Option<MethodBody>,
     /// Custom request headers (string values; reserved names refused).
@@ -61,8 +64,10 @@ pub struct WebhookBody {
     signature_prefix: Option<String>,
     /// Strict event order, one attempt at a time.
     ordered: Option<bool>,
+    /// Attempts on the wire at once, 1–256.
+    #[schema(example = 16, minimum = 1, maximum = 256)]
     max_in_flight: Option<u32>,
-    /// Attempts per second; `null` for none.
+    /// Attempts per second, 1–100,000; `null` for none.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<u32>, nullable)]
     rate_limit: Option<Option<u32>>,
