@@ -67,6 +67,8 @@ enum Cmd {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Print the OpenAPI document the server serves at /openapi.json (docs/openapi.json is this).
+    Openapi,
     /// Manage the keyring that seals secrets at rest.
     SealKey {
         #[command(subcommand)]
@@ -156,6 +158,10 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Cmd::Openapi => {
+            let doc = herald::api::document().to_pretty_json()?;
+            println!("{doc}");
         }
         Cmd::Seal { to } => {
             // What the old directory holds sealed opens with its keyring (if it has one);

@@ -304,3 +304,15 @@ fn refusals_found_undocumented_before_are_documented_and_error_examples_fit_thei
         "{body}"
     );
 }
+
+#[test]
+fn the_committed_document_is_what_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = herald_for_api(dir.path());
+    let served = document(&h);
+    let committed: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is not what /openapi.json serves: run `cargo run --release -- openapi > docs/openapi.json`"
+    );
+}
