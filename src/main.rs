@@ -124,11 +124,15 @@ fn main() -> ExitCode {
         }
     };
     herald::telemetry::init_logging(config.log_format);
+    let format = config.log_format;
     match run(cli.command, config) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("herald: {e}");
+            // Once: as a log line where logs are JSON (collected), else as plain text.
+            match format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("herald: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -139,9 +143,22 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
         Cmd::Serve => herald::server::serve(config)?,
         Cmd::Config => print!("{}", config.redacted_toml()),
         Cmd::AdminToken { action: TokenAction::Reset } => {
+            // A directory that holds no log is a mistyped --data-dir, not a node to start.
+            if !config.data_dir.join("log").exists() {
+                return Err(format!(
+                    "{} holds no Herald log (is --data-dir right?); nothing was changed",
+                    config.data_dir.display()
+                )
+                .into());
+            }
             let (log, _) = herald::log::Log::open(&config.data_dir, config.log_options())?;
-            herald::server::issue_admin_token(&log)?;
+            let token = herald::server::issue_admin_token(&log)?;
             log.close();
+            // The token alone on stdout, so `T=$(herald admin-token reset)` works.
+            println!("{token}");
+            eprintln!(
+                "herald: issued a new admin token (above; only its hash is stored). The old one no longer works."
+            );
         }
         Cmd::Verify => {
             let tree = herald::log::open_for_inspection(&config.data_dir)?;

@@ -184,21 +184,28 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
     }
     let has_one = log.catalog().read().map(|c| c.admin_token.is_some()).unwrap_or(true);
     if !has_one {
-        issue_admin_token(log)?;
+        let token = issue_admin_token(log)?;
+        // On stdout, apart from the log stream (stderr, maybe JSON, maybe collected): once.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "\nHerald admin token (shown this once; only its hash is stored):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>`. `herald admin-token reset` issues a new one.\n"
+        );
+        let _ = out.flush();
+        tracing::info!("issued an admin token (printed on stdout, not logged)");
     }
     Ok(())
 }
 
-/// Issues a new admin token (replacing any stored one) and prints it once to stderr.
-pub fn issue_admin_token(log: &Log) -> Result<(), StartError> {
+/// Issues a new admin token (replacing any stored one) and returns it; only its hash is
+/// stored. The caller shows it, once.
+pub fn issue_admin_token(log: &Log) -> Result<String, StartError> {
     let token = credentials::generate_admin_token();
     let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
     log.writer().append_blocking(Command::new(vec![record]))?;
-    eprintln!(
-        "\nHerald admin token (shown this once; only its hash is stored):\n\n    {token}\n\n\
-         Use it as `Authorization: Bearer <token>`. `herald admin-token reset` issues a new one.\n"
-    );
-    Ok(())
+    Ok(token)
 }
 
 /// Raises this process's limit on open descriptors (its soft limit, up to the hard one) so
@@ -230,6 +237,10 @@ fn raise_descriptor_limit(connections: usize) {
 pub fn serve(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     let addr = config.listen_addr()?;
+    // What would stop start-up anyway stops it before the port is bound: a data directory
+    // in use or not creatable, a missing or wrong seal key.
+    crate::log::check_not_in_use(&config.data_dir)?;
+    crate::seal::load(&config.key_source(), &config.data_dir)?;
     actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(crate::metrics::Metrics::new(&config).map_err(|e| StartError::Metrics(e.to_string()))?);
         let shared = web::Data::new(Shared::new(config.clone(), metrics.clone()));

@@ -42,8 +42,10 @@ fn first_start_prints_an_admin_token_once_and_stores_only_its_hash() {
     let token = {
         let mut herald = Herald::serve(dir.path(), &["--data-dir", data_arg], &[]);
         herald.wait_ready();
-        let stderr = herald.stderr();
-        let token = stderr.split_whitespace().find(|w| w.starts_with("hadm_")).expect("token printed").to_owned();
+        // On stdout, never in the log stream.
+        let stdout = herald.stdout.lock().unwrap().clone();
+        let token = stdout.split_whitespace().find(|w| w.starts_with("hadm_")).expect("token printed").to_owned();
+        assert!(!herald.stderr().contains("hadm_"), "the token is not logged");
         herald.signal(libc::SIGINT);
         assert!(herald.wait_exit(Duration::from_secs(20)).success());
         token
@@ -59,15 +61,66 @@ fn first_start_prints_an_admin_token_once_and_stores_only_its_hash() {
     // A second start prints none.
     let mut herald = Herald::serve(dir.path(), &["--data-dir", data_arg], &[]);
     herald.wait_ready();
-    assert!(!herald.stderr().contains("hadm_"));
+    assert!(!herald.stderr().contains("hadm_") && !herald.stdout.lock().unwrap().contains("hadm_"));
     herald.signal(libc::SIGTERM);
     assert!(herald.wait_exit(Duration::from_secs(20)).success());
 
-    // A reset issues a new one, printed once.
-    let (code, _, stderr) = run(dir.path(), &["--data-dir", data_arg, "admin-token", "reset"], &[]);
+    // A reset issues a new one: alone on stdout, so `T=$(herald admin-token reset)` works.
+    let (code, stdout, stderr) = run(dir.path(), &["--data-dir", data_arg, "admin-token", "reset"], &[]);
     assert_eq!(code, 0, "{stderr}");
-    let new = stderr.split_whitespace().find(|w| w.starts_with("hadm_")).expect("new token printed");
+    let new = stdout.trim();
+    assert!(new.starts_with("hadm_") && !new.contains(char::is_whitespace), "{stdout:?}");
     assert_ne!(new, token);
+    assert!(!stderr.contains("hadm_"));
+    // And it works, where the old one no longer does.
+    let herald = Herald::serve(dir.path(), &["--data-dir", data_arg], &[]);
+    herald.wait_ready();
+    assert_eq!(herald.send("GET", "/api/v1/accounts", Some(new), &[], None).status, 200);
+    assert_eq!(herald.send("GET", "/api/v1/accounts", Some(&token), &[], None).status, 401);
+}
+
+#[test]
+fn admin_token_reset_refuses_a_directory_with_no_log_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("herald-dtaa");
+    let (code, stdout, stderr) = run(dir.path(), &["--data-dir", typo.to_str().unwrap(), "admin-token", "reset"], &[]);
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty() && stderr.contains("holds no Herald log"), "{stderr}");
+    assert!(!typo.exists(), "nothing created");
+    assert_eq!(stderr.matches("holds no Herald log").count(), 1, "the error is printed once: {stderr}");
+}
+
+#[test]
+fn a_directory_in_use_fails_before_the_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Herald::serve(dir.path(), &[], &[]);
+    first.wait_ready();
+    let (code, _, stderr) = run(dir.path(), &["--listen", "127.0.0.1:0", "serve"], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(!stderr.contains("listening"), "refused before binding: {stderr}");
+    assert_eq!(stderr.matches("in use").count(), 1, "printed once: {stderr}");
+}
+
+#[test]
+fn shutdown_says_which_deliveries_it_abandoned_when_the_grace_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = herald_with(dir.path(), &[("HERALD_SHUTDOWN_GRACE", "1s")]);
+    webhook(&h, ADMIN, serde_json::json!(["*"]), true);
+    let e = h.json("POST", "/api/v1/events", Some(ADMIN), &serde_json::json!({"event": "lead.qualified", "data": {}}));
+    let delivery = {
+        let event = e.body["id"].as_str().unwrap();
+        let read = h.send("GET", &format!("/api/v1/events/{event}"), Some(ADMIN), &[], None);
+        read.body["deliveries"][0]["id"].as_str().unwrap().to_owned()
+    };
+    // The receiver never answers: the attempt is on the wire when the grace runs out.
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    h.signal(libc::SIGTERM);
+    assert!(h.wait_exit(Duration::from_secs(10)).success());
+    assert!(t.elapsed() < Duration::from_secs(3), "within the grace: {:?}", t.elapsed());
+    let said = h.stderr();
+    assert!(said.contains("abandoned at shutdown") && said.contains(&delivery), "{said}");
 }
 
 #[test]

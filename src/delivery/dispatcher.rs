@@ -112,6 +112,17 @@ impl Dispatcher {
         while self.inner.shared.busy.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        let left = self.inner.shared.busy.load(Ordering::Relaxed);
+        if left > 0 {
+            // Said by each actor, with its webhook and the deliveries it leaves on the wire.
+            tracing::warn!(left, "shutdown_grace ran out with attempts in flight or being recorded");
+            if let Ok(routes) = self.inner.shared.routes.lock() {
+                for r in routes.values() {
+                    r.addr.do_send(endpoint::Abandon);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// How many webhooks have an actor running.

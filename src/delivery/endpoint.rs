@@ -922,6 +922,42 @@ impl Handler<Drain> for Endpoint {
     }
 }
 
+/// Shutdown's grace ran out: say which attempts are left on the wire (their deliveries are
+/// owed in the log and go out again at the next start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
+impl Handler<Abandon> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, _: &mut Context<Self>) {
+        if self.in_flight.is_empty() && self.recording.is_empty() {
+            return;
+        }
+        let key = &self.shared.id_key;
+        let show = |d: &DeliveryRef| {
+            // The event's time is part of the id; the record holds it.
+            let at =
+                self.shared.store.tree().ok().and_then(|t| log::read_record(&t, d.seq).ok().flatten()).map(
+                    |r| match r {
+                        Record::EventIngested(e) => e.at,
+                        _ => 0,
+                    },
+                );
+            DeliveryId::from_ref(*d, at.unwrap_or(0), key).to_string()
+        };
+        let in_flight: Vec<String> = self.in_flight.keys().map(show).collect();
+        let recording: Vec<String> = self.recording.iter().map(show).collect();
+        tracing::warn!(
+            webhook_id = %self.webhook.id,
+            in_flight = ?in_flight,
+            unrecorded = ?recording,
+            "abandoned at shutdown: these deliveries are sent again at the next start"
+        );
+    }
+}
+
 /// `POST /webhooks/{id}/test`: one signed delivery of a sample event, now, not recorded;
 /// the outcome goes to `reply`.
 #[derive(Message)]

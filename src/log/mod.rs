@@ -163,6 +163,26 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Fails if another process holds the log in `dir` (sled's own lock, an exclusive `flock` on
+/// its `db` file), or if `dir` cannot be created; lets the lock go again at once. For
+/// `serve` to refuse before it binds its port: the open itself (recovery) comes after.
+pub fn check_not_in_use(dir: &Path) -> Result<(), OpenError> {
+    create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
+    let db = dir.join("log").join("db");
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(OpenError::Sled { path: dir.to_owned(), source: sled::Error::Io(source) }),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(OpenError::Sled { path: dir.to_owned(), source: sled::Error::Io(source) })
+        }
+    }
+}
+
 /// Whether an I/O error says the file system is full (or the quota is used up).
 pub fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

@@ -59,7 +59,20 @@ pub fn spawn_tied(mut cmd: Command) -> Child {
 pub struct Herald {
     pub child: Child,
     pub stderr: Arc<Mutex<String>>,
+    /// What it printed on stdout (the first start's admin token, nothing else).
+    pub stdout: Arc<Mutex<String>>,
     pub base: String,
+}
+
+/// Collects what `pipe` says into `sink`, line by line, on a thread of its own.
+fn collect(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
 }
 
 impl Herald {
@@ -74,18 +87,12 @@ impl Herald {
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info");
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = spawn_tied(cmd);
         let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stdout = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().expect("stderr"), stderr.clone());
+        collect(child.stdout.take().expect("stdout"), stdout.clone());
         let mut base = String::new();
         wait_for("herald to print its address", Duration::from_secs(30), || {
             let s = stderr.lock().unwrap();
@@ -97,7 +104,7 @@ impl Herald {
             }
             false
         });
-        Herald { child, stderr, base }
+        Herald { child, stderr, stdout, base }
     }
 
     pub fn url(&self, path: &str) -> String {
