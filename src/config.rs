@@ -1,5 +1,5 @@
 //! Configuration: embedded defaults, overridden by an optional TOML file, overridden by
-//! `HERALD_*` environment variables, overridden by command-line flags (SPEC §1).
+//! `HERALD_*` environment variables, overridden by command-line flags (contract §1).
 //!
 //! Invariants:
 //! - Every key has a default, so `herald serve` runs with no configuration at all.
@@ -75,7 +75,7 @@ pub struct EventType {
     pub sample: Option<toml::Table>,
 }
 
-/// The effective configuration. Field docs give the SPEC §1 meaning.
+/// The effective configuration. Field docs give the contract §1 meaning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -106,8 +106,8 @@ pub struct Config {
     pub ingest_rate_limit: Option<u32>,
     pub metrics_token: Option<String>,
     pub metrics_per_webhook: bool,
-    /// Metrics off: nothing counted on the hot paths, `/metrics` answers 404 (not in SPEC's
-    /// table: for measuring what metrics cost, and for nodes scraped some other way).
+    /// Metrics off: nothing counted on the hot paths, `/metrics` answers 404 (for
+    /// measuring what metrics cost, and for nodes scraped some other way).
     pub metrics_enabled: bool,
     pub log_format: LogFormat,
     pub shutdown_grace: Dur,
@@ -118,20 +118,20 @@ pub struct Config {
     pub min_free_disk: u64,
     /// Bytes held in `<data_dir>/reserved-space` for when the disk fills: deliveries are
     /// still recorded and compaction still runs in it, and the log can be reopened after a
-    /// storage fault (not in SPEC's table). 0: none.
+    /// storage fault . 0: none.
     pub disk_reserve: u64,
     pub max_pending_per_webhook: u64,
-    /// How often retention compaction runs (not in SPEC's table: an operator knob for tests
+    /// How often retention compaction runs (an operator knob for tests
     /// and for very busy nodes).
     pub compaction_interval: Dur,
     /// A hosts file (`<address> <name>` lines) consulted before DNS for webhook targets, at
-    /// create time and at connect time alike, read again at every lookup (not in SPEC's
-    /// table: pins names on a node without touching `/etc/hosts`).
+    /// create time and at connect time alike, read again at every lookup (pins
+    /// names on a node without touching `/etc/hosts`).
     pub hosts_file: Option<PathBuf>,
     /// How long a webhook's actor stays up with nothing to send before it stops; its next
-    /// delivery starts it again (not in SPEC's table: idle webhooks then cost no actor).
+    /// delivery starts it again (idle webhooks then cost no actor).
     pub actor_idle: Dur,
-    /// Connections that may do API work at once (not in SPEC's table: one client must not
+    /// Connections that may do API work at once (one client must not
     /// take every descriptor).
     pub max_connections: u32,
     /// Connections beyond `max_connections` kept for `/healthz`, `/readyz` and `/metrics`.

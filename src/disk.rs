@@ -1,4 +1,4 @@
-//! `min_free_disk` (SPEC §6), as the API sees it: below that many free bytes (plus the
+//! `min_free_disk` (contract §6), as the API sees it: below that many free bytes (plus the
 //! log's own safety margin, [`crate::log::room::SAFETY`]) on the data directory's file
 //! system, ingest is refused with 503 and `Retry-After` before its body is even parsed, and
 //! `/readyz` answers 503. The log writer enforces the same floor command by command

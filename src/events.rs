@@ -171,7 +171,7 @@ pub async fn ingest(
     }
 }
 
-/// One of Herald's own events (SPEC §5: `herald.circuit.opened`, …), ready to append to the
+/// One of Herald's own events (contract §5: `herald.circuit.opened`, …), ready to append to the
 /// account's stream with the deliveries it owes. `data` is a compact JSON object.
 pub fn operational(catalog: &Catalog, account: &AccountId, name: &str, data: Vec<u8>, at: Millis) -> Record {
     let webhooks = catalog.matching(account, name).map(|w| w.id.clone()).collect();

@@ -20,7 +20,7 @@
 //! - [`stats`]: an account's activity and queue state at a glance.
 //! - [`event_types`]: the event catalog — configured names plus the names an account sent.
 //! - [`ratelimit`]: `ingest_rate_limit`, per account.
-//! - [`safety`]: which targets Herald may send to (SPEC §6).
+//! - [`safety`]: which targets Herald may send to (contract §6).
 //! - [`seal`]: secrets sealed at rest — the keyring, sealing and opening values.
 //! - [`delivery`]: getting events to endpoints — one actor per webhook (queue, retries,
 //!   circuit breaker), the dispatcher that feeds them from the log, the wire format and

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7), served at `GET /metrics`.
+//! Prometheus metrics (contract §7), served at `GET /metrics`.
 //!
 //! Invariants:
 //! - Label values are bounded: `event` is a configured event type or `other`, `route` is

@@ -414,7 +414,7 @@ impl Webhook {
     }
 }
 
-/// The family of Herald's own operational events (SPEC §5); clients cannot ingest names in it.
+/// The family of Herald's own operational events (contract §5); clients cannot ingest names in it.
 pub const OPERATIONAL_PREFIX: &str = "herald.";
 
 /// `*` matches every platform event; `family.*` matches names under `family.`; anything else

@@ -1,4 +1,4 @@
-//! Where Herald may send (SPEC §6): `https://` only unless `dev`/`allow_http`, and never to
+//! Where Herald may send (contract §6): `https://` only unless `dev`/`allow_http`, and never to
 //! an address that the IANA special-purpose registries mark as not globally reachable
 //! (loopback, private, link-local, CGNAT, benchmarking, documentation, …: [`SPECIAL`], one
 //! table for both families) or to multicast, unless it is in `allowed_cidrs` or `dev` is

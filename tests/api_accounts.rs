@@ -1,6 +1,6 @@
 //! Accounts and API keys over real HTTP: admin-only routes, key lifecycle, tenancy of the
 //! admin's `Herald-Account`, list paging, and every kind of bad input answered with the
-//! SPEC's status and error JSON.
+//! the contract's status and error JSON.
 
 mod common;
 

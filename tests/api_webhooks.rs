@@ -1,5 +1,5 @@
 //! Webhooks over real HTTP: lifecycle, secrets, tenancy, the per-account limit, validation
-//! of every field, masking, and the target rules of SPEC §6 at create time.
+//! of every field, masking, and the target rules of contract §6 at create time.
 
 mod common;
 

@@ -193,3 +193,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn no_doc_in_the_repo_points_outside_it_or_at_a_file_that_is_not_there() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md"), root.join("ARCHITECTURE.md"), root.join("BENCHMARKS.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    let prefixes = ["src/", "tests/", "docs/", "grafana/", "benches/", ".ci/"];
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let name = doc.strip_prefix(root).unwrap().display().to_string();
+        assert!(!text.contains("../"), "{name} points outside the repo");
+        // Every path in backticks that names a file or folder of the repo exists.
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let path = quoted.split([' ', ':', '#', '(']).next().unwrap_or_default().trim_end_matches(['.', ',']);
+            if prefixes.iter().any(|p| path.starts_with(p)) && !path.contains(['*', '<', '{', '…']) {
+                let bare = path.split("::").next().unwrap_or(path);
+                assert!(root.join(bare).exists(), "{name} names `{path}`, which is not in the repo");
+            }
+        }
+    }
+}

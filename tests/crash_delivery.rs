@@ -1,4 +1,4 @@
-//! Crash replay with the real binary (SPEC §5, at-least-once): thousands of deliveries
+//! Crash replay with the real binary (contract §5, at-least-once): thousands of deliveries
 //! pending or in flight to a receiver that is down or slow, `kill -9` at random moments,
 //! restart, receiver back: every delivery arrives — the receiver counts distinct
 //! `X-Webhook-Delivery-Id`s, none missing — and the duplicates per crash stay within the

@@ -1,4 +1,4 @@
-//! The circuit breaker (SPEC §5), counted at real receivers: an endpoint failing forever
+//! The circuit breaker (contract §5), counted at real receivers: an endpoint failing forever
 //! gets only the probes once its breaker is open, with the cooldown doubling; it recovers
 //! when the receiver comes back with no delivery lost; transitions reach subscribers as
 //! `herald.circuit.*` events; and a dead endpoint does not slow a healthy one.

@@ -1,4 +1,4 @@
-//! Retries, dead letters and bounded failure (SPEC §5) against real receivers on 127.0.0.1
+//! Retries, dead letters and bounded failure (contract §5) against real receivers on 127.0.0.1
 //! that misbehave on purpose, with retry timings configured in milliseconds.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Where Herald may send (SPEC §6), checked at create time and again at connect time with
+//! Where Herald may send (contract §6), checked at create time and again at connect time with
 //! the real binary: a name that passes at create time and resolves to 127.0.0.1 when the
 //! delivery goes out (through `hosts_file`, a resolver the test swaps) is refused without
 //! `--dev`; a literal loopback address accepted under `--dev` is refused after a restart

@@ -1,4 +1,4 @@
-//! A delivery on the wire (SPEC §4), checked by receivers written afresh here: the checks of
+//! A delivery on the wire (contract §4), checked by receivers written afresh here: the checks of
 //! seed 000's receiver (re-serialize the parsed body, `sha256=` + hex under its own header),
 //! seed 001's (bare hex of the raw body under `X-Webhook-Signature`) and Standard Webhooks
 //! (`v1,` base64 over `{id}.{timestamp}.{body}`), including the two signatures of a

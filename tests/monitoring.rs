@@ -1,4 +1,4 @@
-//! Monitoring (SPEC §7): the real `/metrics` of a running Herald checked by `promtool`,
+//! Monitoring (contract §7): the real `/metrics` of a running Herald checked by `promtool`,
 //! the Grafana dashboard and its provisioning checked against what Herald exports, the
 //! alert rules checked and unit-tested by `promtool`, and the logs: JSON on request, spans
 //! carrying the attempt's ids, `RUST_LOG` obeyed, no secret anywhere.
@@ -81,7 +81,7 @@ fn busy_herald_metrics(dir: &Path) -> (Herald, String) {
     (h, t)
 }
 
-/// Every metric SPEC §7 names, as it appears in the exposition.
+/// Every metric contract §7 names, as it appears in the exposition.
 const SPEC_METRICS: &[&str] = &[
     "herald_events_ingested_total",
     "herald_delivery_attempts_total",

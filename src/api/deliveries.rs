@@ -183,7 +183,7 @@ pub async fn list(auth: Auth, query: web::Query<DeliveriesQuery>) -> Result<Http
     list_answer(auth, query.into_inner(), None).await
 }
 
-/// The account's deliveries, filtered: the alias of `/api/v1/deliveries` SPEC §3 names.
+/// The account's deliveries, filtered: the alias of `/api/v1/deliveries` contract §3 names.
 #[utoipa::path(operation_id = "deliveries_list_alias", tag = "deliveries", security(("bearer" = [])), params(DeliveriesQuery),
     responses((status = 200, description = "A page of deliveries", body = Page<DeliveryView>), Unauthenticated, Missing, BadQuery))]
 #[get("/api/v1/webhooks/deliveries")]

@@ -1,4 +1,4 @@
-//! The one place where failures become HTTP answers (SPEC §3): always
+//! The one place where failures become HTTP answers (contract §3): always
 //! `{"error": {"code", "message", "field"?}}` with the documented status, never a bare 500.
 
 use actix_web::http::{header, StatusCode};
@@ -223,7 +223,7 @@ impl From<crate::error::DomainError> for ApiError {
     }
 }
 
-/// Turns actix's JSON body errors into the SPEC's answers: 413 too large, 415 not JSON,
+/// Turns actix's JSON body errors into the contract's answers: 413 too large, 415 not JSON,
 /// 422 a field of the wrong type, 400 anything else malformed.
 pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;

@@ -2,7 +2,7 @@
 //! `GET /api/v1/events/{id}`.
 //!
 //! Bodies are read as bytes and parsed here, so that `data` keeps its exact key order and
-//! numbers and so that every malformed, oversized or mistyped body gets the SPEC's answer.
+//! numbers and so that every malformed, oversized or mistyped body gets the contract's answer.
 
 use super::auth::Auth;
 use super::deliveries::DeliveryView;
@@ -87,7 +87,7 @@ pub struct EventDetail {
     deliveries: Vec<DeliveryView>,
 }
 
-/// Reads the body up to `limit` bytes; more is a 413 in the SPEC's error format (actix's own
+/// Reads the body up to `limit` bytes; more is a 413 in the contract's error format (actix's own
 /// limit would answer in plain text). A declared `Content-Length` over the limit was refused
 /// before this (see [`super::limits`]); one under it sizes the buffer once.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {

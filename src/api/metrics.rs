@@ -8,7 +8,7 @@ use crate::server::Shared;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
-/// Prometheus text format (SPEC §7). With `metrics_token` set, `Authorization: Bearer` it.
+/// Prometheus text format (contract §7). With `metrics_token` set, `Authorization: Bearer` it.
 #[utoipa::path(operation_id = "metrics_scrape", tag = "operations", security((), ("metrics_token" = [])),
     responses((status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String),
         (status = 401, description = "metrics_token is set and was not given", body = ErrorBody),

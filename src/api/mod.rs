@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC §3). Handlers are thin: parse and validate, call the domain, map
+//! The HTTP API (contract §3). Handlers are thin: parse and validate, call the domain, map
 //! errors through [`error`]. This module is the only one that knows about HTTP.
 //!
 //! - [`admin`] — the admin page (`/admin`), its files embedded in the binary.
@@ -38,7 +38,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 /// Largest body of a management request (accounts, keys, webhooks).
 pub const MANAGEMENT_BODY_BYTES: usize = 64 * 1024;
 
-/// Every status the API answers with (SPEC §3, and 308 from `/docs` to `/docs/`), for the
+/// Every status the API answers with (contract §3, and 308 from `/docs` to `/docs/`), for the
 /// metrics' `status` label.
 pub const STATUSES: &[&str] = &[
     "200", "201", "202", "204", "308", "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "500",

@@ -1,4 +1,4 @@
-//! List answers (SPEC §3): `{"data": [...], "next_cursor": "…" | null}`, newest first,
+//! List answers (contract §3): `{"data": [...], "next_cursor": "…" | null}`, newest first,
 //! `limit` 1–500 (default 50), `cursor` = the last id of the previous page.
 
 use super::error::ApiError;

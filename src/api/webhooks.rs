@@ -162,7 +162,7 @@ pub struct WebhookView {
     secret: Option<String>,
 }
 
-/// A webhook's health (SPEC §5).
+/// A webhook's health (contract §5).
 #[derive(Serialize, ToSchema)]
 pub struct WebhookStatusView {
     /// `healthy`, `failing`, `circuit_open`, `disabled` (by Herald: 410 Gone or

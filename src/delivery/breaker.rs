@@ -1,4 +1,4 @@
-//! A webhook's health and circuit breaker (SPEC §5), as pure transitions of its
+//! A webhook's health and circuit breaker (contract §5), as pure transitions of its
 //! [`WebhookStatus`]: the endpoint actor asks [`gate`] whether it may send, and folds each
 //! finished attempt with [`after_attempt`]; the status that comes out is written into the
 //! `AttemptFinished` record, so a rebuild replays the breaker without a clock.

@@ -1,4 +1,4 @@
-//! Delivery (SPEC §4–5): getting every acknowledged event to every subscribed endpoint.
+//! Delivery (contract §4–5): getting every acknowledged event to every subscribed endpoint.
 //!
 //! One actix actor per webhook ([`endpoint::Endpoint`]) owns that webhook's waiting
 //! deliveries, its in-flight attempts, its retry timer and its circuit breaker; actors are

@@ -1,4 +1,4 @@
-//! The retry policy of SPEC §5, in two separate steps (as Vector's `retries.rs` does):
+//! The retry policy of contract §5, in two separate steps (as Vector's `retries.rs` does):
 //! [`classify`] says what an attempt's outcome means — success, retry (perhaps after the
 //! receiver's `Retry-After`), or gone — and [`Backoff`] says when the next attempt is due;
 //! [`next_step`] puts them together with the attempt budget and the TTL.

@@ -1,4 +1,4 @@
-//! Sending one attempt over HTTP (awc) under the safety rules of SPEC §6, and reporting how
+//! Sending one attempt over HTTP (awc) under the safety rules of contract §6, and reporting how
 //! it ended. Knows nothing of deliveries, retries or the log: the endpoint actor builds the
 //! request ([`signature`](super::signature)), this module sends it, [`retry`](super::retry)
 //! says what the outcome means.

@@ -1,4 +1,4 @@
-//! What a delivery looks like on the wire (SPEC §4): its body and its headers, both
+//! What a delivery looks like on the wire (contract §4): its body and its headers, both
 //! signature forms included.
 //!
 //! Invariants:

@@ -344,7 +344,7 @@ fn attempt_finished<R: Rows>(rows: &mut R, seq: u64, a: &AttemptFinished) -> Res
 }
 
 /// Sets a webhook's health. The change to disabled kills every unfinished delivery of the
-/// webhook with reason `disabled` (SPEC §5), here in the fold, so a backlog on disk goes as
+/// webhook with reason `disabled` (contract §5), here in the fold, so a backlog on disk goes as
 /// surely as the deliveries an actor holds in memory.
 fn set_status<R: Rows>(
     rows: &mut R,

@@ -1,4 +1,4 @@
-//! The log's records: one per state change (SPEC §5), and their stored form.
+//! The log's records: one per state change (contract §5), and their stored form.
 //!
 //! Invariants:
 //! - A record says everything its fold needs: times, jittered due times, breaker decisions
