@@ -66,3 +66,39 @@ impl From<AppendError> for DomainError {
         }
     }
 }
+
+/// What a caller is told about JSON that did not parse: serde_json's message, except where it
+/// misleads. A `\u` escape of half a UTF-16 surrogate pair with no other half is text no
+/// JSON string may hold, but serde_json calls it "unexpected end of hex escape" (a high half
+/// alone) or "lone leading surrogate" (a low half alone).
+pub fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    const LONE: &str = "a lone surrogate escape (\\ud800–\\udfff without its other half) is not valid text";
+    for misleading in ["unexpected end of hex escape", "lone leading surrogate in hex escape"] {
+        if let Some(rest) = text.strip_prefix(misleading) {
+            return format!("{LONE}{rest}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_message;
+
+    fn message(json: &str) -> String {
+        json_message(&serde_json::from_str::<serde_json::Value>(json).unwrap_err())
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_called_one_and_other_errors_keep_their_words() {
+        for lone in [r#"{"x":"\ud800"}"#, r#"{"x":"\ud800x"}"#, r#"{"x":"\udc00"}"#, r#"{"x":"\ud800\u0041"}"#] {
+            let m = message(lone);
+            assert!(m.starts_with("a lone surrogate escape"), "{lone}: {m}");
+            assert!(m.contains("at line 1 column"), "{lone}: {m}");
+        }
+        assert!(serde_json::from_str::<serde_json::Value>(r#"{"x":"\ud83d\ude00"}"#).is_ok(), "a whole pair is text");
+        assert!(message(r#"{"x":"\u12"}"#).starts_with("invalid escape"), "{}", message(r#"{"x":"\u12"}"#));
+        assert!(message("{").starts_with("EOF while parsing"));
+    }
+}

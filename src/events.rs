@@ -97,6 +97,81 @@ fn request_hash(input: &EventInput) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Checks an event's `data` as it arrived: a JSON object with no key twice in any object,
+/// at any depth (a parser that kept one of them would deliver something the client did not
+/// say). The bytes themselves are kept and sent as they are.
+pub fn check_data(raw: &str) -> Result<(), DomainError> {
+    if !raw.trim_start().starts_with('{') {
+        return Err(DomainError::invalid("data", "must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde::de::DeserializeSeed::deserialize(distinct::Keys, &mut de)
+        .map_err(|e| DomainError::invalid("data", crate::error::json_message(&e)))
+}
+
+/// A walk over a JSON value that refuses an object holding a key twice.
+mod distinct {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+    use std::fmt;
+
+    pub struct Keys;
+
+    impl<'de> DeserializeSeed<'de> for Keys {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+
+    struct Walk;
+
+    impl<'de> Visitor<'de> for Walk {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if seen.contains(&key) {
+                    return Err(A::Error::custom(format!("the key `{key}` appears twice in one object")));
+                }
+                seen.insert(key);
+                map.next_value_seed(Keys)?;
+            }
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Keys)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_bool<E: Error>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E: Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+}
+
 /// Ingests one event for `account`.
 pub async fn ingest(
     log: &Log,

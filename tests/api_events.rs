@@ -23,9 +23,12 @@ fn events_fan_out_to_matching_active_webhooks_and_keep_their_data_exactly() {
     webhook(&h, &key, json!(["*"]), false);
     webhook(&h, &key, json!(["*"]), true);
 
-    let body =
-        br#"{"event": "lead.qualified", "data": {"b": 1, "a": 2.50, "big": 12345678901234567890, "s": "caf\u00e9"}}"#;
-    let a = post_raw(&h, &key, body, &[]);
+    // `data` is kept as its bytes arrived: spacing, escapes, exponents, big and trailing-zero
+    // numbers, key order.
+    let data = r#"{ "b": 1, "a": 2.50, "big": 12345678901234567890, "s": "caf\u00e9 \/ \"q\"",
+        "e": 1.0E+2, "n": [1e3, -0.0], "k": {"2": true, "1": null} }"#;
+    let body = format!(r#"{{"event": "lead.qualified", "data": {data}}}"#).into_bytes();
+    let a = post_raw(&h, &key, &body, &[]);
     assert_eq!(a.status, 202, "{}", a.text);
     assert_eq!((a.body["event"].as_str(), a.body["deliveries"].as_u64()), (Some("lead.qualified"), Some(2)));
     let id = a.body["id"].as_str().unwrap().to_owned();
@@ -38,7 +41,7 @@ fn events_fan_out_to_matching_active_webhooks_and_keep_their_data_exactly() {
 
     let read = h.send("GET", &format!("/api/v1/events/{id}"), Some(&key), &[], None);
     assert_eq!(read.status, 200, "{}", read.text);
-    assert!(read.text.contains(r#"{"b":1,"a":2.50,"big":12345678901234567890,"s":"café"}"#), "{}", read.text);
+    assert!(read.text.contains(&format!(r#""data":{data},"#)), "{}", read.text);
     assert_eq!(read.body["deliveries"].as_array().map(Vec::len), Some(2), "{}", read.text);
 
     // Another account, or a made-up id, sees nothing.
@@ -192,6 +195,10 @@ fn bad_events_get_the_spec_answers() {
         ("missing event", br#"{"data":{}}"#.to_vec(), 422),
         ("missing data", br#"{"event":"lead.qualified"}"#.to_vec(), 422),
         ("data not an object", br#"{"event":"lead.qualified","data":"x"}"#.to_vec(), 422),
+        ("data an array", br#"{"event":"lead.qualified","data":[{}]}"#.to_vec(), 422),
+        ("a key twice in data", br#"{"event":"lead.qualified","data":{"a":1,"b":2,"a":3}}"#.to_vec(), 422),
+        ("a key twice, deep", br#"{"event":"lead.qualified","data":{"x":[{"k":1,"\u006b":2}]}}"#.to_vec(), 422),
+        ("a lone surrogate", br#"{"event":"lead.qualified","data":{"x":"\ud800"}}"#.to_vec(), 422),
         ("event wrong type", br#"{"event":7,"data":{}}"#.to_vec(), 422),
         ("unknown field", br#"{"event":"lead.qualified","data":{},"extra":1}"#.to_vec(), 422),
         ("bad name", br#"{"event":"Lead-Qualified","data":{}}"#.to_vec(), 422),
@@ -205,6 +212,15 @@ fn bad_events_get_the_spec_answers() {
         assert_eq!(a.status, status, "{what}: {}", a.text);
         assert!(a.body["error"]["code"].is_string(), "{what}: {}", a.text);
     }
+    // A lone surrogate is called one, wherever it is (serde_json says "end of hex escape").
+    for body in [&br#"{"event":"lead.qualified","data":{"x":"\ud800"}}"#[..], br#"{"event":"lead.\udc00","data":{}}"#] {
+        let a = post_raw(&h, ADMIN, body, &[]);
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("a lone surrogate escape"), "{}", a.text);
+    }
+    let twice = post_raw(&h, ADMIN, br#"{"event":"lead.qualified","data":{"a":1,"a":1}}"#, &[]);
+    assert_eq!(twice.body["error"]["field"], "data", "{}", twice.text);
+    assert!(twice.text.contains("the key `a` appears twice"), "{}", twice.text);
     let deep = post_raw(&h, ADMIN, deep.as_bytes(), &[]);
     assert!(matches!(deep.status, 400 | 422), "nested 10,000 deep: {}", deep.text);
     let wrong_type = h.send("POST", "/api/v1/events", Some(ADMIN), &[("Content-Type", "text/plain")], Some(b"{}"));

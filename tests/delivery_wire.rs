@@ -1,6 +1,8 @@
 //! A delivery on the wire (contract §4), checked by receivers written afresh here: the checks of
-//! seed 000's receiver (re-serialize the parsed body, `sha256=` + hex under its own header),
-//! seed 001's (bare hex of the raw body under `X-Webhook-Signature`) and Standard Webhooks
+//! seed 000's receiver (`sha256=` + hex under its own header — over the raw body: its
+//! `JSON.stringify` of the parsed body matches only when the platform sent `data` in exactly
+//! the form JavaScript writes it), seed 001's (bare hex of the raw body under
+//! `X-Webhook-Signature`) and Standard Webhooks
 //! (`v1,` base64 over `{id}.{timestamp}.{body}`), including the two signatures of a
 //! rotation overlap. Also the test-send route.
 
@@ -24,11 +26,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Seed 000 (Node): `sha256=` + hex HMAC of `JSON.stringify(req.body)`.
+/// Seed 000's header form (Node): `sha256=` + hex HMAC, here of the raw body.
 fn seed_000_verifies(body: &[u8], header: &str, secret: &str) -> bool {
-    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
-    let reserialized = serde_json::to_vec(&parsed).unwrap();
-    header == format!("sha256={}", hex(&hmac(secret.as_bytes(), &reserialized)))
+    header == format!("sha256={}", hex(&hmac(secret.as_bytes(), body)))
 }
 
 /// Seed 001 (Python): bare hex HMAC of the raw body.
@@ -85,8 +85,9 @@ fn deliveries_carry_every_header_and_verify_as_the_seed_receivers_check_them() {
     let nest_secret = nest["secret"].as_str().unwrap().to_owned();
     assert!(nest_secret.starts_with("whsec_"));
 
-    // Key order, trailing zeros and integers beyond 64 bits must survive byte for byte.
-    let data = r#"{"leadId":"lead_789xyz","score":92.50,"zeta":1,"alpha":{"n":-0.0010,"big":123456789012345678901234567890,"list":[3,1,2]},"email":"marie@techcorp.com"}"#;
+    // Key order, spacing, escapes, exponents, trailing zeros and integers beyond 64 bits must
+    // survive byte for byte.
+    let data = r#"{"leadId":"lead_789xyz", "score":92.50,"zeta":1,"alpha":{ "n":-0.0010,"big":123456789012345678901234567890,"list":[3,1,2],"e":1.0E+2 },"email":"marie@techcorp.com","name":"Ren\u00e9e \/ \"R\""}"#;
     let qualified =
         ingest(&h, &key, &format!(r#"{{"event":"lead.qualified","timestamp":"2025-01-20T10:30:00Z","data":{data}}}"#));
     let new_lead = ingest(&h, &key, &format!(r#"{{"event":"new_lead","data":{data}}}"#));

@@ -239,9 +239,9 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
             "send Content-Type: application/json",
         ),
         J::Deserialize(e) if e.is_data() => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::error::json_message(e))
         }
-        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::error::json_message(e)),
         J::Payload(p) if super::limits::is_timeout(p) => ApiError::body_timeout(),
         other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
     };

@@ -18,7 +18,7 @@ use crate::time::{parse_rfc3339, rfc3339};
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{value::RawValue, Value};
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 /// Most events in one batch.
@@ -33,10 +33,10 @@ pub struct EventBody {
     /// Lowercase words separated by `.` or `_`.
     #[schema(example = "lead.qualified")]
     event: String,
-    /// The payload: a JSON object, delivered as given. (Parsed with `preserve_order` and
-    /// `arbitrary_precision`: writing it back keeps the key order and the exact numbers.)
+    /// The payload: a JSON object with no key twice, stored and delivered exactly as its
+    /// bytes arrived.
     #[schema(value_type = Object, example = json!({"lead_id": "ld_123", "score": 87}))]
-    data: Value,
+    data: Box<RawValue>,
     /// RFC 3339 UTC; the ingest time when absent.
     timestamp: Option<String>,
     /// Your own id of the event, kept and shown.
@@ -82,8 +82,9 @@ pub struct EventSummary {
 pub struct EventDetail {
     #[serde(flatten)]
     summary: EventSummary,
+    /// Exactly the bytes it arrived with.
     #[schema(value_type = Object)]
-    data: Value,
+    data: Box<RawValue>,
     deliveries: Vec<DeliveryView>,
 }
 
@@ -164,19 +165,17 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 
 fn malformed(e: serde_json::Error) -> ApiError {
     if e.is_data() {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::error::json_message(&e))
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::error::json_message(&e))
     }
 }
 
-/// Checks one parsed event; `data` must be a JSON object and is written back compact with
-/// its key order and numbers kept.
+/// Checks one parsed event; `data`, a JSON object with no key twice, is kept as its bytes
+/// arrived.
 fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<EventInput, DomainError> {
-    if !body.data.is_object() {
-        return Err(DomainError::invalid("data", "must be a JSON object"));
-    }
-    let data = serde_json::to_vec(&body.data).map_err(|e| DomainError::invalid("data", e.to_string()))?;
+    events::check_data(body.data.get())?;
+    let data = body.data.get().as_bytes().to_vec();
     let timestamp = match &body.timestamp {
         None => None,
         Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
@@ -247,7 +246,7 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_batch",
-            format!("the body must be a JSON array of events: {e}"),
+            format!("the body must be a JSON array of events: {}", crate::error::json_message(&e)),
         )
     })?;
     if items.len() > MAX_BATCH {
@@ -329,7 +328,11 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
     let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
     let log = &auth.engine.log;
     let (seq, e) = events::get(log, auth.caller.account(), &id)?;
-    let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+    // Stored data is JSON that parsed at ingest; anything else would be a damaged record.
+    let data = String::from_utf8(e.data.clone())
+        .ok()
+        .and_then(|text| RawValue::from_string(text).ok())
+        .ok_or_else(|| ApiError::from(DomainError::Storage("the event's data is damaged".into())))?;
     let deliveries = crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
     Ok(HttpResponse::Ok().json(EventDetail { summary: summary(&id, &e), data, deliveries }))
 }
