@@ -321,6 +321,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         })
         .bind(addr)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+        if config.dev {
+            // Loud on purpose: a node left in dev mode lets any account aim webhooks at the
+            // machine's own services and its private network.
+            let warning = "DEV MODE: webhook target checks are OFF — http://, loopback and private \
+                           addresses are allowed; never run a shared or public node with --dev";
+            if config.log_format == crate::config::LogFormat::Text {
+                eprintln!("\n  !!! {warning} !!!\n");
+            }
+            tracing::warn!(dev = true, "{warning}");
+        }
         for bound in server.addrs() {
             // Tests and scripts read the bound port (with `--listen 127.0.0.1:0`) from this
             // line; with JSON logs it is a log line like the others.

@@ -174,6 +174,16 @@ fn secret(value: &str) -> Result<String, DomainError> {
     if !(16..=256).contains(&n) || value.chars().any(char::is_control) {
         return Err(DomainError::invalid("secret", "must be 16–256 characters, without control characters"));
     }
+    // Receivers base64-decode what follows `whsec_` for the Standard Webhooks key and use
+    // any other secret as it is; a `whsec_` secret that is not canonical base64 would be
+    // read one way by Herald and another by lenient decoders.
+    if value.starts_with("whsec_") && !crate::delivery::signature::is_standard_form(value) {
+        return Err(DomainError::invalid(
+            "secret",
+            "a secret starting with whsec_ must be standard base64 after it (with its = padding); \
+             any other secret is used as its UTF-8 bytes",
+        ));
+    }
     Ok(value.to_owned())
 }
 

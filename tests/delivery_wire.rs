@@ -285,7 +285,10 @@ fn credentials_are_masked_everywhere_shown_and_a_masked_value_sent_back_keeps_th
 
     // The delivery as recorded: credential values masked in its request headers.
     let dlv = second.delivery_id();
-    let d = h.json("GET", &format!("/api/v1/deliveries/{dlv}"), Some(&key), &json!(null));
+    // The receiver saw the attempt before Herald recorded how it ended.
+    let read = || h.json("GET", &format!("/api/v1/deliveries/{dlv}"), Some(&key), &json!(null));
+    wait_for("the attempt recorded", Duration::from_secs(10), || read().body["status"] == "succeeded");
+    let d = read();
     assert_eq!(d.body["attempts"][0]["request_headers"]["X-Password"], "****", "{}", d.text);
     assert!(!d.text.contains("s3cr3t"), "{}", d.text);
     assert!(!h.stderr().contains("s3cr3t"), "no credential in the logs");

@@ -3,9 +3,9 @@
 //!
 //! Invariants:
 //! - The body is built once per event from the stored record, compact, with `data` spliced
-//!   in byte for byte as it arrived (key order, exact numbers); every attempt of every
-//!   delivery of the event sends the same bytes, so a receiver that re-serializes the
-//!   parsed body (seed 000) computes the same HMAC.
+//!   in exactly as its bytes arrived at ingest; every attempt of every delivery of the event
+//!   sends the same bytes. (A receiver must verify those raw bytes: re-serializing the
+//!   parsed body yields the sender's bytes only by chance.)
 //! - `<signature_header>` carries `<prefix><hex HMAC-SHA256(newest secret, body)>`;
 //!   `webhook-signature` carries one `v1,<base64>` per live secret (rotation overlap), over
 //!   `{webhook-id}.{webhook-timestamp}.{body}` with the Standard Webhooks key: the bytes
@@ -63,6 +63,14 @@ pub fn hex_signature(secret: &str, body: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// Whether `secret` is `whsec_` followed by canonical standard base64 of a non-empty key.
+pub fn is_standard_form(secret: &str) -> bool {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .is_some_and(|key| !key.is_empty())
 }
 
 /// The Standard Webhooks key of a secret.
