@@ -73,13 +73,48 @@ pub struct DeliveryInfo {
     /// When its event was ingested.
     pub created_at: Millis,
     pub row: DeliveryRow,
+    /// When it will really be tried next ([`next_attempt`]).
+    pub next_attempt_at: Option<Millis>,
 }
 
 impl DeliveryInfo {
     fn new(log: &Log, d: DeliveryRef, at: Millis, webhook: &WebhookId, event: String, row: DeliveryRow) -> Self {
         let id = DeliveryId::from_ref(d, at, log.id_key());
-        DeliveryInfo { event_id: id.event_id(), id, event, webhook_id: webhook.clone(), created_at: at, row }
+        let next_attempt_at = log.catalog().read().ok().and_then(|c| {
+            let active = c.webhooks.get(webhook).is_some_and(|w| w.webhook.is_active && w.deleted_at.is_none());
+            let status = c.statuses.get(webhook).map(|s| s.status.clone()).unwrap_or_default();
+            next_attempt(row.next_due, active, &status, now_millis())
+        });
+        DeliveryInfo {
+            event_id: id.event_id(),
+            id,
+            event,
+            webhook_id: webhook.clone(),
+            created_at: at,
+            row,
+            next_attempt_at,
+        }
     }
+}
+
+/// When a waiting delivery will really be tried: its own due time, unless its webhook's
+/// breaker is open — then not before the probe may go (`breaker_until`), and never at a time
+/// already past, since it goes only once a probe has closed the breaker. `None` once it is
+/// finished, and while its webhook is paused or disabled (nothing is scheduled then).
+pub fn next_attempt(
+    next_due: Option<Millis>,
+    webhook_active: bool,
+    status: &WebhookStatus,
+    now: Millis,
+) -> Option<Millis> {
+    let due = next_due?;
+    if !webhook_active || status.state == HealthState::Disabled {
+        return None;
+    }
+    Some(match status.state {
+        HealthState::CircuitOpen => due.max(status.breaker_until.unwrap_or(now)).max(now),
+        _ => due,
+    })
 }
 
 /// Where one delivery stands, with what a list shows of it.
@@ -382,4 +417,29 @@ pub async fn requeue(log: &Log, webhook: &WebhookId, dead: &[DeliveryRef]) -> Re
         requeued += chunk.len() as u64;
     }
     Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: HealthState, breaker_until: Option<Millis>) -> WebhookStatus {
+        WebhookStatus { state, breaker_until, ..WebhookStatus::default() }
+    }
+
+    #[test]
+    fn the_next_attempt_is_when_the_breaker_lets_it_go_and_never_in_the_past() {
+        let now = 10_000;
+        let healthy = status(HealthState::Healthy, None);
+        assert_eq!(next_attempt(Some(9_000), true, &healthy, now), Some(9_000), "due: going now");
+        assert_eq!(next_attempt(Some(12_000), true, &healthy, now), Some(12_000));
+        assert_eq!(next_attempt(None, true, &healthy, now), None, "finished");
+        let open = status(HealthState::CircuitOpen, Some(40_000));
+        assert_eq!(next_attempt(Some(9_000), true, &open, now), Some(40_000), "held until the probe");
+        assert_eq!(next_attempt(Some(50_000), true, &open, now), Some(50_000), "its own time is later");
+        let probing = status(HealthState::CircuitOpen, Some(8_000));
+        assert_eq!(next_attempt(Some(9_000), true, &probing, now), Some(now), "behind a probe: not in the past");
+        assert_eq!(next_attempt(Some(9_000), false, &healthy, now), None, "paused");
+        assert_eq!(next_attempt(Some(9_000), true, &status(HealthState::Disabled, None), now), None);
+    }
 }

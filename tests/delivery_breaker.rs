@@ -47,6 +47,18 @@ fn an_open_breaker_lets_only_probes_through_then_closes_with_nothing_lost() {
     assert_eq!(r.hits_on("/in").len(), 3, "three failures opened it");
     let w = h.json("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &Value::Null);
     assert_eq!(w.body["status"]["state"], "circuit_open", "{}", w.text);
+    // Every waiting delivery says when it will really go: not before the breaker lets it,
+    // and not at a time already past (its own retry time passed long ago: 20–50 ms backoff).
+    let read_at = herald::model::now_millis();
+    let waiting = h.json("GET", &format!("/api/v1/webhooks/{hook}/deliveries?limit=20"), Some(&key), &Value::Null);
+    let waiting: Vec<&Value> =
+        waiting.body["data"].as_array().unwrap().iter().filter(|d| d["status"] != "succeeded").collect();
+    assert_eq!(waiting.len(), 10);
+    for d in waiting {
+        let next = herald::time::parse_rfc3339(d["next_attempt_at"].as_str().unwrap()).unwrap();
+        assert!(next + 5 >= read_at, "next_attempt_at {} is in the past: {d}", next);
+        assert!(next <= read_at + 1_000, "within the 400 ms cooldown: {d}");
+    }
 
     // Two probes: after 400 ms, then after 800 ms; nothing in between.
     wait_for("two probes", Duration::from_secs(5), || r.hits_on("/in").len() >= 5);

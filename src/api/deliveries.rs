@@ -78,6 +78,8 @@ pub struct DeliveryView {
     /// Why it is dead: `retries_exhausted`, `expired`, `deleted`, `disabled`, `gone` or `corrupt`.
     dead_reason: Option<&'static str>,
     attempt_count: u32,
+    /// When it will be tried next — behind an open circuit breaker, not before the breaker
+    /// lets it go; null once finished and while its webhook is paused or disabled.
     next_attempt_at: Option<String>,
     /// When its event was ingested.
     created_at: String,
@@ -122,7 +124,7 @@ pub fn view(d: &DeliveryInfo) -> DeliveryView {
         status,
         dead_reason,
         attempt_count: d.row.attempts,
-        next_attempt_at: d.row.next_due.map(rfc3339),
+        next_attempt_at: d.next_attempt_at.map(rfc3339),
         created_at: rfc3339(d.created_at),
         queued_at: rfc3339(d.row.queued_at),
         finished_at: d.row.finished_at.map(rfc3339),
