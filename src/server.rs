@@ -271,6 +271,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                             use actix_web::ResponseError;
                             // HEAD wherever GET: routed as GET, answered without the body (the
                             // connection knows the request was a HEAD).
+                            if let Some(refused) = crate::api::refused_on_fixed_path(req.path(), req.method().as_str())
+                            {
+                                return Ok(req.into_response(refused.error_response()).map_into_right_body());
+                            }
                             if req.method() == actix_web::http::Method::HEAD {
                                 req.head_mut().method = actix_web::http::Method::GET;
                             }

@@ -228,6 +228,10 @@ fn a_known_path_asked_with_another_method_answers_405_with_allow_and_head_works_
         ("DELETE", "/readyz", "GET, HEAD"),
         ("POST", "/admin", "GET, HEAD"),
         ("PUT", "/api/v1/webhooks/wh_01JZ8YQ3N6V2K7T9R4M1X5C8D0", "GET, PATCH, DELETE, HEAD"),
+        // Fixed paths a pattern with a parameter also matches are their own resources.
+        ("GET", "/api/v1/events/batch", "POST"),
+        ("OPTIONS", "/api/v1/events/batch", "POST"),
+        ("DELETE", "/api/v1/webhooks/deliveries", "GET, HEAD"),
     ] {
         let a = h.send(method, path, Some(ADMIN), &[], None);
         assert_eq!(a.status, 405, "{method} {path}: {}", a.text);

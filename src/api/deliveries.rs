@@ -17,12 +17,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+/// A delivery status, as `status=` filters by it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StatusName {
+    Pending,
+    Retrying,
+    Succeeded,
+    Dead,
+}
+
 /// The filters of every delivery list.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     /// `pending`, `retrying`, `succeeded` or `dead`.
+    #[param(inline, value_type = Option<StatusName>)]
     status: Option<String>,
     webhook_id: Option<String>,
     event_id: Option<String>,
@@ -31,6 +43,7 @@ pub struct DeliveriesQuery {
     /// Events ingested at or before this RFC 3339 time.
     until: Option<String>,
     /// Items per page, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

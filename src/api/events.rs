@@ -43,6 +43,27 @@ pub struct EventBody {
     id: Option<String>,
 }
 
+/// A batch: up to 1,000 items, each meant to be an [`EventBody`]. The schema does not hold
+/// the items to that shape because the route does not: an item that breaks it is answered
+/// with its own error in its slot, and the others go in.
+pub struct BatchBody;
+
+impl utoipa::PartialSchema for BatchBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, Object, SchemaType};
+        ArrayBuilder::new()
+            .items(Object::with_type(SchemaType::AnyValue))
+            .max_items(Some(MAX_BATCH))
+            .description(Some(
+                "Up to 1,000 items, each meant to be an EventBody (`event`, `data`, `timestamp`?, `id`?); \
+                 an item that is not one gets its own error in its slot of the answer.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for BatchBody {}
+
 /// An accepted event.
 #[derive(Serialize, ToSchema)]
 pub struct IngestAnswer {
@@ -234,7 +255,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 /// The body must be a JSON array of at most 1,000 items; each item is then validated and
 /// ingested by itself, so an item that breaks the event schema gets its own error in
 /// `results` (and the others go in) rather than a 422 for the whole batch.
-#[utoipa::path(operation_id = "events_ingest_batch", tag = "events", security(("bearer" = [])), request_body = Vec<EventBody>,
+#[utoipa::path(operation_id = "events_ingest_batch", tag = "events", security(("bearer" = [])), request_body = BatchBody,
     responses((status = 202, description = "One result per event, in order", body = BatchAnswer),
         Unauthenticated, BadBody, RateLimited))]
 #[post("/api/v1/events/batch")]
@@ -297,6 +318,7 @@ pub struct EventsQuery {
     /// Ingested at or before this RFC 3339 time.
     until: Option<String>,
     /// Items per page, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

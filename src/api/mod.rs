@@ -115,37 +115,59 @@ async fn not_routed(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiErro
     Err(ApiError::method_not_allowed(req.method().as_str(), allowed.join(", ")))
 }
 
-/// The methods Herald answers on `path`, by the route table (`HEAD` wherever `GET`).
-pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    use std::sync::LazyLock;
-    static TABLE: LazyLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> = LazyLock::new(|| {
-        let doc = document();
-        let mut table: Vec<_> = doc
-            .paths
-            .paths
+type RouteTable = Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>;
+
+/// Every path pattern with the methods it takes (`HEAD` wherever `GET`), from the document.
+static TABLE: std::sync::LazyLock<RouteTable> = std::sync::LazyLock::new(|| {
+    let doc = document();
+    let mut table: RouteTable = doc
+        .paths
+        .paths
+        .iter()
+        .map(|(pattern, item)| {
+            let mut methods = Vec::new();
+            for (name, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ] {
+                if op.is_some() {
+                    methods.push(name);
+                }
+            }
+            if methods.contains(&"GET") {
+                methods.push("HEAD");
+            }
+            (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
+        })
+        .collect();
+    table.extend(docs::PAGE_PATTERNS.iter().map(|p| (actix_web::dev::ResourceDef::new(*p), vec!["GET", "HEAD"])));
+    table
+});
+
+/// Fixed paths that a pattern with a parameter also matches (`/api/v1/events/batch` and
+/// `/api/v1/events/{id}`), with the methods the fixed path takes.
+static SHADOWED: std::sync::LazyLock<std::collections::HashMap<String, Vec<&'static str>>> =
+    std::sync::LazyLock::new(|| {
+        TABLE
             .iter()
-            .map(|(pattern, item)| {
-                let mut methods = Vec::new();
-                for (name, op) in [
-                    ("GET", &item.get),
-                    ("POST", &item.post),
-                    ("PUT", &item.put),
-                    ("PATCH", &item.patch),
-                    ("DELETE", &item.delete),
-                ] {
-                    if op.is_some() {
-                        methods.push(name);
-                    }
-                }
-                if methods.contains(&"GET") {
-                    methods.push("HEAD");
-                }
-                (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
+            .filter(|(def, _)| !def.pattern().unwrap_or_default().contains('{'))
+            .filter_map(|(def, methods)| {
+                let path = def.pattern()?;
+                let shadowed = TABLE.iter().any(|(other, _)| other.pattern() != Some(path) && other.is_match(path));
+                shadowed.then(|| (path.to_owned(), methods.clone()))
             })
-            .collect();
-        table.extend(docs::PAGE_PATTERNS.iter().map(|p| (actix_web::dev::ResourceDef::new(*p), vec!["GET", "HEAD"])));
-        table
+            .collect()
     });
+
+/// The methods Herald answers on `path`, by the route table (`HEAD` wherever `GET`). A fixed
+/// path is its own resource, whatever a pattern with a parameter would also match.
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    if let Some(methods) = SHADOWED.get(path) {
+        return methods.clone();
+    }
     let mut allowed: Vec<&'static str> = Vec::new();
     for (def, methods) in TABLE.iter() {
         if def.is_match(path) {
@@ -157,6 +179,14 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
         }
     }
     allowed
+}
+
+/// The answer to a fixed path asked with a method only a parameterised sibling takes
+/// (`GET /api/v1/events/batch`): 405 for that path, rather than being routed as an id.
+/// Checked before routing; one hash lookup.
+pub fn refused_on_fixed_path(path: &str, method: &str) -> Option<ApiError> {
+    let methods = SHADOWED.get(path)?;
+    (!methods.contains(&method)).then(|| ApiError::method_not_allowed(method, methods.join(", ")))
 }
 
 #[cfg(test)]

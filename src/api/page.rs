@@ -15,6 +15,7 @@ pub const MAX_LIMIT: usize = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -69,7 +69,7 @@ pub struct WebhookBody {
     max_in_flight: Option<u32>,
     /// Attempts per second, 1–100,000; `null` for none.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u32>, nullable)]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 100_000)]
     rate_limit: Option<Option<u32>>,
 }
 
