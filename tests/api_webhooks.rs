@@ -155,6 +155,8 @@ fn every_field_is_validated() {
         ("101 events", with("events", json!((0..101).map(|i| format!("e{i}")).collect::<Vec<_>>())), "events"),
         ("short secret", with("secret", json!("too-short")), "secret"),
         ("long secret", with("secret", json!("s".repeat(257))), "secret"),
+        ("whsec_ secret, not base64", with("secret", json!("whsec_not-base64-at-all!!")), "secret"),
+        ("whsec_ secret, no padding", with("secret", json!("whsec_bmV3bmV3bmV3bmV3bmV3bmV3bg")), "secret"),
         ("long name", with("name", json!("n".repeat(101))), "name"),
         ("long description", with("description", json!("d".repeat(1001))), "description"),
         ("reserved Content-Type", with("headers", json!({"Content-Type": "text/plain"})), "headers"),

@@ -100,20 +100,36 @@ const SPEC_METRICS: &[&str] = &[
     "herald_http_request_duration_seconds_bucket",
 ];
 
-/// Metric names a PromQL expression selects.
-struct Names(BTreeSet<String>);
+/// Metric names a PromQL expression selects, and the selectors that do not pick the
+/// dashboard's `$instance`.
+#[derive(Default)]
+struct Names {
+    names: BTreeSet<String>,
+    without_instance: Vec<String>,
+}
 
 impl ExprVisitor for Names {
     type Error = ();
     fn pre_visit(&mut self, e: &Expr) -> Result<bool, ()> {
-        match e {
-            Expr::VectorSelector(v) => self.0.extend(v.name.clone()),
-            Expr::MatrixSelector(m) => self.0.extend(m.vs.name.clone()),
-            _ => {}
+        let vs = match e {
+            Expr::VectorSelector(v) => v,
+            Expr::MatrixSelector(m) => &m.vs,
+            _ => return Ok(true),
+        };
+        self.names.extend(vs.name.clone());
+        // As Grafana substitutes it: the instance variable's value inside the matcher.
+        let picks_instance = vs.matchers.matchers.iter().any(|m| {
+            m.name == "instance" && matches!(m.op, promql_parser::label::MatchOp::Re(_)) && m.value == INSTANCE_VALUE
+        });
+        if !picks_instance {
+            self.without_instance.push(vs.name.clone().unwrap_or_default());
         }
         Ok(true)
     }
 }
+
+/// What the test substitutes for `$instance` before parsing.
+const INSTANCE_VALUE: &str = "127.0.0.1:8080";
 
 fn dashboard() -> Value {
     let text = std::fs::read_to_string(repo("grafana/dashboards/herald.json")).unwrap();
@@ -170,12 +186,21 @@ fn metrics_pass_promtool_and_hold_every_name_the_dashboard_queries() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             // Grafana's own variables, as Grafana would substitute them.
-            let promql = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s");
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$__interval", "15s")
+                .replace("$instance", INSTANCE_VALUE);
             let ast = parser::parse(&promql).unwrap_or_else(|e| panic!("panel {}: {expr}: {e}", panel["title"]));
-            let mut names = Names(BTreeSet::new());
+            let mut names = Names::default();
             walk_expr(&mut names, &ast).unwrap();
-            assert!(!names.0.is_empty(), "panel {} selects no metric: {expr}", panel["title"]);
-            for name in names.0 {
+            assert!(!names.names.is_empty(), "panel {} selects no metric: {expr}", panel["title"]);
+            assert!(
+                names.without_instance.is_empty(),
+                "panel {}: {:?} not limited to $instance: {expr}",
+                panel["title"],
+                names.without_instance
+            );
+            for name in names.names {
                 assert!(
                     exported.contains(&name),
                     "panel {} queries {name}, which Herald does not export",
@@ -222,6 +247,21 @@ fn dashboard_is_well_formed_and_uses_the_provisioned_datasource() {
 
     let d = dashboard();
     assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    // The variables: a Prometheus datasource of any uid (the provisioned one by default), and
+    // the instances it scrapes, all by default.
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name} variable"));
+    let ds = var("datasource");
+    assert_eq!((ds["type"].as_str(), ds["query"].as_str()), (Some("datasource"), Some("prometheus")), "{ds}");
+    let default = ds["current"]["value"].as_str().unwrap_or_default();
+    assert!(uids.contains(default), "the datasource variable defaults to {default}, which is not provisioned");
+    let instance = var("instance");
+    assert_eq!(instance["type"], "query", "{instance}");
+    assert_eq!(instance["datasource"], serde_json::json!({"type": "prometheus", "uid": "${datasource}"}));
+    let query = instance["query"]["query"].as_str().or(instance["query"].as_str()).unwrap_or_default();
+    assert!(query.starts_with("label_values(herald_") && query.ends_with(", instance)"), "{query}");
+    assert_eq!((instance["includeAll"].as_bool(), instance["multi"].as_bool()), (Some(true), Some(true)));
+    assert!(d.get("__inputs").is_none(), "file provisioning ignores __inputs: use the variable");
     assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
     let panels = d["panels"].as_array().unwrap();
     let mut ids = HashSet::new();
@@ -231,11 +271,12 @@ fn dashboard_is_well_formed_and_uses_the_provisioned_datasource() {
         let title = p["title"].as_str().unwrap();
         titles.push(title.to_owned());
         assert!(ids.insert(p["id"].as_u64().expect("numeric id")), "panel id of {title} repeats");
+        // Through the variable, never a fixed uid: an import into a Grafana whose Prometheus
+        // has another uid works as well as provisioning from files (which ignores `__inputs`).
         for ds in
             std::iter::once(&p["datasource"]).chain(p["targets"].as_array().unwrap().iter().map(|t| &t["datasource"]))
         {
-            let uid = ds["uid"].as_str().unwrap_or_else(|| panic!("{title}: no datasource uid"));
-            assert!(uids.contains(uid), "{title} refers to datasource {uid}, not provisioned");
+            assert_eq!(ds, &serde_json::json!({"type": "prometheus", "uid": "${datasource}"}), "{title}");
         }
         let g = &p["gridPos"];
         let (x, y, w, h) =
@@ -292,7 +333,7 @@ fn json_logs_carry_attempt_spans_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let admin = "planted-admin-token-6b1e0c7d2f";
     let metrics_token = "planted-metrics-token-93ad51";
-    let secret = "whsec_plantedSecret0123456789abcdef";
+    let secret = "whsec_cGxhbnRlZFNlY3JldDAxMjM0NTY3ODlhYmNkZWY=";
     let header_token = "planted-header-token-4c2e9a";
     let h = Herald::serve(
         dir.path(),
