@@ -209,15 +209,22 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
                     "seal_key is set inline: rotate it there (a new `<id> <key>` first, the old ones after)".into()
                 );
             };
-            let ring = herald::seal::load(&herald::seal::KeySource::File(path.clone()), &config.data_dir)?;
-            let rotated = ring.rotated();
-            herald::seal::write_private(&path, &rotated.to_text())?;
-            println!(
-                "{}: new sealing key {} (kept: {}). Back the file up apart from the data directory;                  running nodes take it at their next start.",
-                path.display(),
-                rotated.ids()[0],
-                ring.ids().join(", ")
-            );
+            let done = herald::seal::rotate_file(&path, &config.data_dir)?;
+            if done.kept.is_empty() {
+                println!(
+                    "{}: created with sealing key {}. Back the file up apart from the data directory.",
+                    path.display(),
+                    done.new
+                );
+            } else {
+                println!(
+                    "{}: new sealing key {} (kept: {}). Back the file up apart from the data directory; \
+                     running nodes take it at their next start.",
+                    path.display(),
+                    done.new,
+                    done.kept.join(", ")
+                );
+            }
         }
         Cmd::StressLog { writers, records, seed } => {
             let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;

@@ -293,6 +293,39 @@ pub fn load(source: &KeySource, data_dir: &Path) -> Result<Keyring, SealError> {
     Ok(keyring)
 }
 
+/// What `herald seal-key rotate` did to a key file.
+pub struct Rotation {
+    /// The key that seals from now on.
+    pub new: String,
+    /// The keys kept after it (none when the file was created).
+    pub kept: Vec<String>,
+}
+
+/// `herald seal-key rotate`: puts a new key in front of the file's keys, or creates the file
+/// with one key when there is none yet (a key kept outside the state directory, made before
+/// the first start). With a data directory that holds sealed secrets, the file must open
+/// them (a wrong file is not rotated, a missing one not replaced). Never creates the data
+/// directory.
+pub fn rotate_file(path: &Path, data_dir: &Path) -> Result<Rotation, SealError> {
+    let ring = if data_dir.join(CANARY_FILE).exists() {
+        // Opens the directory's canary, or says which key to restore if the file is missing.
+        load(&KeySource::File(path.to_owned()), data_dir)?
+    } else {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Keyring::parse(&text).map_err(|e| SealError::BadKeyring(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let ring = Keyring::generate();
+                write_private(path, &ring.to_text())?;
+                return Ok(Rotation { new: ring.ids()[0].to_owned(), kept: Vec::new() });
+            }
+            Err(e) => return Err(SealError::Io(format!("cannot read seal key file {}: {e}", path.display()))),
+        }
+    };
+    let rotated = ring.rotated();
+    write_private(path, &rotated.to_text())?;
+    Ok(Rotation { new: rotated.ids()[0].to_owned(), kept: ring.ids().iter().map(|s| s.to_string()).collect() })
+}
+
 /// Writes `text` to `path` (created with mode 0600, replaced whole).
 pub fn write_private(path: &Path, text: &str) -> Result<(), SealError> {
     use std::io::Write;

@@ -219,3 +219,34 @@ fn no_doc_in_the_repo_points_outside_it_or_at_a_file_that_is_not_there() {
         }
     }
 }
+
+/// The systemd unit in the repo (also checked by `systemd-analyze verify` in `.ci/run`): what
+/// it must hold, and its settings are ones Herald accepts.
+#[test]
+fn the_systemd_unit_runs_herald_hardened_with_settings_herald_accepts() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/systemd/herald.service")).unwrap();
+    let lines: Vec<&str> = unit.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    for wanted in [
+        "User=herald",
+        "ExecStart=/usr/local/bin/herald serve",
+        "StateDirectory=herald",
+        "EnvironmentFile=/etc/herald/herald.env",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(lines.contains(&wanted), "the unit lacks {wanted}");
+    }
+    // The data directory is inside the state directory, the one path ProtectSystem=strict
+    // leaves writable.
+    let env: Vec<(&str, &str)> =
+        lines.iter().filter_map(|l| l.strip_prefix("Environment=")).filter_map(|kv| kv.split_once('=')).collect();
+    let data_dir = env.iter().find(|(k, _)| *k == "HERALD_DATA_DIR").map(|(_, v)| *v).unwrap();
+    assert!(data_dir.starts_with("/var/lib/herald/"), "{data_dir}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["config"], &env);
+    assert_eq!(code, 0, "herald config with the unit's settings: {err}");
+    assert!(out.contains("/var/lib/herald/data") && out.contains("json"), "{out}");
+}

@@ -212,3 +212,26 @@ fn herald_seal_rewrites_a_log_written_in_clear_into_a_directory_with_nothing_in_
     let (code, _, err) = run(dir.path(), &["seal", "--to", new.to_str().unwrap()], &[]);
     assert!(code != 0 && err.contains("already holds a log"), "{err}");
 }
+
+/// A key kept outside the state directory can be made before the first start: rotating a key
+/// file that does not exist creates it with one key and touches no data directory.
+#[test]
+fn seal_key_rotate_creates_a_missing_key_file_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys").join("seal-key");
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let env = [("HERALD_SEAL_KEY_FILE", key.to_str().unwrap())];
+    let (code, out, err) = run(dir.path(), &["seal-key", "rotate"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created with sealing key"), "{out}");
+    let keys = |text: String| text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count();
+    assert_eq!(keys(std::fs::read_to_string(&key).unwrap()), 1);
+    assert!(!dir.path().join("herald-data").exists(), "no data directory was created");
+    let (code, out, err) = run(dir.path(), &["seal-key", "rotate"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kept:"), "{out}");
+    assert_eq!(keys(std::fs::read_to_string(&key).unwrap()), 2);
+    // The node starts with it.
+    let h = Herald::serve(dir.path(), &[], &[("HERALD_SEAL_KEY_FILE", key.to_str().unwrap())]);
+    h.wait_ready();
+}
