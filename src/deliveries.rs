@@ -78,8 +78,16 @@ pub struct DeliveryInfo {
 }
 
 impl DeliveryInfo {
-    fn new(log: &Log, d: DeliveryRef, at: Millis, webhook: &WebhookId, event: String, row: DeliveryRow) -> Self {
-        let id = DeliveryId::from_ref(d, at, log.id_key());
+    /// `at` and `order` are its event's (`EventIngested`): both are part of the id.
+    fn new(
+        log: &Log,
+        d: DeliveryRef,
+        (at, order): (Millis, u16),
+        webhook: &WebhookId,
+        event: String,
+        row: DeliveryRow,
+    ) -> Self {
+        let id = DeliveryId::from_ref(d, at, order, log.id_key());
         let next_attempt_at = log.catalog().read().ok().and_then(|c| {
             let active = c.webhooks.get(webhook).is_some_and(|w| w.webhook.is_active && w.deleted_at.is_none());
             let status = c.statuses.get(webhook).map(|s| s.status.clone()).unwrap_or_default();
@@ -122,12 +130,11 @@ fn info(
     log: &Log,
     rows: &Txn<'_>,
     d: DeliveryRef,
-    at: Millis,
     webhook: &WebhookId,
-    event: &str,
+    event: &EventIngested,
 ) -> Result<Option<DeliveryInfo>, DomainError> {
     let row = load_delivery(rows, d, webhook)?;
-    Ok(row.map(|row| DeliveryInfo::new(log, d, at, webhook, event.to_owned(), row)))
+    Ok(row.map(|row| DeliveryInfo::new(log, d, (event.at, event.order), webhook, event.event.clone(), row)))
 }
 
 /// Gathers one page while a source offers deliveries newest first.
@@ -162,18 +169,20 @@ impl<'a> Page<'a> {
         if self.budget.take() {
             return true;
         }
-        self.next_cursor = self.last.map(|(d, at)| DeliveryId::from_ref(d, at, self.log.id_key()).to_string());
+        // A cursor is read for its sequence number and index only.
+        self.next_cursor = self.last.map(|(d, at)| DeliveryId::from_ref(d, at, 0, self.log.id_key()).to_string());
         false
     }
 
     /// Offers one delivery; `false` when the page is complete. `event` is its event's name
-    /// if the source already read the record (else it is read only for a delivery shown).
+    /// and place in its batch if the source already read the record (else it is read only
+    /// for a delivery shown).
     fn offer(
         &mut self,
         d: DeliveryRef,
         at: Millis,
         webhook: &WebhookId,
-        event: Option<&str>,
+        event: Option<(&str, u16)>,
     ) -> Result<bool, DomainError> {
         if !self.step() {
             return Ok(false);
@@ -192,14 +201,14 @@ impl<'a> Page<'a> {
             self.next_cursor = self.items.last().map(|i| i.id.to_string());
             return Ok(false);
         }
-        let event = match event {
-            Some(name) => name.to_owned(),
+        let (event, order) = match event {
+            Some((name, order)) => (name.to_owned(), order),
             None => match self.log.record(d.seq)? {
-                Some(Record::EventIngested(e)) => e.event,
+                Some(Record::EventIngested(e)) => (e.event, e.order),
                 _ => return Ok(true),
             },
         };
-        self.items.push(DeliveryInfo::new(self.log, d, at, webhook, event, row));
+        self.items.push(DeliveryInfo::new(self.log, d, (at, order), webhook, event, row));
         Ok(true)
     }
 
@@ -232,7 +241,7 @@ pub fn list(
         let (seq, event) = events::get(log, account, event_id)?;
         for (index, webhook) in event.webhooks.iter().enumerate().rev() {
             let d = DeliveryRef { seq, index: index as u16 };
-            if is_next(d) && !page.offer(d, event.at, webhook, Some(&event.event))? {
+            if is_next(d) && !page.offer(d, event.at, webhook, Some((&event.event, event.order)))? {
                 break;
             }
         }
@@ -264,7 +273,7 @@ pub fn list(
             let Some(Record::EventIngested(event)) = log.record(entry.seq)? else { continue };
             for (index, webhook) in event.webhooks.iter().enumerate().rev() {
                 let d = DeliveryRef { seq: entry.seq, index: index as u16 };
-                if is_next(d) && !page.offer(d, entry.at, webhook, Some(&event.event))? {
+                if is_next(d) && !page.offer(d, entry.at, webhook, Some((&event.event, event.order)))? {
                     break 'events;
                 }
             }
@@ -302,7 +311,7 @@ pub fn of_event(log: &Log, seq: u64, event: &EventIngested) -> Result<Vec<Delive
     let mut out = Vec::with_capacity(event.webhooks.len());
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let d = DeliveryRef { seq, index: index as u16 };
-        if let Some(i) = info(log, &rows, d, event.at, webhook, &event.event)? {
+        if let Some(i) = info(log, &rows, d, webhook, event)? {
             out.push(i);
         }
     }
@@ -319,7 +328,7 @@ pub fn get(
     let tree = log.tree()?;
     let rows = Txn::new(&tree);
     let webhook = &event.webhooks[usize::from(d.index)];
-    let info = info(log, &rows, d, event.at, webhook, &event.event)?.ok_or(DomainError::NotFound)?;
+    let info = info(log, &rows, d, webhook, &event)?.ok_or(DomainError::NotFound)?;
     let mut attempts = Vec::new();
     for seq in &info.row.seqs {
         if let Some(Record::AttemptFinished(a)) = log.record(*seq)? {
@@ -355,7 +364,7 @@ pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<De
     log.writer().append(Command::checked(vec![record], move |txn| requeue_check(txn, d, &check_webhook))).await?;
     let tree = log.tree()?;
     let rows = Txn::new(&tree);
-    info(log, &rows, d, event.at, &webhook, &event.event)?.ok_or(DomainError::NotFound)
+    info(log, &rows, d, &webhook, &event)?.ok_or(DomainError::NotFound)
 }
 
 /// The webhook's dead deliveries whose events arrived in `window`, newest first. Reads the

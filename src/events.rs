@@ -29,12 +29,14 @@ pub const MAX_KEY_CHARS: usize = 255;
 #[derive(Debug, Clone)]
 pub struct EventInput {
     pub event: String,
-    /// The `data` object, compact.
+    /// The `data` object, exactly as it arrived.
     pub data: Vec<u8>,
     pub timestamp: Option<Millis>,
     pub external_id: Option<String>,
     /// The `Idempotency-Key` header (else `external_id` serves).
     pub idempotency_key: Option<String>,
+    /// Its place in its batch, from 1; 0 for a single event.
+    pub order: u16,
 }
 
 /// What ingest settled on.
@@ -207,6 +209,7 @@ pub async fn ingest(
         data: input.data,
         webhooks,
         at,
+        order: input.order,
     };
     let deliveries = record.webhooks.len();
     let cmd = match key {
@@ -214,14 +217,11 @@ pub async fn ingest(
         Some(k) => {
             let ikey = keys::idempotency(account, &k);
             let window_start = at.saturating_sub(rules.idempotency_window_ms);
-            let id_key = *log.id_key();
             Command::checked(vec![Record::EventIngested(Box::new(record))], move |txn| {
                 match txn.get_row::<IdempotencyRow>(&ikey) {
-                    Ok(Some(row)) if row.at >= window_start => Err(Rejection::Duplicate {
-                        event_id: EventId::from_seq(row.at, row.seq, &id_key),
-                        same_request: row.request_hash == hash,
-                        seq: row.seq,
-                    }),
+                    Ok(Some(row)) if row.at >= window_start => {
+                        Err(Rejection::Duplicate { same_request: row.request_hash == hash, seq: row.seq })
+                    }
                     Ok(_) => Ok(()),
                     Err(e) => Err(Rejection::Conflict(e.to_string())),
                 }
@@ -232,7 +232,7 @@ pub async fn ingest(
         Ok(appended) => {
             let seq = appended.seqs[0];
             Ok(Ingested {
-                id: EventId::from_seq(at, seq, log.id_key()),
+                id: EventId::from_seq(at, seq, input.order, log.id_key()),
                 event: input.event,
                 deliveries,
                 replayed: false,
@@ -257,7 +257,7 @@ pub fn operational(catalog: &Catalog, account: &AccountId, name: &str, data: Vec
 fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
     match log.record(seq)? {
         Some(Record::EventIngested(e)) => Ok(Ingested {
-            id: EventId::from_seq(e.at, seq, log.id_key()),
+            id: EventId::from_seq(e.at, seq, e.order, log.id_key()),
             event: e.event,
             deliveries: e.webhooks.len(),
             replayed: true,
@@ -271,7 +271,7 @@ pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIn
     let seq = id.seq(log.id_key()).ok_or(DomainError::NotFound)?;
     match log.record(seq)? {
         Some(Record::EventIngested(e))
-            if &e.account_id == account && EventId::from_seq(e.at, seq, log.id_key()) == *id =>
+            if &e.account_id == account && EventId::from_seq(e.at, seq, e.order, log.id_key()) == *id =>
         {
             Ok((seq, *e))
         }
@@ -317,7 +317,8 @@ pub fn list(
             break;
         }
         if !budget.take() {
-            let next_cursor = last.map(|(seq, at)| EventId::from_seq(at, seq, log.id_key()).to_string());
+            // A cursor is read for its sequence number only: no need to load the record.
+            let next_cursor = last.map(|(seq, at)| EventId::from_seq(at, seq, 0, log.id_key()).to_string());
             return Ok(Listing { items, next_cursor });
         }
         last = Some((entry.seq, entry.at));
@@ -334,7 +335,7 @@ pub fn list(
             let next_cursor = items.last().map(|(id, _)| id.to_string());
             return Ok(Listing { items, next_cursor });
         }
-        items.push((EventId::from_seq(entry.at, entry.seq, log.id_key()), *e));
+        items.push((EventId::from_seq(entry.at, entry.seq, e.order, log.id_key()), *e));
     }
     Ok(Listing { items, next_cursor: None })
 }

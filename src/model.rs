@@ -4,8 +4,8 @@
 //! Invariants:
 //! - Every identifier is `<prefix>_<ULID>` (26 Crockford base-32 characters), so ids sort by
 //!   creation time; `acct_default` is the one fixed exception.
-//! - An event id encodes the event's log sequence number under a per-node keyed permutation
-//!   ([`IdKey`]), and a delivery id is its event's id plus the delivery's index in the fan-out
+//! - An event id encodes the event's place in its batch and its log sequence number under a
+//!   per-node keyed permutation ([`IdKey`]), and a delivery id is its event's id plus the delivery's index in the fan-out
 //!   list. Inside Herald a delivery is a [`DeliveryRef`] (sequence number, index): ingest
 //!   writes no row per event or per delivery, only the record. The ids stay opaque.
 //! - Times are unix milliseconds (`Millis`) chosen by the live process and written into log
@@ -205,9 +205,9 @@ impl DeliveryRef {
 }
 
 /// The per-node key that makes public ids opaque. An event id is a ULID whose time part is
-/// the ingest time and whose random part is the event's log sequence number under a keyed
-/// permutation: ids need no index to be found, yet reveal neither the sequence nor the
-/// node's volume to a tenant.
+/// the ingest time and whose random part is the event's place in its batch and its log
+/// sequence number under a keyed permutation ([`EventId::from_seq`]): ids need no index to
+/// be found, yet reveal neither the sequence nor the node's volume to a tenant.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct IdKey(pub [u8; 16]);
 
@@ -253,15 +253,20 @@ impl IdKey {
 }
 
 impl EventId {
-    /// The public id of the event ingested at `at` as record `seq`.
-    pub fn from_seq(at: Millis, seq: u64, key: &IdKey) -> Self {
-        Self(IdText::made(&format!("{}{}", Self::PREFIX, ulid::Ulid::from_parts(at, key.permute(seq) as u128))))
+    /// The public id of the event ingested at `at` as record `seq`, `order`-th of its batch
+    /// (0: not in a batch). The ULID's 80 bits after the time are `order` (16) then the
+    /// permuted sequence number (64): ids of one millisecond sort by their place in their
+    /// batch, and say nothing of the node's volume. Ids issued before `order` existed have
+    /// 0 there and read the same.
+    pub fn from_seq(at: Millis, seq: u64, order: u16, key: &IdKey) -> Self {
+        let tail = (u128::from(order) << 64) | u128::from(key.permute(seq));
+        Self(IdText::made(&format!("{}{}", Self::PREFIX, ulid::Ulid::from_parts(at, tail))))
     }
 
-    /// The log sequence number behind an id this node issued (`None` for a foreign one).
+    /// The log sequence number behind an id this node issued (a caller compares the id
+    /// Herald derives from that record with this one before trusting it).
     pub fn seq(&self, key: &IdKey) -> Option<u64> {
-        let random = self.ulid() & ((1u128 << 80) - 1);
-        (random >> 64 == 0).then(|| key.unpermute(random as u64))
+        (self.ulid() != 0).then(|| key.unpermute(self.ulid() as u64))
     }
 
     pub fn ulid(&self) -> u128 {
@@ -296,8 +301,8 @@ impl DeliveryId {
         Self { event: event.ulid(), index: index as u16 }
     }
 
-    pub fn from_ref(r: DeliveryRef, at: Millis, key: &IdKey) -> Self {
-        Self::new(&EventId::from_seq(at, r.seq, key), r.index as usize)
+    pub fn from_ref(r: DeliveryRef, at: Millis, order: u16, key: &IdKey) -> Self {
+        Self::new(&EventId::from_seq(at, r.seq, order, key), r.index as usize)
     }
 
     pub fn event_id(&self) -> EventId {
@@ -571,9 +576,11 @@ mod tests {
         let other = IdKey::generate();
         for seq in [0u64, 1, 2, 1 << 20, u64::MAX] {
             assert_eq!(key.unpermute(key.permute(seq)), seq);
-            let id = EventId::from_seq(1_700_000_000_123, seq, &key);
+            let id = EventId::from_seq(1_700_000_000_123, seq, 0, &key);
             assert_eq!(EventId::parse(id.as_str()), Ok(id.clone()));
             assert_eq!(id.seq(&key), Some(seq));
+            let in_batch = EventId::from_seq(1_700_000_000_123, seq, 999, &key);
+            assert_eq!(in_batch.seq(&key), Some(seq), "the place in a batch does not hide the record");
             assert_ne!(id.seq(&other), Some(seq));
             assert_eq!(id.millis(), 1_700_000_000_123);
         }
@@ -582,9 +589,29 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_one_batch_sort_in_batch_order_whatever_their_sequence_numbers() {
+        let key = IdKey::generate();
+        for first in [0u64, 7, 1 << 40] {
+            // One millisecond, or spread over a few: sorted either way.
+            let ids: Vec<String> = (0..1000u64)
+                .map(|i| EventId::from_seq(1_700_000_000_000 + i / 400, first + i, (i + 1) as u16, &key).to_string())
+                .collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(sorted, ids, "batch from {first}");
+        }
+        // Without a place (single events), one millisecond's ids are in no particular order.
+        let singles: Vec<String> =
+            (0..100).map(|s| EventId::from_seq(1_700_000_000_000, s, 0, &key).to_string()).collect();
+        let mut sorted = singles.clone();
+        sorted.sort();
+        assert_ne!(sorted, singles);
+    }
+
+    #[test]
     fn delivery_ids_round_trip_and_sort_with_their_event() {
         let key = IdKey::generate();
-        let evt = EventId::from_seq(1_700_000_000_000, 42, &key);
+        let evt = EventId::from_seq(1_700_000_000_000, 42, 3, &key);
         for index in [0usize, 1, 31, 32, 1000, MAX_FANOUT - 1] {
             let id = DeliveryId::new(&evt, index);
             let text = id.to_string();
@@ -593,7 +620,7 @@ mod tests {
             let r = DeliveryRef { seq: 42, index: index as u16 };
             assert_eq!(id.to_ref(&key), Some(r));
             assert_eq!(DeliveryRef::from_bytes(&r.to_bytes()), Some(r));
-            assert_eq!(DeliveryId::from_ref(r, 1_700_000_000_000, &key), id);
+            assert_eq!(DeliveryId::from_ref(r, 1_700_000_000_000, 3, &key), id);
         }
         let a = DeliveryId::new(&evt, 2).to_string();
         let b = DeliveryId::new(&evt, 10).to_string();

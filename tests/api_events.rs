@@ -334,3 +334,79 @@ fn metrics_count_ingest_with_bounded_labels_and_honour_metrics_token() {
     assert!(after.contains("herald_deliveries_pending 3"), "{after}");
     assert!(after.contains("herald_recovery_duration_seconds"));
 }
+
+/// One batch's ids sort in batch order — and the ids a Herald issued before ids carried their
+/// place in a batch keep resolving, events and deliveries alike (a data directory that
+/// Herald wrote, committed as `tests/data/log_before_batch_order.tar.gz` with the ids it
+/// answered).
+#[test]
+fn a_batchs_ids_sort_in_batch_order_and_ids_issued_before_still_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let untar = std::process::Command::new("tar")
+        .args(["xzf", &format!("{data}/log_before_batch_order.tar.gz"), "-C"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let before: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{data}/log_before_batch_order.json")).unwrap()).unwrap();
+    let token = before["admin_token"].as_str().unwrap();
+    let h = Herald::serve(dir.path(), &["--dev"], &[("HERALD_ADMIN_TOKEN", token)]);
+    h.wait_ready();
+    let get = |path: &str| h.send("GET", path, Some(token), &[], None);
+
+    let old_events: Vec<&str> =
+        before["batch"].as_array().unwrap().iter().chain([&before["single"]]).map(|v| v.as_str().unwrap()).collect();
+    let mut old_deliveries: Vec<String> = Vec::new();
+    for id in &old_events {
+        let e = get(&format!("/api/v1/events/{id}"));
+        assert_eq!((e.status, e.body["id"].as_str()), (200, Some(*id)), "{}", e.text);
+        for d in e.body["deliveries"].as_array().unwrap() {
+            old_deliveries.push(d["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut expected: Vec<String> =
+        before["deliveries"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    expected.sort();
+    old_deliveries.sort();
+    assert_eq!(old_deliveries, expected, "the deliveries of the old events have the ids they had");
+    for d in &expected {
+        let a = get(&format!("/api/v1/deliveries/{d}"));
+        assert_eq!((a.status, a.body["id"].as_str()), (200, Some(d.as_str())), "{}", a.text);
+    }
+    let listed = get("/api/v1/events?limit=100");
+    // (Herald's own herald.delivery.dead events are in the stream too.)
+    let listed: Vec<&str> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"].as_str().is_some_and(|n| n.starts_with("lead.")))
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let mut want = old_events.clone();
+    want.sort();
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(got, want, "the list shows the ids issued");
+
+    // A new batch: its ids sort in its order, and they resolve.
+    let batch: Vec<Value> = (0..200).map(|i| json!({"event": "lead.created", "data": {"i": i}})).collect();
+    let a = h.json("POST", "/api/v1/events/batch", Some(token), &json!(batch));
+    assert_eq!(a.status, 202, "{}", a.text);
+    let ids: Vec<String> =
+        a.body["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 200);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "one batch's ids sort in batch order");
+    for (i, id) in ids.iter().enumerate().step_by(37) {
+        let e = get(&format!("/api/v1/events/{id}"));
+        assert_eq!((e.status, e.text.contains(&format!(r#""data":{{"i":{i}}}"#))), (200, true), "{}", e.text);
+    }
+    // An id with another place in the batch is not that event.
+    let mut forged = ids[5].clone().into_bytes();
+    forged[4 + 10] = if forged[4 + 10] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(get(&format!("/api/v1/events/{forged}")).status, 404, "{forged}");
+}

@@ -194,7 +194,8 @@ fn malformed(e: serde_json::Error) -> ApiError {
 
 /// Checks one parsed event; `data`, a JSON object with no key twice, is kept as its bytes
 /// arrived.
-fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<EventInput, DomainError> {
+/// `order` is its place in its batch, from 1 (0 for a single event).
+fn parse_event(body: EventBody, idempotency_key: Option<String>, order: u16) -> Result<EventInput, DomainError> {
     events::check_data(body.data.get())?;
     let data = body.data.get().as_bytes().to_vec();
     let timestamp = match &body.timestamp {
@@ -203,7 +204,7 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>) -> Result<Event
             DomainError::invalid("timestamp", "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z")
         })?),
     };
-    Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key })
+    Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key, order })
 }
 
 /// Ingests one parsed event and counts it (a replay is not a new event).
@@ -244,7 +245,7 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
         }
     };
     let parsed: EventBody = serde_json::from_slice(&body).map_err(malformed)?;
-    let input = parse_event(parsed, key)?;
+    let input = parse_event(parsed, key, 0)?;
     let done = ingest_one(&auth, &rules, input).await?;
     let status = if done.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(answer(&done)))
@@ -280,9 +281,12 @@ pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -
     rate_limit(&auth, items.len())?;
     let rules = rules(&auth);
     // Every valid item is appended concurrently, so they share group commits.
-    let results = futures_util::future::join_all(items.iter().map(|raw| async {
+    // Each item's place (from 1; at most MAX_BATCH, so it fits) goes into its id, so one
+    // batch's ids sort in batch order.
+    let (auth, rules) = (&auth, &rules);
+    let results = futures_util::future::join_all(items.iter().zip(1u16..).map(|(raw, order)| async move {
         let parsed: EventBody = serde_json::from_str(raw.get()).map_err(malformed)?;
-        ingest_one(&auth, &rules, parse_event(parsed, None)?).await
+        ingest_one(auth, rules, parse_event(parsed, None, order)?).await
     }))
     .await;
     let results = results

@@ -387,7 +387,7 @@ impl Endpoint {
         let key = &self.shared.id_key;
         let attempt = item.entry.attempts + 1;
         let started_at = now_millis();
-        let delivery_id = DeliveryId::from_ref(d, prepared.event.at, key);
+        let delivery_id = DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key);
         let body = prepared.body(key);
         let headers = signature::headers(
             &self.webhook,
@@ -648,7 +648,7 @@ impl Endpoint {
         Some(self.operational(
             "herald.delivery.dead",
             serde_json::json!({
-                "delivery_id": DeliveryId::from_ref(d, prepared.event.at, key).to_string(),
+                "delivery_id": DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key).to_string(),
                 "event_id": prepared.id(key).as_str(),
                 "event": prepared.event.event,
                 "webhook_id": self.webhook.id.as_str(),
@@ -937,15 +937,19 @@ impl Handler<Abandon> for Endpoint {
         }
         let key = &self.shared.id_key;
         let show = |d: &DeliveryRef| {
-            // The event's time is part of the id; the record holds it.
-            let at =
-                self.shared.store.tree().ok().and_then(|t| log::read_record(&t, d.seq).ok().flatten()).map(
-                    |r| match r {
-                        Record::EventIngested(e) => e.at,
-                        _ => 0,
-                    },
-                );
-            DeliveryId::from_ref(*d, at.unwrap_or(0), key).to_string()
+            // The event's time and place in its batch are part of the id; the record holds them.
+            let (at, order) = self
+                .shared
+                .store
+                .tree()
+                .ok()
+                .and_then(|t| log::read_record(&t, d.seq).ok().flatten())
+                .map(|r| match r {
+                    Record::EventIngested(e) => (e.at, e.order),
+                    _ => (0, 0),
+                })
+                .unwrap_or_default();
+            DeliveryId::from_ref(*d, at, order, key).to_string()
         };
         let in_flight: Vec<String> = self.in_flight.keys().map(show).collect();
         let recording: Vec<String> = self.recording.iter().map(show).collect();
@@ -977,7 +981,7 @@ impl Handler<TestSend> for Endpoint {
         let now = now_millis();
         // A sample has no record: its ids are derived from a number no record has (the top
         // of the range), so they look like every other id and lead nowhere.
-        let event_id = EventId::from_seq(now, u64::MAX - u64::from(rand::random::<u32>()), key);
+        let event_id = EventId::from_seq(now, u64::MAX - u64::from(rand::random::<u32>()), 0, key);
         let delivery_id = DeliveryId::new(&event_id, 0);
         let body: actix_web::web::Bytes = signature::body(&event_id, &msg.event, now, &msg.data).into();
         let headers = signature::headers(&self.webhook, &self.opened, &delivery_id, &msg.event, 1, now, &body);

@@ -82,7 +82,7 @@ impl Prepared {
     }
 
     pub fn id(&self, key: &IdKey) -> EventId {
-        EventId::from_seq(self.event.at, self.seq, key)
+        EventId::from_seq(self.event.at, self.seq, self.event.order, key)
     }
 
     pub fn body(&self, key: &IdKey) -> actix_web::web::Bytes {

@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn body_splices_data_verbatim_and_headers_sign_with_every_live_secret() {
         let key = IdKey([7; 16]);
-        let event = EventId::from_seq(1_737_369_000_000, 42, &key);
+        let event = EventId::from_seq(1_737_369_000_000, 42, 0, &key);
         let data = br#"{"b":1,"a":2.50,"big":12345678901234567890}"#;
         let b = body(&event, "lead.qualified", 1_737_369_000_000, data);
         let text = String::from_utf8(b.clone()).unwrap();

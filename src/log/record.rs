@@ -16,8 +16,9 @@ use super::codec::{self, CodecError};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 
-/// Format version of records written by this build.
-pub const RECORD_VERSION: u8 = 1;
+/// Format version of records written by this build. Version 2 added
+/// [`EventIngested::order`]; version 1 bytes decode with `order` 0.
+pub const RECORD_VERSION: u8 = 2;
 
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +113,24 @@ pub struct EventIngested {
     pub webhooks: Vec<WebhookId>,
     /// Ingest time: first due time and start of every delivery's TTL.
     pub at: Millis,
+    /// Its place in the batch it came in, from 1 (0: not in a batch, or written before
+    /// version 2). Part of the public id, so one batch's ids sort in batch order.
+    pub order: u16,
+}
+
+/// Version 1's [`EventIngested`]: the same fields, without `order`.
+#[derive(Deserialize)]
+struct EventIngestedV1 {
+    account_id: AccountId,
+    event: String,
+    timestamp: Millis,
+    external_id: Option<String>,
+    idempotency_key: Option<String>,
+    request_hash: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    webhooks: Vec<WebhookId>,
+    at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +201,7 @@ impl EventIngested {
             data,
             webhooks,
             at,
+            order: 0,
         }
     }
 }
@@ -194,9 +214,32 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let (version, body) = codec::unframe(bytes)?;
         match version {
-            1 => codec::decode_body(body),
+            1 => Self::decode_v1(body),
+            2 => codec::decode_body(body),
             other => Err(CodecError::UnknownVersion(other)),
         }
+    }
+
+    /// Version 1 differs from version 2 only in `EventIngested`, which had no `order`.
+    fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
+        let config = bincode::config::standard();
+        let (variant, used): (u32, usize) = bincode::decode_from_slice(body, config)?;
+        if variant != EVENT_INGESTED_VARIANT {
+            return codec::decode_body(body);
+        }
+        let v: EventIngestedV1 = codec::decode_body(&body[used..])?;
+        Ok(Record::EventIngested(Box::new(EventIngested {
+            account_id: v.account_id,
+            event: v.event,
+            timestamp: v.timestamp,
+            external_id: v.external_id,
+            idempotency_key: v.idempotency_key,
+            request_hash: v.request_hash,
+            data: v.data,
+            webhooks: v.webhooks,
+            at: v.at,
+            order: 0,
+        })))
     }
 
     /// The event of an `EventIngested` record, read to deliver it: everything but its
@@ -206,7 +249,7 @@ impl Record {
     /// `None` if the record is of another kind.
     pub fn decode_event_to_deliver(bytes: &[u8]) -> Result<Option<EventIngested>, CodecError> {
         let (version, body) = codec::unframe(bytes)?;
-        if version != 1 {
+        if !matches!(version, 1 | 2) {
             return Err(CodecError::UnknownVersion(version));
         }
         // serde enums in bincode: the variant's index, then its fields.
@@ -215,7 +258,13 @@ impl Record {
         if variant != EVENT_INGESTED_VARIANT {
             return Ok(None);
         }
-        let (v, _): (EventView, usize) = bincode::serde::borrow_decode_from_slice(&body[used..], config)?;
+        let rest = &body[used..];
+        let (v, used): (EventView, usize) = bincode::serde::borrow_decode_from_slice(rest, config)?;
+        // Version 2 carries `order` after the fields version 1 had.
+        let order = match version {
+            1 => 0,
+            _ => bincode::serde::decode_from_slice::<u16, _>(&rest[used..], config)?.0,
+        };
         Ok(Some(EventIngested {
             account_id: v.account_id,
             event: v.event,
@@ -226,6 +275,7 @@ impl Record {
             data: v.data,
             webhooks: Vec::new(),
             at: v.at,
+            order,
         }))
     }
 
@@ -317,6 +367,8 @@ pub(crate) mod samples {
                 data: br#"{"b":1,"a":2.50,"nested":{"z":[1,2,3]}}"#.to_vec(),
                 webhooks: vec![wh.id.clone()],
                 at: 1_700_000_000_600,
+                // 0, as every version 1 record reads (the version 1 bytes are these samples).
+                order: 0,
             })),
             Record::AttemptFinished(Box::new(AttemptFinished {
                 delivery: dlv,
@@ -387,25 +439,60 @@ mod tests {
         }
     }
 
-    /// Bytes written by version 1 must stay readable by every later build. If this fails,
-    /// the layout changed: add a new version with its own decoder and keep this one. (Run
-    /// with `HERALD_BLESS=1` only to create the file for a new version.)
+    /// Bytes written by every version must stay readable by every later build. If this
+    /// fails, the layout changed: add a new version with its own decoder and keep the old
+    /// ones. (Run with `HERALD_BLESS=1` only to create the file of a new version: it writes
+    /// the current version's file alone.)
     #[test]
-    fn version_1_bytes_still_decode() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/records_v1.hex");
+    fn bytes_of_every_version_still_decode() {
         let samples = samples::all();
-        if std::env::var_os("HERALD_BLESS").is_some() {
-            let text: String = samples.iter().map(|r| hex(&r.encode().unwrap()) + "\n").collect();
-            std::fs::write(path, text).unwrap();
+        for version in 1..=RECORD_VERSION {
+            let path = format!("{}/tests/data/records_v{version}.hex", env!("CARGO_MANIFEST_DIR"));
+            if version == RECORD_VERSION && std::env::var_os("HERALD_BLESS").is_some() {
+                let text: String = samples.iter().map(|r| hex(&r.encode().unwrap()) + "\n").collect();
+                std::fs::write(&path, text).unwrap();
+            }
+            let stored = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let lines: Vec<&str> = stored.lines().collect();
+            assert_eq!(lines.len(), samples.len());
+            for (line, expected) in lines.iter().zip(&samples) {
+                let bytes: Vec<u8> =
+                    (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
+                assert_eq!(bytes[0], version, "{path}");
+                assert_eq!(&Record::decode(&bytes).unwrap(), expected, "version {version}: {}", expected.kind());
+            }
         }
+    }
+
+    /// Version 2 added `order`: it round-trips, also through the light decoding for
+    /// delivery, and version 1 bytes of an event read as `order` 0 both ways.
+    #[test]
+    fn an_events_place_in_its_batch_is_kept_and_old_events_have_none() {
+        let Some(Record::EventIngested(sample)) =
+            samples::all().into_iter().find(|r| matches!(r, Record::EventIngested(_)))
+        else {
+            panic!("no event sample")
+        };
+        let placed = Record::EventIngested(Box::new(EventIngested { order: 7, ..*sample.clone() }));
+        let bytes = placed.encode().unwrap();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(Record::decode(&bytes).unwrap(), placed);
+        let light = Record::decode_event_to_deliver(&bytes).unwrap().unwrap();
+        assert_eq!((light.order, light.at, &light.data), (7, sample.at, &sample.data));
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/records_v1.hex");
         let stored = std::fs::read_to_string(path).unwrap();
-        let lines: Vec<&str> = stored.lines().collect();
-        assert_eq!(lines.len(), samples.len());
-        for (line, expected) in lines.iter().zip(&samples) {
-            let bytes: Vec<u8> =
-                (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
-            assert_eq!(&Record::decode(&bytes).unwrap(), expected, "{}", expected.kind());
-        }
+        let v1 = stored
+            .lines()
+            .map(|l| {
+                (0..l.len()).step_by(2).map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+            })
+            .find(|b| matches!(Record::decode(b), Ok(Record::EventIngested(_))))
+            .unwrap();
+        assert_eq!(v1[0], 1);
+        let Ok(Record::EventIngested(old)) = Record::decode(&v1) else { unreachable!() };
+        assert_eq!(old.order, 0);
+        assert_eq!(Record::decode_event_to_deliver(&v1).unwrap().unwrap().order, 0);
     }
 
     fn hex(bytes: &[u8]) -> String {

@@ -49,7 +49,7 @@ use super::room::{self, Admission, NoRoom, Room};
 use super::rows::{Rows, RowsError, Txn};
 use super::store::{Open, Store};
 use super::OpenError;
-use crate::model::{now_millis, EventId};
+use crate::model::now_millis;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -90,9 +90,9 @@ const COMPACTION_ESTIMATE: u64 = 1 << 20;
 /// Why a precondition refused a command. Nothing of the command was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// The idempotency key is already claimed by `event_id`.
-    #[error("idempotency key already used by {event_id}")]
-    Duplicate { event_id: EventId, same_request: bool, seq: u64 },
+    /// The idempotency key is already claimed by the event of record `seq`.
+    #[error("idempotency key already used by an earlier event")]
+    Duplicate { same_request: bool, seq: u64 },
     #[error("limit reached: {0}")]
     Limit(String),
     #[error("not found")]
