@@ -3,14 +3,15 @@
 //! it owes.
 //!
 //! Invariants:
-//! - `data` is stored once, compact, with its keys in the order and its numbers exactly as
-//!   they arrived (serde_json with `preserve_order` and `arbitrary_precision`).
+//! - `data` is stored once, exactly the bytes it arrived as, after [`check_data`] found it a
+//!   JSON object with no key twice (events an older Herald stored keep their compact form).
 //! - An idempotency key is claimed by the very record that stores the event, in a
 //!   precondition on the writer thread: two identical requests at the same moment cannot
 //!   both ingest. A replay within the window returns the first event; the same key with a
 //!   different request is a conflict.
 //! - An event is acknowledged only once durable; its id is derived from its log sequence
-//!   number (see `model::IdKey`), so the answer is computed after the append.
+//!   number and its place in its batch (see `model::IdKey`), so the answer is computed after
+//!   the append.
 
 use crate::error::DomainError;
 use crate::listing::{bad_cursor, Budget, Listing, TimeWindow};
@@ -338,4 +339,31 @@ pub fn list(
         items.push((EventId::from_seq(entry.at, entry.seq, e.order, log.id_key()), *e));
     }
     Ok(Listing { items, next_cursor: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_data;
+
+    #[test]
+    fn data_is_an_object_with_no_key_twice_at_any_depth() {
+        for ok in [
+            r#"{}"#,
+            r#" { "a" : 1.0E+2, "b": [1e3, -0.0, 123456789012345678901234567890], "c": {"a": 1} } "#,
+            r#"{"a": [{"k": 1}, {"k": 2}], "s": "caf\u00e9 \/"}"#,
+            r#"{"$serde_json::private::Number": 1}"#,
+        ] {
+            assert_eq!(check_data(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"x": {"k": 1, "k": 1}}"#,
+            r#"{"x": [[{"k": 1, "\u006b": 2}]]}"#,
+            r#"[{"a": 1}]"#,
+            r#""text""#,
+            "7",
+        ] {
+            assert!(check_data(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events` and
 //! `GET /api/v1/events/{id}`.
 //!
-//! Bodies are read as bytes and parsed here, so that `data` keeps its exact key order and
-//! numbers and so that every malformed, oversized or mistyped body gets the contract's answer.
+//! Bodies are read as bytes and parsed here, so that `data` is taken as the raw JSON it
+//! arrived as (kept byte for byte) and so that every malformed, oversized or mistyped body
+//! gets the contract's answer.
 
 use super::auth::Auth;
 use super::deliveries::DeliveryView;
