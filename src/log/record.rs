@@ -118,21 +118,6 @@ pub struct EventIngested {
     pub order: u16,
 }
 
-/// Version 1's [`EventIngested`]: the same fields, without `order`.
-#[derive(Deserialize)]
-struct EventIngestedV1 {
-    account_id: AccountId,
-    event: String,
-    timestamp: Millis,
-    external_id: Option<String>,
-    idempotency_key: Option<String>,
-    request_hash: [u8; 32],
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
-    webhooks: Vec<WebhookId>,
-    at: Millis,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptFinished {
     pub delivery: DeliveryRef,
@@ -149,10 +134,11 @@ pub struct AttemptFinished {
 /// `Record::EventIngested`'s place among the variants (checked by a test).
 const EVENT_INGESTED_VARIANT: u32 = 9;
 
-/// `EventIngested` as stored, field for field, but for the webhook list
-/// ([`Record::decode_event_to_deliver`]).
+/// `EventIngested` as version 1 stored it, field for field (version 2 appends `order`),
+/// with the webhook list as `W`: decoded (`Vec<WebhookId>`) or stepped over ([`Skipped`],
+/// for [`Record::decode_event_to_deliver`]).
 #[derive(Deserialize)]
-struct EventView {
+struct EventFieldsV1<W> {
     account_id: AccountId,
     event: String,
     timestamp: Millis,
@@ -161,9 +147,25 @@ struct EventView {
     request_hash: [u8; 32],
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
-    #[allow(dead_code)] // read past, never used
-    webhooks: Skipped,
+    webhooks: W,
     at: Millis,
+}
+
+impl<W> EventFieldsV1<W> {
+    fn into_event(self, webhooks: Vec<WebhookId>, order: u16) -> EventIngested {
+        EventIngested {
+            account_id: self.account_id,
+            event: self.event,
+            timestamp: self.timestamp,
+            external_id: self.external_id,
+            idempotency_key: self.idempotency_key,
+            request_hash: self.request_hash,
+            data: self.data,
+            webhooks,
+            at: self.at,
+            order,
+        }
+    }
 }
 
 /// A sequence of strings read past, borrowed from the input, never copied.
@@ -227,19 +229,9 @@ impl Record {
         if variant != EVENT_INGESTED_VARIANT {
             return codec::decode_body(body);
         }
-        let v: EventIngestedV1 = codec::decode_body(&body[used..])?;
-        Ok(Record::EventIngested(Box::new(EventIngested {
-            account_id: v.account_id,
-            event: v.event,
-            timestamp: v.timestamp,
-            external_id: v.external_id,
-            idempotency_key: v.idempotency_key,
-            request_hash: v.request_hash,
-            data: v.data,
-            webhooks: v.webhooks,
-            at: v.at,
-            order: 0,
-        })))
+        let mut v: EventFieldsV1<Vec<WebhookId>> = codec::decode_body(&body[used..])?;
+        let webhooks = std::mem::take(&mut v.webhooks);
+        Ok(Record::EventIngested(Box::new(v.into_event(webhooks, 0))))
     }
 
     /// The event of an `EventIngested` record, read to deliver it: everything but its
@@ -259,24 +251,13 @@ impl Record {
             return Ok(None);
         }
         let rest = &body[used..];
-        let (v, used): (EventView, usize) = bincode::serde::borrow_decode_from_slice(rest, config)?;
+        let (v, used): (EventFieldsV1<Skipped>, usize) = bincode::serde::borrow_decode_from_slice(rest, config)?;
         // Version 2 carries `order` after the fields version 1 had.
         let order = match version {
             1 => 0,
             _ => bincode::serde::decode_from_slice::<u16, _>(&rest[used..], config)?.0,
         };
-        Ok(Some(EventIngested {
-            account_id: v.account_id,
-            event: v.event,
-            timestamp: v.timestamp,
-            external_id: v.external_id,
-            idempotency_key: v.idempotency_key,
-            request_hash: v.request_hash,
-            data: v.data,
-            webhooks: Vec::new(),
-            at: v.at,
-            order,
-        }))
+        Ok(Some(v.into_event(Vec::new(), order)))
     }
 
     /// A short name for logs and metrics.
