@@ -227,7 +227,10 @@ pub fn list(
 ) -> Result<Listing<DeliveryInfo>, DomainError> {
     let after = match cursor {
         None => None,
-        Some(c) => Some(DeliveryId::parse(c).ok().and_then(|id| id.to_ref(log.id_key())).ok_or_else(bad_cursor)?),
+        Some(c) => {
+            let id = DeliveryId::parse(c).map_err(|_| bad_cursor())?;
+            Some(DeliveryRef { seq: events::cursor_seq(log, &id.event_id())?, index: id.index })
+        }
     };
     let before_seq = after.map(|d| d.seq.saturating_add(1));
     let is_next = |d: DeliveryRef| after.is_none_or(|a| d < a);

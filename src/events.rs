@@ -267,6 +267,19 @@ fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
     }
 }
 
+/// The sequence number a list cursor (an event id, or the event part of a delivery id)
+/// points at. Every 64-bit value decodes to some sequence number, so the id's time must be
+/// its record's: a made-up cursor is refused. A cursor whose event was compacted since is
+/// still a place in the list.
+pub fn cursor_seq(log: &Log, id: &EventId) -> Result<u64, DomainError> {
+    let seq = id.seq(log.id_key()).ok_or_else(bad_cursor)?;
+    match log.record(seq)? {
+        Some(Record::EventIngested(e)) if e.at == id.millis() => Ok(seq),
+        None if seq <= log.last_seq()? => Ok(seq),
+        _ => Err(bad_cursor()),
+    }
+}
+
 /// The account's event by id, with the record that holds it.
 pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIngested), DomainError> {
     let seq = id.seq(log.id_key()).ok_or(DomainError::NotFound)?;
@@ -304,7 +317,7 @@ pub fn list(
     }
     let before = match cursor {
         None => None,
-        Some(c) => Some(EventId::parse(c).ok().and_then(|id| id.seq(log.id_key())).ok_or_else(bad_cursor)?),
+        Some(c) => Some(cursor_seq(log, &EventId::parse(c).map_err(|_| bad_cursor())?)?),
     };
     let hash = filter.event.as_deref().map(index::name_hash);
     let mut budget = Budget::default();

@@ -428,6 +428,11 @@ impl Log {
         read_record(&self.tree()?, seq)
     }
 
+    /// The sequence number of the newest record stored.
+    pub fn last_seq(&self) -> Result<u64, RowsError> {
+        last_seq(&self.tree()?)
+    }
+
     /// Tells `observer` every later committed group's changes (once; a second call is
     /// ignored and returns false). Set it before anything can append deliveries: groups
     /// committed earlier are not told.
