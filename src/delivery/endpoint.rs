@@ -18,17 +18,16 @@
 //!   when `ordered`) and `rate_limit` gate everything but a test send.
 
 use super::breaker::{self, Gate, Transition};
+use super::notices::Notice;
+use super::outcome;
 use super::queue::{Item, Queue};
-use super::retry::{self, Standing, Verdict};
 use super::sender::{Request, Response, Sender};
 use super::{recorder, signature, Prepared, Shared, TestOutcome};
 use crate::events;
 use crate::log::pages::Page;
-use crate::log::record::AttemptFinished;
 use crate::log::{self, Record};
 use crate::log::{DeliveryRow, QueueEntry};
 use crate::model::*;
-use crate::time::rfc3339;
 use actix::prelude::*;
 use futures_util::future::{AbortHandle, Abortable};
 use std::cell::OnceCell;
@@ -36,7 +35,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tracing::Instrument;
 
 thread_local! {
@@ -456,97 +455,59 @@ impl Endpoint {
             self.probing = false;
         }
         let now = now_millis();
+        let prepared = sent.event;
         let policy = &self.shared.policy;
-        let verdict =
-            retry::classify(response.result, response.status_code, response.retry_after.as_deref(), SystemTime::now());
-        let outcome = breaker::Outcome {
-            success: verdict == Verdict::Success,
-            gone: verdict == Verdict::Gone,
-            status_code: response.status_code,
-            error: response.error.clone(),
-            at: now,
-            probe: sent.probe,
-        };
-        let (status, transition) = breaker::after_attempt(&self.status, &outcome, &policy.breaker);
-        let standing = Standing {
+        let ended = outcome::Ended {
+            delivery: d,
+            event: &prepared.event.event,
+            event_at: prepared.event.at,
+            event_order: prepared.event.order,
             attempt: sent.attempt,
             base_attempts: sent.item.entry.base_attempts,
-            max_retries: self.webhook.max_retries,
             queued_at: sent.item.entry.queued_at,
-        };
-        let mut next = retry::next_step(verdict, standing, &policy.backoff, policy.ttl, now, rand::random());
-        if status.state == HealthState::Disabled && matches!(next, NextStep::RetryAt(_)) {
-            next = NextStep::Dead(DeadReason::Disabled);
-        }
-        let prepared = sent.event;
-        let metrics = &self.shared.metrics;
-        metrics.attempt_finished(&self.webhook.id, response.result, response.latency.as_secs_f64());
-        match &next {
-            NextStep::Succeeded => {
-                metrics.delivery_succeeded(now.saturating_sub(prepared.event.at) as f64 / 1000.0);
-            }
-            NextStep::Dead(_) => metrics.delivery_dead(),
-            NextStep::RetryAt(_) => {}
-        }
-        let failed = !matches!(verdict, Verdict::Success);
-        {
-            let _in = sent.span.enter();
-            let latency_ms = response.latency.as_millis() as u64;
-            match &next {
-                NextStep::Succeeded => tracing::debug!(status = response.status_code, latency_ms, "delivered"),
-                NextStep::RetryAt(at) => tracing::info!(
-                    result = ?response.result,
-                    status = response.status_code,
-                    error = response.error.as_deref(),
-                    latency_ms,
-                    retry_in_ms = at.saturating_sub(now),
-                    "attempt failed, will retry"
-                ),
-                NextStep::Dead(reason) => tracing::warn!(
-                    result = ?response.result,
-                    status = response.status_code,
-                    error = response.error.as_deref(),
-                    latency_ms,
-                    reason = ?reason,
-                    "attempt failed, delivery dead"
-                ),
-            }
-        }
-        let excerpt = (failed && !response.body.is_empty()).then(|| response.body.clone());
-        let mut records = vec![Record::AttemptFinished(Box::new(AttemptFinished {
-            delivery: d,
-            webhook_id: self.webhook.id.clone(),
-            attempt: sent.attempt,
             started_at: sent.started_at,
-            at: now,
-            outcome: AttemptOutcome {
-                result: response.result,
-                status_code: response.status_code,
-                latency_us: response.latency.as_micros() as u64,
-                error: response.error,
-                response_excerpt: excerpt,
-                request_headers: sent.headers,
-            },
-            next: next.clone(),
-            status: status.clone(),
-        }))];
-        if let Some(t) = &transition {
-            records.push(self.transition_event(t, &status, now));
+            probe: sent.probe,
+            request_headers: sent.headers,
+            result: response.result,
+            status_code: response.status_code,
+            retry_after: response.retry_after,
+            error: response.error,
+            latency: response.latency,
+            body: response.body,
+        };
+        let rules = outcome::Rules {
+            webhook_id: &self.webhook.id,
+            id_key: &self.shared.id_key,
+            max_retries: self.webhook.max_retries,
+            backoff: &policy.backoff,
+            breaker: &policy.breaker,
+            ttl: policy.ttl,
+        };
+        let decision = outcome::decide(ended, &rules, &self.status, now, rand::random());
+
+        let metrics = &self.shared.metrics;
+        let c = &decision.counters;
+        metrics.attempt_finished(&self.webhook.id, c.result, c.latency_seconds);
+        if let Some(lag) = c.delivered_after_seconds {
+            metrics.delivery_succeeded(lag);
+        }
+        if c.died {
+            metrics.delivery_dead();
+        }
+        if let Some(t) = &decision.transition {
             metrics.circuit_transition(t);
-            if matches!(t, Transition::Disabled(_)) {
-                // The log kills what waits (in memory and on disk) in the same commit.
-                self.queue.clear();
-                self.urgent.clear();
-            }
         }
-        // Deliveries of a webhook that is disabled (now or already) died in the fold without a
-        // notice each: `herald.webhook.disabled` speaks for them all.
-        let disabled = status.state == HealthState::Disabled;
-        if let (NextStep::Dead(reason), false) = (&next, disabled) {
-            records.extend(self.dead_event(&prepared, d, reason, sent.attempt, now));
+        log_outcome(&sent.span, &decision.record.outcome, &decision.next, now);
+
+        let mut records = vec![Record::AttemptFinished(Box::new(decision.record))];
+        records.extend(decision.notices.iter().map(|n| self.operational(n, now)));
+        if matches!(decision.transition, Some(Transition::Disabled(_))) {
+            // The log kills what waits (in memory and on disk) in the same commit.
+            self.queue.clear();
+            self.urgent.clear();
         }
-        self.status = status;
-        if let NextStep::RetryAt(due) = next {
+        self.status = decision.status;
+        if let NextStep::RetryAt(due) = decision.next {
             let entry = QueueEntry { attempts: sent.attempt, ..sent.item.entry };
             self.queue.push(Item { delivery: d, due, entry, event: Some(prepared) });
         }
@@ -565,7 +526,16 @@ impl Endpoint {
             at: now,
         }];
         if let Some(prepared) = item.event.or_else(|| self.load_event(d.seq)) {
-            records.extend(self.dead_event(&prepared, d, &reason, item.entry.attempts, now));
+            let key = &self.shared.id_key;
+            let notice = Notice::delivery_dead(
+                &prepared.event.event,
+                &DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key),
+                &prepared.id(key),
+                &self.webhook.id,
+                &reason,
+                item.entry.attempts,
+            );
+            records.extend(notice.map(|n| self.operational(&n, now)));
         }
         self.shared.metrics.delivery_dead();
         self.record(d, records, ctx);
@@ -598,65 +568,41 @@ impl Endpoint {
         actix::spawn(async move { me.do_send(Recorded { about, committed: committed.await == Ok(true) }) });
     }
 
-    fn operational(&self, name: &str, data: serde_json::Value, at: Millis) -> Record {
-        let data = serde_json::to_vec(&data).unwrap_or_else(|_| b"{}".to_vec());
+    /// A notice as the record that ingests it into the webhook's account, owed to the
+    /// webhooks that subscribe to it now.
+    fn operational(&self, notice: &Notice, at: Millis) -> Record {
         let account = &self.webhook.account_id;
         match self.shared.catalog.read() {
-            Ok(catalog) => events::operational(&catalog, account, name, data, at),
-            Err(_) => events::operational(&Default::default(), account, name, data, at),
+            Ok(catalog) => events::operational(&catalog, account, notice.name(), notice.data(), at),
+            Err(_) => events::operational(&Default::default(), account, notice.name(), notice.data(), at),
         }
     }
+}
 
-    fn transition_event(&self, t: &Transition, status: &WebhookStatus, at: Millis) -> Record {
-        let id = self.webhook.id.as_str();
-        match t {
-            Transition::Opened => self.operational(
-                "herald.circuit.opened",
-                serde_json::json!({
-                    "webhook_id": id,
-                    "consecutive_failures": status.consecutive_failures,
-                    "last_status_code": status.last_status_code,
-                    "last_error": status.last_error,
-                    "probe_at": status.breaker_until.map(rfc3339),
-                }),
-                at,
-            ),
-            Transition::Closed => {
-                self.operational("herald.circuit.closed", serde_json::json!({ "webhook_id": id }), at)
-            }
-            Transition::Disabled(reason) => self.operational(
-                "herald.webhook.disabled",
-                serde_json::json!({ "webhook_id": id, "reason": reason }),
-                at,
-            ),
-        }
-    }
-
-    /// `herald.delivery.dead`, except for Herald's own events (which never trigger more).
-    fn dead_event(
-        &self,
-        prepared: &Prepared,
-        d: DeliveryRef,
-        reason: &DeadReason,
-        attempts: u32,
-        at: Millis,
-    ) -> Option<Record> {
-        if prepared.event.event.starts_with(OPERATIONAL_PREFIX) {
-            return None;
-        }
-        let key = &self.shared.id_key;
-        Some(self.operational(
-            "herald.delivery.dead",
-            serde_json::json!({
-                "delivery_id": DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key).to_string(),
-                "event_id": prepared.id(key).as_str(),
-                "event": prepared.event.event,
-                "webhook_id": self.webhook.id.as_str(),
-                "reason": reason.as_str(),
-                "attempts": attempts,
-            }),
-            at,
-        ))
+/// Logs how an attempt ended, inside its `attempt` span: a success at `debug`, a failure
+/// that will be retried at `info`, a death at `warn`.
+fn log_outcome(span: &tracing::Span, outcome: &AttemptOutcome, next: &NextStep, now: Millis) {
+    let _in = span.enter();
+    let latency_ms = outcome.latency_us / 1000;
+    let (result, status, error) = (&outcome.result, outcome.status_code, outcome.error.as_deref());
+    match next {
+        NextStep::Succeeded => tracing::debug!(status, latency_ms, "delivered"),
+        NextStep::RetryAt(at) => tracing::info!(
+            result = ?result,
+            status,
+            error,
+            latency_ms,
+            retry_in_ms = at.saturating_sub(now),
+            "attempt failed, will retry"
+        ),
+        NextStep::Dead(reason) => tracing::warn!(
+            result = ?result,
+            status,
+            error,
+            latency_ms,
+            reason = ?reason,
+            "attempt failed, delivery dead"
+        ),
     }
 }
 

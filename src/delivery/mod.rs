@@ -33,6 +33,8 @@
 pub mod breaker;
 pub mod dispatcher;
 pub mod endpoint;
+pub mod notices;
+pub mod outcome;
 pub mod queue;
 pub mod recent;
 pub mod recorder;
