@@ -192,6 +192,20 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
+    /// The fixed paths a parameterised pattern also matches: each answers for itself.
+    #[test]
+    fn fixed_paths_shadowed_by_a_pattern_are_known_and_keep_their_methods() {
+        let mut shadowed: Vec<(&str, Vec<&str>)> = SHADOWED.iter().map(|(p, m)| (p.as_str(), m.clone())).collect();
+        shadowed.sort();
+        assert_eq!(
+            shadowed,
+            [("/api/v1/events/batch", vec!["POST"]), ("/api/v1/webhooks/deliveries", vec!["GET", "HEAD"])]
+        );
+        assert!(refused_on_fixed_path("/api/v1/events/batch", "GET").is_some());
+        assert!(refused_on_fixed_path("/api/v1/events/batch", "POST").is_none());
+        assert!(refused_on_fixed_path("/api/v1/events/evt_01M8RT353B000A6ZY5390EXG4N", "GET").is_none());
+    }
+
     /// The route attributes of every handler file, so a handler cannot be left out of the
     /// table (and so out of the document).
     #[test]
