@@ -386,7 +386,7 @@ impl Endpoint {
         let key = &self.shared.id_key;
         let attempt = item.entry.attempts + 1;
         let started_at = now_millis();
-        let delivery_id = DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key);
+        let delivery_id = prepared.delivery_id(d, key);
         let body = prepared.body(key);
         let headers = signature::headers(
             &self.webhook,
@@ -526,11 +526,9 @@ impl Endpoint {
             at: now,
         }];
         if let Some(prepared) = item.event.or_else(|| self.load_event(d.seq)) {
-            let key = &self.shared.id_key;
             let notice = Notice::delivery_dead(
                 &prepared.event.event,
-                &DeliveryId::from_ref(d, prepared.event.at, prepared.event.order, key),
-                &prepared.id(key),
+                &prepared.delivery_id(d, &self.shared.id_key),
                 &self.webhook.id,
                 &reason,
                 item.entry.attempts,

@@ -47,7 +47,7 @@ pub use dispatcher::{Dispatcher, TestOutcome};
 use crate::log::record::EventIngested;
 use crate::log::{Catalog, Writer};
 use crate::metrics::Metrics;
-use crate::model::{AccountId, EventId, IdKey, WebhookId};
+use crate::model::{AccountId, DeliveryId, DeliveryRef, EventId, IdKey, WebhookId};
 use crate::safety::TargetPolicy;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -85,6 +85,11 @@ impl Prepared {
 
     pub fn id(&self, key: &IdKey) -> EventId {
         EventId::from_seq(self.event.at, self.seq, self.event.order, key)
+    }
+
+    /// The public id of delivery `d` of this event.
+    pub fn delivery_id(&self, d: DeliveryRef, key: &IdKey) -> DeliveryId {
+        DeliveryId::from_ref(d, self.event.at, self.event.order, key)
     }
 
     pub fn body(&self, key: &IdKey) -> actix_web::web::Bytes {

@@ -29,8 +29,8 @@ pub enum Notice {
         reason: String,
     },
     DeliveryDead {
+        /// Its event's id is part of it.
         delivery_id: DeliveryId,
-        event_id: EventId,
         event: String,
         webhook_id: WebhookId,
         reason: DeadReason,
@@ -59,14 +59,12 @@ impl Notice {
     pub fn delivery_dead(
         event: &str,
         delivery_id: &DeliveryId,
-        event_id: &EventId,
         webhook_id: &WebhookId,
         reason: &DeadReason,
         attempts: u32,
     ) -> Option<Notice> {
         (!event.starts_with(OPERATIONAL_PREFIX)).then(|| Notice::DeliveryDead {
             delivery_id: *delivery_id,
-            event_id: event_id.clone(),
             event: event.to_owned(),
             webhook_id: webhook_id.clone(),
             reason: reason.clone(),
@@ -99,9 +97,9 @@ impl Notice {
             Notice::WebhookDisabled { webhook_id, reason } => {
                 serde_json::json!({ "webhook_id": webhook_id.as_str(), "reason": reason })
             }
-            Notice::DeliveryDead { delivery_id, event_id, event, webhook_id, reason, attempts } => serde_json::json!({
+            Notice::DeliveryDead { delivery_id, event, webhook_id, reason, attempts } => serde_json::json!({
                 "delivery_id": delivery_id.to_string(),
-                "event_id": event_id.as_str(),
+                "event_id": delivery_id.event_id().as_str(),
                 "event": event,
                 "webhook_id": webhook_id.as_str(),
                 "reason": reason.as_str(),
@@ -133,15 +131,14 @@ mod tests {
         let key = IdKey([1; 16]);
         let event = EventId::from_seq(1_800_000_000_000, 9, 0, &key);
         let dead =
-            Notice::delivery_dead("lead.qualified", &DeliveryId::new(&event, 2), &event, &wh, &DeadReason::Expired, 3)
-                .unwrap();
+            Notice::delivery_dead("lead.qualified", &DeliveryId::new(&event, 2), &wh, &DeadReason::Expired, 3).unwrap();
         let data: serde_json::Value = serde_json::from_slice(&dead.data()).unwrap();
         assert_eq!((data["reason"].as_str(), data["attempts"].as_u64()), (Some("expired"), Some(3)));
         assert!(data["delivery_id"].as_str().unwrap().ends_with("002"));
+        assert_eq!(data["event_id"], event.as_str());
         assert!(Notice::delivery_dead(
             "herald.delivery.dead",
             &DeliveryId::new(&event, 0),
-            &event,
             &wh,
             &DeadReason::Expired,
             1

@@ -118,14 +118,7 @@ pub fn decide(ended: Ended<'_>, rules: &Rules<'_>, status: &WebhookStatus, now: 
     }
     if let (NextStep::Dead(reason), false) = (&next, disabled) {
         let delivery_id = DeliveryId::from_ref(ended.delivery, ended.event_at, ended.event_order, rules.id_key);
-        notices.extend(Notice::delivery_dead(
-            ended.event,
-            &delivery_id,
-            &delivery_id.event_id(),
-            rules.webhook_id,
-            reason,
-            ended.attempt,
-        ));
+        notices.extend(Notice::delivery_dead(ended.event, &delivery_id, rules.webhook_id, reason, ended.attempt));
     }
     let counters = Counters {
         result: ended.result,
@@ -284,12 +277,14 @@ mod tests {
         let d = decide(failing(6, 500), &rules(&p, 5), &WebhookStatus::default(), NOW, 0.0);
         assert_eq!(d.next, NextStep::Dead(DeadReason::RetriesExhausted));
         assert_eq!(names(&d), ["herald.delivery.dead"]);
-        let Notice::DeliveryDead { reason, attempts, delivery_id, event_id, .. } = &d.notices[0] else {
+        let Notice::DeliveryDead { reason, attempts, delivery_id, .. } = &d.notices[0] else {
             panic!("{:?}", d.notices)
         };
         assert_eq!((reason.as_str(), *attempts), ("retries_exhausted", 6));
         let expected = DeliveryId::from_ref(DeliveryRef { seq: 42, index: 0 }, NOW - 5_000, 0, &key());
-        assert_eq!((delivery_id, event_id), (&expected, &expected.event_id()));
+        assert_eq!(delivery_id, &expected);
+        let data: serde_json::Value = serde_json::from_slice(&d.notices[0].data()).unwrap();
+        assert_eq!(data["event_id"], expected.event_id().as_str());
 
         let mut old = failing(2, 500);
         old.queued_at = NOW - 73 * 3_600_000;
