@@ -90,8 +90,9 @@ impl DeliveryInfo {
         let id = DeliveryId::from_ref(d, at, order, log.id_key());
         let next_attempt_at = log.catalog().read().ok().and_then(|c| {
             let active = c.webhooks.get(webhook).is_some_and(|w| w.webhook.is_active && w.deleted_at.is_none());
-            let status = c.statuses.get(webhook).map(|s| s.status.clone()).unwrap_or_default();
-            next_attempt(row.next_due, active, &status, now_millis())
+            let never_tried = WebhookStatus::default();
+            let status = c.statuses.get(webhook).map_or(&never_tried, |s| &s.status);
+            next_attempt(row.next_due, active, status, now_millis())
         });
         DeliveryInfo {
             event_id: id.event_id(),
