@@ -21,9 +21,9 @@
 //! `BENCH_HERALD_LOG`).
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use herald::log::record::EventIngested;
-use herald::log::{Command, Log, LogOptions, Record};
+use herald::log::{Log, LogOptions};
 use herald::model::{now_millis, AccountId, WebhookId};
+use herald::storage::{Command, EventIngested, Record};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,7 +175,7 @@ fn write_backlog(data_dir: &Path, hooks: &[WebhookId], events: u64) {
             })
             .collect();
         i += records.len() as u64;
-        log.writer().append_blocking(Command::new(records)).expect("append backlog");
+        log.append_blocking(Command::new(records)).expect("append backlog");
     }
     log.close();
 }

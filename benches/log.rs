@@ -1,5 +1,6 @@
-//! Log benchmarks: record codec, one durable append, group-committed appends from 1, 16 and
-//! 64 concurrent writers, and recovery with 100k and 1M unfinished deliveries.
+//! Log benchmarks: one durable append, group-committed appends from 1, 16 and 64 concurrent
+//! writers, and recovery with 100k and 1M unfinished deliveries. (The record codec is the
+//! log's own business, measured inside these appends.)
 //!
 //! `cargo bench --bench log` (all), or e.g. `cargo bench --bench log -- group_commit`.
 //! The appended record is a real `EventIngested` of 300 bytes encoded, owed to one webhook,
@@ -7,9 +8,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use herald::log::load::{ensure_webhooks, sample_event};
-use herald::log::{Command, Log, LogOptions, Record};
+use herald::log::{Log, LogOptions};
 use herald::model::*;
+use herald::storage::{Command, Ledger, Record};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // The allocator the `herald` binary uses, so the figures are the binary's.
@@ -21,30 +24,19 @@ fn record(webhook: &WebhookId) -> Record {
     sample_event(&AccountId::default_account(), vec![webhook.clone()], 182, now_millis())
 }
 
-fn codec(c: &mut Criterion) {
-    let r = record(&WebhookId::generate());
-    let bytes = r.encode().unwrap();
-    assert!((290..=310).contains(&bytes.len()), "record is {} bytes", bytes.len());
-    let mut g = c.benchmark_group("codec");
-    g.throughput(Throughput::Bytes(bytes.len() as u64));
-    g.bench_function("encode_300B", |b| b.iter(|| r.encode().unwrap()));
-    g.bench_function("decode_300B", |b| b.iter(|| Record::decode(&bytes).unwrap()));
-    g.finish();
-}
-
 fn open(dir: &Path) -> Log {
     Log::open(dir, LogOptions::default()).unwrap().0
 }
 
 fn appends(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
+    let log = Arc::new(open(dir.path()));
     let webhook = ensure_webhooks(&log).unwrap()[0].id.clone();
 
     let mut g = c.benchmark_group("append");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     g.bench_function("one_append_and_flush", |b| {
-        b.iter(|| log.writer().append_blocking(Command::new(vec![record(&webhook)])).unwrap())
+        b.iter(|| log.append_blocking(Command::new(vec![record(&webhook)])).unwrap())
     });
     g.finish();
 
@@ -60,7 +52,7 @@ fn appends(c: &mut Criterion) {
                         let (log, webhook) = (&log, &webhook);
                         s.spawn(move || {
                             for _ in 0..per {
-                                log.writer().append_blocking(Command::new(vec![record(webhook)])).unwrap();
+                                log.append_blocking(Command::new(vec![record(webhook)])).unwrap();
                             }
                         });
                     }
@@ -85,10 +77,10 @@ fn appends(c: &mut Criterion) {
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..writers)
                         .map(|_| {
-                            let (w, webhook) = (log.writer().clone(), webhook.clone());
+                            let (log, webhook) = (log.clone(), webhook.clone());
                             tokio::spawn(async move {
                                 for _ in 0..per {
-                                    w.append(Command::new(vec![record(&webhook)])).await.unwrap();
+                                    log.append(Command::new(vec![record(&webhook)])).await.unwrap();
                                 }
                             })
                         })
@@ -140,11 +132,11 @@ fn filled(deliveries: usize) -> tempfile::TempDir {
     }];
     let hooks: Vec<Webhook> = (0..10).map(|i| herald::log::load::sample_webhook(&account, i, at)).collect();
     records.extend(hooks.iter().map(|w| Record::WebhookCreated { webhook: w.clone() }));
-    log.writer().append_blocking(Command::new(records)).unwrap();
+    log.append_blocking(Command::new(records)).unwrap();
     let targets: Vec<WebhookId> = hooks.iter().map(|w| w.id.clone()).collect();
     for _ in 0..deliveries / 10 / 1000 {
         let batch = (0..1000).map(|_| sample_event(&account, targets.clone(), 1024, now_millis())).collect();
-        log.writer().append_blocking(Command::new(batch)).unwrap();
+        log.append_blocking(Command::new(batch)).unwrap();
     }
     log.close();
     dir
@@ -172,5 +164,5 @@ fn recovery(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, sled_ceiling, appends, recovery);
+criterion_group!(benches, sled_ceiling, appends, recovery);
 criterion_main!(benches);

@@ -11,8 +11,8 @@
 
 use crate::credentials;
 use crate::error::DomainError;
-use crate::log::{keys, Command, Log, Record, Rejection};
 use crate::model::*;
+use crate::storage::{AppendError, Command, Ledger, Precondition, Record};
 use rand::RngCore;
 
 /// Prefix of API keys.
@@ -72,22 +72,15 @@ fn new_key(account: &AccountId, at: Millis) -> IssuedKey {
 }
 
 /// Creates `acct_default` if it does not exist yet.
-pub fn ensure_default_account(log: &Log) -> Result<(), DomainError> {
+pub async fn ensure_default_account(ledger: &dyn Ledger) -> Result<(), DomainError> {
     let id = AccountId::default_account();
-    if log.catalog().read().map(|c| c.accounts.contains_key(&id)).unwrap_or(true) {
+    if ledger.catalog().read().map(|c| c.accounts.contains_key(&id)).unwrap_or(true) {
         return Ok(());
     }
     let account = Account { id: id.clone(), name: "default".into(), created_at: now_millis(), deleted_at: None };
-    let key = keys::account(&id);
-    let cmd = Command::checked(vec![Record::AccountCreated { account }], move |txn| {
-        use crate::log::rows::Rows;
-        match txn.get(&key) {
-            Ok(None) => Ok(()),
-            _ => Err(Rejection::Conflict("exists".into())),
-        }
-    });
-    match log.writer().append_blocking(cmd) {
-        Ok(_) | Err(crate::log::AppendError::Rejected(_)) => Ok(()),
+    let cmd = Command::checked(vec![Record::AccountCreated { account }], Precondition::AccountAbsent(id));
+    match ledger.append(cmd).await {
+        Ok(_) | Err(AppendError::Rejected(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -102,67 +95,47 @@ fn valid_name(name: &str) -> Result<String, DomainError> {
 }
 
 /// Creates an account with its first API key.
-pub async fn create(log: &Log, name: &str) -> Result<(Account, IssuedKey), DomainError> {
+pub async fn create(ledger: &dyn Ledger, name: &str) -> Result<(Account, IssuedKey), DomainError> {
     let name = valid_name(name)?;
     let at = now_millis();
     let account = Account { id: AccountId::generate_at(at), name, created_at: at, deleted_at: None };
     let issued = new_key(&account.id, at);
     let records =
         vec![Record::AccountCreated { account: account.clone() }, Record::ApiKeyCreated { key: issued.key.clone() }];
-    log.writer().append(Command::new(records)).await?;
+    ledger.append(Command::new(records)).await?;
     Ok((account, issued))
-}
-
-/// Precondition: the account exists and is not deleted.
-fn account_live(id: &AccountId) -> impl FnOnce(&crate::log::rows::Txn<'_>) -> Result<(), Rejection> + Send + 'static {
-    let key = keys::account(id);
-    move |txn| {
-        use crate::log::rows::Rows;
-        match txn.get_row::<Account>(&key) {
-            Ok(Some(a)) if a.deleted_at.is_none() => Ok(()),
-            _ => Err(Rejection::NotFound),
-        }
-    }
 }
 
 /// Deletes an account: its webhooks go (their queued deliveries die `deleted`) and its keys
 /// stop working. `acct_default` cannot be deleted.
-pub async fn delete(log: &Log, id: &AccountId) -> Result<(), DomainError> {
+pub async fn delete(ledger: &dyn Ledger, id: &AccountId) -> Result<(), DomainError> {
     if id.as_str() == AccountId::DEFAULT {
         return Err(DomainError::Conflict("acct_default always exists and cannot be deleted".into()));
     }
     let record = Record::AccountDeleted { account_id: id.clone(), at: now_millis() };
-    log.writer().append(Command::checked(vec![record], account_live(id))).await?;
+    ledger.append(Command::checked(vec![record], Precondition::AccountLive(id.clone()))).await?;
     Ok(())
 }
 
 /// Issues another key for a live account.
-pub async fn issue_key(log: &Log, account: &AccountId) -> Result<IssuedKey, DomainError> {
+pub async fn issue_key(ledger: &dyn Ledger, account: &AccountId) -> Result<IssuedKey, DomainError> {
     let issued = new_key(account, now_millis());
     let record = Record::ApiKeyCreated { key: issued.key.clone() };
-    log.writer().append(Command::checked(vec![record], account_live(account))).await?;
+    ledger.append(Command::checked(vec![record], Precondition::AccountLive(account.clone()))).await?;
     Ok(issued)
 }
 
 /// Revokes one of the account's keys (404 for a key of another account, as for none).
-pub async fn revoke_key(log: &Log, account: &AccountId, key_id: &KeyId) -> Result<(), DomainError> {
-    let row_key = keys::api_key(key_id);
-    let owner = account.clone();
+pub async fn revoke_key(ledger: &dyn Ledger, account: &AccountId, key_id: &KeyId) -> Result<(), DomainError> {
     let record = Record::ApiKeyRevoked { key_id: key_id.clone(), at: now_millis() };
-    let check = move |txn: &crate::log::rows::Txn<'_>| {
-        use crate::log::rows::Rows;
-        match txn.get_row::<ApiKey>(&row_key) {
-            Ok(Some(k)) if k.account_id == owner && k.revoked_at.is_none() => Ok(()),
-            _ => Err(Rejection::NotFound),
-        }
-    };
-    log.writer().append(Command::checked(vec![record], check)).await?;
+    let rule = Precondition::KeyLive { key: key_id.clone(), account: account.clone() };
+    ledger.append(Command::checked(vec![record], rule)).await?;
     Ok(())
 }
 
 /// Live accounts, newest first, after `cursor`, at most `limit`.
-pub fn list(log: &Log, cursor: Option<&AccountId>, limit: usize) -> Vec<Account> {
-    let Ok(catalog) = log.catalog().read() else { return Vec::new() };
+pub fn list(ledger: &dyn Ledger, cursor: Option<&AccountId>, limit: usize) -> Vec<Account> {
+    let Ok(catalog) = ledger.catalog().read() else { return Vec::new() };
     let mut all: Vec<&Account> = catalog.accounts.values().filter(|a| a.deleted_at.is_none()).collect();
     all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     let start = match cursor {
@@ -173,27 +146,27 @@ pub fn list(log: &Log, cursor: Option<&AccountId>, limit: usize) -> Vec<Account>
 }
 
 /// The account's keys (revoked ones included, marked), newest first.
-pub fn keys_of(log: &Log, account: &AccountId) -> Vec<ApiKey> {
-    let Ok(catalog) = log.catalog().read() else { return Vec::new() };
+pub fn keys_of(ledger: &dyn Ledger, account: &AccountId) -> Vec<ApiKey> {
+    let Ok(catalog) = ledger.catalog().read() else { return Vec::new() };
     let mut out: Vec<ApiKey> = catalog.keys.values().filter(|k| &k.account_id == account).cloned().collect();
     out.sort_by(|a, b| b.id.cmp(&a.id));
     out
 }
 
 /// A live account, or `NotFound`.
-pub fn get(log: &Log, id: &AccountId) -> Result<Account, DomainError> {
-    log.catalog().read().ok().and_then(|c| c.live_account(id).cloned()).ok_or(DomainError::NotFound)
+pub fn get(ledger: &dyn Ledger, id: &AccountId) -> Result<Account, DomainError> {
+    ledger.catalog().read().ok().and_then(|c| c.live_account(id).cloned()).ok_or(DomainError::NotFound)
 }
 
 /// Who a bearer token belongs to. `admin_token` is the configured one, if any (else the
 /// stored hash counts). `acting_for` is the `Herald-Account` header, honoured for the admin.
 pub fn authenticate(
-    log: &Log,
+    ledger: &dyn Ledger,
     admin_token: Option<&str>,
     token: &str,
     acting_for: Option<&str>,
 ) -> Result<Caller, DomainError> {
-    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
     let is_admin = match admin_token {
         Some(configured) => credentials::token_matches(token, &credentials::hash_token(configured)),
         None => catalog.admin_token.as_ref().is_some_and(|stored| credentials::token_matches(token, stored)),

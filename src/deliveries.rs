@@ -12,13 +12,9 @@
 
 use crate::error::DomainError;
 use crate::events;
-use crate::listing::{bad_cursor, Budget, Listing, TimeWindow};
-use crate::log::index;
-use crate::log::projection::load_delivery;
-use crate::log::record::{AttemptFinished, EventIngested};
-use crate::log::rows::{Rows, Txn};
-use crate::log::{keys, Command, DeliveryRow, Log, Record, Rejection, WebhookRow};
+use crate::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
 use crate::model::*;
+use crate::storage::{AttemptFinished, Command, DeliveryRow, EventIngested, Ledger, Precondition, Record};
 
 /// Most re-queue records one append carries when recovering a window.
 const RECOVER_CHUNK: usize = 1_000;
@@ -80,15 +76,15 @@ pub struct DeliveryInfo {
 impl DeliveryInfo {
     /// `at` and `order` are its event's (`EventIngested`): both are part of the id.
     fn new(
-        log: &Log,
+        ledger: &dyn Ledger,
         d: DeliveryRef,
         (at, order): (Millis, u16),
         webhook: &WebhookId,
         event: String,
         row: DeliveryRow,
     ) -> Self {
-        let id = DeliveryId::from_ref(d, at, order, log.id_key());
-        let next_attempt_at = log.catalog().read().ok().and_then(|c| {
+        let id = DeliveryId::from_ref(d, at, order, ledger.id_key());
+        let next_attempt_at = ledger.catalog().read().ok().and_then(|c| {
             let active = c.webhooks.get(webhook).is_some_and(|w| w.webhook.is_active && w.deleted_at.is_none());
             let never_tried = WebhookStatus::default();
             let status = c.statuses.get(webhook).map_or(&never_tried, |s| &s.status);
@@ -127,21 +123,19 @@ pub fn next_attempt(
 }
 
 /// Where one delivery stands, with what a list shows of it.
-fn info(
-    log: &Log,
-    rows: &Txn<'_>,
+async fn info(
+    ledger: &dyn Ledger,
     d: DeliveryRef,
     webhook: &WebhookId,
     event: &EventIngested,
 ) -> Result<Option<DeliveryInfo>, DomainError> {
-    let row = load_delivery(rows, d, webhook)?;
-    Ok(row.map(|row| DeliveryInfo::new(log, d, (event.at, event.order), webhook, event.event.clone(), row)))
+    let row = ledger.delivery(d, webhook).await?;
+    Ok(row.map(|row| DeliveryInfo::new(ledger, d, (event.at, event.order), webhook, event.event.clone(), row)))
 }
 
-/// Gathers one page while a source offers deliveries newest first.
-struct Page<'a> {
-    log: &'a Log,
-    rows: Txn<'a>,
+/// Gathers one page of a delivery list while a source offers deliveries newest first.
+struct DeliveryPage<'a> {
+    ledger: &'a dyn Ledger,
     filter: &'a DeliveryFilter,
     limit: usize,
     budget: Budget,
@@ -151,18 +145,9 @@ struct Page<'a> {
     next_cursor: Option<String>,
 }
 
-impl<'a> Page<'a> {
-    fn new(log: &'a Log, tree: &'a sled::Tree, filter: &'a DeliveryFilter, limit: usize) -> Self {
-        Self {
-            log,
-            rows: Txn::new(tree),
-            filter,
-            limit,
-            budget: Budget::default(),
-            items: Vec::new(),
-            last: None,
-            next_cursor: None,
-        }
+impl<'a> DeliveryPage<'a> {
+    fn new(ledger: &'a dyn Ledger, filter: &'a DeliveryFilter, limit: usize) -> Self {
+        Self { ledger, filter, limit, budget: Budget::default(), items: Vec::new(), last: None, next_cursor: None }
     }
 
     /// Counts one step of the scan; `false` (with the cursor set) once the budget is spent.
@@ -171,14 +156,14 @@ impl<'a> Page<'a> {
             return true;
         }
         // A cursor is read for its sequence number and index only.
-        self.next_cursor = self.last.map(|(d, at)| DeliveryId::from_ref(d, at, 0, self.log.id_key()).to_string());
+        self.next_cursor = self.last.map(|(d, at)| DeliveryId::from_ref(d, at, 0, self.ledger.id_key()).to_string());
         false
     }
 
     /// Offers one delivery; `false` when the page is complete. `event` is its event's name
     /// and place in its batch if the source already read the record (else it is read only
     /// for a delivery shown).
-    fn offer(
+    async fn offer(
         &mut self,
         d: DeliveryRef,
         at: Millis,
@@ -192,7 +177,7 @@ impl<'a> Page<'a> {
             self.last = Some((d, at));
             return Ok(true);
         }
-        let Some(row) = load_delivery(&self.rows, d, webhook)? else { return Ok(true) };
+        let Some(row) = self.ledger.delivery(d, webhook).await? else { return Ok(true) };
         self.last = Some((d, at));
         if self.filter.status.is_some_and(|s| !s.matches(&row.state)) {
             return Ok(true);
@@ -204,12 +189,12 @@ impl<'a> Page<'a> {
         }
         let (event, order) = match event {
             Some((name, order)) => (name.to_owned(), order),
-            None => match self.log.record(d.seq)? {
+            None => match self.ledger.record(d.seq).await? {
                 Some(Record::EventIngested(e)) => (e.event, e.order),
                 _ => return Ok(true),
             },
         };
-        self.items.push(DeliveryInfo::new(self.log, d, (at, order), webhook, event, row));
+        self.items.push(DeliveryInfo::new(self.ledger, d, (at, order), webhook, event, row));
         Ok(true)
     }
 
@@ -219,8 +204,8 @@ impl<'a> Page<'a> {
 }
 
 /// The account's deliveries matching `filter`, newest first, after `cursor`.
-pub fn list(
-    log: &Log,
+pub async fn list(
+    ledger: &dyn Ledger,
     account: &AccountId,
     filter: &DeliveryFilter,
     cursor: Option<&str>,
@@ -230,38 +215,37 @@ pub fn list(
         None => None,
         Some(c) => {
             let id = DeliveryId::parse(c).map_err(|_| bad_cursor())?;
-            Some(DeliveryRef { seq: events::cursor_seq(log, &id.event_id())?, index: id.index })
+            Some(DeliveryRef { seq: events::cursor_seq(ledger, &id.event_id()).await?, index: id.index })
         }
     };
     let before_seq = after.map(|d| d.seq.saturating_add(1));
     let is_next = |d: DeliveryRef| after.is_none_or(|a| d < a);
     if let Some(w) = &filter.webhook {
-        owned_webhook(log, account, w)?;
+        owned_webhook(ledger, account, w)?;
     }
-    let tree = log.tree()?;
-    let mut page = Page::new(log, &tree, filter, limit);
+    let mut page = DeliveryPage::new(ledger, filter, limit);
 
     if let Some(event_id) = &filter.event {
-        let (seq, event) = events::get(log, account, event_id)?;
+        let (seq, event) = events::get(ledger, account, event_id).await?;
         for (index, webhook) in event.webhooks.iter().enumerate().rev() {
             let d = DeliveryRef { seq, index: index as u16 };
-            if is_next(d) && !page.offer(d, event.at, webhook, Some((&event.event, event.order)))? {
+            if is_next(d) && !page.offer(d, event.at, webhook, Some((&event.event, event.order))).await? {
                 break;
             }
         }
     } else if let Some(webhook) = &filter.webhook {
-        for entry in index::deliveries_newest_first(&tree, webhook, before_seq) {
-            let entry = entry?;
+        let mut entries = Entries::new(before_seq);
+        while let Some(entry) = entries.next_delivery(ledger, webhook).await? {
             if filter.window.is_behind(entry.at) {
                 break;
             }
-            if is_next(entry.delivery) && !page.offer(entry.delivery, entry.at, webhook, None)? {
+            if is_next(entry.delivery) && !page.offer(entry.delivery, entry.at, webhook, None).await? {
                 break;
             }
         }
     } else {
-        'events: for entry in index::events_newest_first(&tree, account, before_seq) {
-            let entry = entry?;
+        let mut entries = Entries::new(before_seq);
+        'events: while let Some(entry) = entries.next_event(ledger, account).await? {
             if filter.window.is_behind(entry.at) {
                 break;
             }
@@ -274,10 +258,10 @@ pub fn list(
                 page.last = Some((DeliveryRef { seq: entry.seq, index: 0 }, entry.at));
                 continue;
             }
-            let Some(Record::EventIngested(event)) = log.record(entry.seq)? else { continue };
+            let Some(Record::EventIngested(event)) = ledger.record(entry.seq).await? else { continue };
             for (index, webhook) in event.webhooks.iter().enumerate().rev() {
                 let d = DeliveryRef { seq: entry.seq, index: index as u16 };
-                if is_next(d) && !page.offer(d, entry.at, webhook, Some((&event.event, event.order)))? {
+                if is_next(d) && !page.offer(d, entry.at, webhook, Some((&event.event, event.order))).await? {
                     break 'events;
                 }
             }
@@ -288,20 +272,19 @@ pub fn list(
 
 /// A live webhook of the account, else `NotFound` (a deleted webhook is gone, as for
 /// `GET /webhooks/{id}`).
-fn owned_webhook(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
-    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
-    catalog
-        .webhooks
-        .get(id)
-        .filter(|r| &r.webhook.account_id == account && r.deleted_at.is_none())
-        .map(|_| ())
-        .ok_or(DomainError::NotFound)
+fn owned_webhook(ledger: &dyn Ledger, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
+    let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    catalog.live_webhook(account, id).map(|_| ()).ok_or(DomainError::NotFound)
 }
 
 /// The delivery behind a public id, if it is the account's.
-fn resolve(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<(DeliveryRef, EventIngested), DomainError> {
-    let d = id.to_ref(log.id_key()).ok_or(DomainError::NotFound)?;
-    let (seq, event) = events::get(log, account, &id.event_id())?;
+async fn resolve(
+    ledger: &dyn Ledger,
+    account: &AccountId,
+    id: &DeliveryId,
+) -> Result<(DeliveryRef, EventIngested), DomainError> {
+    let d = id.to_ref(ledger.id_key()).ok_or(DomainError::NotFound)?;
+    let (seq, event) = events::get(ledger, account, &id.event_id()).await?;
     if seq != d.seq || usize::from(d.index) >= event.webhooks.len() {
         return Err(DomainError::NotFound);
     }
@@ -309,13 +292,11 @@ fn resolve(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<(DeliveryR
 }
 
 /// Every delivery an event owes, in fan-out order.
-pub fn of_event(log: &Log, seq: u64, event: &EventIngested) -> Result<Vec<DeliveryInfo>, DomainError> {
-    let tree = log.tree()?;
-    let rows = Txn::new(&tree);
+pub async fn of_event(ledger: &dyn Ledger, seq: u64, event: &EventIngested) -> Result<Vec<DeliveryInfo>, DomainError> {
     let mut out = Vec::with_capacity(event.webhooks.len());
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let d = DeliveryRef { seq, index: index as u16 };
-        if let Some(i) = info(log, &rows, d, webhook, event)? {
+        if let Some(i) = info(ledger, d, webhook, event).await? {
             out.push(i);
         }
     }
@@ -323,76 +304,53 @@ pub fn of_event(log: &Log, seq: u64, event: &EventIngested) -> Result<Vec<Delive
 }
 
 /// One delivery of the account with every attempt it made, oldest first.
-pub fn get(
-    log: &Log,
+pub async fn get(
+    ledger: &dyn Ledger,
     account: &AccountId,
     id: &DeliveryId,
 ) -> Result<(DeliveryInfo, Vec<AttemptFinished>), DomainError> {
-    let (d, event) = resolve(log, account, id)?;
-    let tree = log.tree()?;
-    let rows = Txn::new(&tree);
+    let (d, event) = resolve(ledger, account, id).await?;
     let webhook = &event.webhooks[usize::from(d.index)];
-    let info = info(log, &rows, d, webhook, &event)?.ok_or(DomainError::NotFound)?;
+    let info = info(ledger, d, webhook, &event).await?.ok_or(DomainError::NotFound)?;
     let mut attempts = Vec::new();
     for seq in &info.row.seqs {
-        if let Some(Record::AttemptFinished(a)) = log.record(*seq)? {
+        if let Some(Record::AttemptFinished(a)) = ledger.record(*seq).await? {
             attempts.push(*a);
         }
     }
     Ok((info, attempts))
 }
 
-/// Why a dead delivery cannot be re-queued now, checked on the writer thread.
-fn requeue_check(txn: &Txn<'_>, d: DeliveryRef, webhook: &WebhookId) -> Result<(), Rejection> {
-    let row = load_delivery(txn, d, webhook).map_err(|e| Rejection::Conflict(e.to_string()))?;
-    let Some(row) = row else { return Err(Rejection::NotFound) };
-    if !matches!(row.state, DeliveryState::Dead(_)) {
-        return Err(Rejection::Conflict(format!("the delivery is {}, not dead", row.state.as_str())));
-    }
-    let live = txn
-        .get_row::<WebhookRow>(&keys::webhook(webhook))
-        .map_err(|e| Rejection::Conflict(e.to_string()))?
-        .is_some_and(|w| w.deleted_at.is_none());
-    if !live {
-        return Err(Rejection::Conflict("its webhook was deleted".into()));
-    }
-    Ok(())
-}
-
-/// Re-queues one dead delivery of the account, due now, with fresh attempts and TTL.
-pub async fn retry(log: &Log, account: &AccountId, id: &DeliveryId) -> Result<DeliveryInfo, DomainError> {
-    let (d, event) = resolve(log, account, id)?;
+/// Re-queues one dead delivery of the account, due now, with fresh attempts and TTL. Whether
+/// it is still dead and its webhook still there is checked atomically with the append.
+pub async fn retry(ledger: &dyn Ledger, account: &AccountId, id: &DeliveryId) -> Result<DeliveryInfo, DomainError> {
+    let (d, event) = resolve(ledger, account, id).await?;
     let webhook = event.webhooks[usize::from(d.index)].clone();
     let record = Record::DeliveryRetried { delivery: d, webhook_id: webhook.clone(), at: now_millis() };
-    let check_webhook = webhook.clone();
-    log.writer().append(Command::checked(vec![record], move |txn| requeue_check(txn, d, &check_webhook))).await?;
-    let tree = log.tree()?;
-    let rows = Txn::new(&tree);
-    info(log, &rows, d, &webhook, &event)?.ok_or(DomainError::NotFound)
+    let rule = Precondition::DeliveryDead { delivery: d, webhook: webhook.clone() };
+    ledger.append(Command::checked(vec![record], rule)).await?;
+    info(ledger, d, &webhook, &event).await?.ok_or(DomainError::NotFound)
 }
 
 /// The webhook's dead deliveries whose events arrived in `window`, newest first. Reads the
-/// webhook's whole history in the window: call it off the threads that answer requests.
-pub fn dead_in_window(
-    log: &Log,
+/// webhook's whole history in the window.
+pub async fn dead_in_window(
+    ledger: &dyn Ledger,
     account: &AccountId,
     webhook: &WebhookId,
     window: TimeWindow,
 ) -> Result<Vec<DeliveryRef>, DomainError> {
-    owned_webhook(log, account, webhook)?;
-    let tree = log.tree()?;
-    let rows = Txn::new(&tree);
+    owned_webhook(ledger, account, webhook)?;
     let mut dead = Vec::new();
-    for entry in index::deliveries_newest_first(&tree, webhook, None) {
-        let entry = entry?;
+    let mut entries = Entries::new(None);
+    while let Some(entry) = entries.next_delivery(ledger, webhook).await? {
         if window.is_behind(entry.at) {
             break;
         }
         if !window.contains(entry.at) {
             continue;
         }
-        // Only a delivery that left intake can be dead: a row lookup, not a record read.
-        if let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(entry.delivery))? {
+        if let Some(row) = ledger.delivery(entry.delivery, webhook).await? {
             if matches!(row.state, DeliveryState::Dead(_)) {
                 dead.push(entry.delivery);
             }
@@ -404,7 +362,7 @@ pub fn dead_in_window(
 /// Re-queues `dead` (newest first, as [`dead_in_window`] gives them) oldest first, so the
 /// work goes out in event order; returns how many were re-queued. A delivery no longer dead
 /// when its record is applied is left as it is (the fold ignores it).
-pub async fn requeue(log: &Log, webhook: &WebhookId, dead: &[DeliveryRef]) -> Result<u64, DomainError> {
+pub async fn requeue(ledger: &dyn Ledger, webhook: &WebhookId, dead: &[DeliveryRef]) -> Result<u64, DomainError> {
     let mut requeued = 0u64;
     for chunk in dead.rchunks(RECOVER_CHUNK) {
         let at = now_millis();
@@ -413,20 +371,7 @@ pub async fn requeue(log: &Log, webhook: &WebhookId, dead: &[DeliveryRef]) -> Re
             .rev()
             .map(|d| Record::DeliveryRequeued { delivery: *d, webhook_id: webhook.clone(), at })
             .collect();
-        let check_webhook = webhook.clone();
-        log.writer()
-            .append(Command::checked(records, move |txn| {
-                let live = txn
-                    .get_row::<WebhookRow>(&keys::webhook(&check_webhook))
-                    .map_err(|e| Rejection::Conflict(e.to_string()))?
-                    .is_some_and(|w| w.deleted_at.is_none());
-                if live {
-                    Ok(())
-                } else {
-                    Err(Rejection::NotFound)
-                }
-            }))
-            .await?;
+        ledger.append(Command::checked(records, Precondition::WebhookLive(webhook.clone()))).await?;
         requeued += chunk.len() as u64;
     }
     Ok(requeued)

@@ -1,9 +1,8 @@
 //! `min_free_disk` (contract §6), as the API sees it: below that many free bytes (plus the
-//! log's own safety margin, [`crate::log::room::SAFETY`]) on the data directory's file
-//! system, ingest is refused with 503 and `Retry-After` before its body is even parsed, and
-//! `/readyz` answers 503. The log writer enforces the same floor command by command
-//! ([`crate::log::room`]), so concurrent requests cannot overshoot it together; this is the
-//! cheap early answer.
+//! storage's own safety margin, which it is told) on the data directory's file system,
+//! ingest is refused with 503 and `Retry-After` before its body is even parsed, and
+//! `/readyz` answers 503. The log writer enforces the same floor command by command, so
+//! concurrent requests cannot overshoot it together; this is the cheap early answer.
 //!
 //! Invariant: the answer is at most [`RECHECK`] old; the check itself is one `statvfs`.
 //! If the free space cannot be read, ingest is not refused (the writer's check still runs).
@@ -21,13 +20,15 @@ pub const RETRY_AFTER_SECS: u64 = 10;
 pub struct DiskGuard {
     dir: PathBuf,
     min_free: u64,
+    /// What storage keeps free beyond `min_free` for its own writes.
+    margin: u64,
     checked_at: AtomicU64,
     low: AtomicBool,
 }
 
 impl DiskGuard {
-    pub fn new(dir: PathBuf, min_free: u64) -> Self {
-        Self { dir, min_free, checked_at: AtomicU64::new(0), low: AtomicBool::new(false) }
+    pub fn new(dir: PathBuf, min_free: u64, margin: u64) -> Self {
+        Self { dir, min_free, margin, checked_at: AtomicU64::new(0), low: AtomicBool::new(false) }
     }
 
     /// Free bytes on the data directory's file system, if they can be read.
@@ -42,7 +43,7 @@ impl DiskGuard {
         if now.saturating_sub(last) >= RECHECK
             && self.checked_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            let floor = self.min_free.saturating_add(crate::log::room::SAFETY);
+            let floor = self.min_free.saturating_add(self.margin);
             let low = self.free_bytes().is_some_and(|free| free < floor);
             if low && !self.low.load(Ordering::Relaxed) {
                 tracing::warn!(

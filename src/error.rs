@@ -1,7 +1,7 @@
 //! The domain's errors: what can go wrong in a request, independent of HTTP. `api/error.rs`
 //! is the one place that turns them into statuses and JSON.
 
-use crate::log::{AppendError, Rejection};
+use crate::storage::{AppendError, Rejection, StorageError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -46,8 +46,8 @@ impl DomainError {
     }
 }
 
-impl From<crate::log::rows::RowsError> for DomainError {
-    fn from(e: crate::log::rows::RowsError) -> Self {
+impl From<StorageError> for DomainError {
+    fn from(e: StorageError) -> Self {
         DomainError::Storage(e.to_string())
     }
 }

@@ -7,9 +7,8 @@
 use crate::config::EventType;
 use crate::error::DomainError;
 use crate::listing::Listing;
-use crate::log::summary;
-use crate::log::Log;
 use crate::model::{is_event_name, AccountId};
+use crate::storage::Ledger;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +20,8 @@ pub struct EventTypeInfo {
     pub sent: bool,
 }
 
-pub fn list(
-    log: &Log,
+pub async fn list(
+    ledger: &dyn Ledger,
     configured: &[EventType],
     account: &AccountId,
     cursor: Option<&str>,
@@ -46,7 +45,7 @@ pub fn list(
             (t.name.clone(), info)
         })
         .collect();
-    let sent = summary::names(&log.tree()?, account, cursor, limit + 1)?;
+    let sent = ledger.event_names(account, cursor.map(str::to_owned), limit + 1).await?;
     for name in sent {
         merged
             .entry(name.clone())

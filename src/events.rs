@@ -14,13 +14,11 @@
 //!   the append.
 
 use crate::error::DomainError;
-use crate::listing::{bad_cursor, Budget, Listing, TimeWindow};
-use crate::log::index;
-use crate::log::projection::IdempotencyRow;
-use crate::log::record::EventIngested;
-use crate::log::rows::Rows;
-use crate::log::{keys, AppendError, Catalog, Command, Log, Record, Rejection};
+use crate::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
 use crate::model::*;
+use crate::storage::{
+    name_hash, AppendError, Catalog, Command, EventIngested, Ledger, Precondition, Record, Rejection,
+};
 use sha2::{Digest, Sha256};
 
 /// Longest idempotency key or client event id.
@@ -177,7 +175,7 @@ mod distinct {
 
 /// Ingests one event for `account`.
 pub async fn ingest(
-    log: &Log,
+    ledger: &dyn Ledger,
     rules: &IngestRules,
     account: &AccountId,
     input: EventInput,
@@ -185,7 +183,7 @@ pub async fn ingest(
     validate(&input, rules)?;
     let at = now_millis();
     let webhooks: Vec<WebhookId> = {
-        let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+        let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
         let matched: Vec<WebhookId> = catalog.matching(account, &input.event).map(|w| w.id.clone()).collect();
         for id in &matched {
             if catalog.statuses.get(id).is_some_and(|s| s.pending >= rules.max_pending_per_webhook) {
@@ -215,31 +213,25 @@ pub async fn ingest(
     let deliveries = record.webhooks.len();
     let cmd = match key {
         None => Command::new(vec![Record::EventIngested(Box::new(record))]),
-        Some(k) => {
-            let ikey = keys::idempotency(account, &k);
-            let window_start = at.saturating_sub(rules.idempotency_window_ms);
-            Command::checked(vec![Record::EventIngested(Box::new(record))], move |txn| {
-                match txn.get_row::<IdempotencyRow>(&ikey) {
-                    Ok(Some(row)) if row.at >= window_start => {
-                        Err(Rejection::Duplicate { same_request: row.request_hash == hash, seq: row.seq })
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(Rejection::Conflict(e.to_string())),
-                }
-            })
+        Some(key) => {
+            let since = at.saturating_sub(rules.idempotency_window_ms);
+            let claim = Precondition::IdempotencyFree { account: account.clone(), key, since, request_hash: hash };
+            Command::checked(vec![Record::EventIngested(Box::new(record))], claim)
         }
     };
-    match log.writer().append(cmd.ingest()).await {
+    match ledger.append(cmd.ingest()).await {
         Ok(appended) => {
             let seq = appended.seqs[0];
             Ok(Ingested {
-                id: EventId::from_seq(at, seq, input.order, log.id_key()),
+                id: EventId::from_seq(at, seq, input.order, ledger.id_key()),
                 event: input.event,
                 deliveries,
                 replayed: false,
             })
         }
-        Err(AppendError::Rejected(Rejection::Duplicate { same_request: true, seq, .. })) => first_result(log, seq),
+        Err(AppendError::Rejected(Rejection::Duplicate { same_request: true, seq, .. })) => {
+            first_result(ledger, seq).await
+        }
         Err(AppendError::Rejected(Rejection::Duplicate { same_request: false, .. })) => {
             Err(DomainError::Conflict("this idempotency key was used with a different request".into()))
         }
@@ -255,10 +247,10 @@ pub fn operational(catalog: &Catalog, account: &AccountId, name: &str, data: Vec
 }
 
 /// The answer the first request with an idempotency key got.
-fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
-    match log.record(seq)? {
+async fn first_result(ledger: &dyn Ledger, seq: u64) -> Result<Ingested, DomainError> {
+    match ledger.record(seq).await? {
         Some(Record::EventIngested(e)) => Ok(Ingested {
-            id: EventId::from_seq(e.at, seq, e.order, log.id_key()),
+            id: EventId::from_seq(e.at, seq, e.order, ledger.id_key()),
             event: e.event,
             deliveries: e.webhooks.len(),
             replayed: true,
@@ -271,21 +263,21 @@ fn first_result(log: &Log, seq: u64) -> Result<Ingested, DomainError> {
 /// points at. Every 64-bit value decodes to some sequence number, so the id's time must be
 /// its record's: a made-up cursor is refused. A cursor whose event was compacted since is
 /// still a place in the list.
-pub fn cursor_seq(log: &Log, id: &EventId) -> Result<u64, DomainError> {
-    let seq = id.seq(log.id_key()).ok_or_else(bad_cursor)?;
-    match log.record(seq)? {
+pub async fn cursor_seq(ledger: &dyn Ledger, id: &EventId) -> Result<u64, DomainError> {
+    let seq = id.seq(ledger.id_key()).ok_or_else(bad_cursor)?;
+    match ledger.record(seq).await? {
         Some(Record::EventIngested(e)) if e.at == id.millis() => Ok(seq),
-        None if seq <= log.last_seq()? => Ok(seq),
+        None if seq <= ledger.last_seq().await? => Ok(seq),
         _ => Err(bad_cursor()),
     }
 }
 
 /// The account's event by id, with the record that holds it.
-pub fn get(log: &Log, account: &AccountId, id: &EventId) -> Result<(u64, EventIngested), DomainError> {
-    let seq = id.seq(log.id_key()).ok_or(DomainError::NotFound)?;
-    match log.record(seq)? {
+pub async fn get(ledger: &dyn Ledger, account: &AccountId, id: &EventId) -> Result<(u64, EventIngested), DomainError> {
+    let seq = id.seq(ledger.id_key()).ok_or(DomainError::NotFound)?;
+    match ledger.record(seq).await? {
         Some(Record::EventIngested(e))
-            if &e.account_id == account && EventId::from_seq(e.at, seq, e.order, log.id_key()) == *id =>
+            if &e.account_id == account && EventId::from_seq(e.at, seq, e.order, ledger.id_key()) == *id =>
         {
             Ok((seq, *e))
         }
@@ -303,8 +295,8 @@ pub struct EventFilter {
 
 /// The account's events matching `filter`, newest first, after `cursor` (an event id a
 /// previous page gave).
-pub fn list(
-    log: &Log,
+pub async fn list(
+    ledger: &dyn Ledger,
     account: &AccountId,
     filter: &EventFilter,
     cursor: Option<&str>,
@@ -317,29 +309,28 @@ pub fn list(
     }
     let before = match cursor {
         None => None,
-        Some(c) => Some(cursor_seq(log, &EventId::parse(c).map_err(|_| bad_cursor())?)?),
+        Some(c) => Some(cursor_seq(ledger, &EventId::parse(c).map_err(|_| bad_cursor())?).await?),
     };
-    let hash = filter.event.as_deref().map(index::name_hash);
+    let hash = filter.event.as_deref().map(name_hash);
     let mut budget = Budget::default();
     let mut items: Vec<(EventId, EventIngested)> = Vec::new();
     // The last entry examined, as (seq, at): where the next page starts if the budget runs out.
     let mut last: Option<(u64, Millis)> = None;
-    let tree = log.tree()?;
-    for entry in index::events_newest_first(&tree, account, before) {
-        let entry = entry?;
+    let mut entries = Entries::new(before);
+    while let Some(entry) = entries.next_event(ledger, account).await? {
         if filter.window.is_behind(entry.at) {
             break;
         }
         if !budget.take() {
             // A cursor is read for its sequence number only: no need to load the record.
-            let next_cursor = last.map(|(seq, at)| EventId::from_seq(at, seq, 0, log.id_key()).to_string());
+            let next_cursor = last.map(|(seq, at)| EventId::from_seq(at, seq, 0, ledger.id_key()).to_string());
             return Ok(Listing { items, next_cursor });
         }
         last = Some((entry.seq, entry.at));
         if !filter.window.contains(entry.at) || hash.is_some_and(|h| h != entry.name_hash) {
             continue;
         }
-        let Some(Record::EventIngested(e)) = log.record(entry.seq)? else {
+        let Some(Record::EventIngested(e)) = ledger.record(entry.seq).await? else {
             continue;
         };
         if filter.event.as_ref().is_some_and(|name| name != &e.event) {
@@ -349,7 +340,7 @@ pub fn list(
             let next_cursor = items.last().map(|(id, _)| id.to_string());
             return Ok(Listing { items, next_cursor });
         }
-        items.push((EventId::from_seq(entry.at, entry.seq, e.order, log.id_key()), *e));
+        items.push((EventId::from_seq(entry.at, entry.seq, e.order, ledger.id_key()), *e));
     }
     Ok(Listing { items, next_cursor: None })
 }

@@ -54,6 +54,7 @@ pub mod safety;
 pub mod seal;
 pub mod server;
 pub mod stats;
+pub mod storage;
 pub mod telemetry;
 pub mod time;
 pub mod webhooks;

@@ -1,14 +1,20 @@
 //! What every list of events or deliveries shares: a time window filter, a page with its
 //! cursor, and a scan budget.
 //!
-//! Lists are read newest first from the log's indexes (`log::index`). A filter can skip
+//! Lists are read newest first from storage's indexes ([`Ledger::events_before`],
+//! [`Ledger::deliveries_before`]), a chunk at a time ([`Entries`]). A filter can skip
 //! many entries (say, the dead deliveries among millions of successes), so one request
 //! examines at most [`SCAN_BUDGET`] entries; if it runs out, the page carries what it found
 //! (possibly fewer than `limit` items, even none) and a cursor to go on from where it
 //! stopped. A `null` cursor always means the end.
 
 use crate::error::DomainError;
-use crate::model::Millis;
+use crate::model::{AccountId, Millis, WebhookId};
+use crate::storage::{EventEntry, IntakeEntry, Ledger};
+use std::collections::VecDeque;
+
+/// Index entries read from storage at once.
+const CHUNK: usize = 256;
 
 /// Most index entries one list request examines.
 pub const SCAN_BUDGET: usize = 20_000;
@@ -66,4 +72,55 @@ impl Budget {
 /// An invalid cursor, answered as a field error.
 pub fn bad_cursor() -> DomainError {
     DomainError::invalid("cursor", "not a cursor this list gave")
+}
+
+/// A newest-first walk over one of storage's indexes, read [`CHUNK`] entries at a time
+/// below the position the walk started from.
+pub struct Entries<T> {
+    read: VecDeque<T>,
+    /// Sequence number the next chunk is read below (`None`: from the newest).
+    before: Option<u64>,
+    done: bool,
+}
+
+impl<T> Entries<T> {
+    pub fn new(before: Option<u64>) -> Self {
+        Self { read: VecDeque::new(), before, done: false }
+    }
+
+    fn take(&mut self, chunk: Vec<T>, seq: impl Fn(&T) -> u64) {
+        self.done = chunk.len() < CHUNK;
+        self.before = chunk.last().map(seq).or(self.before);
+        self.read.extend(chunk);
+    }
+}
+
+impl Entries<EventEntry> {
+    /// The account's next older event.
+    pub async fn next_event(
+        &mut self,
+        ledger: &dyn Ledger,
+        account: &AccountId,
+    ) -> Result<Option<EventEntry>, DomainError> {
+        if self.read.is_empty() && !self.done {
+            let chunk = ledger.events_before(account, self.before, CHUNK).await?;
+            self.take(chunk, |e| e.seq);
+        }
+        Ok(self.read.pop_front())
+    }
+}
+
+impl Entries<IntakeEntry> {
+    /// The webhook's next older delivery.
+    pub async fn next_delivery(
+        &mut self,
+        ledger: &dyn Ledger,
+        webhook: &WebhookId,
+    ) -> Result<Option<IntakeEntry>, DomainError> {
+        if self.read.is_empty() && !self.done {
+            let chunk = ledger.deliveries_before(webhook, self.before, CHUNK).await?;
+            self.take(chunk, |e| e.delivery.seq);
+        }
+        Ok(self.read.pop_front())
+    }
 }

@@ -161,18 +161,16 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             );
         }
         Cmd::Verify => {
-            let tree = herald::log::open_for_inspection(&config.data_dir)?;
-            let report = herald::log::verify::verify(&tree)?;
-            println!("{report}");
+            let found = herald::log::inspect(&config.data_dir)?;
+            println!("{}", found.report);
             // Not damage: webhooks stored before a rule tightened, told so they get fixed.
-            let loaded = herald::log::Catalog::load(&tree)?;
-            for (_, why) in herald::server::outdated_webhooks(&loaded.catalog, &config.target_policy()) {
+            for (_, why) in herald::server::outdated_webhooks(&found.catalog, &config.target_policy()) {
                 println!("notice: {why}");
             }
-            if let Some(notice) = herald::server::clear_values_notice(&loaded.catalog) {
+            if let Some(notice) = herald::server::clear_values_notice(&found.catalog) {
                 println!("notice: {notice}");
             }
-            if !report.is_clean() {
+            if !found.report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -191,8 +189,7 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             let to_config = herald::config::Config { data_dir: to.clone(), ..config.clone() };
             let new_ring = herald::seal::load(&to_config.key_source(), &to)?;
             let open = old_ring.as_ref().unwrap_or(&new_ring);
-            let done =
-                herald::log::rewrite::rewrite(&from, &to, |r| herald::webhooks::sealed_record(r, open, &new_ring))?;
+            let done = herald::log::rewrite(&from, &to, |r| herald::webhooks::sealed_record(r, open, &new_ring))?;
             println!(
                 "rewrote {} records into {} ({} with secrets now sealed, key {}).
                  The old directory {} still holds them in clear (sled keeps old copies in its                  segments): start Herald on the new one, then delete the old one for good.",

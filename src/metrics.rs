@@ -20,9 +20,9 @@
 
 use crate::config::Config;
 use crate::delivery::breaker::Transition;
-use crate::log::AppendTimer;
 use crate::model::{AttemptResult, HealthState, WebhookId};
 use crate::server::Engine;
+use crate::storage::AppendTimer;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -276,7 +276,7 @@ impl Metrics {
     pub fn render(&self, engine: Option<&Engine>) -> Result<String, prometheus::Error> {
         if let Some(engine) = engine {
             self.recovery_duration.set(engine.recovery.duration.as_secs_f64());
-            if let Ok(catalog) = engine.log.catalog().read() {
+            if let Ok(catalog) = engine.ledger.catalog().read() {
                 let live = catalog.webhooks.iter().filter(|(_, w)| w.deleted_at.is_none());
                 let (pending, dead, open) =
                     live.filter_map(|(id, _)| catalog.statuses.get(id)).fold((0u64, 0u64, 0i64), |(p, d, o), s| {
@@ -286,7 +286,7 @@ impl Metrics {
                 self.dead_letter_size.set(dead as i64);
                 self.breakers_open.set(open);
             }
-            self.log_bytes.set(engine.log.size_on_disk() as i64);
+            self.log_bytes.set(engine.ledger.size_on_disk() as i64);
             self.actors.set(engine.delivery.actors() as i64);
         }
         let mut out = Vec::new();

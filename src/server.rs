@@ -8,8 +8,9 @@
 use crate::config::{Config, ConfigError};
 use crate::credentials;
 use crate::delivery::Dispatcher;
-use crate::log::{Command, Log, OpenError, Queued, Record};
+use crate::log::{Log, OpenError};
 use crate::model::{now_millis, WebhookId};
+use crate::storage::{Catalog, Command, Ledger, Queued, Record};
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ pub enum StartError {
     #[error("recovery failed: {0}")]
     Recovery(String),
     #[error("cannot write to the log: {0}")]
-    Append(#[from] crate::log::AppendError),
+    Append(#[from] crate::storage::AppendError),
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
     #[error(transparent)]
@@ -50,7 +51,8 @@ pub struct RecoverySummary {
 /// Everything that exists once the log is recovered.
 pub struct Engine {
     pub config: Arc<Config>,
-    pub log: Log,
+    /// Where everything is kept (the sled log on one node).
+    pub ledger: Arc<dyn Ledger>,
     pub recovery: RecoverySummary,
     /// `ingest_rate_limit`, if configured.
     pub ingest_limiter: Option<crate::ratelimit::IngestLimiter>,
@@ -110,7 +112,9 @@ pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Resu
         "log recovered"
     );
     ensure_admin_token(&log, config)?;
-    crate::accounts::ensure_default_account(&log).map_err(|e| StartError::Recovery(e.to_string()))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().build().map_err(|e| StartError::Recovery(e.to_string()))?;
+    runtime.block_on(crate::accounts::ensure_default_account(&log)).map_err(|e| StartError::Recovery(e.to_string()))?;
     if let Ok(catalog) = log.catalog().read() {
         for (id, why) in outdated_webhooks(&catalog, &config.target_policy()) {
             tracing::warn!(webhook_id = %id, "{why}");
@@ -119,16 +123,13 @@ pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Resu
             tracing::warn!("{notice}");
         }
     }
-    Ok(Opened { log, waiting: recovery.queues, recovery: summary, keyring })
+    Ok(Opened { log: Arc::new(log), waiting: recovery.queues, recovery: summary, keyring })
 }
 
 /// Live webhooks that a rule added since they were stored refuses, with what it refuses
 /// (reported at start and by `herald verify`; they keep working until their next edit,
 /// which must fix them).
-pub fn outdated_webhooks(
-    catalog: &crate::log::Catalog,
-    policy: &crate::safety::TargetPolicy,
-) -> Vec<(WebhookId, String)> {
+pub fn outdated_webhooks(catalog: &Catalog, policy: &crate::safety::TargetPolicy) -> Vec<(WebhookId, String)> {
     let mut found: Vec<(WebhookId, String)> = catalog
         .webhooks
         .values()
@@ -149,7 +150,7 @@ pub fn outdated_webhooks(
 
 /// Said at start and by `herald verify` when webhooks hold secrets an older Herald stored in
 /// clear (they keep working; new writes are sealed).
-pub fn clear_values_notice(catalog: &crate::log::Catalog) -> Option<String> {
+pub fn clear_values_notice(catalog: &Catalog) -> Option<String> {
     let n = catalog.webhooks.values().filter(|row| crate::webhooks::holds_clear_values(&row.webhook)).count();
     (n > 0).then(|| {
         format!(
@@ -163,15 +164,17 @@ pub fn clear_values_notice(catalog: &crate::log::Catalog) -> Option<String> {
 pub fn start_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>, opened: Opened) -> Engine {
     let Opened { log, waiting, recovery, keyring } = opened;
     let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
-    let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk);
-    let delivery = Dispatcher::start(&log, waiting, config.delivery_policy(), metrics.clone(), keyring.clone());
+    let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk, crate::log::DISK_MARGIN);
+    let ledger: Arc<dyn Ledger> = log;
+    let delivery =
+        Dispatcher::start(ledger.clone(), waiting, config.delivery_policy(), metrics.clone(), keyring.clone());
     let target = config.target_policy();
-    Engine { config, log, recovery, ingest_limiter, disk, metrics, target, delivery, keyring }
+    Engine { config, ledger, recovery, ingest_limiter, disk, metrics, target, delivery, keyring }
 }
 
 /// A recovered log, what it found waiting, and the keyring that opens its secrets.
 pub struct Opened {
-    pub log: Log,
+    pub log: Arc<Log>,
     pub waiting: Waiting,
     pub recovery: RecoverySummary,
     pub keyring: Arc<crate::seal::Keyring>,
@@ -204,7 +207,7 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
 pub fn issue_admin_token(log: &Log) -> Result<String, StartError> {
     let token = credentials::generate_admin_token();
     let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
-    log.writer().append_blocking(Command::new(vec![record]))?;
+    log.append_blocking(Command::new(vec![record]))?;
     Ok(token)
 }
 
@@ -399,7 +402,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             let _ = web::block(move || {
                 engine.delivery.drain(deadline.saturating_duration_since(std::time::Instant::now()));
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                engine.log.close_within(left.max(Duration::from_millis(200)))
+                engine.ledger.close(left.max(Duration::from_millis(200)))
             })
             .await;
         }

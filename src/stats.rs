@@ -5,9 +5,8 @@
 //! chart of the answer always has 60 points.
 
 use crate::error::DomainError;
-use crate::log::summary::{self, Counters};
-use crate::log::Log;
 use crate::model::{AccountId, HealthState, Millis};
+use crate::storage::{minute, Counters, Ledger};
 
 /// Minutes the stats cover.
 pub const WINDOW_MINUTES: u64 = 60;
@@ -26,10 +25,10 @@ pub struct Stats {
     pub open_breakers: u64,
 }
 
-pub fn of_account(log: &Log, account: &AccountId, now: Millis) -> Result<Stats, DomainError> {
-    let last = summary::minute(now);
+pub async fn of_account(ledger: &dyn Ledger, account: &AccountId, now: Millis) -> Result<Stats, DomainError> {
+    let last = minute(now);
     let first = (last + 1).saturating_sub(WINDOW_MINUTES);
-    let found = summary::counters(&log.tree()?, account, first, last)?;
+    let found = ledger.counters(account, first, last).await?;
     let mut minutes: Vec<(Millis, Counters)> = (first..=last).map(|m| (m * 60_000, Counters::default())).collect();
     let mut total = Counters::default();
     for (m, c) in found {
@@ -41,7 +40,7 @@ pub fn of_account(log: &Log, account: &AccountId, now: Millis) -> Result<Stats, 
         total.succeeded += c.succeeded;
     }
     let success_ratio = (total.attempts > 0).then(|| total.succeeded as f64 / total.attempts as f64);
-    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
     let mut stats = Stats { minutes, total, success_ratio, webhooks: 0, pending: 0, dead_letters: 0, open_breakers: 0 };
     for w in catalog.webhooks_of(account) {
         stats.webhooks += 1;

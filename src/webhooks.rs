@@ -16,11 +16,10 @@
 
 use crate::error::DomainError;
 use crate::header_rules::{self, MASK};
-use crate::log::rows::{Rows, Txn};
-use crate::log::{keys, Command, Log, Record, Rejection, StatusRow, WebhookRow};
 use crate::model::*;
 use crate::safety::TargetPolicy;
 use crate::seal::{Keyring, SealedText};
+use crate::storage::{Command, Ledger, Precondition, Record, StatusRow};
 use rand::RngCore;
 
 pub const MAX_NAME: usize = 100;
@@ -284,42 +283,30 @@ impl Webhook {
 /// Precondition: the webhook exists, is the account's, is not deleted, and — if `seen` is
 /// given — is still the version the change was computed from (two concurrent edits cannot
 /// silently undo each other: the later one gets 409 and retries).
-fn owned(
-    account: &AccountId,
-    id: &WebhookId,
-    seen: Option<u64>,
-) -> impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static {
-    let (account, key) = (account.clone(), keys::webhook(id));
-    move |txn| match txn.get_row::<WebhookRow>(&key) {
-        Ok(Some(row)) if row.deleted_at.is_none() && row.webhook.account_id == account => match seen {
-            Some(seq) if seq != row.seq => {
-                Err(Rejection::Conflict("the webhook changed meanwhile; read it and retry".into()))
-            }
-            _ => Ok(()),
-        },
-        _ => Err(Rejection::NotFound),
-    }
+fn owned(account: &AccountId, id: &WebhookId, seen: Option<u64>) -> Precondition {
+    Precondition::WebhookOwned { webhook: id.clone(), account: account.clone(), version: seen }
 }
 
 /// The version (defining record) of the account's webhook as the catalog has it.
-fn version(log: &Log, id: &WebhookId) -> Option<u64> {
-    log.catalog().read().ok().and_then(|c| c.webhooks.get(id).map(|r| r.seq))
+fn version(ledger: &dyn Ledger, id: &WebhookId) -> Option<u64> {
+    ledger.catalog().read().ok().and_then(|c| c.webhooks.get(id).map(|r| r.seq))
 }
 
 /// The account's webhook and its status, or `NotFound`.
-pub fn get(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(Webhook, StatusRow), DomainError> {
-    let catalog = log.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
-    let row = catalog
-        .webhooks
-        .get(id)
-        .filter(|r| r.deleted_at.is_none() && &r.webhook.account_id == account)
-        .ok_or(DomainError::NotFound)?;
+pub fn get(ledger: &dyn Ledger, account: &AccountId, id: &WebhookId) -> Result<(Webhook, StatusRow), DomainError> {
+    let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
+    let row = catalog.live_webhook(account, id).ok_or(DomainError::NotFound)?;
     Ok((Webhook::clone(&row.webhook), catalog.statuses.get(id).map(|s| StatusRow::clone(s)).unwrap_or_default()))
 }
 
 /// The account's webhooks, newest first, after `cursor`, at most `limit`.
-pub fn list(log: &Log, account: &AccountId, cursor: Option<&WebhookId>, limit: usize) -> Vec<(Webhook, StatusRow)> {
-    let Ok(catalog) = log.catalog().read() else { return Vec::new() };
+pub fn list(
+    ledger: &dyn Ledger,
+    account: &AccountId,
+    cursor: Option<&WebhookId>,
+    limit: usize,
+) -> Vec<(Webhook, StatusRow)> {
+    let Ok(catalog) = ledger.catalog().read() else { return Vec::new() };
     let mut all: Vec<&Webhook> = catalog.webhooks_of(account).collect();
     all.sort_by(|a, b| b.id.cmp(&a.id));
     all.into_iter()
@@ -331,7 +318,7 @@ pub fn list(log: &Log, account: &AccountId, cursor: Option<&WebhookId>, limit: u
 
 /// Creates a webhook; `url` and `events` are required.
 pub async fn create(
-    log: &Log,
+    ledger: &dyn Ledger,
     settings: &Settings,
     account: &AccountId,
     input: WebhookInput,
@@ -367,33 +354,21 @@ pub async fn create(
     let target = input.url.clone().unwrap_or_default();
     let webhook = merge(base, input, settings, at)?;
     settings.policy.check_target(&target).await.map_err(|e| DomainError::invalid("url", e.0))?;
-    let (limit, account_key, prefix) =
-        (settings.max_per_account, keys::account(account), keys::account_webhooks(account));
-    let check = move |txn: &Txn<'_>| {
-        match txn.get_row::<Account>(&account_key) {
-            Ok(Some(a)) if a.deleted_at.is_none() => {}
-            _ => return Err(Rejection::NotFound),
-        }
-        let count = txn.scan(&prefix, limit as usize + 1).map_err(|e| Rejection::Conflict(e.to_string()))?.len();
-        if count >= limit as usize {
-            return Err(Rejection::Limit(format!("an account has at most {limit} webhooks")));
-        }
-        Ok(())
-    };
-    log.writer().append(Command::checked(vec![Record::WebhookCreated { webhook: webhook.clone() }], check)).await?;
+    let room = Precondition::WebhookRoom { account: account.clone(), max: settings.max_per_account };
+    ledger.append(Command::checked(vec![Record::WebhookCreated { webhook: webhook.clone() }], room)).await?;
     Ok(webhook)
 }
 
 /// Edits a webhook (PATCH semantics).
 pub async fn update(
-    log: &Log,
+    ledger: &dyn Ledger,
     settings: &Settings,
     account: &AccountId,
     id: &WebhookId,
     input: WebhookInput,
 ) -> Result<Webhook, DomainError> {
-    let seen = version(log, id);
-    let (current, status) = get(log, account, id)?;
+    let seen = version(ledger, id);
+    let (current, status) = get(ledger, account, id)?;
     let target = input.url.clone();
     let enable = input.is_active == Some(true);
     let at = now_millis();
@@ -406,7 +381,7 @@ pub async fn update(
         // Enabled again by hand: a fresh start, breaker closed, failure run forgotten.
         records.push(Record::WebhookStatusSet { webhook_id: id.clone(), status: WebhookStatus::default(), at });
     }
-    log.writer().append(Command::checked(records, owned(account, id, seen))).await?;
+    ledger.append(Command::checked(records, owned(account, id, seen))).await?;
     Ok(webhook)
 }
 
@@ -416,14 +391,14 @@ pub const TEST_EVENT: &str = "webhook.test";
 /// One signed delivery of a sample of `event` (its configured `sample`, else
 /// `{"test":true}`) to the account's webhook, now, whatever its breaker says; not recorded.
 pub async fn test_send(
-    log: &Log,
+    ledger: &dyn Ledger,
     delivery: &crate::delivery::Dispatcher,
     event_types: &[crate::config::EventType],
     account: &AccountId,
     id: &WebhookId,
     event: Option<String>,
 ) -> Result<crate::delivery::TestOutcome, DomainError> {
-    get(log, account, id)?;
+    get(ledger, account, id)?;
     let event = event.unwrap_or_else(|| TEST_EVENT.to_owned());
     if !is_event_name(&event) {
         return Err(DomainError::invalid("event", "must be lowercase words separated by . or _"));
@@ -437,22 +412,22 @@ pub async fn test_send(
 }
 
 /// Deletes a webhook; its queued deliveries die with reason `deleted`.
-pub async fn delete(log: &Log, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
+pub async fn delete(ledger: &dyn Ledger, account: &AccountId, id: &WebhookId) -> Result<(), DomainError> {
     let record = Record::WebhookDeleted { webhook_id: id.clone(), at: now_millis() };
-    log.writer().append(Command::checked(vec![record], owned(account, id, None))).await?;
+    ledger.append(Command::checked(vec![record], owned(account, id, None))).await?;
     Ok(())
 }
 
 /// Issues a new secret; the previous newest keeps signing Standard Webhooks signatures for
 /// `secret_overlap`. Secrets already expired are dropped.
 pub async fn rotate_secret(
-    log: &Log,
+    ledger: &dyn Ledger,
     settings: &Settings,
     account: &AccountId,
     id: &WebhookId,
 ) -> Result<Webhook, DomainError> {
-    let seen = version(log, id);
-    let (mut webhook, _) = get(log, account, id)?;
+    let seen = version(ledger, id);
+    let (mut webhook, _) = get(ledger, account, id)?;
     let at = now_millis();
     webhook.secrets.retain(|s| s.expires_at.is_none_or(|e| e > at));
     for s in &mut webhook.secrets {
@@ -464,7 +439,7 @@ pub async fn rotate_secret(
         .secrets
         .insert(0, Secret { value: settings.keyring.seal(&generate_secret()), created_at: at, expires_at: None });
     webhook.updated_at = at;
-    log.writer()
+    ledger
         .append(Command::checked(vec![Record::SecretRotated { webhook: webhook.clone() }], owned(account, id, seen)))
         .await?;
     Ok(webhook)

@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use herald::log::record::AttemptFinished;
-use herald::log::{Command, Log, LogOptions, Record};
+use herald::log::{Log, LogOptions};
 use herald::model::*;
+use herald::storage::{AttemptFinished, Command, Ledger, Record};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -258,7 +258,7 @@ fn record_attempts(data_dir: &std::path::Path, deliveries: &[(String, String)], 
             }))
         })
         .collect();
-    log.writer().append_blocking(Command::new(records)).expect("append attempts");
+    log.append_blocking(Command::new(records)).expect("append attempts");
     log.close();
 }
 

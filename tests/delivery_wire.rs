@@ -336,8 +336,8 @@ fn a_webhook_stored_before_the_header_rules_keeps_working_is_reported_and_is_fix
         ..legacy_webhook(r.url("/legacy"), secret, &[("Expect", "100-continue"), ("X-Team", "sales")])
     };
     let id = webhook.id.to_string();
-    let record = herald::log::Record::WebhookCreated { webhook };
-    log.writer().append_blocking(herald::log::Command::new(vec![record])).unwrap();
+    let record = herald::storage::Record::WebhookCreated { webhook };
+    log.append_blocking(herald::storage::Command::new(vec![record])).unwrap();
     log.close();
     drop(log);
     let (code, out, _) = run(dir.path(), &["--dev", "verify"], &[]);

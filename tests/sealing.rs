@@ -168,8 +168,7 @@ fn herald_seal_rewrites_a_log_written_in_clear_into_a_directory_with_nothing_in_
     let (log, _) = herald::log::Log::open(&old, herald::log::LogOptions::default()).unwrap();
     let secret = "legacy-secret-in-clear-0123456789";
     let webhook = legacy_webhook(r.url("/legacy"), secret, &[("X-Legacy", "legacy-header-in-clear")]);
-    log.writer()
-        .append_blocking(herald::log::Command::new(vec![herald::log::Record::WebhookCreated { webhook }]))
+    log.append_blocking(herald::storage::Command::new(vec![herald::storage::Record::WebhookCreated { webhook }]))
         .unwrap();
     log.close();
     drop(log);

@@ -44,7 +44,7 @@ fn authenticate(req: &HttpRequest) -> Result<Auth, ApiError> {
             Some(v.to_str().map_err(|_| crate::error::DomainError::invalid("Herald-Account", "not an account id"))?)
         }
     };
-    let caller = accounts::authenticate(&engine.log, engine.config.admin_token.as_deref(), token, acting_for)?;
+    let caller = accounts::authenticate(&*engine.ledger, engine.config.admin_token.as_deref(), token, acting_for)?;
     Ok(Auth { caller, engine })
 }
 

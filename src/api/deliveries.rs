@@ -9,8 +9,8 @@ use super::page::{self, Page};
 use crate::deliveries::{self, DeliveryFilter, DeliveryInfo, StatusFilter};
 use crate::error::DomainError;
 use crate::listing::TimeWindow;
-use crate::log::record::AttemptFinished;
 use crate::model::{AttemptResult, DeliveryId, DeliveryState, EventId, WebhookId};
+use crate::storage::AttemptFinished;
 use crate::time::rfc3339;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -181,12 +181,8 @@ fn attempt_view(a: &AttemptFinished, keyring: &crate::seal::Keyring) -> AttemptV
 async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<WebhookId>) -> Result<HttpResponse, ApiError> {
     let filter = query.filter(webhook)?;
     let limit = page::limit(query.limit)?;
-    let engine = auth.engine.clone();
-    let account = auth.caller.account().clone();
-    let listing =
-        web::block(move || deliveries::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (ledger, account) = (&*auth.engine.ledger, auth.caller.account());
+    let listing = deliveries::list(ledger, account, &filter, page::cursor(&query.cursor), limit).await?;
     Ok(HttpResponse::Ok().json(Page::new(listing.items.iter().map(view).collect(), listing.next_cursor)))
 }
 
@@ -234,7 +230,7 @@ fn delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
 #[get("/api/v1/deliveries/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let (info, attempts) = deliveries::get(&auth.engine.log, auth.caller.account(), &id)?;
+    let (info, attempts) = deliveries::get(&*auth.engine.ledger, auth.caller.account(), &id).await?;
     Ok(HttpResponse::Ok().json(DeliveryDetail {
         delivery: view(&info),
         attempts: attempts.iter().map(|a| attempt_view(a, &auth.engine.keyring)).collect(),
@@ -247,6 +243,6 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
 #[post("/api/v1/deliveries/{id}/retry")]
 pub async fn retry(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let info = deliveries::retry(&auth.engine.log, auth.caller.account(), &id).await?;
+    let info = deliveries::retry(&*auth.engine.ledger, auth.caller.account(), &id).await?;
     Ok(HttpResponse::Accepted().json(view(&info)))
 }

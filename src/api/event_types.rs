@@ -42,12 +42,13 @@ pub struct EventTypeView {
 pub async fn list(auth: Auth, query: web::Query<EventTypesQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page::limit(query.limit)?;
     let listing = event_types::list(
-        &auth.engine.log,
+        &*auth.engine.ledger,
         &auth.engine.config.event_types,
         auth.caller.account(),
         page::cursor(&query.cursor),
         limit,
-    )?;
+    )
+    .await?;
     let data = listing
         .items
         .iter()

@@ -13,8 +13,8 @@ use super::page::{self, Page};
 use crate::error::DomainError;
 use crate::events::{self, EventFilter, EventInput, IngestRules, Ingested};
 use crate::listing::TimeWindow;
-use crate::log::record::EventIngested;
 use crate::model::EventId;
+use crate::storage::EventIngested;
 use crate::time::{parse_rfc3339, rfc3339};
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -210,7 +210,7 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>, order: u16) -> 
 
 /// Ingests one parsed event and counts it (a replay is not a new event).
 async fn ingest_one(auth: &Auth, rules: &IngestRules, input: EventInput) -> Result<Ingested, ApiError> {
-    let done = events::ingest(&auth.engine.log, rules, auth.caller.account(), input).await?;
+    let done = events::ingest(&*auth.engine.ledger, rules, auth.caller.account(), input).await?;
     if !done.replayed {
         auth.engine.metrics.event_ingested(&done.event);
     }
@@ -338,11 +338,8 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
     let window = TimeWindow::new(page::time("since", &query.since)?, page::time("until", &query.until)?)?;
     let filter = EventFilter { event: query.event.clone(), window };
     let limit = page::limit(query.limit)?;
-    let engine = auth.engine.clone();
-    let account = auth.caller.account().clone();
-    let listing = web::block(move || events::list(&engine.log, &account, &filter, page::cursor(&query.cursor), limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (ledger, account) = (&*auth.engine.ledger, auth.caller.account());
+    let listing = events::list(ledger, account, &filter, page::cursor(&query.cursor), limit).await?;
     let data = listing.items.iter().map(|(id, e)| summary(id, e)).collect();
     Ok(HttpResponse::Ok().json(Page::new(data, listing.next_cursor)))
 }
@@ -353,14 +350,14 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
 #[get("/api/v1/events/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let log = &auth.engine.log;
-    let (seq, mut e) = events::get(log, auth.caller.account(), &id)?;
+    let ledger = &*auth.engine.ledger;
+    let (seq, mut e) = events::get(ledger, auth.caller.account(), &id).await?;
     // Stored data is JSON that parsed at ingest; anything else would be a damaged record.
     // (Taken, not copied: nothing below reads it.)
     let data = String::from_utf8(std::mem::take(&mut e.data))
         .ok()
         .and_then(|text| RawValue::from_string(text).ok())
         .ok_or_else(|| ApiError::from(DomainError::Storage("the event's data is damaged".into())))?;
-    let deliveries = crate::deliveries::of_event(log, seq, &e)?.iter().map(super::deliveries::view).collect();
+    let deliveries = crate::deliveries::of_event(ledger, seq, &e).await?.iter().map(super::deliveries::view).collect();
     Ok(HttpResponse::Ok().json(EventDetail { summary: summary(&id, &e), data, deliveries }))
 }

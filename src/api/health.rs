@@ -40,7 +40,7 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let engine = shared.engine().ok_or_else(ApiError::not_ready)?;
-    if let Some(problem) = engine.log.health().problem() {
+    if let Some(problem) = engine.ledger.health().problem() {
         return Err(ApiError::writes_failing(problem));
     }
     if engine.disk.is_low() {

@@ -46,7 +46,7 @@ pub struct StatsView {
     responses((status = 200, description = "The account's figures", body = StatsView), Unauthenticated))]
 #[get("/api/v1/stats")]
 pub async fn read(auth: Auth) -> Result<HttpResponse, ApiError> {
-    let s = stats::of_account(&auth.engine.log, auth.caller.account(), now_millis())?;
+    let s = stats::of_account(&*auth.engine.ledger, auth.caller.account(), now_millis()).await?;
     let per_minute = s
         .minutes
         .iter()

@@ -11,9 +11,9 @@ use crate::delivery::TestOutcome;
 use crate::error::DomainError;
 use crate::header_rules;
 use crate::listing::TimeWindow;
-use crate::log::StatusRow;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
 use crate::seal::Keyring;
+use crate::storage::StatusRow;
 use crate::time::rfc3339;
 use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
@@ -248,7 +248,7 @@ fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
 #[post("/api/v1/webhooks")]
 pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_input()?;
-    let w = webhooks::create(&auth.engine.log, &settings(&auth), auth.caller.account(), input).await?;
+    let w = webhooks::create(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), input).await?;
     Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true, &auth.engine.keyring)))
 }
 
@@ -258,7 +258,7 @@ pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResp
 #[get("/api/v1/webhooks")]
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let (limit, cursor) = query.parse(|c| WebhookId::parse(c).ok())?;
-    let items = webhooks::list(&auth.engine.log, auth.caller.account(), cursor.as_ref(), limit + 1);
+    let items = webhooks::list(&*auth.engine.ledger, auth.caller.account(), cursor.as_ref(), limit + 1);
     Ok(HttpResponse::Ok().json(Page::of(
         items,
         limit,
@@ -272,7 +272,7 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
     responses((status = 200, description = "The webhook", body = WebhookView), Unauthenticated, Missing))]
 #[get("/api/v1/webhooks/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (w, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &webhook_id(&id)?)?;
+    let (w, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &webhook_id(&id)?)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
 }
 
@@ -283,8 +283,8 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
 pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
     let input = body.into_inner().into_input()?;
-    let w = webhooks::update(&auth.engine.log, &settings(&auth), auth.caller.account(), &id, input).await?;
-    let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
+    let w = webhooks::update(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), &id, input).await?;
+    let (_, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &id)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
 }
 
@@ -293,7 +293,7 @@ pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody
     responses((status = 204, description = "Deleted"), Unauthenticated, Missing))]
 #[delete("/api/v1/webhooks/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    webhooks::delete(&auth.engine.log, auth.caller.account(), &webhook_id(&id)?).await?;
+    webhooks::delete(&*auth.engine.ledger, auth.caller.account(), &webhook_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -305,8 +305,8 @@ pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, A
 #[post("/api/v1/webhooks/{id}/rotate-secret")]
 pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
-    let w = webhooks::rotate_secret(&auth.engine.log, &settings(&auth), auth.caller.account(), &id).await?;
-    let (_, s) = webhooks::get(&auth.engine.log, auth.caller.account(), &id)?;
+    let w = webhooks::rotate_secret(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), &id).await?;
+    let (_, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &id)?;
     Ok(HttpResponse::Ok().json(view(&w, &s, true, &auth.engine.keyring)))
 }
 
@@ -327,7 +327,7 @@ pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) 
     let event = body.into_inner().event;
     let engine = &auth.engine;
     let outcome = webhooks::test_send(
-        &engine.log,
+        &*engine.ledger,
         &engine.delivery,
         &engine.config.event_types,
         auth.caller.account(),
@@ -366,10 +366,7 @@ pub async fn recover(
     let body = body.into_inner();
     let since = page::time("since", &Some(body.since))?.ok_or_else(|| DomainError::invalid("since", "is required"))?;
     let window = TimeWindow::new(Some(since), page::time("until", &body.until)?)?;
-    let (engine, account, webhook) = (auth.engine.clone(), auth.caller.account().clone(), id.clone());
-    let dead = web::block(move || deliveries::dead_in_window(&engine.log, &account, &webhook, window))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    let requeued = deliveries::requeue(&auth.engine.log, &id, &dead).await?;
+    let dead = deliveries::dead_in_window(&*auth.engine.ledger, auth.caller.account(), &id, window).await?;
+    let requeued = deliveries::requeue(&*auth.engine.ledger, &id, &dead).await?;
     Ok(HttpResponse::Accepted().json(Requeued { requeued }))
 }

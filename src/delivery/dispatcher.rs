@@ -13,9 +13,9 @@
 use super::endpoint::{self, Endpoint};
 use super::recent::RecentEvents;
 use super::{Policy, Prepared, Route, Shared};
-use crate::log::{Change, Log, Queued};
 use crate::metrics::Metrics;
 use crate::model::*;
+use crate::storage::{Change, Ledger, Queued};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,7 +56,7 @@ impl Dispatcher {
     /// the window it read, then watches the log. Call from within the actix system, before
     /// anything can ingest.
     pub fn start(
-        log: &Log,
+        ledger: Arc<dyn Ledger>,
         waiting: HashMap<WebhookId, Vec<Queued>>,
         policy: Policy,
         metrics: Arc<Metrics>,
@@ -65,11 +65,9 @@ impl Dispatcher {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Arc<[ArbiterHandle]> = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let shared = Arc::new(Shared {
-            writer: log.writer().clone(),
-            store: log.store().clone(),
+            id_key: *ledger.id_key(),
+            ledger: ledger.clone(),
             keyring,
-            catalog: log.catalog().clone(),
-            id_key: *log.id_key(),
             policy,
             metrics,
             busy: AtomicUsize::new(0),
@@ -84,7 +82,7 @@ impl Dispatcher {
             }
         }
         let routing = inner.clone();
-        log.observe(Box::new(move |changes| routing.route(changes)));
+        ledger.observe(Box::new(move |changes| routing.route(changes)));
         Dispatcher { inner }
     }
 
@@ -144,7 +142,7 @@ impl Inner {
             return None;
         }
         let (webhook, status) = {
-            let catalog = self.shared.catalog.read().ok()?;
+            let catalog = self.shared.ledger.catalog().read().ok()?;
             let row = catalog.webhooks.get(id).filter(|row| row.deleted_at.is_none())?;
             let status = catalog.statuses.get(id).map(|s| s.status.clone()).unwrap_or_default();
             (row.webhook.clone(), status)
@@ -170,7 +168,7 @@ impl Inner {
 
     /// The catalog's copy of a webhook.
     fn defined(&self, id: &WebhookId) -> Option<Arc<Webhook>> {
-        let catalog = self.shared.catalog.read().ok()?;
+        let catalog = self.shared.ledger.catalog().read().ok()?;
         catalog.webhooks.get(id).map(|row| row.webhook.clone())
     }
 
@@ -240,8 +238,13 @@ impl Inner {
                     // deliveries without one gets one, as at start-up.
                     for (id, r) in routes.iter_mut() {
                         let window = queues.remove(id).unwrap_or_default();
-                        let status =
-                            self.shared.catalog.read().ok().and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
+                        let status = self
+                            .shared
+                            .ledger
+                            .catalog()
+                            .read()
+                            .ok()
+                            .and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
                         r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
                     }
                     for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {

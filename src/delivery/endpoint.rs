@@ -24,14 +24,12 @@ use super::queue::{Item, Queue};
 use super::sender::{Request, Response, Sender};
 use super::{recorder, signature, Prepared, Shared, TestOutcome};
 use crate::events;
-use crate::log::pages::Page;
-use crate::log::{self, Record};
-use crate::log::{DeliveryRow, QueueEntry};
 use crate::model::*;
+use crate::storage::{QueueEntry, Queued, Record};
 use actix::prelude::*;
 use futures_util::future::{AbortHandle, Abortable};
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,10 +44,6 @@ thread_local! {
 fn sender(shared: &Shared) -> Rc<Sender> {
     SENDER.with(|s| s.get_or_init(|| Rc::new(Sender::new(shared.policy.target.clone()))).clone())
 }
-
-/// The largest log page an actor keeps between reads (a page closes at 8 KiB, plus its last
-/// record): a large event's page is read again rather than held by every actor it is owed to.
-const KEPT_PAGE_BYTES: usize = 32 * 1024;
 
 /// Attempts in flight from which a webhook's next attempts are spread over the arbiters.
 const SPREAD_FROM: usize = 4;
@@ -70,10 +64,20 @@ pub struct Endpoint {
     queue: Queue,
     /// Manual retries: sent before the rest, even while the breaker is open.
     urgent: VecDeque<Item>,
-    /// Deliveries with an attempt on the wire.
-    in_flight: HashMap<DeliveryRef, AbortHandle>,
-    /// Deliveries whose last records are not acknowledged by the writer yet.
-    recording: HashSet<DeliveryRef>,
+    /// Deliveries with an attempt on the wire, with their public ids.
+    in_flight: HashMap<DeliveryRef, (AbortHandle, DeliveryId)>,
+    /// Deliveries whose last records are not acknowledged by the writer yet, with their
+    /// public ids.
+    recording: HashMap<DeliveryRef, DeliveryId>,
+    /// Deliveries taken from the window whose event is being read from storage, and what
+    /// they were taken for.
+    loading: HashMap<DeliveryRef, Then>,
+    /// A refill of the window from storage is under way.
+    refilling: bool,
+    /// Reads of re-queued deliveries under way.
+    reads: usize,
+    /// Bumped when the actor starts over ([`Resync`]): reads begun before are ignored.
+    generation: u64,
     /// A half-open probe is out.
     probing: bool,
     /// Earliest time (µs) the rate limit lets the next attempt go.
@@ -89,9 +93,6 @@ pub struct Endpoint {
     draining: bool,
     /// Where the next attempt is sent from (an index into the arbiters).
     next_arbiter: usize,
-    /// The log page of the last event read: a backlog drained in event order reads each
-    /// page from the tree once, not once per delivery.
-    page: Option<Page>,
     /// Records of this turn, submitted together at its end, and the deliveries they are about.
     batch: Vec<Record>,
     batch_of: Vec<DeliveryRef>,
@@ -107,7 +108,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus, waiting: &[log::Queued]) -> Self {
+    pub fn new(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus, waiting: &[Queued]) -> Self {
         let mut queue = Queue::new(webhook.ordered, shared.policy.window);
         for q in waiting {
             queue.admit(Item::from_log(q));
@@ -125,14 +126,17 @@ impl Endpoint {
             queue,
             urgent: VecDeque::new(),
             in_flight: HashMap::new(),
-            recording: HashSet::new(),
+            recording: HashMap::new(),
+            loading: HashMap::new(),
+            refilling: false,
+            reads: 0,
+            generation: 0,
             probing: false,
             next_slot_us: 0,
             timer: None,
             next_sweep: 0,
             intake_from: None,
             draining: false,
-            page: None,
             next_arbiter: 0,
             batch: Vec::new(),
             batch_of: Vec::new(),
@@ -158,6 +162,9 @@ impl Endpoint {
             && self.urgent.is_empty()
             && self.in_flight.is_empty()
             && self.recording.is_empty()
+            && self.loading.is_empty()
+            && !self.refilling
+            && self.reads == 0
             && self.batch_of.is_empty()
             && self.testing == 0
             && !self.draining
@@ -203,12 +210,13 @@ impl Endpoint {
     }
 
     fn known(&self, d: DeliveryRef) -> bool {
-        self.queue.contains(d) || held_elsewhere(&self.in_flight, &self.recording, &self.urgent, d)
+        self.queue.contains(d) || held_elsewhere(&self.in_flight, &self.recording, &self.loading, &self.urgent, d)
     }
 
     fn capacity(&self) -> usize {
         let limit = if self.webhook.ordered { 1 } else { self.webhook.max_in_flight.max(1) as usize };
-        limit.saturating_sub(self.in_flight.len())
+        let loading = self.loading.values().filter(|then| matches!(then, Then::Send { .. })).count();
+        limit.saturating_sub(self.in_flight.len() + loading)
     }
 
     fn sweep_interval(&self) -> u64 {
@@ -227,7 +235,7 @@ impl Endpoint {
             return;
         }
         let now = now_millis();
-        if !self.shared.store.health().takes_work() {
+        if !self.shared.ledger.health().takes_work() {
             // Nothing could be recorded: send nothing (it would only be sent again), and
             // look again shortly. A reopened log resynchronises the actor anyway.
             if !self.queue.is_empty() || !self.urgent.is_empty() {
@@ -241,8 +249,8 @@ impl Endpoint {
                 self.kill(item, DeadReason::Expired, ctx);
             }
         }
-        if self.queue.wants_refill() {
-            self.refill();
+        if self.queue.wants_refill() && !self.refilling {
+            self.refill(ctx);
         }
         if !self.queue.is_empty() {
             self.wake_at(self.next_sweep, ctx);
@@ -265,7 +273,7 @@ impl Endpoint {
             }
             Gate::Closed { until } => self.wake_at(until, ctx),
             Gate::Probe => {
-                if self.in_flight.is_empty() && !self.probing {
+                if self.in_flight.is_empty() && self.loading.is_empty() && !self.probing {
                     match self.queue.pop_due(now) {
                         Some(item) => {
                             self.probing = true;
@@ -325,61 +333,89 @@ impl Endpoint {
         self.timer = Some((at, handle));
     }
 
-    fn refill(&mut self) {
-        let found = self
-            .shared
-            .store
-            .tree()
-            .and_then(|tree| log::due_window_from(&tree, &self.webhook.id, self.queue.window(), self.intake_from));
-        match found {
-            Ok((found, from)) => {
-                self.intake_from = Some(from);
-                let (in_flight, recording, urgent) = (&self.in_flight, &self.recording, &self.urgent);
-                self.queue.refill(&found, |d| held_elsewhere(in_flight, recording, urgent, d));
+    /// Reads the next window of waiting deliveries from storage, off the actor's turn.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        self.refilling = true;
+        let (ledger, webhook, n, from) =
+            (self.shared.ledger.clone(), self.webhook.id.clone(), self.queue.window(), self.intake_from);
+        let generation = self.generation;
+        let read = async move { ledger.due_window(&webhook, n, from).await };
+        ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
+            act.refilling = false;
+            if act.generation != generation {
+                return act.drive(ctx);
             }
-            Err(e) => tracing::error!(webhook_id = %self.webhook.id, error = %e, "cannot read waiting deliveries"),
-        }
+            match found {
+                Ok((found, from)) => {
+                    act.intake_from = Some(from);
+                    let (in_flight, recording, loading, urgent) =
+                        (&act.in_flight, &act.recording, &act.loading, &act.urgent);
+                    act.queue.refill(&found, |d| held_elsewhere(in_flight, recording, loading, urgent, d));
+                }
+                Err(e) => tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot read waiting deliveries"),
+            }
+            act.drive(ctx);
+        }));
     }
 
-    /// The event of a delivery the actor did not hear of from ingest (recovered, re-queued).
-    fn load_event(&mut self, seq: u64) -> Option<Arc<Prepared>> {
-        if let Some(p) = self.shared.recent.lock().ok().and_then(|r| r.get(seq)) {
-            return Some(p);
-        }
-        if !self.page.as_ref().is_some_and(|p| p.covers(seq)) {
-            self.page = match self.shared.store.tree().and_then(|tree| Page::holding(&tree, seq)) {
-                Ok(page) => page,
+    /// The event of a delivery, if another actor read it lately.
+    fn recent_event(&self, seq: u64) -> Option<Arc<Prepared>> {
+        self.shared.recent.lock().ok().and_then(|r| r.get(seq))
+    }
+
+    /// Reads the event of a delivery the actor did not hear of from ingest (recovered,
+    /// re-queued) from storage, off the actor's turn; then does with it what it was taken
+    /// from the window for.
+    fn load(&mut self, item: Item, then: Then, ctx: &mut Context<Self>) {
+        let d = item.delivery;
+        self.loading.insert(d, then);
+        let ledger = self.shared.ledger.clone();
+        let generation = self.generation;
+        let read = async move { ledger.event_to_deliver(d.seq).await };
+        ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
+            let Some(then) = act.loading.remove(&d) else { return };
+            if act.generation != generation {
+                return act.drive(ctx);
+            }
+            let event = match found {
+                Ok(Some(e)) => {
+                    let p = Arc::new(Prepared::new(d.seq, Arc::new(e)));
+                    if let Ok(mut recent) = act.shared.recent.lock() {
+                        recent.insert(p.clone());
+                    }
+                    Some(p)
+                }
+                Ok(None) => None,
                 Err(e) => {
-                    tracing::error!(seq, error = %e, "cannot read an event to deliver");
+                    tracing::error!(webhook_id = %act.webhook.id, seq = d.seq, error = %e, "cannot read an event to deliver");
                     None
                 }
             };
-        }
-        let page = self.page.as_ref()?;
-        let decoded = Record::decode_event_to_deliver(page.record(seq)?);
-        if page.size() > KEPT_PAGE_BYTES {
-            // A page made big by one large event: not worth its memory in every actor.
-            self.page = None;
-        }
-        match decoded {
-            Ok(Some(e)) => {
-                let p = Arc::new(Prepared::new(seq, Arc::new(e)));
-                if let Ok(mut recent) = self.shared.recent.lock() {
-                    recent.insert(p.clone());
+            let mut item = item;
+            match (then, event) {
+                (Then::Kill(reason), event) => act.record_death(item, event, reason, ctx),
+                (Then::Send { .. }, None) => act.record_death(item, None, DeadReason::Corrupt, ctx),
+                (Then::Send { probe }, Some(event)) => {
+                    item.event = Some(event);
+                    let gate = breaker::gate(&act.status, now_millis());
+                    if act.draining || !act.webhook.is_active || matches!(gate, Gate::Disabled) {
+                        // Things changed while it was read: it waits (or dies) with the rest.
+                        if probe {
+                            act.probing = false;
+                        }
+                        act.queue.push(item);
+                    } else {
+                        act.start(item, probe, ctx);
+                    }
                 }
-                Some(p)
             }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(seq, error = %e, "cannot read an event to deliver");
-                None
-            }
-        }
+            act.drive(ctx);
+        }));
     }
 
     fn start(&mut self, mut item: Item, probe: bool, ctx: &mut Context<Self>) {
-        let Some(prepared) = item.event.take().or_else(|| self.load_event(item.delivery.seq)) else {
-            return self.kill(item, DeadReason::Corrupt, ctx);
+        let Some(prepared) = item.event.take().or_else(|| self.recent_event(item.delivery.seq)) else {
+            return self.load(item, Then::Send { probe }, ctx);
         };
         let d = item.delivery;
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
@@ -443,19 +479,20 @@ impl Endpoint {
             }
             None => go(),
         }
-        self.in_flight.insert(d, cut);
+        self.in_flight.insert(d, (cut, delivery_id));
     }
 
     fn finished(&mut self, sent: Sent, response: Response, ctx: &mut Context<Self>) {
         let d = sent.item.delivery;
         self.touched = now_millis();
-        self.in_flight.remove(&d);
+        let held = self.in_flight.remove(&d).map(|(_, id)| id);
         self.shared.busy.fetch_sub(1, Ordering::Relaxed);
         if sent.probe {
             self.probing = false;
         }
         let now = now_millis();
         let prepared = sent.event;
+        let delivery_id = held.unwrap_or_else(|| prepared.delivery_id(d, &self.shared.id_key));
         let policy = &self.shared.policy;
         let ended = outcome::Ended {
             delivery: d,
@@ -511,12 +548,22 @@ impl Endpoint {
             let entry = QueueEntry { attempts: sent.attempt, ..sent.item.entry };
             self.queue.push(Item { delivery: d, due, entry, event: Some(prepared) });
         }
-        self.record(d, records, ctx);
+        self.record(d, delivery_id, records, ctx);
         self.drive(ctx);
     }
 
-    /// A delivery that dies without an attempt (expired, disabled, unreadable).
-    fn kill(&mut self, item: Item, reason: DeadReason, ctx: &mut Context<Self>) {
+    /// A delivery that dies without an attempt (expired, disabled): its event is needed for
+    /// the notice, read first if the actor does not hold it.
+    fn kill(&mut self, mut item: Item, reason: DeadReason, ctx: &mut Context<Self>) {
+        match item.event.take().or_else(|| self.recent_event(item.delivery.seq)) {
+            Some(event) => self.record_death(item, Some(event), reason, ctx),
+            None => self.load(item, Then::Kill(reason), ctx),
+        }
+    }
+
+    /// Records that a delivery died without an attempt; `event`, if it could be read, for the
+    /// notice.
+    fn record_death(&mut self, item: Item, event: Option<Arc<Prepared>>, reason: DeadReason, ctx: &mut Context<Self>) {
         let now = now_millis();
         let d = item.delivery;
         let mut records = vec![Record::DeliveryDead {
@@ -525,10 +572,13 @@ impl Endpoint {
             reason: reason.clone(),
             at: now,
         }];
-        if let Some(prepared) = item.event.or_else(|| self.load_event(d.seq)) {
+        // Without its event the id's time part is unknown: shown with time 0 (logs only).
+        let mut delivery_id = DeliveryId::from_ref(d, 0, 0, &self.shared.id_key);
+        if let Some(prepared) = event {
+            delivery_id = prepared.delivery_id(d, &self.shared.id_key);
             let notice = Notice::delivery_dead(
                 &prepared.event.event,
-                &prepared.delivery_id(d, &self.shared.id_key),
+                &delivery_id,
                 &self.webhook.id,
                 &reason,
                 item.entry.attempts,
@@ -536,13 +586,13 @@ impl Endpoint {
             records.extend(notice.map(|n| self.operational(&n, now)));
         }
         self.shared.metrics.delivery_dead();
-        self.record(d, records, ctx);
+        self.record(d, delivery_id, records, ctx);
     }
 
     /// Records `records` about delivery `d` without holding up the actor (they go with this
     /// turn's batch); until the writer acknowledges them, a refill from disk leaves `d` alone.
-    fn record(&mut self, d: DeliveryRef, records: Vec<Record>, ctx: &mut Context<Self>) {
-        self.recording.insert(d);
+    fn record(&mut self, d: DeliveryRef, id: DeliveryId, records: Vec<Record>, ctx: &mut Context<Self>) {
+        self.recording.insert(d, id);
         self.shared.busy.fetch_add(1, Ordering::Relaxed);
         self.batch.extend(records);
         self.batch_of.push(d);
@@ -561,7 +611,7 @@ impl Endpoint {
         if about.is_empty() {
             return;
         }
-        let committed = recorder::record(&self.shared.writer, records);
+        let committed = recorder::record(&self.shared.ledger, records);
         let me = ctx.address();
         actix::spawn(async move { me.do_send(Recorded { about, committed: committed.await == Ok(true) }) });
     }
@@ -570,7 +620,7 @@ impl Endpoint {
     /// webhooks that subscribe to it now.
     fn operational(&self, notice: &Notice, at: Millis) -> Record {
         let account = &self.webhook.account_id;
-        match self.shared.catalog.read() {
+        match self.shared.ledger.catalog().read() {
             Ok(catalog) => events::operational(&catalog, account, notice.name(), notice.data(), at),
             Err(_) => events::operational(&Default::default(), account, notice.name(), notice.data(), at),
         }
@@ -608,12 +658,24 @@ fn log_outcome(span: &tracing::Span, outcome: &AttemptOutcome, next: &NextStep, 
 /// retry waiting to go out. (Fields, not `&Endpoint`, so a refill can ask while it fills
 /// the window.)
 fn held_elsewhere(
-    in_flight: &HashMap<DeliveryRef, AbortHandle>,
-    recording: &HashSet<DeliveryRef>,
+    in_flight: &HashMap<DeliveryRef, (AbortHandle, DeliveryId)>,
+    recording: &HashMap<DeliveryRef, DeliveryId>,
+    loading: &HashMap<DeliveryRef, Then>,
     urgent: &VecDeque<Item>,
     d: DeliveryRef,
 ) -> bool {
-    in_flight.contains_key(&d) || recording.contains(&d) || urgent.iter().any(|i| i.delivery == d)
+    in_flight.contains_key(&d)
+        || recording.contains_key(&d)
+        || loading.contains_key(&d)
+        || urgent.iter().any(|i| i.delivery == d)
+}
+
+/// What a delivery taken from the window whose event is being read goes on to.
+enum Then {
+    /// An attempt (a half-open probe if `probe`).
+    Send { probe: bool },
+    /// Its death without an attempt, with the event's notice.
+    Kill(DeadReason),
 }
 
 /// An attempt that went out.
@@ -736,20 +798,25 @@ impl Handler<Requeued> for Endpoint {
         if self.known(d) {
             return;
         }
-        let row = match self.shared.store.tree().map(|tree| tree.get(log::keys::delivery(d))) {
-            Ok(Ok(Some(v))) => log::codec::decode::<DeliveryRow>(log::rows::ROW_VERSION, &v).ok(),
-            _ => None,
-        };
-        // The fold may have ignored the re-queue (the delivery was not dead any more).
-        let Some(row) = row.filter(|r| r.state == DeliveryState::Pending) else { return };
-        let item =
-            Item { delivery: d, due: row.next_due.unwrap_or(row.queued_at), entry: row.queue_entry(), event: None };
-        if msg.manual {
-            self.urgent.push_back(item);
-        } else {
-            self.queue.admit(item);
-        }
-        self.drive(ctx);
+        self.reads += 1;
+        let (ledger, webhook) = (self.shared.ledger.clone(), self.webhook.id.clone());
+        let generation = self.generation;
+        let read = async move { ledger.delivery(d, &webhook).await };
+        ctx.spawn(read.into_actor(self).map(move |row, act, ctx| {
+            act.reads -= 1;
+            // The fold may have ignored the re-queue (the delivery was not dead any more).
+            let row = row.ok().flatten().filter(|r| r.state == DeliveryState::Pending);
+            if let Some(row) = row.filter(|_| act.generation == generation && !act.known(d)) {
+                let due = row.next_due.unwrap_or(row.queued_at);
+                let item = Item { delivery: d, due, entry: row.queue_entry(), event: None };
+                if msg.manual {
+                    act.urgent.push_back(item);
+                } else {
+                    act.queue.admit(item);
+                }
+            }
+            act.drive(ctx);
+        }));
     }
 }
 
@@ -806,10 +873,11 @@ impl Handler<Deleted> for Endpoint {
         // This turn's records go to the writer now; it commits them though the actor stops.
         self.submit_batch(ctx);
         self.shared.busy.fetch_sub(self.in_flight.len() + self.recording.len(), Ordering::Relaxed);
-        for (_, task) in self.in_flight.drain() {
+        for (_, (task, _)) in self.in_flight.drain() {
             task.abort();
         }
         self.recording.clear();
+        self.loading.clear();
         ctx.stop();
     }
 }
@@ -821,7 +889,7 @@ impl Handler<Deleted> for Endpoint {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Resync {
-    pub window: Vec<log::Queued>,
+    pub window: Vec<Queued>,
     pub status: WebhookStatus,
 }
 
@@ -834,7 +902,9 @@ impl Handler<Resync> for Endpoint {
         self.probing = false;
         self.urgent.clear();
         self.intake_from = None;
-        self.page = None;
+        // Reads begun before answer for a state the actor no longer holds.
+        self.generation += 1;
+        self.loading.clear();
         let mut queue = Queue::new(self.webhook.ordered, self.shared.policy.window);
         let full = msg.window.len() >= self.shared.policy.window;
         for q in &msg.window {
@@ -879,24 +949,8 @@ impl Handler<Abandon> for Endpoint {
         if self.in_flight.is_empty() && self.recording.is_empty() {
             return;
         }
-        let key = &self.shared.id_key;
-        let show = |d: &DeliveryRef| {
-            // The event's time and place in its batch are part of the id; the record holds them.
-            let (at, order) = self
-                .shared
-                .store
-                .tree()
-                .ok()
-                .and_then(|t| log::read_record(&t, d.seq).ok().flatten())
-                .map(|r| match r {
-                    Record::EventIngested(e) => (e.at, e.order),
-                    _ => (0, 0),
-                })
-                .unwrap_or_default();
-            DeliveryId::from_ref(*d, at, order, key).to_string()
-        };
-        let in_flight: Vec<String> = self.in_flight.keys().map(show).collect();
-        let recording: Vec<String> = self.recording.iter().map(show).collect();
+        let in_flight: Vec<String> = self.in_flight.values().map(|(_, id)| id.to_string()).collect();
+        let recording: Vec<String> = self.recording.values().map(DeliveryId::to_string).collect();
         tracing::warn!(
             webhook_id = %self.webhook.id,
             in_flight = ?in_flight,

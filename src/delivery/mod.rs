@@ -4,7 +4,7 @@
 //! deliveries, its in-flight attempts, its retry timer and its circuit breaker; actors are
 //! spread over one arbiter (thread) per core, each with its own awc client. The
 //! [`Dispatcher`] feeds them from the log: it watches committed groups
-//! ([`crate::log::notify`]) and hands new and re-queued deliveries, webhook edits and
+//! ([`crate::storage::Change`]) and hands new and re-queued deliveries, webhook edits and
 //! deletions to the actor concerned; at start it gives each webhook that is owed deliveries
 //! an actor with the window of due deliveries recovery read from disk. An actor runs while
 //! its webhook has work and stops after `actor_idle` without any (its health lives in the
@@ -44,14 +44,13 @@ pub mod signature;
 
 pub use dispatcher::{Dispatcher, TestOutcome};
 
-use crate::log::record::EventIngested;
-use crate::log::{Catalog, Writer};
 use crate::metrics::Metrics;
 use crate::model::{AccountId, DeliveryId, DeliveryRef, EventId, IdKey, WebhookId};
 use crate::safety::TargetPolicy;
+use crate::storage::{EventIngested, Ledger};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The delivery rules from the configuration.
@@ -104,14 +103,12 @@ impl Prepared {
 
 /// What every actor shares.
 pub struct Shared {
-    pub writer: Writer,
-    /// For reads (due windows, event records, delivery rows), and whether the log takes
-    /// writes: actors send nothing while their attempts could not be recorded.
-    pub store: Arc<crate::log::Store>,
+    /// Where attempts are recorded and waiting deliveries and their events read; whether
+    /// storage takes writes (actors send nothing while their attempts could not be
+    /// recorded); the catalog, to match operational events to the webhooks that subscribe.
+    pub ledger: Arc<dyn Ledger>,
     /// Opens webhooks' sealed secrets and header values, and seals what attempts record.
     pub keyring: Arc<crate::seal::Keyring>,
-    /// For matching operational events to the webhooks that subscribe to them.
-    pub catalog: Arc<RwLock<Catalog>>,
     pub id_key: IdKey,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,

@@ -16,8 +16,8 @@
 use super::breaker::{self, BreakerPolicy, Transition};
 use super::notices::Notice;
 use super::retry::{self, Backoff, Standing, Verdict};
-use crate::log::record::AttemptFinished;
 use crate::model::*;
+use crate::storage::AttemptFinished;
 use std::time::{Duration, SystemTime};
 
 /// One attempt that ended, and what came back.

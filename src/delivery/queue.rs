@@ -3,7 +3,7 @@
 //! Invariants:
 //! - The window holds at most `window` deliveries that arrived from ingest; more stay on
 //!   disk (they are durable before the actor hears of them) and `overflow` says so, until a
-//!   refill from the log ([`crate::log::due_window`]) takes them in. Retries of deliveries
+//!   refill from storage ([`crate::storage::Ledger::due_window`]) takes them in. Retries of deliveries
 //!   the actor already held are always kept, so the window may exceed `window` by what was
 //!   in flight.
 //! - A delivery is in the window at most once.
@@ -11,8 +11,8 @@
 //!   whatever its due time, so a failing head blocks the ones behind it.
 
 use super::Prepared;
-use crate::log::{QueueEntry, Queued};
 use crate::model::{DeliveryRef, Millis};
+use crate::storage::{QueueEntry, Queued};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;

@@ -59,8 +59,8 @@ impl RecentEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::record::EventIngested;
     use crate::model::AccountId;
+    use crate::storage::EventIngested;
 
     fn event(seq: u64, data_len: usize) -> Arc<Prepared> {
         let e = EventIngested::unkeyed(AccountId::default_account(), "a.b".into(), vec![b'x'; data_len], vec![], 1);

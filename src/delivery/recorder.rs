@@ -7,12 +7,13 @@
 //!
 //! Invariants:
 //! - Records keep their order: an actor's records are appended in the order it recorded
-//!   them (one arbiter thread, one batch at a time, `Writer::submit` in order).
+//!   them (one arbiter thread, one batch at a time, `Ledger::submit` in order).
 //! - Every caller hears whether its records were committed; a failed command fails every
 //!   caller in it (their deliveries are attempted again after a restart: at-least-once).
 
-use crate::log::{Command, Record, Writer};
+use crate::storage::{Command, Ledger, Record};
 use std::cell::RefCell;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
@@ -28,7 +29,7 @@ thread_local! {
 
 /// Adds `records` to this arbiter's batch; the answer says whether they were committed.
 /// Call from an arbiter thread (the batch is sent by a task spawned on it).
-pub fn record(writer: &Writer, records: Vec<Record>) -> oneshot::Receiver<bool> {
+pub fn record(ledger: &Arc<dyn Ledger>, records: Vec<Record>) -> oneshot::Receiver<bool> {
     let (tx, rx) = oneshot::channel();
     let schedule = BATCH.with(|b| {
         let mut b = b.borrow_mut();
@@ -38,14 +39,14 @@ pub fn record(writer: &Writer, records: Vec<Record>) -> oneshot::Receiver<bool> 
     });
     if schedule {
         // Runs after the tasks already woken on this thread: what they record joins.
-        let writer = writer.clone();
+        let ledger = ledger.clone();
         actix::spawn(async move {
             let (records, waiting) = BATCH.with(|b| {
                 let mut b = b.borrow_mut();
                 b.scheduled = false;
                 (std::mem::take(&mut b.records), std::mem::take(&mut b.waiting))
             });
-            let committed = writer.submit(Command::new(records)).await;
+            let committed = ledger.submit(Command::new(records)).await;
             if let Err(e) = &committed {
                 static LOGGED: crate::telemetry::Every =
                     crate::telemetry::Every::new(std::time::Duration::from_secs(30));

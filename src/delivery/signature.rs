@@ -211,7 +211,7 @@ mod tests {
             )
         );
 
-        let mut w = crate::log::record::samples::webhook(&crate::model::AccountId::default_account());
+        let mut w = crate::storage::record::samples::webhook(&crate::model::AccountId::default_account());
         let now = 1_800_000_000_000;
         let ring = Keyring::generate();
         w.secrets = vec![

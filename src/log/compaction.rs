@@ -21,10 +21,11 @@
 use super::index;
 use super::keys;
 use super::pages;
-use super::projection::{self, DeliveryRow, IdempotencyRow, StatusRow};
-use super::record::Record;
+use super::projection::{self, IdempotencyRow};
+use super::record::{Record, Stored};
 use super::rows::{Rows, RowsError, Txn};
 use crate::model::{DeliveryRef, DeliveryState, Millis};
+use crate::storage::{DeliveryRow, StatusRow};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

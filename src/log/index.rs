@@ -15,26 +15,10 @@
 
 use super::codec::CodecError;
 use super::keys;
-use super::projection::{intake_entries, IntakeEntry};
+use super::projection::intake_entries;
 use super::rows::{decode_entries, retain_entries, show_key, FixedEntry, Rows, RowsError};
-use crate::model::{AccountId, Millis, WebhookId};
-
-/// One event in its account's index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventEntry {
-    pub seq: u64,
-    /// Ingest time.
-    pub at: Millis,
-    /// [`name_hash`] of the event name: filters by name without reading the record.
-    pub name_hash: u32,
-    /// How many deliveries the event owes.
-    pub deliveries: u16,
-}
-
-/// A short hash of an event name (a filter, confirmed against the record).
-pub fn name_hash(name: &str) -> u32 {
-    crc32fast::hash(name.as_bytes())
-}
+use crate::model::{AccountId, WebhookId};
+pub(crate) use crate::storage::{name_hash, EventEntry, IntakeEntry};
 
 impl FixedEntry for EventEntry {
     const LEN: usize = 22;

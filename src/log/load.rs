@@ -5,13 +5,12 @@
 //! Each acknowledged append is reported through a callback with its sequence numbers, so a
 //! test that kills the process can check afterwards that every acknowledged record is there.
 
-use super::keys;
-use super::projection::{load_delivery, DeliveryRow};
-use super::record::{AttemptFinished, EventIngested, Record};
+use super::projection::load_delivery;
 use super::rows::Rows;
 use super::window::due_window;
-use super::{Command, Log, Rejection};
+use super::{Command, Log};
 use crate::model::*;
+use crate::storage::{AttemptFinished, DeliveryRow, EventIngested, Ledger, Precondition, Record};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +36,7 @@ pub fn ensure_webhooks(log: &Log) -> Result<Vec<Webhook>, super::AppendError> {
         records.push(Record::WebhookCreated { webhook: webhook.clone() });
         hooks.push(webhook);
     }
-    log.writer().append_blocking(Command::new(records))?;
+    log.append_blocking(Command::new(records))?;
     Ok(hooks)
 }
 
@@ -113,11 +112,7 @@ pub fn attempt_command(delivery: DeliveryRef, row: &DeliveryRow, next: NextStep,
             ..Default::default()
         },
     }));
-    Command::checked(vec![record], move |txn| match load_delivery(txn, delivery, &webhook) {
-        Ok(Some(d)) if !d.state.is_finished() && d.attempts + 1 == attempt => Ok(()),
-        Ok(_) => Err(Rejection::Conflict("delivery moved on".into())),
-        Err(e) => Err(Rejection::Conflict(e.to_string())),
-    })
+    Command::checked(vec![record], Precondition::DeliveryAt { delivery, webhook, attempts: attempt - 1 })
 }
 
 /// Runs `writers` threads appending a mix of records until `stop` is set or `limit` records
@@ -142,7 +137,7 @@ pub fn run(
                     let Some(cmd) = next_command(log, hooks, dead, &mut rng) else {
                         continue;
                     };
-                    match log.writer().append_blocking(cmd) {
+                    match log.append_blocking(cmd) {
                         Ok(appended) => {
                             count.fetch_add(appended.seqs.len() as u64, Ordering::Relaxed);
                             acked(&appended.seqs);
@@ -196,13 +191,8 @@ fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rn
     }
     if roll < 97 {
         let (delivery, webhook_id) = dead.lock().ok()?.pop()?;
-        let record = Record::DeliveryRequeued { delivery, webhook_id, at };
-        return Some(Command::checked(vec![record], move |txn| {
-            match txn.get_row::<DeliveryRow>(&keys::delivery(delivery)) {
-                Ok(Some(d)) if matches!(d.state, DeliveryState::Dead(_)) => Ok(()),
-                _ => Err(Rejection::Conflict("not dead".into())),
-            }
-        }));
+        let record = Record::DeliveryRequeued { delivery, webhook_id: webhook_id.clone(), at };
+        return Some(Command::checked(vec![record], Precondition::DeliveryDead { delivery, webhook: webhook_id }));
     }
     let mut webhook = Webhook::clone(&log.catalog().read().ok()?.webhooks.get(&hook.id)?.webhook);
     webhook.name = format!("receiver-{}", rng.gen_range(0..1000));
@@ -211,7 +201,7 @@ fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rn
 }
 
 /// Read-only [`Rows`] over the committed tree.
-pub struct TreeRows<'a>(pub &'a sled::Tree);
+pub(crate) struct TreeRows<'a>(pub &'a sled::Tree);
 
 impl Rows for TreeRows<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, super::rows::RowsError> {

@@ -27,41 +27,48 @@
 //! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
 //! - [`rewrite`] — a stopped node's log copied into a fresh directory, records transformed.
 
-pub mod catalog;
-pub mod codec;
-pub mod compaction;
-pub mod index;
-pub mod keys;
+mod catalog;
+mod codec;
+mod compaction;
+mod index;
+mod keys;
 pub mod load;
-pub mod notify;
-pub mod pages;
-pub mod projection;
-pub mod record;
-pub mod rewrite;
-pub mod room;
-pub mod rows;
-pub mod store;
-pub mod summary;
-pub mod verify;
-pub mod window;
-pub mod writer;
+mod notify;
+mod pages;
+mod preconditions;
+mod projection;
+mod record;
+mod rewrite;
+mod room;
+mod rows;
+mod store;
+mod summary;
+#[cfg(test)]
+mod tests;
+mod verify;
+mod window;
+mod writer;
 
-pub use catalog::Catalog;
 pub use compaction::{CompactionPolicy, CompactionReport};
-pub use notify::{Change, Observer};
-pub use projection::{DeliveryRow, QueueEntry, StatusRow, WebhookRow};
-pub use record::Record;
-pub use room::Admission;
-pub use store::{Health, Store};
-pub use window::{due_window, due_window_from, Queued};
-pub use writer::{AppendError, AppendTimer, Appended, Command, Rejection, Writer};
+pub use rewrite::{rewrite, RewriteError, Rewritten};
+/// Free space the log keeps for its own writes beyond `min_free_disk`.
+pub use room::SAFETY as DISK_MARGIN;
+pub use verify::VerifyReport;
 
 use crate::model::{IdKey, WebhookId};
+use crate::storage::{
+    AppendError, AppendTimer, Appended, Catalog, Command, Counters, DeliveryRow, EventEntry, EventIngested, Health,
+    IntakeEntry, Ledger, Observer, Queued, Read, Record,
+};
+use futures_util::future::BoxFuture;
+use record::Stored;
 use rows::{Rows, RowsError, Txn};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use store::Store;
+use writer::Writer;
 
 /// Name of the sled tree holding records and rows.
 pub(crate) const TREE: &str = "herald";
@@ -274,7 +281,7 @@ pub(crate) fn open_and_recover(dir: &Path, cache_bytes: u64, queue_window: usize
     // event ids — are never handed out twice.
     let last = last_stored.max(applied);
 
-    let catalog::Loaded { catalog, warnings: unread, statuses_whole } = Catalog::load(&tree)?;
+    let catalog::Loaded { catalog, warnings: unread, statuses_whole } = catalog::load(&tree)?;
     warnings.extend(unread);
     let mut queues = HashMap::new();
     let mut unfinished = 0;
@@ -384,60 +391,25 @@ impl Log {
         ))
     }
 
-    pub fn writer(&self) -> &Writer {
-        &self.writer
+    /// Appends from a thread outside any async runtime (start-up, the CLI) and waits for the
+    /// flush.
+    pub fn append_blocking(&self, cmd: Command) -> Result<Appended, AppendError> {
+        self.writer.append_blocking(cmd)
+    }
+
+    /// Runs compaction to completion as of `now` (milliseconds), between appends. Blocks.
+    pub fn compact_blocking(&self, now: u64) -> Result<CompactionReport, AppendError> {
+        self.writer.compact_blocking(now)
     }
 
     /// The tree, for one read (keep it no longer: see [`store`]). Writes go through the
     /// [`Writer`] only.
-    pub fn tree(&self) -> Result<sled::Tree, RowsError> {
+    fn tree(&self) -> Result<sled::Tree, rows::RowsError> {
         self.store.tree()
-    }
-
-    /// Where readers find the current database (the delivery engine keeps this, never a
-    /// tree).
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    /// Whether the log takes writes.
-    pub fn health(&self) -> &Health {
-        self.store.health()
-    }
-
-    pub fn catalog(&self) -> &Arc<RwLock<Catalog>> {
-        &self.catalog
-    }
-
-    /// The key that turns sequence numbers into public ids and back.
-    pub fn id_key(&self) -> &IdKey {
-        &self.id_key
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Bytes the log's files take (0 if sled cannot tell).
-    pub fn size_on_disk(&self) -> u64 {
-        self.store.current().ok().and_then(|open| open.db.size_on_disk().ok()).unwrap_or(0)
-    }
-
-    /// The record at `seq`, if it is still in the log.
-    pub fn record(&self, seq: u64) -> Result<Option<Record>, RowsError> {
-        read_record(&self.tree()?, seq)
-    }
-
-    /// The sequence number of the newest record stored.
-    pub fn last_seq(&self) -> Result<u64, RowsError> {
-        last_seq(&self.tree()?)
-    }
-
-    /// Tells `observer` every later committed group's changes (once; a second call is
-    /// ignored and returns false). Set it before anything can append deliveries: groups
-    /// committed earlier are not told.
-    pub fn observe(&self, observer: Observer) -> bool {
-        self.observer.set(observer).is_ok()
     }
 
     /// Commits what was sent, flushes, and stops the writer; later appends fail with
@@ -470,7 +442,7 @@ impl Log {
 }
 
 /// The record at `seq` in `tree`, if it is still in the log.
-pub fn read_record(tree: &sled::Tree, seq: u64) -> Result<Option<Record>, RowsError> {
+fn read_record(tree: &sled::Tree, seq: u64) -> Result<Option<Record>, RowsError> {
     match pages::read(tree, seq)? {
         None => Ok(None),
         Some(bytes) => {
@@ -479,9 +451,8 @@ pub fn read_record(tree: &sled::Tree, seq: u64) -> Result<Option<Record>, RowsEr
     }
 }
 
-/// Opens a stopped node's log for offline inspection (`herald verify`), without folding or
-/// starting a writer.
-pub fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
+/// Opens a stopped node's log for offline inspection, without folding or starting a writer.
+fn open_for_inspection(dir: &Path) -> Result<sled::Tree, OpenError> {
     if !dir.join("log").exists() {
         return Err(OpenError::Sled {
             path: dir.to_owned(),
@@ -520,4 +491,110 @@ fn fold_tail(tree: &sled::Tree, applied: u64, last: u64, warnings: &mut Vec<Stri
     tree.apply_batch(batch)?;
     tree.flush()?;
     Ok(folded)
+}
+
+/// What `herald verify` finds in a stopped node's data directory.
+pub struct Inspection {
+    pub report: VerifyReport,
+    /// The catalog as the stored rows have it.
+    pub catalog: Catalog,
+}
+
+/// Checks a stopped node's log (`herald verify`): every record's checksum, `applied ==
+/// last`, and a fresh fold of the records against the stored rows; and reads its catalog.
+pub fn inspect(dir: &Path) -> Result<Inspection, OpenError> {
+    let tree = open_for_inspection(dir)?;
+    let report = verify::verify(&tree)?;
+    let catalog = catalog::load(&tree)?.catalog;
+    Ok(Inspection { report, catalog })
+}
+
+#[async_trait::async_trait]
+impl Ledger for Log {
+    async fn append(&self, cmd: Command) -> Result<Appended, AppendError> {
+        self.writer.append(cmd).await
+    }
+
+    fn submit(&self, cmd: Command) -> BoxFuture<'static, Result<Appended, AppendError>> {
+        Box::pin(self.writer.submit(cmd))
+    }
+
+    fn catalog(&self) -> &Arc<RwLock<Catalog>> {
+        &self.catalog
+    }
+
+    fn id_key(&self) -> &IdKey {
+        &self.id_key
+    }
+
+    fn health(&self) -> &Health {
+        self.store.health()
+    }
+
+    fn observe(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    async fn record(&self, seq: u64) -> Read<Option<Record>> {
+        Ok(read_record(&self.tree()?, seq)?)
+    }
+
+    async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>> {
+        let tree = self.tree()?;
+        let page = pages::Page::holding(&tree, seq)?;
+        let Some(bytes) = page.as_ref().and_then(|p| p.record(seq)) else { return Ok(None) };
+        Record::decode_event_to_deliver(bytes)
+            .map_err(|e| crate::storage::StorageError::Damaged(format!("record {seq}: {e}")))
+    }
+
+    async fn last_seq(&self) -> Read<u64> {
+        Ok(last_seq(&self.tree()?)?)
+    }
+
+    async fn delivery(&self, d: crate::model::DeliveryRef, webhook: &WebhookId) -> Read<Option<DeliveryRow>> {
+        let tree = self.tree()?;
+        Ok(projection::load_delivery(&load::TreeRows(&tree), d, webhook)?)
+    }
+
+    async fn events_before(
+        &self,
+        account: &crate::model::AccountId,
+        before: Option<u64>,
+        max: usize,
+    ) -> Read<Vec<EventEntry>> {
+        let tree = self.tree()?;
+        let found: Result<Vec<_>, _> = index::events_newest_first(&tree, account, before).take(max).collect();
+        Ok(found?)
+    }
+
+    async fn deliveries_before(&self, webhook: &WebhookId, before: Option<u64>, max: usize) -> Read<Vec<IntakeEntry>> {
+        let tree = self.tree()?;
+        let found: Result<Vec<_>, _> = index::deliveries_newest_first(&tree, webhook, before).take(max).collect();
+        Ok(found?)
+    }
+
+    async fn due_window(&self, webhook: &WebhookId, n: usize, from: Option<u64>) -> Read<(Vec<Queued>, u64)> {
+        Ok(window::due_window_from(&self.tree()?, webhook, n, from)?)
+    }
+
+    async fn counters(&self, account: &crate::model::AccountId, from: u64, to: u64) -> Read<Vec<(u64, Counters)>> {
+        Ok(summary::counters(&self.tree()?, account, from, to)?)
+    }
+
+    async fn event_names(
+        &self,
+        account: &crate::model::AccountId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Read<Vec<String>> {
+        Ok(summary::names(&self.tree()?, account, after.as_deref(), limit)?)
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.store.current().ok().and_then(|open| open.db.size_on_disk().ok()).unwrap_or(0)
+    }
+
+    fn close(&self, grace: Duration) {
+        self.close_within(grace)
+    }
 }

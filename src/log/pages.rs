@@ -133,12 +133,8 @@ impl Page {
         Ok(Some(Page { bytes, slots }))
     }
 
-    /// Its size in bytes.
-    pub fn size(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Whether `seq` falls inside this page's range (whether or not it is still stored).
+    #[cfg(test)]
     pub fn covers(&self, seq: u64) -> bool {
         matches!((self.slots.first(), self.slots.last()), (Some(a), Some(z)) if a.seq <= seq && seq <= z.seq)
     }

@@ -23,18 +23,8 @@ use super::record::{AttemptFinished, EventIngested, Record};
 use super::rows::{decode_entries, read_entries, retain_entries, show_key, FixedEntry, Rows, RowsError};
 use super::summary;
 use crate::model::*;
+pub(crate) use crate::storage::{DeliveryRow, IntakeEntry, StatusRow, WebhookRow};
 use serde::{Deserialize, Serialize};
-
-/// A webhook as the projection keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookRow {
-    /// Shared with the catalog's readers and the webhook's actor (stored as a plain
-    /// `Webhook`: serde writes an `Arc<T>` as its `T`).
-    pub webhook: std::sync::Arc<Webhook>,
-    /// The record that last defined the webhook; older ones are superseded.
-    pub seq: u64,
-    pub deleted_at: Option<Millis>,
-}
 
 /// The first fields of a stored [`WebhookRow`] (bincode reads a prefix and stops): whose
 /// webhook it is, without decoding the rest.
@@ -51,81 +41,11 @@ struct WebhookOwner {
     account_id: AccountId,
 }
 
-/// A webhook's health and counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct StatusRow {
-    pub status: WebhookStatus,
-    /// The record that last set `status`: compaction keeps it, or a fold of what remains
-    /// would show an older status.
-    pub status_seq: u64,
-    pub pending: u64,
-    pub dead: u64,
-}
-
-/// What a webhook's retry queue holds for one delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueEntry {
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// Attempts made before the latest (re-)queue: the budget of `1 + max_retries` counts
-    /// from here.
-    pub base_attempts: u32,
-    /// When it was queued or re-queued: start of its TTL.
-    pub queued_at: Millis,
-}
-
-/// A delivery that has left intake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryRow {
-    pub webhook_id: WebhookId,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub base_attempts: u32,
-    pub queued_at: Millis,
-    /// While unfinished: when it is due (its `q` key, or its ingest time in intake).
-    pub next_due: Option<Millis>,
-    pub finished_at: Option<Millis>,
-    /// Every record about this delivery after its ingest: attempts, deaths, re-queues.
-    pub seqs: Vec<u64>,
-    /// Whether it still sits in intake (no `q` entry): true only before it has a row, so
-    /// always false in a stored row.
-    #[serde(skip)]
-    pub in_intake: bool,
-}
-
-impl DeliveryRow {
-    fn from_intake(webhook_id: WebhookId, at: Millis) -> Self {
-        Self {
-            webhook_id,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            base_attempts: 0,
-            queued_at: at,
-            next_due: Some(at),
-            finished_at: None,
-            seqs: Vec::new(),
-            in_intake: true,
-        }
-    }
-
-    pub fn queue_entry(&self) -> QueueEntry {
-        QueueEntry { attempts: self.attempts, base_attempts: self.base_attempts, queued_at: self.queued_at }
-    }
-}
-
 /// An idempotency key claimed by an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRow {
     pub seq: u64,
     pub request_hash: [u8; 32],
-    pub at: Millis,
-}
-
-/// One delivery in an intake chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IntakeEntry {
-    pub delivery: DeliveryRef,
-    /// Ingest time: first due time and start of the TTL.
     pub at: Millis,
 }
 
@@ -425,8 +345,8 @@ fn requeue<R: Rows>(rows: &mut R, seq: u64, d: DeliveryRef, webhook: &WebhookId,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::record::samples;
     use crate::log::rows::{MemRows, Txn};
+    use crate::storage::record::samples;
 
     fn event(webhooks: Vec<WebhookId>, at: Millis) -> Record {
         let event =

@@ -14,7 +14,7 @@
 use super::keys;
 use super::pages;
 use super::projection;
-use super::record::Record;
+use super::record::{Record, Stored};
 use super::rows::{RowsError, Txn};
 use super::OpenError;
 use std::path::Path;

@@ -22,6 +22,7 @@
 //! - Estimates are deliberately high ([`estimate`]): sled writes each key's new version,
 //!   rewrites whole nodes and grows its file a segment at a time.
 
+use crate::storage::{Admission, NoRoom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,27 +36,9 @@ pub const RESERVE_FILE: &str = "reserved-space";
 /// How often a shrunk reserve tries to grow back.
 const REGROW_EVERY: Duration = Duration::from_secs(5);
 
-/// What a command is, for admission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Admission {
-    /// New events from clients: refused below `min_free_disk`.
-    Ingest,
-    /// Everything else: attempts, edits, compaction — may use the reserve.
-    #[default]
-    Work,
-}
-
 /// Bytes a command of records encoding to `encoded` bytes may take on disk, at most.
 pub fn estimate(encoded: usize) -> u64 {
     4 * encoded as u64 + 4096
-}
-
-/// A command did not fit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not enough free disk space ({free} bytes free, {needed} needed); nothing was written")]
-pub struct NoRoom {
-    pub free: u64,
-    pub needed: u64,
 }
 
 /// The data directory's free space and its reserve.
@@ -92,6 +75,7 @@ impl Room {
     }
 
     /// Bytes the reserve holds now.
+    #[cfg(test)]
     pub fn held(&self) -> u64 {
         self.held
     }

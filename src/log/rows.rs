@@ -10,6 +10,7 @@
 //! that caused it.
 
 use super::codec::{self, CodecError};
+use crate::storage::{AppendError, StorageError};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,22 @@ pub enum RowsError {
     /// The log is being reopened after a storage fault (for a few milliseconds).
     #[error("the log is being reopened after a storage failure; try again")]
     Unavailable,
+}
+
+impl From<RowsError> for StorageError {
+    fn from(e: RowsError) -> Self {
+        match e {
+            RowsError::Unavailable => StorageError::Unavailable,
+            e @ (RowsError::Codec { .. } | RowsError::Page(_)) => StorageError::Damaged(e.to_string()),
+            RowsError::Sled(e) => StorageError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<RowsError> for AppendError {
+    fn from(e: RowsError) -> Self {
+        AppendError::Read(e.into())
+    }
 }
 
 /// Printable form of a key for error messages: prefix byte plus hex.

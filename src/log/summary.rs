@@ -14,23 +14,10 @@
 use super::keys;
 use super::rows::{Rows, RowsError};
 use crate::model::{AccountId, Millis};
-use serde::{Deserialize, Serialize};
+pub(crate) use crate::storage::{minute, Counters};
 
 /// How long per-minute counters are kept.
 pub const KEEP_MINUTES: u64 = 120;
-
-/// One account's activity in one minute.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub events: u64,
-    pub attempts: u64,
-    pub succeeded: u64,
-}
-
-/// The minute a time falls in.
-pub fn minute(at: Millis) -> u64 {
-    at / 60_000
-}
 
 fn bump<R: Rows>(
     rows: &mut R,

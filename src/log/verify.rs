@@ -8,7 +8,7 @@
 
 use super::keys;
 use super::projection;
-use super::record::Record;
+use super::record::{Record, Stored};
 use super::rows::{show_key, MemRows, RowsError};
 use std::collections::BTreeMap;
 

@@ -7,17 +7,10 @@
 //! intake hint lets it skip.
 
 use super::keys;
-use super::projection::{intake_entries, QueueEntry};
+use super::projection::intake_entries;
 use super::rows::{self, show_key, RowsError};
-use crate::model::{DeliveryRef, Millis, WebhookId};
-
-/// An unfinished delivery, as a webhook's actor takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Queued {
-    pub delivery: DeliveryRef,
-    pub due: Millis,
-    pub entry: QueueEntry,
-}
+use crate::model::WebhookId;
+pub(crate) use crate::storage::{QueueEntry, Queued};
 
 /// The first `n` due deliveries of `webhook`, in due order, and the intake chunk from which
 /// a later read must start (the first that still holds an untaken delivery, else the last).

@@ -38,18 +38,21 @@
 //! - A failure is logged once when it happens and then at most every [`LOG_EVERY`], never
 //!   once per request.
 
-use super::catalog::Catalog;
+use super::catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
 use super::keys;
-use super::notify::{change_of, Change, Observer};
+use super::notify::change_of;
 use super::pages;
+use super::preconditions;
 use super::projection;
-use super::record::Record;
-use super::room::{self, Admission, NoRoom, Room};
-use super::rows::{Rows, RowsError, Txn};
+use super::record::Stored;
+use super::room::{self, Room};
+use super::rows::{Rows, Txn};
 use super::store::{Open, Store};
 use super::OpenError;
 use crate::model::now_millis;
+use crate::storage::Change;
+use crate::storage::{Admission, AppendError, AppendTimer, Appended, Catalog, Command, Observer};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -87,79 +90,6 @@ const FULL_RECHECK: Duration = Duration::from_millis(500);
 /// What a compaction step may take on disk (deletions: a small frame per removed key).
 const COMPACTION_ESTIMATE: u64 = 1 << 20;
 
-/// Why a precondition refused a command. Nothing of the command was written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// The idempotency key is already claimed by the event of record `seq`.
-    #[error("idempotency key already used by an earlier event")]
-    Duplicate { same_request: bool, seq: u64 },
-    #[error("limit reached: {0}")]
-    Limit(String),
-    #[error("not found")]
-    NotFound,
-    #[error("conflict: {0}")]
-    Conflict(String),
-}
-
-/// Why an append failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    #[error(transparent)]
-    Rows(#[from] RowsError),
-    #[error("record does not encode: {0}")]
-    Encode(#[from] super::codec::CodecError),
-    /// Refused for want of disk space before anything was written.
-    #[error(transparent)]
-    NoRoom(#[from] NoRoom),
-    /// The storage failed and the command is not in the log: nothing was written.
-    #[error("storage failed, nothing was written: {0}")]
-    Storage(String),
-    /// The storage failed and whether the command is in the log could not be learnt.
-    #[error("storage failed; the write may or may not have happened: {0}")]
-    Unknown(String),
-    #[error("the log writer has stopped")]
-    Closed,
-}
-
-/// A precondition, run on the writer thread against the state the command would change.
-pub type Check = Box<dyn FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send>;
-
-/// What an acknowledged append got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// The sequence number of each record, in order.
-    pub seqs: Vec<u64>,
-}
-
-/// Records to append atomically, if `check` allows.
-pub struct Command {
-    pub records: Vec<Record>,
-    pub check: Option<Check>,
-    /// How the command is admitted against free disk space.
-    pub admission: Admission,
-}
-
-impl Command {
-    pub fn new(records: Vec<Record>) -> Self {
-        Self { records, check: None, admission: Admission::Work }
-    }
-
-    pub fn checked(
-        records: Vec<Record>,
-        check: impl FnOnce(&Txn<'_>) -> Result<(), Rejection> + Send + 'static,
-    ) -> Self {
-        Self { records, check: Some(Box::new(check)), admission: Admission::Work }
-    }
-
-    /// New events from a client: refused below `min_free_disk`.
-    pub fn ingest(mut self) -> Self {
-        self.admission = Admission::Ingest;
-        self
-    }
-}
-
 enum Msg {
     Append(Command, oneshot::Sender<Result<Appended, AppendError>>),
     Compact {
@@ -177,27 +107,6 @@ pub struct Writer {
     tx: SyncSender<Msg>,
     /// Told how long each command took from hand-over to flush (the metrics' histogram).
     timer: Option<AppendTimer>,
-}
-
-/// Receives the time each writer command took from hand-over to its flush. The log knows
-/// nothing of metrics: whoever opens it hands one in ([`super::LogOptions::append_timer`]).
-#[derive(Clone)]
-pub struct AppendTimer(Arc<dyn Fn(Duration) + Send + Sync>);
-
-impl AppendTimer {
-    pub fn new(f: impl Fn(Duration) + Send + Sync + 'static) -> Self {
-        AppendTimer(Arc::new(f))
-    }
-
-    fn took(&self, d: Duration) {
-        (self.0)(d)
-    }
-}
-
-impl std::fmt::Debug for AppendTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppendTimer")
-    }
 }
 
 /// Joins the writer thread.
@@ -251,7 +160,7 @@ struct Group {
 
 impl Group {
     fn answer(self, catalog: &RwLock<Catalog>, observer: &ObserverSlot) {
-        Catalog::absorb_committed(catalog, &self.changes);
+        catalog::absorb_committed(catalog, &self.changes);
         for (reply, outcome) in self.replies.into_iter().zip(self.outcomes) {
             let _ = reply.send(outcome);
         }
@@ -505,13 +414,8 @@ impl Writer {
         answer
     }
 
-    /// Commits everything sent before, flushes and stops the thread; later appends fail
-    /// with [`AppendError::Closed`].
-    pub fn stop_blocking(&self) {
-        self.stop_within(Duration::from_secs(3600));
-    }
-
-    /// [`Writer::stop_blocking`], waiting at most `grace`; false if the writer did not
+    /// Commits everything sent before, flushes and stops the thread, waiting at most
+    /// `grace`; later appends fail with [`AppendError::Closed`]. False if the writer did not
     /// answer in time (it is stuck in a failing disk).
     pub fn stop_within(&self, grace: Duration) -> bool {
         let (done, stopped) = mpsc::channel();
@@ -830,13 +734,13 @@ fn stage(
     encoded: &mut Vec<(u64, Vec<u8>)>,
     mut notes: Option<&mut Vec<Change>>,
 ) -> Result<Appended, AppendError> {
-    if let Some(check) = cmd.check {
-        check(txn)?;
+    for rule in &cmd.preconditions {
+        preconditions::check(&*txn, rule)?;
     }
     let mut seqs = Vec::with_capacity(cmd.records.len());
     for record in cmd.records {
         let seq = *next_seq;
-        encoded.push((seq, record.encode()?));
+        encoded.push((seq, record.encode().map_err(|e| AppendError::Encode(e.to_string()))?));
         projection::apply(txn, seq, &record)?;
         *next_seq += 1;
         seqs.push(seq);
@@ -879,7 +783,7 @@ fn compact_step(
     let failed = |why: String| Stepped::Fault(Fault { caught: Vec::new(), why, wedged: false });
     open.tree.apply_batch(batch).map_err(|e| failed(e.to_string()))?;
     flush_watched(watchdog, &open.tree).map_err(|e| failed(e.to_string()))?;
-    Catalog::absorb_committed(&state.catalog, &changes);
+    catalog::absorb_committed(&state.catalog, &changes);
     Ok(staged.report)
 }
 

@@ -2,10 +2,11 @@
 //! writing finished history and compacting leave `du` of the data directory level, and what
 //! compaction keeps still folds to the stored projection.
 
-use herald::log::load::{attempt_command, ensure_webhooks, sample_event, TreeRows};
-use herald::log::projection::load_delivery;
-use herald::log::{keys, verify, Command, CompactionPolicy, Log, LogOptions, Record};
-use herald::model::*;
+use crate::log::load::{attempt_command, ensure_webhooks, sample_event, TreeRows};
+use crate::log::projection::load_delivery;
+use crate::log::{keys, open_for_inspection, pages, read_record, verify, window, CompactionPolicy, Log, LogOptions};
+use crate::model::*;
+use crate::storage::{Command, Ledger, Record};
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ fn write_finished_history(log: &Log, webhook: &WebhookId, n: usize) {
     for chunk in 0..n / 500 {
         let at = now_millis();
         let events: Vec<Record> = (0..500).map(|_| sample_event(&account, vec![webhook.clone()], 1024, at)).collect();
-        let seqs = log.writer().append_blocking(Command::new(events)).unwrap().seqs;
+        let seqs = log.append_blocking(Command::new(events)).unwrap().seqs;
         let mut attempts = Vec::new();
         for (i, seq) in seqs.into_iter().enumerate() {
             let next = if (chunk * 500 + i) % 10 == 0 {
@@ -50,7 +51,7 @@ fn write_finished_history(log: &Log, webhook: &WebhookId, n: usize) {
             };
             attempts.extend(finish(log, DeliveryRef { seq, index: 0 }, webhook, next));
         }
-        log.writer().append_blocking(Command::new(attempts)).unwrap();
+        log.append_blocking(Command::new(attempts)).unwrap();
     }
 }
 
@@ -65,10 +66,10 @@ fn du_per_cycle(compact: bool, cycles: usize) -> Vec<u64> {
     for cycle in 0..cycles {
         write_finished_history(&log, &webhook, 5_000);
         if compact {
-            let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
+            let report = log.compact_blocking(now_millis() + 3_000).unwrap();
             removed += report.removed_events;
             // Everything but the history holding the webhook's current status is gone.
-            let left = herald::log::pages::iter(&log.tree().unwrap(), 0).count();
+            let left = pages::iter(&log.tree().unwrap(), 0).count();
             assert!(left < 20, "cycle {cycle}: {left} records left after compaction ({report:?})");
             let status = log.catalog().read().unwrap().statuses[&webhook].clone();
             assert_eq!(status.pending, 0);
@@ -82,7 +83,7 @@ fn du_per_cycle(compact: bool, cycles: usize) -> Vec<u64> {
     }
     log.close();
     drop(log);
-    let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+    let tree = open_for_inspection(dir.path()).unwrap();
     let report = verify::verify(&tree).unwrap();
     assert!(report.is_clean(), "{report}");
     sizes
@@ -132,36 +133,36 @@ fn compaction_keeps_unfinished_work_dead_letters_and_live_idempotency_keys() {
     if let Record::EventIngested(e) = &mut e4 {
         e.idempotency_key = Some("order-42".into());
     }
-    let seqs = log.writer().append_blocking(Command::new(vec![e1, e2, e3, e4])).unwrap().seqs;
+    let seqs = log.append_blocking(Command::new(vec![e1, e2, e3, e4])).unwrap().seqs;
     let d = |n: usize, index: u16| DeliveryRef { seq: seqs[n], index };
     let mut attempts = finish(&log, d(0, 0), &a, NextStep::Succeeded);
     attempts.extend(finish(&log, d(0, 1), &b, NextStep::Succeeded));
     attempts.extend(finish(&log, d(1, 0), &a, NextStep::Succeeded));
     attempts.extend(finish(&log, d(2, 0), &a, NextStep::Dead(DeadReason::RetriesExhausted)));
     attempts.extend(finish(&log, d(3, 0), &a, NextStep::Succeeded));
-    log.writer().append_blocking(Command::new(attempts)).unwrap();
+    log.append_blocking(Command::new(attempts)).unwrap();
     // A later success on `a` and `b` carries their current status, so the histories above
     // do not hold it.
     let e5 = sample_event(&account, vec![a.clone(), b.clone()], 200, now_millis());
-    let s5 = log.writer().append_blocking(Command::new(vec![e5])).unwrap().seqs[0];
+    let s5 = log.append_blocking(Command::new(vec![e5])).unwrap().seqs[0];
     let mut last = finish(&log, DeliveryRef { seq: s5, index: 0 }, &a, NextStep::Succeeded);
     last.extend(finish(&log, DeliveryRef { seq: s5, index: 1 }, &b, NextStep::Succeeded));
-    log.writer().append_blocking(Command::new(last)).unwrap();
+    log.append_blocking(Command::new(last)).unwrap();
 
-    let report = log.writer().compact_blocking(now_millis() + 10_000).unwrap();
+    let report = log.compact_blocking(now_millis() + 10_000).unwrap();
     assert_eq!(report.removed_events, 1, "{report:?}");
     assert_eq!(report.removed_deliveries, 2, "{report:?}");
-    assert!(log.record(seqs[0]).unwrap().is_none(), "event 1 compacted");
+    assert!(read_record(&log.tree().unwrap(), seqs[0]).unwrap().is_none(), "event 1 compacted");
     for (n, seq) in seqs.iter().enumerate().skip(1) {
-        assert!(log.record(*seq).unwrap().is_some(), "event {} kept", n + 1);
+        assert!(read_record(&log.tree().unwrap(), *seq).unwrap().is_some(), "event {} kept", n + 1);
     }
     assert!(log.tree().unwrap().get(keys::idempotency(&account, "order-42")).unwrap().is_some());
     // Event 2's pending delivery is still owed.
-    let (window, _) = herald::log::due_window(&log.tree().unwrap(), &b, 10).unwrap();
+    let (window, _) = window::due_window(&log.tree().unwrap(), &b, 10).unwrap();
     assert_eq!(window.iter().map(|q| q.delivery).collect::<Vec<_>>(), vec![d(1, 1)]);
     log.close();
     drop(log);
-    let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+    let tree = open_for_inspection(dir.path()).unwrap();
     let report = verify::verify(&tree).unwrap();
     assert!(report.is_clean(), "{report}");
 }
@@ -174,29 +175,23 @@ fn sequence_numbers_are_never_reused_after_compaction_removed_the_newest_records
         let (log, _) = Log::open(dir.path(), options()).unwrap();
         ensure_webhooks(&log).unwrap();
         // An event no webhook subscribed to is finished history at once.
-        let seq = log
-            .writer()
-            .append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())]))
-            .unwrap()
-            .seqs[0];
-        let report = log.writer().compact_blocking(now_millis() + 3_000).unwrap();
+        let seq =
+            log.append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())])).unwrap().seqs[0];
+        let report = log.compact_blocking(now_millis() + 3_000).unwrap();
         assert_eq!(report.removed_events, 1, "{report:?}");
-        assert!(log.record(seq).unwrap().is_none());
+        assert!(read_record(&log.tree().unwrap(), seq).unwrap().is_none());
         log.close();
         seq
     };
     {
-        let tree = herald::log::open_for_inspection(dir.path()).unwrap();
+        let tree = open_for_inspection(dir.path()).unwrap();
         let report = verify::verify(&tree).unwrap();
         assert!(report.is_clean() && report.applied_seq == last && report.last_seq < last, "{report}");
     }
     let (log, recovery) = Log::open(dir.path(), options()).unwrap();
     assert_eq!(recovery.last_seq, last);
-    let next = log
-        .writer()
-        .append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())]))
-        .unwrap()
-        .seqs[0];
+    let next =
+        log.append_blocking(Command::new(vec![sample_event(&account, vec![], 100, now_millis())])).unwrap().seqs[0];
     assert_eq!(next, last + 1, "a removed number is not handed out again");
     log.close();
 }

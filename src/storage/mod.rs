@@ -1,0 +1,153 @@
+//! The storage interface: what everything above storage may know of it.
+//!
+//! Herald keeps one thing: a ledger of records (one per state change, [`Record`]) and the
+//! state they fold to — accounts, keys, webhooks and their health, events, deliveries with
+//! their attempts, per-minute activity. [`Ledger`] is how the domain and the delivery engine
+//! reach it: typed reads, [`Command`]s of records appended under typed [`Precondition`]s,
+//! and the [`Change`]s of every committed group told to one [`Observer`]. The sled log
+//! (`crate::log`) is one implementation; `memory` (tests) is another.
+//!
+//! Invariants every implementation keeps:
+//! - **Acknowledged means durable; refused means absent.** `append` answers only once the
+//!   command's records and their effects would survive a crash; an error other than
+//!   [`AppendError::Unknown`] means nothing of it was written.
+//! - **State is a fold of the records.** Reads answer from the fold of every acknowledged
+//!   record, never ahead of it; the in-memory [`Catalog`] mirrors the hot part and is updated
+//!   before the append's caller is answered (read-your-writes).
+//! - **Preconditions are atomic with the append**: two concurrent commands cannot both
+//!   pass one.
+//! - **Observers hear of a group after it is durable**, in commit order.
+//! - **Nothing blocks an async thread**: every read and write that may touch a disk or a
+//!   network is `async` (the sled log answers at once; a networked backend awaits).
+//!
+//! For a backend shared by several nodes: a webhook's work belongs to one node at a time
+//! (the delivery engine asks [`Ledger::owns`] before it starts an actor for a webhook),
+//! records a node appends for a webhook are fenced by that ownership (a precondition of the
+//! backend's own), and another node's commits reach the observer as they do for local ones.
+
+mod append;
+mod catalog;
+mod health;
+pub mod record;
+mod state;
+
+pub use append::{
+    Admission, AppendError, AppendTimer, Appended, Command, NoRoom, Precondition, Rejection, StorageError,
+};
+pub use catalog::Catalog;
+pub use health::Health;
+pub use record::{AttemptFinished, EventIngested, Record};
+pub use state::{
+    minute, name_hash, Counters, DeliveryRow, EventEntry, IntakeEntry, QueueEntry, Queued, StatusRow, WebhookRow,
+};
+
+use crate::model::*;
+use futures_util::future::BoxFuture;
+use std::sync::{Arc, RwLock};
+
+/// One change, as the delivery engine needs it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An event with at least one delivery; delivery `i` goes to `event.webhooks[i]`.
+    Ingested {
+        seq: u64,
+        event: Arc<EventIngested>,
+    },
+    /// A dead delivery queued again; `manual` for a retry of one delivery (which may go out
+    /// once even while the breaker is open), not for a recover.
+    Requeued {
+        delivery: DeliveryRef,
+        webhook_id: WebhookId,
+        manual: bool,
+    },
+    /// A webhook created, edited or given a new secret.
+    WebhookDefined(Box<Webhook>),
+    WebhookDeleted(WebhookId),
+    AccountDeleted(AccountId),
+    /// A webhook's health set outside an attempt (an edit that enables it again).
+    StatusSet {
+        webhook_id: WebhookId,
+        status: WebhookStatus,
+    },
+    /// The log was reopened after a storage fault: what the actors hold in memory may be
+    /// ahead of what is durable. Every actor starts over from the log: `queues` holds the
+    /// first due deliveries of every webhook owed some, as start-up reads them.
+    Reopened {
+        queues: std::collections::HashMap<WebhookId, Vec<Queued>>,
+    },
+}
+
+/// Receives each committed group's changes, on a thread of the backend's: it must return
+/// quickly (hand the work to another thread).
+pub type Observer = Box<dyn Fn(Vec<Change>) + Send + Sync>;
+
+/// A backend's answer to a read.
+pub type Read<T> = Result<T, StorageError>;
+
+/// Where Herald keeps its records and reads back their state.
+#[async_trait::async_trait]
+pub trait Ledger: Send + Sync {
+    /// Appends `cmd` if its preconditions hold and waits until it is durable.
+    async fn append(&self, cmd: Command) -> Result<Appended, AppendError>;
+
+    /// Hands `cmd` over now and returns what will tell its outcome. Commands submitted one
+    /// after another from one thread are committed in that order, whenever the caller gets
+    /// round to waiting (the delivery actors record attempts this way).
+    fn submit(&self, cmd: Command) -> BoxFuture<'static, Result<Appended, AppendError>>;
+
+    /// The hot rows, in memory (no I/O: a lock held for the length of one lookup).
+    fn catalog(&self) -> &Arc<RwLock<Catalog>>;
+
+    /// The key that turns sequence numbers into public ids and back.
+    fn id_key(&self) -> &IdKey;
+
+    /// Whether storage takes writes now.
+    fn health(&self) -> &Health;
+
+    /// Tells `observer` every later committed group's changes (once; a second call is
+    /// ignored and returns false).
+    fn observe(&self, observer: Observer) -> bool;
+
+    /// Whether this node may deliver the webhook's work now. A single node owns everything.
+    fn owns(&self, _webhook: &WebhookId) -> bool {
+        true
+    }
+
+    /// The record at `seq`, if it is still kept.
+    async fn record(&self, seq: u64) -> Read<Option<Record>>;
+
+    /// The event of record `seq` as a delivery needs it: its webhook list may be left empty.
+    /// `None` if there is no such event.
+    async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>>;
+
+    /// The newest sequence number handed out.
+    async fn last_seq(&self) -> Read<u64>;
+
+    /// Where delivery `d` of `webhook` stands, if there is one.
+    async fn delivery(&self, d: DeliveryRef, webhook: &WebhookId) -> Read<Option<DeliveryRow>>;
+
+    /// Up to `max` of the account's events, newest first, below sequence number `before`.
+    async fn events_before(&self, account: &AccountId, before: Option<u64>, max: usize) -> Read<Vec<EventEntry>>;
+
+    /// Up to `max` of the webhook's deliveries, newest first, of events below `before`.
+    async fn deliveries_before(&self, webhook: &WebhookId, before: Option<u64>, max: usize) -> Read<Vec<IntakeEntry>>;
+
+    /// The webhook's first `n` unfinished deliveries, in due order, and where the next read
+    /// of its new deliveries starts (hand it back as `from`; `None` starts from what the
+    /// backend remembers).
+    async fn due_window(&self, webhook: &WebhookId, n: usize, from: Option<u64>) -> Read<(Vec<Queued>, u64)>;
+
+    /// The account's activity per minute (minutes `from..=to` since the epoch), oldest first;
+    /// minutes with none are absent.
+    async fn counters(&self, account: &AccountId, from: u64, to: u64) -> Read<Vec<(u64, Counters)>>;
+
+    /// The event names the account has sent, in name order, after `after`, at most `limit`.
+    async fn event_names(&self, account: &AccountId, after: Option<String>, limit: usize) -> Read<Vec<String>>;
+
+    /// Bytes the stored state takes (0 if the backend cannot tell).
+    fn size_on_disk(&self) -> u64;
+
+    /// Commits what was handed over and stops taking writes, waiting at most `grace`; later
+    /// appends fail with [`AppendError::Closed`]. Blocks: call it off the async threads.
+    fn close(&self, grace: std::time::Duration);
+}
