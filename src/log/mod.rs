@@ -33,7 +33,6 @@ mod compaction;
 mod index;
 mod keys;
 pub mod load;
-mod notify;
 mod pages;
 mod preconditions;
 mod projection;

@@ -41,7 +41,6 @@
 use super::catalog;
 use super::compaction::{self, CompactionPolicy, CompactionReport};
 use super::keys;
-use super::notify::change_of;
 use super::pages;
 use super::preconditions;
 use super::projection;
@@ -745,7 +744,7 @@ fn stage(
         *next_seq += 1;
         seqs.push(seq);
         if let Some(notes) = notes.as_deref_mut() {
-            notes.extend(change_of(seq, record));
+            notes.extend(Change::of(seq, record));
         }
     }
     Ok(Appended { seqs })

@@ -5,7 +5,8 @@
 //! their attempts, per-minute activity. [`Ledger`] is how the domain and the delivery engine
 //! reach it: typed reads, [`Command`]s of records appended under typed [`Precondition`]s,
 //! and the [`Change`]s of every committed group told to one [`Observer`]. The sled log
-//! (`crate::log`) is one implementation; `memory` (tests) is another.
+//! (`crate::log`) is one implementation; `memory` (in memory, for the domain's unit
+//! tests) is another.
 //!
 //! Invariants every implementation keeps:
 //! - **Acknowledged means durable; refused means absent.** `append` answers only once the
@@ -28,6 +29,8 @@
 mod append;
 mod catalog;
 mod health;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod record;
 mod state;
 
@@ -45,7 +48,9 @@ use crate::model::*;
 use futures_util::future::BoxFuture;
 use std::sync::{Arc, RwLock};
 
-/// One change, as the delivery engine needs it.
+/// One change, as the delivery engine needs it. An observer hears of a group only after it
+/// is durable and its callers are answered, so nothing is delivered that a crash could
+/// still take back, and a notification never delays an acknowledgement.
 #[derive(Debug, Clone)]
 pub enum Change {
     /// An event with at least one delivery; delivery `i` goes to `event.webhooks[i]`.
@@ -75,6 +80,30 @@ pub enum Change {
     Reopened {
         queues: std::collections::HashMap<WebhookId, Vec<Queued>>,
     },
+}
+
+impl Change {
+    /// The change a committed record makes, if the delivery engine cares.
+    pub fn of(seq: u64, record: Record) -> Option<Change> {
+        Some(match record {
+            Record::EventIngested(event) if !event.webhooks.is_empty() => {
+                Change::Ingested { seq, event: Arc::from(event) }
+            }
+            Record::DeliveryRequeued { delivery, webhook_id, .. } => {
+                Change::Requeued { delivery, webhook_id, manual: false }
+            }
+            Record::DeliveryRetried { delivery, webhook_id, .. } => {
+                Change::Requeued { delivery, webhook_id, manual: true }
+            }
+            Record::WebhookCreated { webhook }
+            | Record::WebhookUpdated { webhook }
+            | Record::SecretRotated { webhook } => Change::WebhookDefined(Box::new(webhook)),
+            Record::WebhookDeleted { webhook_id, .. } => Change::WebhookDeleted(webhook_id),
+            Record::AccountDeleted { account_id, .. } => Change::AccountDeleted(account_id),
+            Record::WebhookStatusSet { webhook_id, status, .. } => Change::StatusSet { webhook_id, status },
+            _ => return None,
+        })
+    }
 }
 
 /// Receives each committed group's changes, on a thread of the backend's: it must return
