@@ -423,57 +423,27 @@ impl Config {
     }
 
     /// Where the keyring that seals secrets at rest comes from.
-    pub fn key_source(&self) -> crate::seal::KeySource {
+    pub fn key_source(&self) -> crate::security::seal::KeySource {
         match (&self.seal_key, &self.seal_key_file) {
-            (Some(inline), _) => crate::seal::KeySource::Inline(inline.clone()),
-            (None, Some(file)) => crate::seal::KeySource::File(file.clone()),
-            (None, None) => crate::seal::KeySource::File(crate::seal::default_key_file(&self.data_dir)),
+            (Some(inline), _) => crate::security::seal::KeySource::Inline(inline.clone()),
+            (None, Some(file)) => crate::security::seal::KeySource::File(file.clone()),
+            (None, None) => {
+                crate::security::seal::KeySource::File(crate::security::seal::default_key_file(&self.data_dir))
+            }
         }
     }
 
     /// Where webhooks may point, and how their names resolve.
-    pub fn target_policy(&self) -> crate::safety::TargetPolicy {
+    pub fn target_policy(&self) -> crate::security::safety::TargetPolicy {
         let lookup = match &self.hosts_file {
-            Some(path) => crate::safety::Lookup::new(crate::safety::HostsFile(path.clone())),
-            None => crate::safety::Lookup::default(),
+            Some(path) => crate::security::safety::Lookup::new(crate::security::safety::HostsFile(path.clone())),
+            None => crate::security::safety::Lookup::default(),
         };
-        crate::safety::TargetPolicy {
+        crate::security::safety::TargetPolicy {
             dev: self.dev,
             allow_http: self.allow_http,
             allowed_cidrs: self.allowed_cidrs.clone(),
             lookup,
-        }
-    }
-
-    /// The delivery rules.
-    pub fn delivery_policy(&self) -> crate::delivery::Policy {
-        use crate::delivery::{breaker::BreakerPolicy, retry::Backoff};
-        crate::delivery::Policy {
-            backoff: Backoff { initial: self.initial_backoff.0, max: self.max_backoff.0 },
-            breaker: BreakerPolicy {
-                threshold: self.breaker_threshold,
-                cooldown: self.breaker_cooldown.0,
-                disable_after: self.disable_after.0,
-            },
-            ttl: self.delivery_ttl.0,
-            window: self.log_options().queue_window,
-            target: self.target_policy(),
-            idle: self.actor_idle.0,
-        }
-    }
-
-    /// How the log is opened under this configuration.
-    pub fn log_options(&self) -> crate::log::LogOptions {
-        crate::log::LogOptions {
-            compaction: crate::log::CompactionPolicy {
-                retention: self.retention.0,
-                dead_retention: self.dead_retention.0,
-                idempotency_window: self.idempotency_window.0,
-                interval: self.compaction_interval.0,
-            },
-            min_free_bytes: self.min_free_disk,
-            reserve_bytes: self.disk_reserve,
-            ..Default::default()
         }
     }
 }

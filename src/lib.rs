@@ -1,60 +1,36 @@
 //! Herald, a self-hosted webhook delivery engine.
 //!
 //! A platform posts its events to Herald's HTTP API; Herald writes them to a durable,
-//! append-only log in sled, fans each one out to the webhooks subscribed to it, and delivers
-//! every copy signed, with retries, a circuit breaker per endpoint and a dead-letter queue.
-//! `ARCHITECTURE.md` has the bird's-eye view; this is the module map:
+//! append-only log, fans each one out to the webhooks subscribed to it, and delivers every
+//! copy signed, with retries, a circuit breaker per endpoint and a dead-letter queue.
+//! `ARCHITECTURE.md` has the bird's-eye view. The folders are the layers, top to bottom;
+//! each may import only from the layers below it (the table is in `ARCHITECTURE.md`, and
+//! `tests/layers.rs` enforces it):
 //!
-//! - [`config`]: defaults, TOML file, `HERALD_*` variables and flags, validation, redaction.
-//! - [`model`]: identifiers and the domain's nouns (accounts, webhooks, events, deliveries).
-//! - [`log`]: the append-only sled log and the projection folded from it: records, group
-//!   commit, recovery, compaction, verification. Knows nothing of HTTP or actors.
-//! - [`credentials`]: issuing and checking tokens.
-//! - [`accounts`]: accounts, API keys, and who a bearer token belongs to.
-//! - [`events`]: event ingest — validation, matching, idempotency.
-//! - [`webhooks`]: webhooks — validation, limits, secrets and rotation.
-//! - [`header_rules`]: which custom headers a webhook may set, which values are masked, how a
-//!   target URL is shown.
-//! - [`deliveries`]: reading deliveries and their attempts; retry and recover.
-//! - [`listing`]: what lists share — time window, cursor, scan budget.
-//! - [`stats`]: an account's activity and queue state at a glance.
-//! - [`event_types`]: the event catalog — configured names plus the names an account sent.
-//! - [`ratelimit`]: `ingest_rate_limit`, per account.
-//! - [`safety`]: which targets Herald may send to (contract §6).
-//! - [`seal`]: secrets sealed at rest — the keyring, sealing and opening values.
-//! - [`delivery`]: getting events to endpoints — one actor per webhook (queue, retries,
-//!   circuit breaker), the dispatcher that feeds them from the log, the wire format and
-//!   signatures, the retry schedule, the sender (connect-time address check, no redirects,
-//!   capped response read).
-//! - [`disk`]: `min_free_disk` — refusing ingest before the disk fills.
-//! - [`error`]: the domain's errors (mapped to HTTP in `api/error.rs` only).
-//! - [`time`]: RFC 3339 formatting of the API's times.
-//! - [`api`]: the HTTP API; the only module that knows HTTP.
-//! - [`server`]: start-up, recovery before readiness, graceful shutdown.
-//! - [`telemetry`]: logging set-up.
-//! - [`metrics`]: Prometheus metrics with bounded labels.
+//! - [`server`]: start-up, recovery before readiness, graceful shutdown; wires the rest.
+//! - [`api`]: the HTTP API, the only module that knows HTTP.
+//! - [`node`]: what the API and the delivery engine share while the node runs.
+//! - [`domain`]: the rules of accounts, webhooks, events and deliveries, on the storage
+//!   interface; knows nothing of HTTP or actors.
+//! - [`engine`]: the delivery engine — one actor per webhook, the dispatcher that feeds
+//!   them, the wire format, retries, the circuit breaker, the sender.
+//! - [`log`]: the append-only sled log, the storage interface's first implementation.
+//! - [`storage`]: the storage interface — what is kept, how it is read and appended.
+//! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus metrics, logging; told
+//!   what they need, they name nothing above them.
+//! - [`model`]: identifiers and the domain's nouns.
+//! - [`security`]: tokens, sealing secrets at rest, where Herald may send, which headers a
+//!   webhook may set.
 
-pub mod accounts;
 pub mod api;
 pub mod config;
-pub mod credentials;
-pub mod deliveries;
-pub mod delivery;
-pub mod disk;
-pub mod error;
-pub mod event_types;
-pub mod events;
-pub mod header_rules;
-pub mod listing;
+pub mod domain;
+pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod model;
-pub mod ratelimit;
-pub mod safety;
-pub mod seal;
+pub mod node;
+pub mod security;
 pub mod server;
-pub mod stats;
 pub mod storage;
 pub mod telemetry;
-pub mod time;
-pub mod webhooks;

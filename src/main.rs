@@ -151,7 +151,7 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
                 )
                 .into());
             }
-            let (log, _) = herald::log::Log::open(&config.data_dir, config.log_options())?;
+            let (log, _) = herald::log::Log::open(&config.data_dir, herald::server::log_options(&config))?;
             let token = herald::server::issue_admin_token(&log)?;
             log.close();
             // The token alone on stdout, so `T=$(herald admin-token reset)` works.
@@ -182,14 +182,15 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             // What the old directory holds sealed opens with its keyring (if it has one);
             // the new one is sealed with the keyring its own configuration names.
             let from = config.data_dir.clone();
-            let old_ring = match from.join(herald::seal::CANARY_FILE).exists() {
-                true => Some(herald::seal::load(&config.key_source(), &from)?),
+            let old_ring = match from.join(herald::security::seal::CANARY_FILE).exists() {
+                true => Some(herald::security::seal::load(&config.key_source(), &from)?),
                 false => None,
             };
             let to_config = herald::config::Config { data_dir: to.clone(), ..config.clone() };
-            let new_ring = herald::seal::load(&to_config.key_source(), &to)?;
+            let new_ring = herald::security::seal::load(&to_config.key_source(), &to)?;
             let open = old_ring.as_ref().unwrap_or(&new_ring);
-            let done = herald::log::rewrite(&from, &to, |r| herald::webhooks::sealed_record(r, open, &new_ring))?;
+            let done =
+                herald::log::rewrite(&from, &to, |r| herald::domain::webhooks::sealed_record(r, open, &new_ring))?;
             println!(
                 "rewrote {} records into {} ({} with secrets now sealed, key {}).
                  The old directory {} still holds them in clear (sled keeps old copies in its                  segments): start Herald on the new one, then delete the old one for good.",
@@ -201,12 +202,12 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             );
         }
         Cmd::SealKey { action: SealKeyAction::Rotate } => {
-            let herald::seal::KeySource::File(path) = config.key_source() else {
+            let herald::security::seal::KeySource::File(path) = config.key_source() else {
                 return Err(
                     "seal_key is set inline: rotate it there (a new `<id> <key>` first, the old ones after)".into()
                 );
             };
-            let done = herald::seal::rotate_file(&path, &config.data_dir)?;
+            let done = herald::security::seal::rotate_file(&path, &config.data_dir)?;
             if done.kept.is_empty() {
                 println!(
                     "{}: created with sealing key {}. Back the file up apart from the data directory.",
@@ -224,7 +225,7 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             }
         }
         Cmd::StressLog { writers, records, seed } => {
-            let (log, recovery) = herald::log::Log::open(&config.data_dir, config.log_options())?;
+            let (log, recovery) = herald::log::Log::open(&config.data_dir, herald::server::log_options(&config))?;
             println!(
                 "recovered last_seq={} unfinished={} tail={} warnings={}",
                 recovery.last_seq,

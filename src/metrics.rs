@@ -7,7 +7,10 @@
 //! - Every label value exists from start, so series exist before the first event: every
 //!   `event`, `result` and `to`, and every route pattern with every status the API answers.
 //! - Gauges that mirror state (pending deliveries, dead letters, log size) are read from
-//!   the catalog and the tree when scraped, so they cannot drift from what is stored.
+//!   the catalog and storage when scraped ([`Gauges`], handed in), so they cannot drift from
+//!   what is stored.
+//! - Metrics are told what they count (the settings, the route patterns, each transition's
+//!   name): this module names nothing of Herald's above the model.
 //!
 //! - Delivery series (attempts by result, successes, deaths, attempt duration, lag, breaker
 //!   transitions) are counted by the endpoint actors as attempts end.
@@ -18,17 +21,39 @@
 //!   `webhook_delivery_attempts_total{webhook_id,result}`, counts attempts per webhook; no
 //!   other series carries a webhook label.
 
-use crate::config::Config;
-use crate::delivery::breaker::Transition;
-use crate::model::{AttemptResult, HealthState, WebhookId};
-use crate::server::Engine;
-use crate::storage::AppendTimer;
+use crate::model::{AttemptResult, WebhookId};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::time::Duration;
+
+/// What the metrics are set up with.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// `metrics_enabled`: when false nothing is counted.
+    pub enabled: bool,
+    /// `metrics_per_webhook`.
+    pub per_webhook: bool,
+    /// The configured event types: `events_ingested_total`'s `event` label values.
+    pub event_types: Vec<String>,
+    /// Every `route` label value (the route patterns, and the label of what matched none).
+    pub routes: Vec<String>,
+    /// Every `status` label value the API answers with.
+    pub statuses: Vec<&'static str>,
+}
+
+/// The state gauges, read when scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Gauges {
+    pub recovery_seconds: f64,
+    pub deliveries_pending: u64,
+    pub dead_letters: u64,
+    pub breakers_open: u64,
+    pub log_bytes: u64,
+    pub actors: u64,
+}
 
 pub struct Metrics {
     /// `metrics_enabled`: when false nothing is counted.
@@ -64,7 +89,7 @@ const TRANSITIONS: [&str; 3] = ["open", "closed", "disabled"];
 const OTHER: &str = "other";
 
 impl Metrics {
-    pub fn new(config: &Config) -> Result<Self, prometheus::Error> {
+    pub fn new(settings: &Setup) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("herald".into()), None)?;
         let events_ingested = IntCounterVec::new(
             Opts::new("events_ingested_total", "Events accepted by ingest (replays not counted)"),
@@ -133,7 +158,7 @@ impl Metrics {
             )
             .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
         )?;
-        let per_webhook = if config.metrics_per_webhook {
+        let per_webhook = if settings.per_webhook {
             let family = IntCounterVec::new(
                 Opts::new("webhook_delivery_attempts_total", "Delivery attempts finished, by webhook and result"),
                 &["webhook_id", "result"],
@@ -165,18 +190,18 @@ impl Metrics {
         registry.register(Box::new(dead_letter_size.clone()))?;
         registry.register(Box::new(log_bytes.clone()))?;
         registry.register(Box::new(log_append.clone()))?;
-        for route in crate::api::route_patterns().iter().map(String::as_str).chain([crate::api::UNMATCHED_ROUTE]) {
+        for route in &settings.routes {
             http_duration.with_label_values(&[route]);
-            for status in crate::api::STATUSES {
+            for status in &settings.statuses {
                 http_requests.with_label_values(&[route, status]);
             }
         }
-        let known_events: HashSet<String> = config.event_types.iter().map(|t| t.name.clone()).collect();
+        let known_events: HashSet<String> = settings.event_types.iter().cloned().collect();
         for name in known_events.iter().map(String::as_str).chain([OTHER]) {
             events_ingested.with_label_values(&[name]);
         }
         Ok(Self {
-            enabled: config.metrics_enabled,
+            enabled: settings.enabled,
             registry,
             known_events,
             events_ingested,
@@ -204,10 +229,11 @@ impl Metrics {
         self.enabled
     }
 
-    /// What the log writer calls with each command's time to its flush.
-    pub fn log_append_timer(self: &Arc<Self>) -> Option<AppendTimer> {
-        let me = self.clone();
-        self.enabled.then(|| AppendTimer::new(move |took| me.log_append.observe(took.as_secs_f64())))
+    /// One storage command took `took` from hand-over to its flush.
+    pub fn append_took(&self, took: Duration) {
+        if self.enabled {
+            self.log_append.observe(took.as_secs_f64());
+        }
     }
 
     pub fn attempt_finished(&self, webhook: &WebhookId, result: AttemptResult, seconds: f64) {
@@ -243,16 +269,14 @@ impl Metrics {
         }
     }
 
-    pub fn circuit_transition(&self, t: &Transition) {
+    /// A breaker moved `to` one of `open`, `closed`, `disabled`.
+    pub fn circuit_transition(&self, to: &str) {
         if !self.enabled {
             return;
         }
-        let label = match t {
-            Transition::Opened => TRANSITIONS[0],
-            Transition::Closed => TRANSITIONS[1],
-            Transition::Disabled(_) => TRANSITIONS[2],
-        };
-        self.transitions.with_label_values(&[label]).inc();
+        if let Some(label) = TRANSITIONS.iter().find(|t| **t == to) {
+            self.transitions.with_label_values(&[label]).inc();
+        }
     }
 
     pub fn event_ingested(&self, name: &str) {
@@ -272,22 +296,15 @@ impl Metrics {
         self.http_duration.with_label_values(&[route]).observe(seconds);
     }
 
-    /// The text exposition, with the state gauges read now.
-    pub fn render(&self, engine: Option<&Engine>) -> Result<String, prometheus::Error> {
-        if let Some(engine) = engine {
-            self.recovery_duration.set(engine.recovery.duration.as_secs_f64());
-            if let Ok(catalog) = engine.ledger.catalog().read() {
-                let live = catalog.webhooks.iter().filter(|(_, w)| w.deleted_at.is_none());
-                let (pending, dead, open) =
-                    live.filter_map(|(id, _)| catalog.statuses.get(id)).fold((0u64, 0u64, 0i64), |(p, d, o), s| {
-                        (p + s.pending, d + s.dead, o + i64::from(s.status.state == HealthState::CircuitOpen))
-                    });
-                self.deliveries_pending.set(pending as i64);
-                self.dead_letter_size.set(dead as i64);
-                self.breakers_open.set(open);
-            }
-            self.log_bytes.set(engine.ledger.size_on_disk() as i64);
-            self.actors.set(engine.delivery.actors() as i64);
+    /// The text exposition, with the state gauges as read now (none while recovering).
+    pub fn render(&self, gauges: Option<Gauges>) -> Result<String, prometheus::Error> {
+        if let Some(g) = gauges {
+            self.recovery_duration.set(g.recovery_seconds);
+            self.deliveries_pending.set(g.deliveries_pending as i64);
+            self.dead_letter_size.set(g.dead_letters as i64);
+            self.breakers_open.set(g.breakers_open as i64);
+            self.log_bytes.set(g.log_bytes as i64);
+            self.actors.set(g.actors as i64);
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;

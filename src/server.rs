@@ -1,16 +1,17 @@
 //! Running Herald: open the log, recover, serve HTTP, shut down gracefully.
 //!
 //! The HTTP listener starts first so `/healthz` answers at once and `/readyz` says 503 while
-//! the log recovers; routes that need state answer 503 until the [`Engine`] exists.
+//! the log recovers; routes that need state answer 503 until the [`Node`] exists.
 //! SIGTERM/SIGINT stop accepting connections, let requests in progress finish (up to
 //! `shutdown_grace`), then the log writer commits what it holds and flushes.
 
 use crate::config::{Config, ConfigError};
-use crate::credentials;
-use crate::delivery::Dispatcher;
+use crate::engine::Dispatcher;
 use crate::log::{Log, OpenError};
 use crate::model::{now_millis, WebhookId};
-use crate::storage::{Catalog, Command, Ledger, Queued, Record};
+use crate::node::{Node, NodeHandle, RecoverySummary};
+use crate::security::credentials;
+use crate::storage::{AppendTimer, Catalog, Command, Ledger, Queued, Record};
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::collections::HashMap;
@@ -36,54 +37,49 @@ pub enum StartError {
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
     #[error(transparent)]
-    Seal(#[from] crate::seal::SealError),
+    Seal(#[from] crate::security::seal::SealError),
 }
 
-/// What recovery reported, kept for `/readyz` and the logs.
-#[derive(Debug, Clone, Default)]
-pub struct RecoverySummary {
-    pub duration: Duration,
-    pub unfinished: u64,
-    pub tail_records: u64,
-    pub warnings: usize,
-}
-
-/// Everything that exists once the log is recovered.
-pub struct Engine {
-    pub config: Arc<Config>,
-    /// Where everything is kept (the sled log on one node).
-    pub ledger: Arc<dyn Ledger>,
-    pub recovery: RecoverySummary,
-    /// `ingest_rate_limit`, if configured.
-    pub ingest_limiter: Option<crate::ratelimit::IngestLimiter>,
-    /// `min_free_disk`.
-    pub disk: crate::disk::DiskGuard,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Where webhooks may point (create-time checks; the actors hold the same policy).
-    pub target: crate::safety::TargetPolicy,
-    /// The delivery actors.
-    pub delivery: Dispatcher,
-    /// Seals secrets and header values at rest, and opens them to send and to show.
-    pub keyring: Arc<crate::seal::Keyring>,
-}
-
-/// State every handler sees.
-pub struct Shared {
-    pub config: Arc<Config>,
-    /// Exists before the engine, so requests answered while recovering are counted too.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    engine: OnceLock<Arc<Engine>>,
-    failure: OnceLock<String>,
-}
-
-impl Shared {
-    pub fn new(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Self { config, metrics, engine: OnceLock::new(), failure: OnceLock::new() }
+/// How the log is opened under `config`.
+pub fn log_options(config: &Config) -> crate::log::LogOptions {
+    crate::log::LogOptions {
+        compaction: crate::log::CompactionPolicy {
+            retention: config.retention.0,
+            dead_retention: config.dead_retention.0,
+            idempotency_window: config.idempotency_window.0,
+            interval: config.compaction_interval.0,
+        },
+        min_free_bytes: config.min_free_disk,
+        reserve_bytes: config.disk_reserve,
+        ..Default::default()
     }
+}
 
-    /// The engine, once recovery finished.
-    pub fn engine(&self) -> Option<&Arc<Engine>> {
-        self.engine.get()
+/// The delivery rules under `config`.
+fn delivery_policy(config: &Config) -> crate::engine::Policy {
+    use crate::engine::{breaker::BreakerPolicy, retry::Backoff};
+    crate::engine::Policy {
+        backoff: Backoff { initial: config.initial_backoff.0, max: config.max_backoff.0 },
+        breaker: BreakerPolicy {
+            threshold: config.breaker_threshold,
+            cooldown: config.breaker_cooldown.0,
+            disable_after: config.disable_after.0,
+        },
+        ttl: config.delivery_ttl.0,
+        window: log_options(config).queue_window,
+        target: config.target_policy(),
+        idle: config.actor_idle.0,
+    }
+}
+
+/// What the metrics are set up with under `config`.
+fn metrics_settings(config: &Config) -> crate::metrics::Setup {
+    crate::metrics::Setup {
+        enabled: config.metrics_enabled,
+        per_webhook: config.metrics_per_webhook,
+        event_types: config.event_types.iter().map(|t| t.name.clone()).collect(),
+        routes: crate::api::route_patterns().into_iter().chain([crate::api::UNMATCHED_ROUTE.to_owned()]).collect(),
+        statuses: crate::api::STATUSES.to_vec(),
     }
 }
 
@@ -92,10 +88,12 @@ type Waiting = HashMap<WebhookId, Vec<Queued>>;
 
 /// Opens and recovers the log and makes sure an admin credential exists; the deliveries
 /// found waiting are returned for the actors. Blocking: runs off the actix threads.
-pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Result<Opened, StartError> {
+pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Result<OpenedLog, StartError> {
     // The key first: a data directory whose key is missing does not start at all.
-    let keyring = Arc::new(crate::seal::load(&config.key_source(), &config.data_dir)?);
-    let options = crate::log::LogOptions { append_timer: metrics.log_append_timer(), ..config.log_options() };
+    let keyring = Arc::new(crate::security::seal::load(&config.key_source(), &config.data_dir)?);
+    let timer = metrics.clone();
+    let append_timer = metrics.enabled().then(|| AppendTimer::new(move |took| timer.append_took(took)));
+    let options = crate::log::LogOptions { append_timer, ..log_options(config) };
     let (log, recovery) = Log::open(&config.data_dir, options)?;
     let summary = RecoverySummary {
         duration: recovery.duration,
@@ -114,7 +112,9 @@ pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Resu
     ensure_admin_token(&log, config)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().build().map_err(|e| StartError::Recovery(e.to_string()))?;
-    runtime.block_on(crate::accounts::ensure_default_account(&log)).map_err(|e| StartError::Recovery(e.to_string()))?;
+    runtime
+        .block_on(crate::domain::accounts::ensure_default_account(&log))
+        .map_err(|e| StartError::Recovery(e.to_string()))?;
     if let Ok(catalog) = log.catalog().read() {
         for (id, why) in outdated_webhooks(&catalog, &config.target_policy()) {
             tracing::warn!(webhook_id = %id, "{why}");
@@ -123,19 +123,22 @@ pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Resu
             tracing::warn!("{notice}");
         }
     }
-    Ok(Opened { log: Arc::new(log), waiting: recovery.queues, recovery: summary, keyring })
+    Ok(OpenedLog { log: Arc::new(log), waiting: recovery.queues, recovery: summary, keyring })
 }
 
 /// Live webhooks that a rule added since they were stored refuses, with what it refuses
 /// (reported at start and by `herald verify`; they keep working until their next edit,
 /// which must fix them).
-pub fn outdated_webhooks(catalog: &Catalog, policy: &crate::safety::TargetPolicy) -> Vec<(WebhookId, String)> {
+pub fn outdated_webhooks(
+    catalog: &Catalog,
+    policy: &crate::security::safety::TargetPolicy,
+) -> Vec<(WebhookId, String)> {
     let mut found: Vec<(WebhookId, String)> = catalog
         .webhooks
         .values()
         .filter(|row| row.deleted_at.is_none())
         .flat_map(|row| {
-            crate::webhooks::violations(&row.webhook, policy).into_iter().map(|(field, why)| {
+            crate::domain::webhooks::violations(&row.webhook, policy).into_iter().map(|(field, why)| {
                 let text = format!(
                     "webhook {} of {} breaks a current rule ({field}: {why}); it keeps working and its next edit must fix it",
                     row.webhook.id, row.webhook.account_id
@@ -151,7 +154,7 @@ pub fn outdated_webhooks(catalog: &Catalog, policy: &crate::safety::TargetPolicy
 /// Said at start and by `herald verify` when webhooks hold secrets an older Herald stored in
 /// clear (they keep working; new writes are sealed).
 pub fn clear_values_notice(catalog: &Catalog) -> Option<String> {
-    let n = catalog.webhooks.values().filter(|row| crate::webhooks::holds_clear_values(&row.webhook)).count();
+    let n = catalog.webhooks.values().filter(|row| crate::domain::webhooks::holds_clear_values(&row.webhook)).count();
     (n > 0).then(|| {
         format!(
             "{n} webhook(s) hold secrets or header values stored in clear by an older Herald; \
@@ -161,23 +164,24 @@ pub fn clear_values_notice(catalog: &Catalog) -> Option<String> {
 }
 
 /// Starts the delivery actors on the recovered log. Runs inside the actix system.
-pub fn start_engine(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>, opened: Opened) -> Engine {
-    let Opened { log, waiting, recovery, keyring } = opened;
-    let ingest_limiter = config.ingest_rate_limit.map(crate::ratelimit::IngestLimiter::new);
-    let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk, crate::log::DISK_MARGIN);
+pub fn start_node(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>, opened: OpenedLog) -> Node {
+    let OpenedLog { log, waiting, recovery, keyring } = opened;
+    let ingest_limiter = config.ingest_rate_limit.map(crate::node::ratelimit::IngestLimiter::new);
+    let disk =
+        crate::node::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_disk, crate::log::DISK_MARGIN);
     let ledger: Arc<dyn Ledger> = log;
     let delivery =
-        Dispatcher::start(ledger.clone(), waiting, config.delivery_policy(), metrics.clone(), keyring.clone());
+        Dispatcher::start(ledger.clone(), waiting, delivery_policy(&config), metrics.clone(), keyring.clone());
     let target = config.target_policy();
-    Engine { config, ledger, recovery, ingest_limiter, disk, metrics, target, delivery, keyring }
+    Node { config, ledger, recovery, ingest_limiter, disk, metrics, target, delivery, keyring }
 }
 
 /// A recovered log, what it found waiting, and the keyring that opens its secrets.
-pub struct Opened {
+pub struct OpenedLog {
     pub log: Arc<Log>,
     pub waiting: Waiting,
     pub recovery: RecoverySummary,
-    pub keyring: Arc<crate::seal::Keyring>,
+    pub keyring: Arc<crate::security::seal::Keyring>,
 }
 
 /// On first start without a configured admin token, issues one and prints it once.
@@ -243,10 +247,12 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     // What would stop start-up anyway stops it before the port is bound: a data directory
     // in use or not creatable, a missing or wrong seal key.
     crate::log::check_not_in_use(&config.data_dir)?;
-    crate::seal::load(&config.key_source(), &config.data_dir)?;
+    crate::security::seal::load(&config.key_source(), &config.data_dir)?;
     actix_web::rt::System::new().block_on(async move {
-        let metrics = Arc::new(crate::metrics::Metrics::new(&config).map_err(|e| StartError::Metrics(e.to_string()))?);
-        let shared = web::Data::new(Shared::new(config.clone(), metrics.clone()));
+        let metrics = Arc::new(
+            crate::metrics::Metrics::new(&metrics_settings(&config)).map_err(|e| StartError::Metrics(e.to_string()))?,
+        );
+        let shared = web::Data::new(NodeHandle::new(config.clone(), metrics.clone()));
         let for_app = shared.clone();
         let limits = Arc::new(crate::api::limits::Limits::new(
             config.max_connections as usize,
@@ -372,9 +378,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             let (cfg, metrics) = (recovering.config.clone(), recovering.metrics.clone());
             match web::block(move || open_log(&cfg, &metrics)).await {
                 Ok(Ok(opened)) => {
-                    let engine = start_engine(recovering.config.clone(), recovering.metrics.clone(), opened);
+                    let engine = start_node(recovering.config.clone(), recovering.metrics.clone(), opened);
                     tracing::info!(actors = engine.delivery.actors(), "ready");
-                    let _ = recovering.engine.set(Arc::new(engine));
+                    recovering.ready(Arc::new(engine));
                 }
                 Ok(Err(e)) => {
                     let _ = recovering.failure.set(e.to_string());
@@ -390,7 +396,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         if let Some(failure) = shared.failure.get() {
             return Err(StartError::Recovery(failure.clone()));
         }
-        if let Some(engine) = shared.engine().cloned() {
+        if let Some(engine) = shared.node().cloned() {
             tracing::info!("shutting down: letting attempts in flight finish, then flushing the log");
             let grace = engine.config.shutdown_grace.0;
             // The whole shutdown fits in the grace from the signal: requests in progress,

@@ -55,7 +55,7 @@ fn an_open_breaker_lets_only_probes_through_then_closes_with_nothing_lost() {
         waiting.body["data"].as_array().unwrap().iter().filter(|d| d["status"] != "succeeded").collect();
     assert_eq!(waiting.len(), 10);
     for d in waiting {
-        let next = herald::time::parse_rfc3339(d["next_attempt_at"].as_str().unwrap()).unwrap();
+        let next = herald::model::time::parse_rfc3339(d["next_attempt_at"].as_str().unwrap()).unwrap();
         assert!(next + 5 >= read_at, "next_attempt_at {} is in the past: {d}", next);
         assert!(next <= read_at + 1_000, "within the 400 ms cooldown: {d}");
     }

@@ -5,9 +5,9 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
-use herald::delivery::sender::{Request, Sender, RESPONSE_EXCERPT};
+use herald::engine::sender::{Request, Sender, RESPONSE_EXCERPT};
 use herald::model::{AttemptResult, Method};
-use herald::safety::{HostLookup, Lookup, TargetPolicy};
+use herald::security::safety::{HostLookup, Lookup, TargetPolicy};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,9 +4,9 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::error::{AdminOnly, BadBody, BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{Page, PageQuery};
-use crate::accounts;
+use crate::domain::accounts;
+use crate::model::time::rfc3339;
 use crate::model::{Account, AccountId, ApiKey, KeyId};
-use crate::time::rfc3339;
 use actix_web::{delete, get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -80,7 +80,7 @@ pub struct KeyIssued {
 #[post("/api/v1/accounts")]
 pub async fn create(auth: Auth, body: web::Json<CreateAccount>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
-    let (account, issued) = accounts::create(&*auth.engine.ledger, &body.name).await?;
+    let (account, issued) = accounts::create(&*auth.node.ledger, &body.name).await?;
     Ok(HttpResponse::Created().json(AccountCreated {
         account: AccountView::from(&account),
         api_key: issued.secret,
@@ -95,7 +95,7 @@ pub async fn create(auth: Auth, body: web::Json<CreateAccount>) -> Result<HttpRe
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
     let (limit, cursor) = query.parse(|c| AccountId::parse_any(c).ok())?;
-    let items = accounts::list(&*auth.engine.ledger, cursor.as_ref(), limit + 1);
+    let items = accounts::list(&*auth.node.ledger, cursor.as_ref(), limit + 1);
     Ok(HttpResponse::Ok().json(Page::of(items, limit, |a| a.id.to_string(), |a| AccountView::from(a))))
 }
 
@@ -105,7 +105,7 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
 #[delete("/api/v1/accounts/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
-    accounts::delete(&*auth.engine.ledger, &account_id(&id)?).await?;
+    accounts::delete(&*auth.node.ledger, &account_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -115,7 +115,7 @@ pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, A
 #[post("/api/v1/accounts/{id}/keys")]
 pub async fn issue_key(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
-    let issued = accounts::issue_key(&*auth.engine.ledger, &account_id(&id)?).await?;
+    let issued = accounts::issue_key(&*auth.node.ledger, &account_id(&id)?).await?;
     Ok(HttpResponse::Created().json(KeyIssued { key: KeyView::from(&issued.key), api_key: issued.secret }))
 }
 
@@ -131,9 +131,9 @@ pub async fn list_keys(
 ) -> Result<HttpResponse, ApiError> {
     auth.admin()?;
     let account = account_id(&id)?;
-    accounts::get(&*auth.engine.ledger, &account)?;
+    accounts::get(&*auth.node.ledger, &account)?;
     let (limit, cursor) = query.parse(|c| KeyId::parse(c).ok())?;
-    let keys: Vec<ApiKey> = accounts::keys_of(&*auth.engine.ledger, &account)
+    let keys: Vec<ApiKey> = accounts::keys_of(&*auth.node.ledger, &account)
         .into_iter()
         .filter(|k| cursor.as_ref().is_none_or(|c| &k.id < c))
         .take(limit + 1)
@@ -150,6 +150,6 @@ pub async fn revoke_key(auth: Auth, path: web::Path<(String, String)>) -> Result
     auth.admin()?;
     let (id, key_id) = path.into_inner();
     let key_id = KeyId::parse(&key_id).map_err(|_| ApiError::not_found())?;
-    accounts::revoke_key(&*auth.engine.ledger, &account_id(&id)?, &key_id).await?;
+    accounts::revoke_key(&*auth.node.ledger, &account_id(&id)?, &key_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

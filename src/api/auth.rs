@@ -3,17 +3,17 @@
 //! act for an account.
 
 use super::error::ApiError;
-use crate::accounts::{self, Caller};
-use crate::server::{Engine, Shared};
+use crate::domain::accounts::{self, Caller};
+use crate::node::{Node, NodeHandle};
 use actix_web::dev::Payload;
 use actix_web::{http::header, web, FromRequest, HttpRequest};
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
-/// The authenticated caller and the engine it talks to.
+/// The authenticated caller and the node it talks to.
 pub struct Auth {
     pub caller: Caller,
-    pub engine: Arc<Engine>,
+    pub node: Arc<Node>,
 }
 
 impl Auth {
@@ -22,14 +22,14 @@ impl Auth {
         if self.caller.is_admin() {
             Ok(())
         } else {
-            Err(crate::error::DomainError::Forbidden.into())
+            Err(crate::domain::error::DomainError::Forbidden.into())
         }
     }
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Auth, ApiError> {
-    let shared = req.app_data::<web::Data<Shared>>().ok_or_else(|| ApiError::internal("no state"))?;
-    let engine = shared.engine().cloned().ok_or_else(ApiError::not_ready)?;
+    let shared = req.app_data::<web::Data<NodeHandle>>().ok_or_else(|| ApiError::internal("no state"))?;
+    let engine = shared.node().cloned().ok_or_else(ApiError::not_ready)?;
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -37,15 +37,16 @@ fn authenticate(req: &HttpRequest) -> Result<Auth, ApiError> {
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(crate::error::DomainError::Unauthenticated)?;
+        .ok_or(crate::domain::error::DomainError::Unauthenticated)?;
     let acting_for = match req.headers().get("Herald-Account") {
         None => None,
-        Some(v) => {
-            Some(v.to_str().map_err(|_| crate::error::DomainError::invalid("Herald-Account", "not an account id"))?)
-        }
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| crate::domain::error::DomainError::invalid("Herald-Account", "not an account id"))?,
+        ),
     };
     let caller = accounts::authenticate(&*engine.ledger, engine.config.admin_token.as_deref(), token, acting_for)?;
-    Ok(Auth { caller, engine })
+    Ok(Auth { caller, node: engine })
 }
 
 impl FromRequest for Auth {

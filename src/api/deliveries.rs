@@ -6,12 +6,12 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::error::{BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{self, Page};
-use crate::deliveries::{self, DeliveryFilter, DeliveryInfo, StatusFilter};
-use crate::error::DomainError;
-use crate::listing::TimeWindow;
+use crate::domain::deliveries::{self, DeliveryFilter, DeliveryInfo, StatusFilter};
+use crate::domain::error::DomainError;
+use crate::domain::listing::TimeWindow;
+use crate::model::time::rfc3339;
 use crate::model::{AttemptResult, DeliveryId, DeliveryState, EventId, WebhookId};
 use crate::storage::AttemptFinished;
-use crate::time::rfc3339;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -156,7 +156,7 @@ fn result_name(r: &AttemptResult) -> &'static str {
 
 /// One attempt: credential-like header values were never recorded; the other custom ones
 /// were recorded sealed and are opened here (masked if this node cannot).
-fn attempt_view(a: &AttemptFinished, keyring: &crate::seal::Keyring) -> AttemptView {
+fn attempt_view(a: &AttemptFinished, keyring: &crate::security::seal::Keyring) -> AttemptView {
     AttemptView {
         attempt: a.attempt,
         started_at: rfc3339(a.started_at),
@@ -170,7 +170,7 @@ fn attempt_view(a: &AttemptFinished, keyring: &crate::seal::Keyring) -> AttemptV
             .request_headers
             .iter()
             .map(|(k, v)| {
-                let shown = keyring.open_str(v).unwrap_or_else(|_| crate::header_rules::MASK.to_owned());
+                let shown = keyring.open_str(v).unwrap_or_else(|_| crate::security::header_rules::MASK.to_owned());
                 (k.clone(), Value::String(shown))
             })
             .collect(),
@@ -181,7 +181,7 @@ fn attempt_view(a: &AttemptFinished, keyring: &crate::seal::Keyring) -> AttemptV
 async fn list_answer(auth: Auth, query: DeliveriesQuery, webhook: Option<WebhookId>) -> Result<HttpResponse, ApiError> {
     let filter = query.filter(webhook)?;
     let limit = page::limit(query.limit)?;
-    let (ledger, account) = (&*auth.engine.ledger, auth.caller.account());
+    let (ledger, account) = (&*auth.node.ledger, auth.caller.account());
     let listing = deliveries::list(ledger, account, &filter, page::cursor(&query.cursor), limit).await?;
     Ok(HttpResponse::Ok().json(Page::new(listing.items.iter().map(view).collect(), listing.next_cursor)))
 }
@@ -230,10 +230,10 @@ fn delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
 #[get("/api/v1/deliveries/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let (info, attempts) = deliveries::get(&*auth.engine.ledger, auth.caller.account(), &id).await?;
+    let (info, attempts) = deliveries::get(&*auth.node.ledger, auth.caller.account(), &id).await?;
     Ok(HttpResponse::Ok().json(DeliveryDetail {
         delivery: view(&info),
-        attempts: attempts.iter().map(|a| attempt_view(a, &auth.engine.keyring)).collect(),
+        attempts: attempts.iter().map(|a| attempt_view(a, &auth.node.keyring)).collect(),
     }))
 }
 
@@ -243,6 +243,6 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
 #[post("/api/v1/deliveries/{id}/retry")]
 pub async fn retry(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let info = deliveries::retry(&*auth.engine.ledger, auth.caller.account(), &id).await?;
+    let info = deliveries::retry(&*auth.node.ledger, auth.caller.account(), &id).await?;
     Ok(HttpResponse::Accepted().json(view(&info)))
 }

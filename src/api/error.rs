@@ -153,7 +153,7 @@ impl ApiError {
     /// `/readyz` while the log takes no writes (or ingest is refused for space).
     pub fn writes_failing(message: String) -> Self {
         Self {
-            retry_after: Some(crate::disk::RETRY_AFTER_SECS),
+            retry_after: Some(crate::node::disk::RETRY_AFTER_SECS),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "writes_failing", message)
         }
     }
@@ -170,9 +170,9 @@ impl ApiError {
     }
 }
 
-impl From<crate::error::DomainError> for ApiError {
-    fn from(e: crate::error::DomainError) -> Self {
-        use crate::error::DomainError as D;
+impl From<crate::domain::error::DomainError> for ApiError {
+    fn from(e: crate::domain::error::DomainError) -> Self {
+        use crate::domain::error::DomainError as D;
         let message = e.to_string();
         match e {
             D::Unauthenticated => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
@@ -188,7 +188,7 @@ impl From<crate::error::DomainError> for ApiError {
                 Self { retry_after: Some(1), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
             }
             D::LowOnDisk => Self {
-                retry_after: Some(crate::disk::RETRY_AFTER_SECS),
+                retry_after: Some(crate::node::disk::RETRY_AFTER_SECS),
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "low_on_disk", message)
             },
             D::Storage(_) => {
@@ -239,9 +239,11 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
             "send Content-Type: application/json",
         ),
         J::Deserialize(e) if e.is_data() => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::error::json_message(e))
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::domain::error::json_message(e))
         }
-        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::error::json_message(e)),
+        J::Deserialize(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::domain::error::json_message(e))
+        }
         J::Payload(p) if super::limits::is_timeout(p) => ApiError::body_timeout(),
         other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
     };

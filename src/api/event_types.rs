@@ -4,7 +4,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::error::{BadQuery, Unauthenticated};
 use super::page::{self, Page};
-use crate::event_types;
+use crate::domain::event_types;
 use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,8 +42,8 @@ pub struct EventTypeView {
 pub async fn list(auth: Auth, query: web::Query<EventTypesQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page::limit(query.limit)?;
     let listing = event_types::list(
-        &*auth.engine.ledger,
-        &auth.engine.config.event_types,
+        &*auth.node.ledger,
+        &auth.node.config.event_types,
         auth.caller.account(),
         page::cursor(&query.cursor),
         limit,

@@ -10,12 +10,12 @@ use super::deliveries::DeliveryView;
 use super::error::ApiError;
 use super::error::{BadBody, BadQuery, Conflicting, ErrorBody, Missing, RateLimited, Unauthenticated};
 use super::page::{self, Page};
-use crate::error::DomainError;
-use crate::events::{self, EventFilter, EventInput, IngestRules, Ingested};
-use crate::listing::TimeWindow;
+use crate::domain::error::DomainError;
+use crate::domain::events::{self, EventFilter, EventInput, IngestRules, Ingested};
+use crate::domain::listing::TimeWindow;
+use crate::model::time::{parse_rfc3339, rfc3339};
 use crate::model::EventId;
 use crate::storage::EventIngested;
-use crate::time::{parse_rfc3339, rfc3339};
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -143,7 +143,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 /// `ingest_rate_limit`: 429 with `Retry-After` once the account's events per second are used.
 fn rate_limit(auth: &Auth, events: usize) -> Result<(), ApiError> {
-    let Some(limiter) = &auth.engine.ingest_limiter else { return Ok(()) };
+    let Some(limiter) = &auth.node.ingest_limiter else { return Ok(()) };
     limiter.take(auth.caller.account(), events).map_err(|secs| {
         let mut e = ApiError::from(DomainError::RateLimited("ingest rate limit reached for this account".into()));
         e.retry_after = Some(secs);
@@ -154,14 +154,14 @@ fn rate_limit(auth: &Auth, events: usize) -> Result<(), ApiError> {
 /// `min_free_disk`: 503 with `Retry-After` before anything is parsed or written (the body is
 /// read first, within the body budget, so that the client gets to read the answer).
 fn disk_room(auth: &Auth) -> Result<(), ApiError> {
-    if auth.engine.disk.is_low() {
+    if auth.node.disk.is_low() {
         return Err(DomainError::LowOnDisk.into());
     }
     Ok(())
 }
 
 fn rules(auth: &Auth) -> IngestRules {
-    let c = &auth.engine.config;
+    let c = &auth.node.config;
     IngestRules {
         max_payload_bytes: c.max_payload_bytes as usize,
         idempotency_window_ms: c.idempotency_window.0.as_millis() as u64,
@@ -187,9 +187,9 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 
 fn malformed(e: serde_json::Error) -> ApiError {
     if e.is_data() {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::error::json_message(&e))
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", crate::domain::error::json_message(&e))
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::error::json_message(&e))
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", crate::domain::error::json_message(&e))
     }
 }
 
@@ -210,9 +210,9 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>, order: u16) -> 
 
 /// Ingests one parsed event and counts it (a replay is not a new event).
 async fn ingest_one(auth: &Auth, rules: &IngestRules, input: EventInput) -> Result<Ingested, ApiError> {
-    let done = events::ingest(&*auth.engine.ledger, rules, auth.caller.account(), input).await?;
+    let done = events::ingest(&*auth.node.ledger, rules, auth.caller.account(), input).await?;
     if !done.replayed {
-        auth.engine.metrics.event_ingested(&done.event);
+        auth.node.metrics.event_ingested(&done.event);
     }
     Ok(done)
 }
@@ -263,13 +263,13 @@ pub async fn ingest(auth: Auth, req: HttpRequest, payload: web::Payload) -> Resu
 #[post("/api/v1/events/batch")]
 pub async fn ingest_batch(auth: Auth, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
-    let body = read_body(&req, payload, auth.engine.config.max_batch_bytes as usize).await?;
+    let body = read_body(&req, payload, auth.node.config.max_batch_bytes as usize).await?;
     disk_room(&auth)?;
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_batch",
-            format!("the body must be a JSON array of events: {}", crate::error::json_message(&e)),
+            format!("the body must be a JSON array of events: {}", crate::domain::error::json_message(&e)),
         )
     })?;
     if items.len() > MAX_BATCH {
@@ -338,7 +338,7 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
     let window = TimeWindow::new(page::time("since", &query.since)?, page::time("until", &query.until)?)?;
     let filter = EventFilter { event: query.event.clone(), window };
     let limit = page::limit(query.limit)?;
-    let (ledger, account) = (&*auth.engine.ledger, auth.caller.account());
+    let (ledger, account) = (&*auth.node.ledger, auth.caller.account());
     let listing = events::list(ledger, account, &filter, page::cursor(&query.cursor), limit).await?;
     let data = listing.items.iter().map(|(id, e)| summary(id, e)).collect();
     Ok(HttpResponse::Ok().json(Page::new(data, listing.next_cursor)))
@@ -350,7 +350,7 @@ pub async fn list(auth: Auth, query: web::Query<EventsQuery>) -> Result<HttpResp
 #[get("/api/v1/events/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let ledger = &*auth.engine.ledger;
+    let ledger = &*auth.node.ledger;
     let (seq, mut e) = events::get(ledger, auth.caller.account(), &id).await?;
     // Stored data is JSON that parsed at ingest; anything else would be a damaged record.
     // (Taken, not copied: nothing below reads it.)
@@ -358,6 +358,7 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
         .ok()
         .and_then(|text| RawValue::from_string(text).ok())
         .ok_or_else(|| ApiError::from(DomainError::Storage("the event's data is damaged".into())))?;
-    let deliveries = crate::deliveries::of_event(ledger, seq, &e).await?.iter().map(super::deliveries::view).collect();
+    let deliveries =
+        crate::domain::deliveries::of_event(ledger, seq, &e).await?.iter().map(super::deliveries::view).collect();
     Ok(HttpResponse::Ok().json(EventDetail { summary: summary(&id, &e), data, deliveries }))
 }

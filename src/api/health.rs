@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::error::ErrorBody;
-use crate::server::Shared;
+use crate::node::NodeHandle;
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -38,8 +38,8 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "Ready", body = Ready),
         (status = 503, description = "Still recovering its log, writes to the log failing, or the disk below min_free_disk", body = ErrorBody)))]
 #[get("/readyz")]
-pub async fn readyz(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
-    let engine = shared.engine().ok_or_else(ApiError::not_ready)?;
+pub async fn readyz(shared: web::Data<NodeHandle>) -> Result<HttpResponse, ApiError> {
+    let engine = shared.node().ok_or_else(ApiError::not_ready)?;
     if let Some(problem) = engine.ledger.health().problem() {
         return Err(ApiError::writes_failing(problem));
     }

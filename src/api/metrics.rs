@@ -2,9 +2,9 @@
 //! takes `Authorization: Bearer <metrics_token>`, compared in constant time.
 
 use super::error::{ApiError, ErrorBody};
-use crate::credentials;
-use crate::error::DomainError;
-use crate::server::Shared;
+use crate::domain::error::DomainError;
+use crate::node::NodeHandle;
+use crate::security::credentials;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
@@ -14,7 +14,7 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
         (status = 401, description = "metrics_token is set and was not given", body = ErrorBody),
         (status = 404, description = "metrics_enabled is false", body = ErrorBody)))]
 #[get("/metrics")]
-pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
+pub async fn scrape(req: HttpRequest, shared: web::Data<NodeHandle>) -> Result<HttpResponse, ApiError> {
     if !shared.metrics.enabled() {
         return Err(DomainError::NotFound.into());
     }
@@ -31,7 +31,7 @@ pub async fn scrape(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
     }
     let text = shared
         .metrics
-        .render(shared.engine().map(|e| e.as_ref()))
+        .render(shared.node().map(|node| node.gauges()))
         .map_err(|e| ApiError::internal(format!("metrics did not encode: {e}")))?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }

@@ -2,9 +2,9 @@
 //! `limit` 1–500 (default 50), `cursor` = the last id of the previous page.
 
 use super::error::ApiError;
-use crate::error::DomainError;
+use crate::domain::error::DomainError;
+use crate::model::time::parse_rfc3339;
 use crate::model::Millis;
-use crate::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

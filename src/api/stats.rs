@@ -3,9 +3,9 @@
 use super::auth::Auth;
 use super::error::ApiError;
 use super::error::Unauthenticated;
+use crate::domain::stats;
 use crate::model::now_millis;
-use crate::stats;
-use crate::time::rfc3339;
+use crate::model::time::rfc3339;
 use actix_web::{get, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -46,7 +46,7 @@ pub struct StatsView {
     responses((status = 200, description = "The account's figures", body = StatsView), Unauthenticated))]
 #[get("/api/v1/stats")]
 pub async fn read(auth: Auth) -> Result<HttpResponse, ApiError> {
-    let s = stats::of_account(&*auth.engine.ledger, auth.caller.account(), now_millis()).await?;
+    let s = stats::of_account(&*auth.node.ledger, auth.caller.account(), now_millis()).await?;
     let per_minute = s
         .minutes
         .iter()

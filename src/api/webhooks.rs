@@ -6,16 +6,16 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::error::{BadBody, BadQuery, Conflicting, Missing, Unauthenticated};
 use super::page::{self, Page, PageQuery};
-use crate::deliveries;
-use crate::delivery::TestOutcome;
-use crate::error::DomainError;
-use crate::header_rules;
-use crate::listing::TimeWindow;
+use crate::domain::deliveries;
+use crate::domain::error::DomainError;
+use crate::domain::listing::TimeWindow;
+use crate::domain::webhooks::{self, Settings, WebhookInput};
+use crate::engine::TestOutcome;
+use crate::model::time::rfc3339;
 use crate::model::{HealthState, Method, Webhook, WebhookId};
-use crate::seal::Keyring;
+use crate::security::header_rules;
+use crate::security::seal::Keyring;
 use crate::storage::StatusRow;
-use crate::time::rfc3339;
-use crate::webhooks::{self, Settings, WebhookInput};
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -111,10 +111,10 @@ impl WebhookBody {
 }
 
 fn settings(auth: &Auth) -> Settings {
-    let c = &auth.engine.config;
+    let c = &auth.node.config;
     Settings {
-        policy: auth.engine.target.clone(),
-        keyring: auth.engine.keyring.clone(),
+        policy: auth.node.target.clone(),
+        keyring: auth.node.keyring.clone(),
         default_max_retries: c.default_max_retries,
         default_timeout_ms: c.default_timeout.0.as_millis() as u64,
         max_per_account: c.max_webhooks_per_account,
@@ -248,8 +248,8 @@ fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
 #[post("/api/v1/webhooks")]
 pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_input()?;
-    let w = webhooks::create(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), input).await?;
-    Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true, &auth.engine.keyring)))
+    let w = webhooks::create(&*auth.node.ledger, &settings(&auth), auth.caller.account(), input).await?;
+    Ok(HttpResponse::Created().json(view(&w, &StatusRow::default(), true, &auth.node.keyring)))
 }
 
 /// The account's webhooks with their health.
@@ -258,12 +258,12 @@ pub async fn create(auth: Auth, body: web::Json<WebhookBody>) -> Result<HttpResp
 #[get("/api/v1/webhooks")]
 pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let (limit, cursor) = query.parse(|c| WebhookId::parse(c).ok())?;
-    let items = webhooks::list(&*auth.engine.ledger, auth.caller.account(), cursor.as_ref(), limit + 1);
+    let items = webhooks::list(&*auth.node.ledger, auth.caller.account(), cursor.as_ref(), limit + 1);
     Ok(HttpResponse::Ok().json(Page::of(
         items,
         limit,
         |(w, _)| w.id.to_string(),
-        |(w, s)| view(w, s, false, &auth.engine.keyring),
+        |(w, s)| view(w, s, false, &auth.node.keyring),
     )))
 }
 
@@ -272,8 +272,8 @@ pub async fn list(auth: Auth, query: web::Query<PageQuery>) -> Result<HttpRespon
     responses((status = 200, description = "The webhook", body = WebhookView), Unauthenticated, Missing))]
 #[get("/api/v1/webhooks/{id}")]
 pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (w, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &webhook_id(&id)?)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
+    let (w, s) = webhooks::get(&*auth.node.ledger, auth.caller.account(), &webhook_id(&id)?)?;
+    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.node.keyring)))
 }
 
 /// Change some fields of a webhook; the delivery engine sees the change at once.
@@ -283,9 +283,9 @@ pub async fn read(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, Api
 pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
     let input = body.into_inner().into_input()?;
-    let w = webhooks::update(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), &id, input).await?;
-    let (_, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &id)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.engine.keyring)))
+    let w = webhooks::update(&*auth.node.ledger, &settings(&auth), auth.caller.account(), &id, input).await?;
+    let (_, s) = webhooks::get(&*auth.node.ledger, auth.caller.account(), &id)?;
+    Ok(HttpResponse::Ok().json(view(&w, &s, false, &auth.node.keyring)))
 }
 
 /// Delete a webhook; its queued deliveries die with reason `deleted`.
@@ -293,7 +293,7 @@ pub async fn edit(auth: Auth, id: web::Path<String>, body: web::Json<WebhookBody
     responses((status = 204, description = "Deleted"), Unauthenticated, Missing))]
 #[delete("/api/v1/webhooks/{id}")]
 pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    webhooks::delete(&*auth.engine.ledger, auth.caller.account(), &webhook_id(&id)?).await?;
+    webhooks::delete(&*auth.node.ledger, auth.caller.account(), &webhook_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -305,9 +305,9 @@ pub async fn remove(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, A
 #[post("/api/v1/webhooks/{id}/rotate-secret")]
 pub async fn rotate_secret(auth: Auth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
-    let w = webhooks::rotate_secret(&*auth.engine.ledger, &settings(&auth), auth.caller.account(), &id).await?;
-    let (_, s) = webhooks::get(&*auth.engine.ledger, auth.caller.account(), &id)?;
-    Ok(HttpResponse::Ok().json(view(&w, &s, true, &auth.engine.keyring)))
+    let w = webhooks::rotate_secret(&*auth.node.ledger, &settings(&auth), auth.caller.account(), &id).await?;
+    let (_, s) = webhooks::get(&*auth.node.ledger, auth.caller.account(), &id)?;
+    Ok(HttpResponse::Ok().json(view(&w, &s, true, &auth.node.keyring)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -325,16 +325,11 @@ pub struct TestBody {
 pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
     let event = body.into_inner().event;
-    let engine = &auth.engine;
-    let outcome = webhooks::test_send(
-        &*engine.ledger,
-        &engine.delivery,
-        &engine.config.event_types,
-        auth.caller.account(),
-        &id,
-        event,
-    )
-    .await?;
+    let node = &auth.node;
+    let (event, data) =
+        webhooks::test_sample(&*node.ledger, &node.config.event_types, auth.caller.account(), &id, event)?;
+    // `None`: the webhook went (deleted) meanwhile, or the node is shutting down.
+    let outcome = node.delivery.test_send(&id, event, data).await.ok_or(DomainError::NotFound)?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -366,7 +361,7 @@ pub async fn recover(
     let body = body.into_inner();
     let since = page::time("since", &Some(body.since))?.ok_or_else(|| DomainError::invalid("since", "is required"))?;
     let window = TimeWindow::new(Some(since), page::time("until", &body.until)?)?;
-    let dead = deliveries::dead_in_window(&*auth.engine.ledger, auth.caller.account(), &id, window).await?;
-    let requeued = deliveries::requeue(&*auth.engine.ledger, &id, &dead).await?;
+    let dead = deliveries::dead_in_window(&*auth.node.ledger, auth.caller.account(), &id, window).await?;
+    let requeued = deliveries::requeue(&*auth.node.ledger, &id, &dead).await?;
     Ok(HttpResponse::Accepted().json(Requeued { requeued }))
 }

@@ -51,7 +51,7 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
         events: vec!["lead.*".into()],
         // A load for the log alone (crash tests, benchmarks): no keyring, a made-up secret.
         secrets: vec![Secret {
-            value: crate::seal::SealedText::in_clear(format!("whsec_load-test-secret-{i:04}")),
+            value: crate::security::seal::SealedText::in_clear(format!("whsec_load-test-secret-{i:04}")),
             created_at: at,
             expires_at: None,
         }],

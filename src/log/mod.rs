@@ -1,31 +1,35 @@
-//! The append-only event log in sled, and the projection folded from it.
+//! The append-only log in sled, and the projection folded from it: the first implementation
+//! of the storage interface ([`Log`] is a [`Ledger`]).
 //!
-//! Everything Herald knows is a [`Record`] in this log; every row that answers a query is a
-//! fold of those records ([`projection`]). The two live in one sled tree so that one atomic
-//! batch and one flush make a record and its effect durable together ([`writer`]), which
+//! Everything Herald knows is a record in this log; every row that answers a query is a
+//! fold of those records (`projection`). The two live in one sled tree so that one atomic
+//! batch and one flush make a record and its effect durable together (`writer`), which
 //! makes the stored rows a checkpoint that is always exactly as new as the log: start-up
 //! reads the rows, not the history, and its time does not grow with the history.
 //!
-//! This module knows nothing of HTTP or actors.
+//! Every module here is private: above the log, nothing names a key, a row version, the
+//! codec, sled or the tree. It imports `storage`, `model`, `security` and `telemetry` only.
 //!
-//! - [`codec`] — the version byte + CRC framing of every stored value.
-//! - [`record`] — the records.
-//! - [`keys`] — the key space of the tree.
-//! - [`pages`] — records packed into log pages.
-//! - [`rows`] — the row view a fold writes through (staged over sled, or in memory).
-//! - [`projection`] — the fold.
-//! - [`writer`] — the single writer thread with group commit, and what it does when a write
+//! - `codec` — the version byte + CRC framing of every stored value.
+//! - `record` — the records' stored form, every version's decoder.
+//! - `keys` — the key space of the tree.
+//! - `pages` — records packed into log pages.
+//! - `rows` — the row view a fold writes through (staged over sled, or in memory).
+//! - `projection` — the fold.
+//! - `preconditions` — each `Precondition` judged against the staged rows.
+//! - `writer` — the single writer thread with group commit, and what it does when a write
 //!   to disk fails (reopen from what is durable).
-//! - [`store`] — the open database readers take for each request, and the log's health.
-//! - [`room`] — free disk space: what the writer admits, and the space it keeps in reserve.
-//! - [`compaction`] — retention.
-//! - [`index`] — the chunked indexes lists read newest first (account events, webhook
+//! - `store` — the open database readers take for each request.
+//! - `room` — free disk space: what the writer admits, and the space it keeps in reserve.
+//! - `compaction` — retention.
+//! - `index` — the chunked indexes lists read newest first (account events, webhook
 //!   deliveries).
-//! - [`summary`] — per-minute counters and event names seen, per account.
-//! - [`catalog`] — the in-memory mirror of the hot rows.
-//! - [`notify`] — what a committed group changed, told to the delivery engine after the flush.
-//! - [`verify`] — a fresh fold of the whole log, compared with the stored projection.
-//! - [`rewrite`] — a stopped node's log copied into a fresh directory, records transformed.
+//! - `window` — a webhook's first due deliveries.
+//! - `summary` — per-minute counters and event names seen, per account.
+//! - `catalog` — the catalog loaded from the rows and kept in step with each commit.
+//! - `verify` — a fresh fold of the whole log, compared with the stored projection.
+//! - `rewrite` — a stopped node's log copied into a fresh directory, records transformed.
+//! - [`load`] — a realistic mixed append load (`herald stress-log`, benchmarks).
 
 mod catalog;
 mod codec;
@@ -55,6 +59,7 @@ pub use room::SAFETY as DISK_MARGIN;
 pub use verify::VerifyReport;
 
 use crate::model::{IdKey, WebhookId};
+use crate::security::create_private_dir;
 use crate::storage::{
     AppendError, AppendTimer, Appended, Catalog, Command, Counters, DeliveryRow, EventEntry, EventIngested, Health,
     IntakeEntry, Ledger, Observer, Queued, Read, Record,
@@ -155,18 +160,6 @@ pub struct Log {
     observer: writer::ObserverSlot,
     id_key: IdKey,
     path: PathBuf,
-}
-
-/// Creates `dir` (and parents) with mode 0700 if it does not exist.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.exists() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 /// Fails if another process holds the log in `dir` (sled's own lock, an exclusive `flock` on
@@ -540,7 +533,7 @@ impl Ledger for Log {
 
     async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>> {
         let tree = self.tree()?;
-        let page = pages::Page::holding(&tree, seq)?;
+        let page = pages::LogPage::holding(&tree, seq)?;
         let Some(bytes) = page.as_ref().and_then(|p| p.record(seq)) else { return Ok(None) };
         Record::decode_event_to_deliver(bytes)
             .map_err(|e| crate::storage::StorageError::Damaged(format!("record {seq}: {e}")))

@@ -110,7 +110,7 @@ pub fn page_for(tree: &sled::Tree, seq: u64) -> Result<Option<(u64, sled::IVec)>
 
 /// The stored bytes of record `seq` (`None` if it is not, or no longer, in the log).
 pub fn read(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, RowsError> {
-    Ok(Page::holding(tree, seq)?.and_then(|page| page.record(seq).map(<[u8]>::to_vec)))
+    Ok(LogPage::holding(tree, seq)?.and_then(|page| page.record(seq).map(<[u8]>::to_vec)))
 }
 
 /// One page read from the tree and indexed, kept by a reader that will want its neighbours
@@ -120,17 +120,17 @@ pub fn read(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, RowsError> {
 /// A page is written whole by one group commit and only ever shrinks (compaction), so a
 /// kept copy can hold a record the tree no longer has, but never lacks one the tree has.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub struct LogPage {
     bytes: sled::IVec,
     slots: Vec<Slot>,
 }
 
-impl Page {
+impl LogPage {
     /// The page that holds `seq`, if any.
-    pub fn holding(tree: &sled::Tree, seq: u64) -> Result<Option<Page>, RowsError> {
+    pub fn holding(tree: &sled::Tree, seq: u64) -> Result<Option<LogPage>, RowsError> {
         let Some((key_seq, bytes)) = page_for(tree, seq)? else { return Ok(None) };
         let slots = slots(key_seq, &bytes).map_err(RowsError::Page)?;
-        Ok(Some(Page { bytes, slots }))
+        Ok(Some(LogPage { bytes, slots }))
     }
 
     /// Whether `seq` falls inside this page's range (whether or not it is still stored).
@@ -222,7 +222,7 @@ mod tests {
         }
         assert_eq!(read(&tree, 41).unwrap(), None);
         // A kept page answers for its whole range and only for it.
-        let page = Page::holding(&tree, 20).unwrap().unwrap();
+        let page = LogPage::holding(&tree, 20).unwrap().unwrap();
         assert!(page.covers(17) && page.covers(32) && !page.covers(16) && !page.covers(33));
         assert_eq!(page.record(25), Some(records[24].1.as_slice()));
         assert_eq!(page.record(33), None);

@@ -81,7 +81,7 @@ impl Room {
     }
 
     /// Free space for the next group, less `pending` bytes already on their way to disk.
-    pub fn budget(&mut self, pending: u64) -> Budget<'_> {
+    pub fn budget(&mut self, pending: u64) -> SpaceBudget<'_> {
         if Instant::now() >= self.next_regrow {
             self.regrow();
         }
@@ -90,8 +90,8 @@ impl Room {
     }
 
     /// [`Room::budget`] with the free space given (measured by the caller, or by a test).
-    fn budget_at(&mut self, free: Option<u64>, pending: u64) -> Budget<'_> {
-        Budget { free: free.map(|f| f.saturating_sub(pending)), used: 0, room: self }
+    fn budget_at(&mut self, free: Option<u64>, pending: u64) -> SpaceBudget<'_> {
+        SpaceBudget { free: free.map(|f| f.saturating_sub(pending)), used: 0, room: self }
     }
 
     /// Gives the whole reserve back to the file system (to reopen the database on a full
@@ -147,7 +147,7 @@ fn allocate(path: &Path, len: u64) -> std::io::Result<()> {
 }
 
 /// The free space one group may use, command by command.
-pub struct Budget<'a> {
+pub struct SpaceBudget<'a> {
     room: &'a mut Room,
     /// Measured before the group, less what was already on its way.
     free: Option<u64>,
@@ -155,7 +155,7 @@ pub struct Budget<'a> {
     used: u64,
 }
 
-impl Budget<'_> {
+impl SpaceBudget<'_> {
     /// Admits a command of `bytes` (an [`estimate`]) or says why not.
     pub fn admit(&mut self, class: Admission, bytes: u64) -> Result<(), NoRoom> {
         let Some(free) = self.free else { return Ok(()) };

@@ -284,7 +284,8 @@ fn fold(state: &mut State, catalog: &mut Catalog, seq: u64, record: &Record) {
                 state.deliveries.insert(*delivery, row);
             }
         }
-        Record::DeliveryRequeued { delivery, webhook_id, at } | Record::DeliveryRetried { delivery, webhook_id, at } => {
+        Record::DeliveryRequeued { delivery, webhook_id, at }
+        | Record::DeliveryRetried { delivery, webhook_id, at } => {
             if !webhook_live(catalog, webhook_id) {
                 return;
             }

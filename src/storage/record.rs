@@ -183,7 +183,7 @@ pub(crate) mod samples {
             events: vec!["lead.*".into(), "new_lead".into()],
             // The log stores whatever it is given; sealing is the domain's (a sample in clear).
             secrets: vec![Secret {
-                value: crate::seal::SealedText::in_clear("whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"),
+                value: crate::security::seal::SealedText::in_clear("whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"),
                 created_at: 1_700_000_000_000,
                 expires_at: None,
             }],
@@ -191,7 +191,7 @@ pub(crate) mod samples {
             max_retries: 5,
             timeout_ms: 30_000,
             method: Method::Post,
-            headers: vec![("X-Team".into(), crate::seal::SealedText::in_clear("sales"))],
+            headers: vec![("X-Team".into(), crate::security::seal::SealedText::in_clear("sales"))],
             signature_header: "X-Webhook-Signature".into(),
             signature_prefix: "sha256=".into(),
             ordered: false,

@@ -267,7 +267,7 @@ pub fn webhook(h: &Herald, key: &str, events: serde_json::Value, active: bool) -
 /// clear (written straight into a log by the tests that need such a directory).
 pub fn legacy_webhook(url: String, secret: &str, headers: &[(&str, &str)]) -> herald::model::Webhook {
     let at = herald::model::now_millis();
-    let clear = herald::seal::SealedText::in_clear;
+    let clear = herald::security::seal::SealedText::in_clear;
     herald::model::Webhook {
         id: herald::model::WebhookId::generate_at(at),
         account_id: herald::model::AccountId::default_account(),

@@ -42,9 +42,20 @@ pub enum Gate {
 /// A change worth an operational event (`herald.circuit.*`, `herald.webhook.disabled`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Opened,
+    OpenedSecrets,
     Closed,
     Disabled(String),
+}
+
+impl Transition {
+    /// Where the breaker went: `open`, `closed` or `disabled` (the metrics' `to` label).
+    pub fn to(&self) -> &'static str {
+        match self {
+            Transition::OpenedSecrets => "open",
+            Transition::Closed => "closed",
+            Transition::Disabled(_) => "disabled",
+        }
+    }
 }
 
 pub fn gate(status: &WebhookStatus, now: Millis) -> Gate {
@@ -127,7 +138,7 @@ pub fn after_attempt(
         s.state = HealthState::CircuitOpen;
         s.breaker_cooldown_ms = ms(policy.cooldown).min(ms(MAX_COOLDOWN));
         s.breaker_until = Some(outcome.at + s.breaker_cooldown_ms);
-        return (s, Some(Transition::Opened));
+        return (s, Some(Transition::OpenedSecrets));
     }
     s.state = HealthState::Failing;
     (s, None)
@@ -164,7 +175,7 @@ mod tests {
             s = next;
             transitions.extend(t);
         }
-        assert_eq!(transitions, [Transition::Opened]);
+        assert_eq!(transitions, [Transition::OpenedSecrets]);
         assert_eq!(s.state, HealthState::CircuitOpen);
         assert_eq!(gate(&s, 10_000), Gate::Closed { until: 2 + 30_000 });
         assert_eq!(gate(&s, 2 + 30_000), Gate::Probe);

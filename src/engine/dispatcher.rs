@@ -60,7 +60,7 @@ impl Dispatcher {
         waiting: HashMap<WebhookId, Vec<Queued>>,
         policy: Policy,
         metrics: Arc<Metrics>,
-        keyring: Arc<crate::seal::Keyring>,
+        keyring: Arc<crate::security::seal::Keyring>,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Arc<[ArbiterHandle]> = (0..threads).map(|_| Arbiter::new().handle()).collect();
@@ -201,7 +201,7 @@ impl Inner {
                 }
                 Change::Requeued { delivery, webhook_id, manual } => {
                     if let Some(r) = self.actor(routes, &webhook_id) {
-                        r.tell(endpoint::Requeued { delivery, manual });
+                        r.tell(endpoint::QueuedAgain { delivery, manual });
                     }
                 }
                 Change::WebhookDefined(webhook) => {

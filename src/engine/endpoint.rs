@@ -23,7 +23,6 @@ use super::outcome;
 use super::queue::{Item, Queue};
 use super::sender::{Request, Response, Sender};
 use super::{recorder, signature, Prepared, Shared, TestOutcome};
-use crate::events;
 use crate::model::*;
 use crate::storage::{QueueEntry, Queued, Record};
 use actix::prelude::*;
@@ -57,7 +56,7 @@ pub struct Endpoint {
     /// The webhook as last defined (the catalog's copy, replaced on every edit).
     webhook: Arc<Webhook>,
     /// Its secrets and header values, opened from their sealed form for sending.
-    opened: signature::Opened,
+    opened: signature::OpenedSecrets,
     /// Health and breaker state; each attempt's record carries what it became.
     status: WebhookStatus,
     /// The waiting deliveries held in memory.
@@ -117,7 +116,7 @@ impl Endpoint {
             // Recovery read a full window: more may wait on disk.
             queue.admit_overflow();
         }
-        let opened = signature::Opened::of(&webhook, &shared.keyring);
+        let opened = signature::OpenedSecrets::of(&webhook, &shared.keyring);
         Endpoint {
             shared,
             webhook,
@@ -532,7 +531,7 @@ impl Endpoint {
             metrics.delivery_dead();
         }
         if let Some(t) = &decision.transition {
-            metrics.circuit_transition(t);
+            metrics.circuit_transition(t.to());
         }
         log_outcome(&sent.span, &decision.record.outcome, &decision.next, now);
 
@@ -621,8 +620,8 @@ impl Endpoint {
     fn operational(&self, notice: &Notice, at: Millis) -> Record {
         let account = &self.webhook.account_id;
         match self.shared.ledger.catalog().read() {
-            Ok(catalog) => events::operational(&catalog, account, notice.name(), notice.data(), at),
-            Err(_) => events::operational(&Default::default(), account, notice.name(), notice.data(), at),
+            Ok(catalog) => notice.record(&catalog, account, at),
+            Err(_) => notice.record(&Default::default(), account, at),
         }
     }
 }
@@ -698,12 +697,12 @@ struct Sent {
 fn recorded(
     mut headers: Vec<(String, String)>,
     webhook: &Webhook,
-    keyring: &crate::seal::Keyring,
+    keyring: &crate::security::seal::Keyring,
 ) -> Vec<(String, String)> {
     for (k, v) in &mut headers {
         if webhook.headers.iter().any(|(name, _)| name == k) {
-            *v = if crate::header_rules::is_secret_header(k) {
-                crate::header_rules::MASK.to_owned()
+            *v = if crate::security::header_rules::is_secret_header(k) {
+                crate::security::header_rules::MASK.to_owned()
             } else {
                 keyring.seal(v).stored().to_owned()
             };
@@ -784,15 +783,15 @@ impl Handler<Arrived> for Endpoint {
 /// A dead delivery queued again (retry or recover).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Requeued {
+pub struct QueuedAgain {
     pub delivery: DeliveryRef,
     pub manual: bool,
 }
 
-impl Handler<Requeued> for Endpoint {
+impl Handler<QueuedAgain> for Endpoint {
     type Result = ();
 
-    fn handle(&mut self, msg: Requeued, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: QueuedAgain, ctx: &mut Context<Self>) {
         self.heard();
         let d = msg.delivery;
         if self.known(d) {
@@ -834,7 +833,7 @@ impl Handler<Redefined> for Endpoint {
         if self.webhook.rate_limit != msg.0.rate_limit {
             self.next_slot_us = 0;
         }
-        self.opened = signature::Opened::of(&msg.0, &self.shared.keyring);
+        self.opened = signature::OpenedSecrets::of(&msg.0, &self.shared.keyring);
         self.webhook = msg.0;
         self.drive(ctx);
     }

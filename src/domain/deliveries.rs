@@ -10,9 +10,9 @@
 //!   dead and its webhook still there is checked on the writer thread, against the state
 //!   the record would change, so two retries of one delivery cannot both re-queue it.
 
-use crate::error::DomainError;
-use crate::events;
-use crate::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
+use crate::domain::error::DomainError;
+use crate::domain::events;
+use crate::domain::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
 use crate::model::*;
 use crate::storage::{AttemptFinished, Command, DeliveryRow, EventIngested, Ledger, Precondition, Record};
 
@@ -380,6 +380,106 @@ pub async fn requeue(ledger: &dyn Ledger, webhook: &WebhookId, dead: &[DeliveryR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::events::{ingest, EventInput};
+    use crate::domain::fixtures::{block_on, ledger, rules, webhook};
+
+    /// One event of `account` owed to its webhooks subscribed to `lead.*`; its seq.
+    fn one_event(ledger: &crate::domain::fixtures::MemoryLedger, account: &AccountId) -> EventId {
+        let input = EventInput {
+            event: "lead.qualified".into(),
+            data: b"{}".to_vec(),
+            timestamp: None,
+            external_id: None,
+            idempotency_key: None,
+            order: 0,
+        };
+        block_on(ingest(ledger, &rules(), account, input)).unwrap().id
+    }
+
+    /// Records the delivery's attempt as the engine would, ending it with `next`.
+    fn attempt(ledger: &crate::domain::fixtures::MemoryLedger, d: DeliveryRef, webhook: &WebhookId, next: NextStep) {
+        let at = now_millis();
+        let record = Record::AttemptFinished(Box::new(AttemptFinished {
+            delivery: d,
+            webhook_id: webhook.clone(),
+            attempt: 1,
+            started_at: at,
+            at,
+            outcome: AttemptOutcome {
+                result: AttemptResult::HttpError,
+                status_code: Some(503),
+                latency_us: 1_000,
+                error: Some("HTTP 503".into()),
+                response_excerpt: None,
+                request_headers: Vec::new(),
+            },
+            next,
+            status: WebhookStatus::default(),
+        }));
+        block_on(ledger.append(Command::new(vec![record]))).unwrap();
+    }
+
+    #[test]
+    fn a_dead_delivery_is_retried_once_and_shows_its_attempts() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let w = webhook(&ledger, &account, &["lead.*"]);
+        let event = one_event(&ledger, &account);
+        let id = DeliveryId::new(&event, 0);
+        let d = id.to_ref(ledger.id_key()).unwrap();
+        let listed = block_on(list(&ledger, &account, &DeliveryFilter::default(), None, 10)).unwrap();
+        assert_eq!(
+            listed.items.iter().map(|i| (&i.id, &i.row.state)).collect::<Vec<_>>(),
+            vec![(&id, &DeliveryState::Pending)]
+        );
+        assert!(matches!(block_on(retry(&ledger, &account, &id)), Err(DomainError::Conflict(_))), "not dead");
+
+        attempt(&ledger, d, &w.id, NextStep::Dead(DeadReason::RetriesExhausted));
+        let (info, attempts) = block_on(get(&ledger, &account, &id)).unwrap();
+        assert!(matches!(info.row.state, DeliveryState::Dead(_)));
+        assert_eq!(attempts.iter().map(|a| a.outcome.status_code).collect::<Vec<_>>(), vec![Some(503)]);
+        let dead = DeliveryFilter { status: Some(StatusFilter::Dead), ..Default::default() };
+        assert_eq!(block_on(list(&ledger, &account, &dead, None, 10)).unwrap().items.len(), 1);
+
+        let again = block_on(retry(&ledger, &account, &id)).unwrap();
+        assert_eq!(again.row.state, DeliveryState::Pending);
+        assert!(matches!(block_on(retry(&ledger, &account, &id)), Err(DomainError::Conflict(_))), "twice");
+        let (other, _) = block_on(crate::domain::accounts::create(&ledger, "other")).unwrap();
+        assert_eq!(block_on(get(&ledger, &other.id, &id)).err(), Some(DomainError::NotFound));
+    }
+
+    #[test]
+    fn recover_requeues_the_dead_letters_of_a_window_oldest_first() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let w = webhook(&ledger, &account, &["lead.*"]);
+        let events: Vec<EventId> = (0..4).map(|_| one_event(&ledger, &account)).collect();
+        let refs: Vec<DeliveryRef> =
+            events.iter().map(|e| DeliveryId::new(e, 0).to_ref(ledger.id_key()).unwrap()).collect();
+        for (i, d) in refs.iter().enumerate() {
+            let next = if i == 1 { NextStep::Succeeded } else { NextStep::Dead(DeadReason::RetriesExhausted) };
+            attempt(&ledger, *d, &w.id, next);
+        }
+        let dead = block_on(dead_in_window(&ledger, &account, &w.id, TimeWindow::default())).unwrap();
+        assert_eq!(dead, vec![refs[3], refs[2], refs[0]], "newest first, the success left out");
+        assert_eq!(block_on(requeue(&ledger, &w.id, &dead)).unwrap(), 3);
+        // One record per delivery, oldest first: the work goes out in event order.
+        let last = block_on(ledger.last_seq()).unwrap();
+        let requeued: Vec<DeliveryRef> = (last - 2..=last)
+            .filter_map(|seq| match block_on(ledger.record(seq)).unwrap() {
+                Some(Record::DeliveryRequeued { delivery, .. }) => Some(delivery),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requeued, vec![refs[0], refs[2], refs[3]]);
+        let (window, _) = block_on(ledger.due_window(&w.id, 10, None)).unwrap();
+        assert_eq!(window.len(), 3, "owed again");
+        let (other, _) = block_on(crate::domain::accounts::create(&ledger, "other")).unwrap();
+        assert_eq!(
+            block_on(dead_in_window(&ledger, &other.id, &w.id, TimeWindow::default())).err(),
+            Some(DomainError::NotFound)
+        );
+    }
 
     fn status(state: HealthState, breaker_until: Option<Millis>) -> WebhookStatus {
         WebhookStatus { state, breaker_until, ..WebhookStatus::default() }

@@ -8,7 +8,7 @@
 //! (possibly fewer than `limit` items, even none) and a cursor to go on from where it
 //! stopped. A `null` cursor always means the end.
 
-use crate::error::DomainError;
+use crate::domain::error::DomainError;
 use crate::model::{AccountId, Millis, WebhookId};
 use crate::storage::{EventEntry, IntakeEntry, Ledger};
 use std::collections::VecDeque;
@@ -74,7 +74,7 @@ pub fn bad_cursor() -> DomainError {
     DomainError::invalid("cursor", "not a cursor this list gave")
 }
 
-/// A newest-first walk over one of storage's indexes, read [`CHUNK`] entries at a time
+/// A newest-first walk over one of storage's indexes, read a chunk of entries at a time
 /// below the position the walk started from.
 pub struct Entries<T> {
     read: VecDeque<T>,

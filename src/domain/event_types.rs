@@ -5,8 +5,8 @@
 //! say where it comes from); the cursor is the last name of the previous page.
 
 use crate::config::EventType;
-use crate::error::DomainError;
-use crate::listing::Listing;
+use crate::domain::error::DomainError;
+use crate::domain::listing::Listing;
 use crate::model::{is_event_name, AccountId};
 use crate::storage::Ledger;
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub async fn list(
     limit: usize,
 ) -> Result<Listing<EventTypeInfo>, DomainError> {
     if cursor.is_some_and(|c| !is_event_name(c)) {
-        return Err(crate::listing::bad_cursor());
+        return Err(crate::domain::listing::bad_cursor());
     }
     let after = |name: &str| cursor.is_none_or(|c| name > c);
     let mut merged: BTreeMap<String, EventTypeInfo> = configured

@@ -285,8 +285,7 @@ pub fn load(source: &KeySource, data_dir: &Path) -> Result<Keyring, SealError> {
             Err(e) => return Err(e),
         },
         None => {
-            crate::log::create_private_dir(data_dir)
-                .map_err(|e| SealError::Io(format!("{}: {e}", data_dir.display())))?;
+            super::create_private_dir(data_dir).map_err(|e| SealError::Io(format!("{}: {e}", data_dir.display())))?;
             write_private(&canary_path, keyring.seal(CANARY).stored())?;
         }
     }

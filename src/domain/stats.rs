@@ -4,7 +4,7 @@
 //! Invariant: counts only the caller's account; minutes without activity are zeros, so a
 //! chart of the answer always has 60 points.
 
-use crate::error::DomainError;
+use crate::domain::error::DomainError;
 use crate::model::{AccountId, HealthState, Millis};
 use crate::storage::{minute, Counters, Ledger};
 

@@ -46,7 +46,7 @@ pub use dispatcher::{Dispatcher, TestOutcome};
 
 use crate::metrics::Metrics;
 use crate::model::{AccountId, DeliveryId, DeliveryRef, EventId, IdKey, WebhookId};
-use crate::safety::TargetPolicy;
+use crate::security::safety::TargetPolicy;
 use crate::storage::{EventIngested, Ledger};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -108,7 +108,7 @@ pub struct Shared {
     /// recorded); the catalog, to match operational events to the webhooks that subscribe.
     pub ledger: Arc<dyn Ledger>,
     /// Opens webhooks' sealed secrets and header values, and seals what attempts record.
-    pub keyring: Arc<crate::seal::Keyring>,
+    pub keyring: Arc<crate::security::seal::Keyring>,
     pub id_key: IdKey,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,

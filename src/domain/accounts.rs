@@ -9,9 +9,9 @@
 //! - Every change is a log record appended through the writer, with a precondition checked
 //!   against the committed state, so concurrent requests cannot race past each other.
 
-use crate::credentials;
-use crate::error::DomainError;
+use crate::domain::error::DomainError;
 use crate::model::*;
+use crate::security::credentials;
 use crate::storage::{AppendError, Command, Ledger, Precondition, Record};
 use rand::RngCore;
 
@@ -196,4 +196,73 @@ pub fn authenticate(
         return Err(DomainError::Unauthenticated);
     }
     Ok(Caller::Key { account: key.account_id.clone(), key: key_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{block_on, ledger};
+
+    #[test]
+    fn a_key_works_until_it_is_revoked_or_its_account_deleted() {
+        let ledger = ledger();
+        let (account, issued) = block_on(create(&ledger, "  AstroLeads ")).unwrap();
+        assert_eq!(account.name, "AstroLeads");
+        let caller = authenticate(&ledger, None, &issued.secret, None).unwrap();
+        assert_eq!(caller, Caller::Key { account: account.id.clone(), key: issued.key.id.clone() });
+        assert_eq!(
+            authenticate(&ledger, None, &format!("{}x", issued.secret), None),
+            Err(DomainError::Unauthenticated)
+        );
+
+        let second = block_on(issue_key(&ledger, &account.id)).unwrap();
+        block_on(revoke_key(&ledger, &account.id, &issued.key.id)).unwrap();
+        assert_eq!(authenticate(&ledger, None, &issued.secret, None), Err(DomainError::Unauthenticated));
+        assert!(authenticate(&ledger, None, &second.secret, None).is_ok(), "the other key still works");
+        assert_eq!(block_on(revoke_key(&ledger, &account.id, &issued.key.id)), Err(DomainError::NotFound), "twice");
+
+        block_on(delete(&ledger, &account.id)).unwrap();
+        assert_eq!(authenticate(&ledger, None, &second.secret, None), Err(DomainError::Unauthenticated));
+        assert_eq!(get(&ledger, &account.id), Err(DomainError::NotFound));
+        assert_eq!(block_on(issue_key(&ledger, &account.id)).err(), Some(DomainError::NotFound));
+    }
+
+    #[test]
+    fn a_key_of_one_account_cannot_be_revoked_through_another() {
+        let ledger = ledger();
+        let (a, key_a) = block_on(create(&ledger, "a")).unwrap();
+        let (b, _) = block_on(create(&ledger, "b")).unwrap();
+        assert_eq!(block_on(revoke_key(&ledger, &b.id, &key_a.key.id)), Err(DomainError::NotFound));
+        assert!(authenticate(&ledger, None, &key_a.secret, None).is_ok());
+        assert_eq!(keys_of(&ledger, &a.id).len(), 1);
+        assert!(keys_of(&ledger, &b.id).iter().all(|k| k.account_id == b.id));
+    }
+
+    #[test]
+    fn the_default_account_exists_once_and_cannot_be_deleted() {
+        let ledger = ledger();
+        block_on(ensure_default_account(&ledger)).unwrap();
+        let default = AccountId::default_account();
+        assert_eq!(list(&ledger, None, 10).iter().filter(|a| a.id == default).count(), 1);
+        assert!(matches!(block_on(delete(&ledger, &default)), Err(DomainError::Conflict(_))));
+        assert!(get(&ledger, &default).is_ok());
+    }
+
+    #[test]
+    fn the_admin_token_acts_for_a_live_account_it_names() {
+        let ledger = ledger();
+        let (account, _) = block_on(create(&ledger, "leadnest")).unwrap();
+        let admin = authenticate(&ledger, Some("configured-admin-token"), "configured-admin-token", None).unwrap();
+        assert_eq!(admin, Caller::Admin { account: AccountId::default_account() });
+        let acting =
+            authenticate(&ledger, Some("configured-admin-token"), "configured-admin-token", Some(account.id.as_str()));
+        assert_eq!(acting.unwrap(), Caller::Admin { account: account.id.clone() });
+        let bad = authenticate(&ledger, Some("configured-admin-token"), "configured-admin-token", Some("acct_nope"));
+        assert!(matches!(bad, Err(DomainError::Invalid { .. })));
+        block_on(delete(&ledger, &account.id)).unwrap();
+        let gone =
+            authenticate(&ledger, Some("configured-admin-token"), "configured-admin-token", Some(account.id.as_str()));
+        assert_eq!(gone, Err(DomainError::NotFound));
+        assert!(matches!(block_on(create(&ledger, "")), Err(DomainError::Invalid { .. })));
+    }
 }

@@ -12,12 +12,12 @@
 //!   base64-decoded after `whsec_`, or the secret's own UTF-8 bytes if it is not of that form.
 //! - `X-Webhook-Timestamp` and `webhook-timestamp` are the same value, the send time.
 //! - Secrets never leave this module except inside an HMAC; they are opened from their sealed
-//!   form ([`Opened`]) once per definition of the webhook, not per attempt.
+//!   form ([`OpenedSecrets`]) once per definition of the webhook, not per attempt.
 
-use crate::header_rules;
+use crate::model::time::rfc3339;
 use crate::model::{DeliveryId, EventId, Millis, Webhook};
-use crate::seal::Keyring;
-use crate::time::rfc3339;
+use crate::security::header_rules;
+use crate::security::seal::Keyring;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -65,14 +65,6 @@ pub fn hex_signature(secret: &str, body: &[u8]) -> String {
     out
 }
 
-/// Whether `secret` is `whsec_` followed by canonical standard base64 of a non-empty key.
-pub fn is_standard_form(secret: &str) -> bool {
-    secret
-        .strip_prefix("whsec_")
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .is_some_and(|key| !key.is_empty())
-}
-
 /// The Standard Webhooks key of a secret.
 pub fn standard_key(secret: &str) -> Vec<u8> {
     secret
@@ -91,22 +83,22 @@ pub fn standard_signature(secret: &str, msg_id: &str, timestamp: u64, body: &[u8
 /// What of a webhook is sealed at rest, opened for sending: its secrets (newest first, with
 /// when each stops signing) and its custom headers. Held by the webhook's actor only.
 #[derive(Default)]
-pub struct Opened {
+pub struct OpenedSecrets {
     secrets: Vec<(String, Option<Millis>)>,
     headers: Vec<(String, String)>,
 }
 
-impl std::fmt::Debug for Opened {
+impl std::fmt::Debug for OpenedSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Opened({} secrets, {} headers)", self.secrets.len(), self.headers.len())
+        write!(f, "OpenedSecrets({} secrets, {} headers)", self.secrets.len(), self.headers.len())
     }
 }
 
-impl Opened {
+impl OpenedSecrets {
     /// Opens `webhook`'s secrets and header values; one that does not open (its key is not
     /// in the ring) is left out and logged.
-    pub fn of(webhook: &Webhook, keyring: &Keyring) -> Opened {
-        let mut opened = Opened::default();
+    pub fn of(webhook: &Webhook, keyring: &Keyring) -> OpenedSecrets {
+        let mut opened = OpenedSecrets::default();
         for s in &webhook.secrets {
             match keyring.open(&s.value) {
                 Ok(v) => opened.secrets.push((v, s.expires_at)),
@@ -129,7 +121,7 @@ impl Opened {
 /// the signatures. `now` is the send time (ms): live secrets are those not expired by then.
 pub fn headers(
     webhook: &Webhook,
-    opened: &Opened,
+    opened: &OpenedSecrets,
     delivery: &DeliveryId,
     event: &str,
     attempt: u32,
@@ -219,14 +211,14 @@ mod tests {
             Secret { value: ring.seal("an-old-plain-secret-0123"), created_at: now - 99, expires_at: Some(now + 1) },
             // As an older Herald stored it: in clear.
             Secret {
-                value: crate::seal::SealedText::in_clear("an-expired-secret-012345"),
+                value: crate::security::seal::SealedText::in_clear("an-expired-secret-012345"),
                 created_at: now - 999,
                 expires_at: Some(now),
             },
         ];
         w.headers = vec![("X-Team".into(), ring.seal("sales"))];
         let dlv = DeliveryId::new(&event, 1);
-        let h = headers(&w, &Opened::of(&w, &ring), &dlv, "lead.qualified", 3, now, &b);
+        let h = headers(&w, &OpenedSecrets::of(&w, &ring), &dlv, "lead.qualified", 3, now, &b);
         let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(
             get("X-Webhook-Signature"),

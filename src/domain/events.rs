@@ -13,12 +13,10 @@
 //!   number and its place in its batch (see `model::IdKey`), so the answer is computed after
 //!   the append.
 
-use crate::error::DomainError;
-use crate::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
+use crate::domain::error::DomainError;
+use crate::domain::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
 use crate::model::*;
-use crate::storage::{
-    name_hash, AppendError, Catalog, Command, EventIngested, Ledger, Precondition, Record, Rejection,
-};
+use crate::storage::{name_hash, AppendError, Command, EventIngested, Ledger, Precondition, Record, Rejection};
 use sha2::{Digest, Sha256};
 
 /// Longest idempotency key or client event id.
@@ -107,7 +105,7 @@ pub fn check_data(raw: &str) -> Result<(), DomainError> {
     }
     let mut de = serde_json::Deserializer::from_str(raw);
     serde::de::DeserializeSeed::deserialize(distinct::Keys, &mut de)
-        .map_err(|e| DomainError::invalid("data", crate::error::json_message(&e)))
+        .map_err(|e| DomainError::invalid("data", crate::domain::error::json_message(&e)))
 }
 
 /// A walk over a JSON value that refuses an object holding a key twice.
@@ -239,13 +237,6 @@ pub async fn ingest(
     }
 }
 
-/// One of Herald's own events (contract §5: `herald.circuit.opened`, …), ready to append to the
-/// account's stream with the deliveries it owes. `data` is a compact JSON object.
-pub fn operational(catalog: &Catalog, account: &AccountId, name: &str, data: Vec<u8>, at: Millis) -> Record {
-    let webhooks = catalog.matching(account, name).map(|w| w.id.clone()).collect();
-    Record::EventIngested(Box::new(EventIngested::unkeyed(account.clone(), name.to_owned(), data, webhooks, at)))
-}
-
 /// The answer the first request with an idempotency key got.
 async fn first_result(ledger: &dyn Ledger, seq: u64) -> Result<Ingested, DomainError> {
     match ledger.record(seq).await? {
@@ -347,7 +338,90 @@ pub async fn list(
 
 #[cfg(test)]
 mod tests {
-    use super::check_data;
+    use super::*;
+    use crate::domain::fixtures::{block_on, ledger, rules, webhook};
+
+    fn event(name: &str, data: &str, key: Option<&str>) -> EventInput {
+        EventInput {
+            event: name.into(),
+            data: data.as_bytes().to_vec(),
+            timestamp: None,
+            external_id: None,
+            idempotency_key: key.map(str::to_owned),
+            order: 0,
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let w = webhook(&ledger, &account, &["lead.*"]);
+        let first =
+            block_on(ingest(&ledger, &rules(), &account, event("lead.qualified", r#"{"id":1}"#, Some("k1")))).unwrap();
+        assert_eq!((first.deliveries, first.replayed), (1, false));
+        let again =
+            block_on(ingest(&ledger, &rules(), &account, event("lead.qualified", r#"{"id":1}"#, Some("k1")))).unwrap();
+        assert_eq!((again.id, again.replayed), (first.id.clone(), true));
+        let other = block_on(ingest(&ledger, &rules(), &account, event("lead.qualified", r#"{"id":2}"#, Some("k1"))));
+        assert!(matches!(other, Err(DomainError::Conflict(_))), "{other:?}");
+        let (_, stored) = block_on(get(&ledger, &account, &first.id)).unwrap();
+        assert_eq!((stored.data, stored.webhooks), (br#"{"id":1}"#.to_vec(), vec![w.id]));
+    }
+
+    #[test]
+    fn an_event_is_read_only_by_its_own_account_and_its_exact_id() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let (other, _) = block_on(crate::domain::accounts::create(&ledger, "other")).unwrap();
+        let done = block_on(ingest(&ledger, &rules(), &account, event("new_lead", "{}", None))).unwrap();
+        assert_eq!(done.deliveries, 0, "no webhook subscribes");
+        assert!(block_on(get(&ledger, &account, &done.id)).is_ok());
+        assert_eq!(block_on(get(&ledger, &other.id, &done.id)).err(), Some(DomainError::NotFound));
+        let forged = EventId::from_seq(done.id.millis() + 1, done.id.seq(ledger.id_key()).unwrap(), 0, ledger.id_key());
+        assert_eq!(block_on(get(&ledger, &account, &forged)).err(), Some(DomainError::NotFound));
+        assert!(block_on(cursor_seq(&ledger, &forged)).is_err(), "a made-up cursor is refused");
+    }
+
+    #[test]
+    fn the_event_list_pages_newest_first_by_name_and_window() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let name = if i % 2 == 0 { "lead.qualified" } else { "email.bounced" };
+            ids.push(block_on(ingest(&ledger, &rules(), &account, event(name, "{}", None))).unwrap().id);
+        }
+        let filter = EventFilter { event: Some("lead.qualified".into()), window: TimeWindow::default() };
+        let page = block_on(list(&ledger, &account, &filter, None, 3)).unwrap();
+        let got: Vec<EventId> = page.items.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(got, vec![ids[6].clone(), ids[4].clone(), ids[2].clone()]);
+        let rest = block_on(list(&ledger, &account, &filter, page.next_cursor.as_deref(), 3)).unwrap();
+        assert_eq!(rest.items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+        assert_eq!(rest.next_cursor, None);
+        let bad = EventFilter { event: Some("Not A Name".into()), window: TimeWindow::default() };
+        assert!(matches!(block_on(list(&ledger, &account, &bad, None, 3)), Err(DomainError::Invalid { .. })));
+        let future =
+            EventFilter { event: None, window: TimeWindow::new(Some(now_millis() + 3_600_000), None).unwrap() };
+        assert!(block_on(list(&ledger, &account, &future, None, 3)).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn a_webhook_with_too_many_queued_is_back_pressure_and_nothing_is_written() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        webhook(&ledger, &account, &["lead.*"]);
+        let rules = IngestRules { max_pending_per_webhook: 2, ..rules() };
+        for _ in 0..2 {
+            block_on(ingest(&ledger, &rules, &account, event("lead.new", "{}", None))).unwrap();
+        }
+        let before = block_on(ledger.last_seq()).unwrap();
+        let refused = block_on(ingest(&ledger, &rules, &account, event("lead.new", "{}", None)));
+        assert!(matches!(refused, Err(DomainError::RateLimited(_))), "{refused:?}");
+        assert_eq!(block_on(ledger.last_seq()).unwrap(), before);
+        let reserved = block_on(ingest(&ledger, &rules, &account, event("herald.circuit.opened", "{}", None)));
+        assert!(matches!(reserved, Err(DomainError::Invalid { .. })));
+    }
 
     #[test]
     fn data_is_an_object_with_no_key_twice_at_any_depth() {

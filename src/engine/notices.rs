@@ -7,8 +7,9 @@
 //!   `None` for a `herald.*` event), so notices cannot feed each other.
 
 use super::breaker::Transition;
+use crate::model::time::rfc3339;
 use crate::model::*;
-use crate::time::rfc3339;
+use crate::storage::{Catalog, EventIngested, Record};
 
 /// One operational event to ingest into the webhook's account.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +44,7 @@ impl Notice {
     pub fn of_transition(t: &Transition, webhook_id: &WebhookId, status: &WebhookStatus) -> Notice {
         let webhook_id = webhook_id.clone();
         match t {
-            Transition::Opened => Notice::CircuitOpened {
+            Transition::OpenedSecrets => Notice::CircuitOpened {
                 webhook_id,
                 consecutive_failures: status.consecutive_failures,
                 last_status_code: status.last_status_code,
@@ -70,6 +71,20 @@ impl Notice {
             reason: reason.clone(),
             attempts,
         })
+    }
+
+    /// The notice as the record that ingests it into `account`'s stream, owed to the webhooks
+    /// that subscribe to it now (`data` is a compact JSON object).
+    pub fn record(&self, catalog: &Catalog, account: &AccountId, at: Millis) -> Record {
+        let name = self.name();
+        let webhooks = catalog.matching(account, name).map(|w| w.id.clone()).collect();
+        Record::EventIngested(Box::new(EventIngested::unkeyed(
+            account.clone(),
+            name.to_owned(),
+            self.data(),
+            webhooks,
+            at,
+        )))
     }
 
     pub fn name(&self) -> &'static str {
@@ -123,7 +138,7 @@ mod tests {
             breaker_until: Some(1_800_000_000_000),
             ..WebhookStatus::default()
         };
-        let opened = Notice::of_transition(&Transition::Opened, &wh, &status);
+        let opened = Notice::of_transition(&Transition::OpenedSecrets, &wh, &status);
         let data: serde_json::Value = serde_json::from_slice(&opened.data()).unwrap();
         assert_eq!(opened.name(), "herald.circuit.opened");
         assert_eq!(data["consecutive_failures"], 5);

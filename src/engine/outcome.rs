@@ -73,12 +73,12 @@ pub struct Decision {
     pub record: AttemptFinished,
     /// Herald's own events to ingest with the record, in order.
     pub notices: Vec<Notice>,
-    pub counters: Counters,
+    pub counters: Tally,
 }
 
 /// What the metrics count of it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Counters {
+pub struct Tally {
     pub result: AttemptResult,
     pub latency_seconds: f64,
     /// Delivered: seconds from ingest to success.
@@ -120,7 +120,7 @@ pub fn decide(ended: Ended<'_>, rules: &Rules<'_>, status: &WebhookStatus, now: 
         let delivery_id = DeliveryId::from_ref(ended.delivery, ended.event_at, ended.event_order, rules.id_key);
         notices.extend(Notice::delivery_dead(ended.event, &delivery_id, rules.webhook_id, reason, ended.attempt));
     }
-    let counters = Counters {
+    let counters = Tally {
         result: ended.result,
         latency_seconds: ended.latency.as_secs_f64(),
         delivered_after_seconds: matches!(next, NextStep::Succeeded)
@@ -308,7 +308,7 @@ mod tests {
             status = d.status;
         }
         let opened = decide(failing(3, 500), &r, &status, NOW, 0.0);
-        assert_eq!(opened.transition, Some(Transition::Opened));
+        assert_eq!(opened.transition, Some(Transition::OpenedSecrets));
         assert_eq!(names(&opened), ["herald.circuit.opened"]);
         assert_eq!((opened.status.state, opened.status.breaker_until), (HealthState::CircuitOpen, Some(NOW + 30_000)));
 

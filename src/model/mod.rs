@@ -11,6 +11,8 @@
 //! - Times are unix milliseconds (`Millis`) chosen by the live process and written into log
 //!   records; folding the log never reads a clock.
 
+pub mod time;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -378,8 +380,8 @@ pub enum Method {
 /// A signing secret and, once superseded by a rotation, when it stops signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
-    /// Sealed before it is stored (see [`crate::seal`]).
-    pub value: crate::seal::SealedText,
+    /// Sealed before it is stored (see [`crate::security::seal`]).
+    pub value: crate::security::seal::SealedText,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
 }
@@ -402,7 +404,7 @@ pub struct Webhook {
     pub timeout_ms: u64,
     pub method: Method,
     /// Custom headers: names in clear, values sealed before they are stored.
-    pub headers: Vec<(String, crate::seal::SealedText)>,
+    pub headers: Vec<(String, crate::security::seal::SealedText)>,
     pub signature_header: String,
     pub signature_prefix: String,
     pub ordered: bool,

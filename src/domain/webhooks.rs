@@ -11,14 +11,14 @@
 //!   rules now refuse), is reported ([`violations`]), and must satisfy every rule on its next
 //!   edit.
 //! - A masked value ([`header_rules::MASK`]) sent back in an edit keeps the stored value.
-//! - Secrets and header values are sealed ([`crate::seal`]) before the record that carries
+//! - Secrets and header values are sealed ([`crate::security::seal`]) before the record that carries
 //!   them is made: the log never sees them in clear.
 
-use crate::error::DomainError;
-use crate::header_rules::{self, MASK};
+use crate::domain::error::DomainError;
 use crate::model::*;
-use crate::safety::TargetPolicy;
-use crate::seal::{Keyring, SealedText};
+use crate::security::header_rules::{self, MASK};
+use crate::security::safety::TargetPolicy;
+use crate::security::seal::{Keyring, SealedText};
 use crate::storage::{Command, Ledger, Precondition, Record, StatusRow};
 use rand::RngCore;
 
@@ -29,7 +29,7 @@ pub const MAX_HEADERS: usize = 20;
 pub const MAX_HEADER_BYTES: usize = 1024;
 pub const MAX_IN_FLIGHT: u32 = 256;
 pub const MAX_RATE_LIMIT: u32 = 100_000;
-pub use crate::header_rules::DEFAULT_SIGNATURE_HEADER;
+pub use crate::security::header_rules::DEFAULT_SIGNATURE_HEADER;
 pub const DEFAULT_SIGNATURE_PREFIX: &str = "sha256=";
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
 
@@ -59,7 +59,7 @@ pub struct WebhookInput {
 pub struct Settings {
     pub policy: TargetPolicy,
     /// Seals secrets and header values before they are stored.
-    pub keyring: std::sync::Arc<crate::seal::Keyring>,
+    pub keyring: std::sync::Arc<crate::security::seal::Keyring>,
     pub default_max_retries: u32,
     pub default_timeout_ms: u64,
     pub max_per_account: u32,
@@ -176,7 +176,7 @@ fn secret(value: &str) -> Result<String, DomainError> {
     // Receivers base64-decode what follows `whsec_` for the Standard Webhooks key and use
     // any other secret as it is; a `whsec_` secret that is not canonical base64 would be
     // read one way by Herald and another by lenient decoders.
-    if value.starts_with("whsec_") && !crate::delivery::signature::is_standard_form(value) {
+    if value.starts_with("whsec_") && !crate::security::credentials::is_standard_form(value) {
         return Err(DomainError::invalid(
             "secret",
             "a secret starting with whsec_ must be standard base64 after it (with its = padding); \
@@ -388,16 +388,16 @@ pub async fn update(
 /// What `POST /webhooks/{id}/test` sends when the caller names no event.
 pub const TEST_EVENT: &str = "webhook.test";
 
-/// One signed delivery of a sample of `event` (its configured `sample`, else
-/// `{"test":true}`) to the account's webhook, now, whatever its breaker says; not recorded.
-pub async fn test_send(
+/// What a test send of `event` to the account's webhook carries: the event's name (default
+/// [`TEST_EVENT`]) and its configured `sample`, else `{"test":true}`. The delivery engine
+/// sends it, now, whatever the breaker says, and records nothing.
+pub fn test_sample(
     ledger: &dyn Ledger,
-    delivery: &crate::delivery::Dispatcher,
     event_types: &[crate::config::EventType],
     account: &AccountId,
     id: &WebhookId,
     event: Option<String>,
-) -> Result<crate::delivery::TestOutcome, DomainError> {
+) -> Result<(String, Vec<u8>), DomainError> {
     get(ledger, account, id)?;
     let event = event.unwrap_or_else(|| TEST_EVENT.to_owned());
     if !is_event_name(&event) {
@@ -408,7 +408,7 @@ pub async fn test_send(
         Some(table) => serde_json::to_vec(table).map_err(|e| DomainError::Storage(e.to_string()))?,
         None => br#"{"test":true}"#.to_vec(),
     };
-    delivery.test_send(id, event, data).await.ok_or(DomainError::NotFound)
+    Ok((event, data))
 }
 
 /// Deletes a webhook; its queued deliveries die with reason `deleted`.
@@ -490,4 +490,83 @@ pub fn sealed_record(record: &Record, open: &Keyring, seal: &Keyring) -> Result<
         }
         _ => return Ok(None),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{block_on, ledger, settings};
+
+    fn input(url: &str, events: &[&str]) -> WebhookInput {
+        WebhookInput {
+            url: Some(url.into()),
+            events: Some(events.iter().map(|e| e.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_account_has_at_most_its_limit_of_webhooks_and_a_deleted_one_frees_its_place() {
+        let ledger = ledger();
+        let account = AccountId::default_account();
+        let settings = settings(2);
+        let first = block_on(create(&ledger, &settings, &account, input("http://127.0.0.1:9/a", &["lead.*"]))).unwrap();
+        block_on(create(&ledger, &settings, &account, input("http://127.0.0.1:9/b", &["new_lead"]))).unwrap();
+        let third = block_on(create(&ledger, &settings, &account, input("http://127.0.0.1:9/c", &["new_lead"])));
+        assert!(matches!(third, Err(DomainError::Limit(_))), "{third:?}");
+        block_on(delete(&ledger, &account, &first.id)).unwrap();
+        assert!(block_on(create(&ledger, &settings, &account, input("http://127.0.0.1:9/c", &["new_lead"]))).is_ok());
+        assert_eq!(list(&ledger, &account, None, 10).len(), 2);
+    }
+
+    #[test]
+    fn a_webhook_is_reached_only_through_its_own_account() {
+        let ledger = ledger();
+        let settings = settings(10);
+        let owner = AccountId::default_account();
+        let (other, _) = block_on(crate::domain::accounts::create(&ledger, "other")).unwrap();
+        let w = block_on(create(&ledger, &settings, &owner, input("http://127.0.0.1:9/a", &["lead.*"]))).unwrap();
+        assert_eq!(get(&ledger, &other.id, &w.id).err(), Some(DomainError::NotFound));
+        assert_eq!(block_on(delete(&ledger, &other.id, &w.id)), Err(DomainError::NotFound));
+        let edit = WebhookInput { name: Some("mine now".into()), ..Default::default() };
+        assert_eq!(block_on(update(&ledger, &settings, &other.id, &w.id, edit)).err(), Some(DomainError::NotFound));
+        assert_eq!(get(&ledger, &owner, &w.id).unwrap().0.name, w.name, "unchanged");
+        assert!(test_sample(&ledger, &[], &other.id, &w.id, None).is_err());
+        assert_eq!(
+            test_sample(&ledger, &[], &owner, &w.id, None).unwrap(),
+            (TEST_EVENT.to_owned(), br#"{"test":true}"#.to_vec())
+        );
+    }
+
+    #[test]
+    fn required_fields_and_bad_values_are_refused_before_anything_is_written() {
+        let ledger = ledger();
+        let settings = settings(10);
+        let account = AccountId::default_account();
+        let no_url = WebhookInput { events: Some(vec!["lead.*".into()]), ..Default::default() };
+        assert!(matches!(block_on(create(&ledger, &settings, &account, no_url)), Err(DomainError::Invalid { .. })));
+        let mut bad_secret = input("http://127.0.0.1:9/a", &["lead.*"]);
+        bad_secret.secret = Some("whsec_not base64!!".into());
+        assert!(matches!(block_on(create(&ledger, &settings, &account, bad_secret)), Err(DomainError::Invalid { .. })));
+        assert!(list(&ledger, &account, None, 10).is_empty());
+        assert_eq!(block_on(ledger.last_seq()).unwrap(), 1, "only acct_default was ever written");
+    }
+
+    #[test]
+    fn an_edit_computed_from_an_older_version_is_refused() {
+        let ledger = ledger();
+        let settings = settings(10);
+        let account = AccountId::default_account();
+        let w = block_on(create(&ledger, &settings, &account, input("http://127.0.0.1:9/a", &["lead.*"]))).unwrap();
+        let seen = version(&ledger, &w.id);
+        block_on(rotate_secret(&ledger, &settings, &account, &w.id)).unwrap();
+        let stale = Command::checked(
+            vec![Record::WebhookDeleted { webhook_id: w.id.clone(), at: 1 }],
+            owned(&account, &w.id, seen),
+        );
+        let refused = block_on(ledger.append(stale));
+        assert!(matches!(refused, Err(crate::storage::AppendError::Rejected(crate::storage::Rejection::Conflict(_)))));
+        let (now, _) = get(&ledger, &account, &w.id).unwrap();
+        assert_eq!(now.secrets.len(), 2, "rotated: the new secret and the old one for the overlap");
+    }
 }

@@ -1,4 +1,5 @@
-//! Secrets Herald issues and checks: the admin token (and, later, API keys).
+//! Secrets Herald issues and checks: tokens (the admin token, API keys), and the form of a
+//! webhook secret.
 //!
 //! Invariants: a token is shown once, when it is issued, and only its SHA-256 is stored;
 //! comparisons run in constant time. Tokens carry 256 bits of randomness, so a plain hash
@@ -26,6 +27,20 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 /// Whether `presented` hashes to `stored`, in time independent of where they differ.
 pub fn token_matches(presented: &str, stored: &[u8; 32]) -> bool {
     hash_token(presented).ct_eq(stored).into()
+}
+
+/// Whether `secret` is `whsec_` followed by canonical standard base64 of a non-empty key.
+pub fn is_standard_form(secret: &str) -> bool {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| {
+            {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64)
+            }
+            .ok()
+        })
+        .is_some_and(|key| !key.is_empty())
 }
 
 #[cfg(test)]

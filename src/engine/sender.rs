@@ -7,7 +7,7 @@
 //! - A target is checked again at connect time: a literal IP before anything is sent, a
 //!   name through [`GuardedResolver`], which drops every forbidden address the lookup
 //!   returns. A name that passed at create time and now resolves to 127.0.0.1 is refused
-//!   (no DNS-rebinding bypass). The lookup itself is the policy's [`HostLookup`](crate::safety::HostLookup), so tests
+//!   (no DNS-rebinding bypass). The lookup itself is the policy's [`HostLookup`](crate::security::safety::HostLookup), so tests
 //!   can swap it.
 //! - Redirects are never followed: a 3xx is an answer like any other non-2xx.
 //! - At most [`RESPONSE_EXCERPT`] bytes of a response body are read, within the attempt's
@@ -15,7 +15,7 @@
 //! - An awc client is bound to the thread that made it: make one [`Sender`] per thread.
 
 use crate::model::{AttemptResult, Method};
-use crate::safety::TargetPolicy;
+use crate::security::safety::TargetPolicy;
 use actix_tls::connect::{Resolve, Resolver};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
