@@ -28,7 +28,7 @@ use crate::storage::{QueueEntry, Queued, Record};
 use actix::prelude::*;
 use futures_util::future::{AbortHandle, Abortable};
 use std::cell::OnceCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +43,9 @@ thread_local! {
 fn sender(shared: &Shared) -> Rc<Sender> {
     SENDER.with(|s| s.get_or_init(|| Rc::new(Sender::new(shared.policy.target.clone()))).clone())
 }
+
+/// Events of waiting deliveries one read of a missing event fetches besides.
+const PREFETCH: usize = 63;
 
 /// Attempts in flight from which a webhook's next attempts are spread over the arbiters.
 const SPREAD_FROM: usize = 4;
@@ -70,7 +73,9 @@ pub struct Endpoint {
     recording: HashMap<DeliveryRef, DeliveryId>,
     /// Deliveries taken from the window whose event is being read from storage, and what
     /// they were taken for.
-    loading: HashMap<DeliveryRef, Then>,
+    loading: HashMap<DeliveryRef, (Item, Then)>,
+    /// Records whose events a read under way brings.
+    reading: HashSet<u64>,
     /// A refill of the window from storage is under way.
     refilling: bool,
     /// Reads of re-queued deliveries under way.
@@ -127,6 +132,7 @@ impl Endpoint {
             in_flight: HashMap::new(),
             recording: HashMap::new(),
             loading: HashMap::new(),
+            reading: HashSet::new(),
             refilling: false,
             reads: 0,
             generation: 0,
@@ -214,7 +220,7 @@ impl Endpoint {
 
     fn capacity(&self) -> usize {
         let limit = if self.webhook.ordered { 1 } else { self.webhook.max_in_flight.max(1) as usize };
-        let loading = self.loading.values().filter(|then| matches!(then, Then::Send { .. })).count();
+        let loading = self.loading.values().filter(|(_, then)| matches!(then, Then::Send { .. })).count();
         limit.saturating_sub(self.in_flight.len() + loading)
     }
 
@@ -363,53 +369,82 @@ impl Endpoint {
     }
 
     /// Reads the event of a delivery the actor did not hear of from ingest (recovered,
-    /// re-queued) from storage, off the actor's turn; then does with it what it was taken
-    /// from the window for.
+    /// re-queued) from storage, off the actor's turn, then does with it what it was taken
+    /// from the window for. One read also fetches the events of the next [`PREFETCH`]
+    /// deliveries waiting (into the shared cache): a backlog is drained a run of
+    /// neighbouring records per read, not a read per delivery.
     fn load(&mut self, item: Item, then: Then, ctx: &mut Context<Self>) {
-        let d = item.delivery;
-        self.loading.insert(d, then);
+        let seq = item.delivery.seq;
+        self.loading.insert(item.delivery, (item, then));
+        if self.reading.contains(&seq) {
+            // A read under way brings it.
+            return;
+        }
+        let mut seqs = vec![seq];
+        let cached = |s: u64| self.shared.recent.lock().ok().is_some_and(|r| r.get(s).is_some());
+        for next in self.queue.upcoming().filter(|i| i.event.is_none()).map(|i| i.delivery.seq) {
+            if seqs.len() > PREFETCH {
+                break;
+            }
+            if !self.reading.contains(&next) && !seqs.contains(&next) && !cached(next) {
+                seqs.push(next);
+            }
+        }
+        self.reading.extend(seqs.iter().copied());
         let ledger = self.shared.ledger.clone();
         let generation = self.generation;
-        let read = async move { ledger.event_to_deliver(d.seq).await };
+        let asked = seqs.clone();
+        let read = async move { ledger.events_to_deliver(asked).await };
         ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
-            let Some(then) = act.loading.remove(&d) else { return };
+            for s in &seqs {
+                act.reading.remove(s);
+            }
             if act.generation != generation {
                 return act.drive(ctx);
             }
-            let event = match found {
-                Ok(Some(e)) => {
-                    let p = Arc::new(Prepared::new(d.seq, Arc::new(e)));
-                    if let Ok(mut recent) = act.shared.recent.lock() {
-                        recent.insert(p.clone());
-                    }
-                    Some(p)
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(webhook_id = %act.webhook.id, seq = d.seq, error = %e, "cannot read an event to deliver");
-                    None
-                }
-            };
-            let mut item = item;
-            match (then, event) {
-                (Then::Kill(reason), event) => act.record_death(item, event, reason, ctx),
-                (Then::Send { .. }, None) => act.record_death(item, None, DeadReason::Corrupt, ctx),
-                (Then::Send { probe }, Some(event)) => {
-                    item.event = Some(event);
-                    let gate = breaker::gate(&act.status, now_millis());
-                    if act.draining || !act.webhook.is_active || matches!(gate, Gate::Disabled) {
-                        // Things changed while it was read: it waits (or dies) with the rest.
-                        if probe {
-                            act.probing = false;
+            let mut events: HashMap<u64, Arc<Prepared>> = HashMap::new();
+            match found {
+                Ok(found) => {
+                    let mut recent = act.shared.recent.lock().ok();
+                    for (seq, e) in found {
+                        let p = Arc::new(Prepared::new(seq, Arc::new(e)));
+                        if let Some(recent) = recent.as_mut() {
+                            recent.insert(p.clone());
                         }
-                        act.queue.push(item);
-                    } else {
-                        act.start(item, probe, ctx);
+                        events.insert(seq, p);
                     }
                 }
+                Err(e) => tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot read events to deliver"),
+            }
+            let waiting: Vec<DeliveryRef> = act.loading.keys().filter(|d| seqs.contains(&d.seq)).copied().collect();
+            for d in waiting {
+                let Some((item, then)) = act.loading.remove(&d) else { continue };
+                act.loaded(item, then, events.get(&d.seq).cloned(), ctx);
             }
             act.drive(ctx);
         }));
+    }
+
+    /// A delivery's event came back from storage (`None`: there is none, or it could not
+    /// be read).
+    fn loaded(&mut self, mut item: Item, then: Then, event: Option<Arc<Prepared>>, ctx: &mut Context<Self>) {
+        match (then, event) {
+            (Then::Kill(reason), event) => self.record_death(item, event, reason, ctx),
+            (Then::Send { .. }, None) => self.record_death(item, None, DeadReason::Corrupt, ctx),
+            (Then::Send { probe }, Some(event)) => {
+                item.event = Some(event);
+                let gate = breaker::gate(&self.status, now_millis());
+                if self.draining || !self.webhook.is_active || matches!(gate, Gate::Disabled) {
+                    // Things changed while it was read: it waits (or dies) with the rest.
+                    if probe {
+                        self.probing = false;
+                    }
+                    self.queue.push(item);
+                } else {
+                    self.start(item, probe, ctx);
+                }
+            }
+        }
     }
 
     fn start(&mut self, mut item: Item, probe: bool, ctx: &mut Context<Self>) {
@@ -659,7 +694,7 @@ fn log_outcome(span: &tracing::Span, outcome: &AttemptOutcome, next: &NextStep, 
 fn held_elsewhere(
     in_flight: &HashMap<DeliveryRef, (AbortHandle, DeliveryId)>,
     recording: &HashMap<DeliveryRef, DeliveryId>,
-    loading: &HashMap<DeliveryRef, Then>,
+    loading: &HashMap<DeliveryRef, (Item, Then)>,
     urgent: &VecDeque<Item>,
     d: DeliveryRef,
 ) -> bool {
@@ -904,6 +939,7 @@ impl Handler<Resync> for Endpoint {
         // Reads begun before answer for a state the actor no longer holds.
         self.generation += 1;
         self.loading.clear();
+        self.reading.clear();
         let mut queue = Queue::new(self.webhook.ordered, self.shared.policy.window);
         let full = msg.window.len() >= self.shared.policy.window;
         for q in &msg.window {

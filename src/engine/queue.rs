@@ -112,6 +112,11 @@ impl Queue {
         self.items.remove(&key)
     }
 
+    /// The waiting deliveries in the order they go out (due order, or event order).
+    pub fn upcoming(&self) -> impl Iterator<Item = &Item> + '_ {
+        self.items.values()
+    }
+
     /// When the delivery that goes next is due.
     pub fn next_due(&self) -> Option<Millis> {
         self.items.first_key_value().map(|(_, i)| i.due)

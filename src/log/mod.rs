@@ -531,12 +531,26 @@ impl Ledger for Log {
         Ok(read_record(&self.tree()?, seq)?)
     }
 
-    async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>> {
+    async fn events_to_deliver(&self, mut seqs: Vec<u64>) -> Read<Vec<(u64, EventIngested)>> {
         let tree = self.tree()?;
-        let page = pages::LogPage::holding(&tree, seq)?;
-        let Some(bytes) = page.as_ref().and_then(|p| p.record(seq)) else { return Ok(None) };
-        Record::decode_event_to_deliver(bytes)
-            .map_err(|e| crate::storage::StorageError::Damaged(format!("record {seq}: {e}")))
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut out = Vec::with_capacity(seqs.len());
+        // Neighbouring records share a page: each page is read and parsed once.
+        let mut page: Option<pages::LogPage> = None;
+        for seq in seqs {
+            if !page.as_ref().is_some_and(|p| p.covers(seq)) {
+                page = pages::LogPage::holding(&tree, seq)?;
+            }
+            let Some(bytes) = page.as_ref().and_then(|p| p.record(seq)) else { continue };
+            match Record::decode_event_to_deliver(bytes) {
+                Ok(Some(event)) => out.push((seq, event)),
+                Ok(None) => {}
+                // Left out like a missing one: its delivery dies as unreadable, the others go.
+                Err(e) => tracing::error!(seq, error = %e, "a record to deliver does not decode"),
+            }
+        }
+        Ok(out)
     }
 
     async fn last_seq(&self) -> Read<u64> {

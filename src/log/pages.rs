@@ -134,7 +134,6 @@ impl LogPage {
     }
 
     /// Whether `seq` falls inside this page's range (whether or not it is still stored).
-    #[cfg(test)]
     pub fn covers(&self, seq: u64) -> bool {
         matches!((self.slots.first(), self.slots.last()), (Some(a), Some(z)) if a.seq <= seq && seq <= z.seq)
     }

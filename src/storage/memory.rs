@@ -345,11 +345,15 @@ impl Ledger for MemoryLedger {
         Ok(self.read()?.records.get(&seq).cloned())
     }
 
-    async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>> {
-        Ok(match self.read()?.records.get(&seq) {
-            Some(Record::EventIngested(e)) => Some(EventIngested { webhooks: Vec::new(), ..EventIngested::clone(e) }),
+    async fn events_to_deliver(&self, seqs: Vec<u64>) -> Read<Vec<(u64, EventIngested)>> {
+        let state = self.read()?;
+        let event = |seq: u64| match state.records.get(&seq) {
+            Some(Record::EventIngested(e)) => {
+                Some((seq, EventIngested { webhooks: Vec::new(), ..EventIngested::clone(e) }))
+            }
             _ => None,
-        })
+        };
+        Ok(seqs.into_iter().filter_map(event).collect())
     }
 
     async fn last_seq(&self) -> Read<u64> {

@@ -145,9 +145,10 @@ pub trait Ledger: Send + Sync {
     /// The record at `seq`, if it is still kept.
     async fn record(&self, seq: u64) -> Read<Option<Record>>;
 
-    /// The event of record `seq` as a delivery needs it: its webhook list may be left empty.
-    /// `None` if there is no such event.
-    async fn event_to_deliver(&self, seq: u64) -> Read<Option<EventIngested>>;
+    /// The events of records `seqs` (in any order) as deliveries need them: each event's
+    /// webhook list may be left empty. Records that are not events, or gone, are left out.
+    /// One call for many, because a backlog is drained in runs of neighbouring records.
+    async fn events_to_deliver(&self, seqs: Vec<u64>) -> Read<Vec<(u64, EventIngested)>>;
 
     /// The newest sequence number handed out.
     async fn last_seq(&self) -> Read<u64>;
