@@ -99,6 +99,23 @@ fn no_module_names_a_layer_above_it() {
     assert!(found.is_empty(), "imports that run upward or sideways:\n{}", shown.join("\n"));
 }
 
+/// Only the log knows how it stores: no code above it names sled, a key, a row version or
+/// the codec (the log's modules are private, so the compiler refuses the paths; sled is a
+/// crate anyone could name, so this looks).
+#[test]
+fn nothing_outside_the_log_names_sled() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    for file in files.iter().filter(|f| !f.starts_with(src.join("log"))) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            assert!(!code.contains("sled::"), "{}:{}: names sled: {line}", file.display(), n + 1);
+        }
+    }
+}
+
 #[test]
 fn every_folder_and_top_file_of_src_is_a_layer_in_the_table() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

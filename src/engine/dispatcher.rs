@@ -131,14 +131,15 @@ impl Dispatcher {
 
 impl Inner {
     /// Starts the actor of a live webhook with the deliveries `waiting` for it, reading the
-    /// webhook and its health from the catalog; `None` if the webhook is gone.
+    /// webhook and its health from the catalog; `None` if the webhook is gone, or its work
+    /// is another node's (storage says which).
     fn spawn<'r>(
         &self,
         routes: &'r mut HashMap<WebhookId, Route>,
         id: &WebhookId,
         waiting: Vec<Queued>,
     ) -> Option<&'r mut Route> {
-        if self.draining.load(Ordering::SeqCst) {
+        if self.draining.load(Ordering::SeqCst) || !self.shared.ledger.owns(id) {
             return None;
         }
         let (webhook, status) = {

@@ -11,9 +11,13 @@
 //!   cost 64 polls per answer.
 //! - One timer per actor: the earliest moment something may change (the next due delivery,
 //!   the breaker's probe time, the rate limit's next slot, the next TTL sweep).
-//! - A delivery is in exactly one of: the window, in flight, being recorded (its
-//!   `AttemptFinished` submitted, not yet acknowledged) — so a refill from disk, which may
-//!   still show it as waiting, never sends it twice.
+//! - A delivery is in exactly one of: the window, its event being read (`loading`), in
+//!   flight, being recorded (its `AttemptFinished` submitted, not yet acknowledged) — so a
+//!   refill from disk, which may still show it as waiting, never sends it twice.
+//! - Storage is never waited on in a turn: a read is a future polled once where it is
+//!   needed; an answer storage has at once (the sled log) is used in place, one it must wait
+//!   for arrives as the future completes, the deliveries it concerns held in `loading`
+//!   meanwhile (counted against `max_in_flight`). Reads begun before a [`Resync`] are ignored.
 //! - The breaker gates everything but a manual retry and a test send; `max_in_flight` (1
 //!   when `ordered`) and `rate_limit` gate everything but a test send.
 
@@ -24,7 +28,7 @@ use super::queue::{Item, Queue};
 use super::sender::{Request, Response, Sender};
 use super::{recorder, signature, Prepared, Shared, TestOutcome};
 use crate::model::*;
-use crate::storage::{QueueEntry, Queued, Record};
+use crate::storage::{DeliveryRow, EventIngested, QueueEntry, Queued, Read, Record};
 use actix::prelude::*;
 use futures_util::future::{AbortHandle, Abortable};
 use std::cell::OnceCell;
@@ -338,29 +342,39 @@ impl Endpoint {
         self.timer = Some((at, handle));
     }
 
-    /// Reads the next window of waiting deliveries from storage, off the actor's turn.
+    /// Reads the next window of waiting deliveries from storage. An answer storage has at
+    /// once (the sled log) is taken in this turn; one it has to wait for arrives later.
     fn refill(&mut self, ctx: &mut Context<Self>) {
         self.refilling = true;
         let (ledger, webhook, n, from) =
             (self.shared.ledger.clone(), self.webhook.id.clone(), self.queue.window(), self.intake_from);
         let generation = self.generation;
-        let read = async move { ledger.due_window(&webhook, n, from).await };
-        ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
-            act.refilling = false;
-            if act.generation != generation {
-                return act.drive(ctx);
+        let mut read = Box::pin(async move { ledger.due_window(&webhook, n, from).await });
+        match futures_util::FutureExt::now_or_never(&mut read) {
+            Some(found) => self.refilled(generation, found),
+            None => {
+                ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
+                    act.refilled(generation, found);
+                    act.drive(ctx);
+                }));
             }
-            match found {
-                Ok((found, from)) => {
-                    act.intake_from = Some(from);
-                    let (in_flight, recording, loading, urgent) =
-                        (&act.in_flight, &act.recording, &act.loading, &act.urgent);
-                    act.queue.refill(&found, |d| held_elsewhere(in_flight, recording, loading, urgent, d));
-                }
-                Err(e) => tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot read waiting deliveries"),
+        }
+    }
+
+    fn refilled(&mut self, generation: u64, found: Read<(Vec<Queued>, u64)>) {
+        self.refilling = false;
+        if self.generation != generation {
+            return;
+        }
+        match found {
+            Ok((found, from)) => {
+                self.intake_from = Some(from);
+                let (in_flight, recording, loading, urgent) =
+                    (&self.in_flight, &self.recording, &self.loading, &self.urgent);
+                self.queue.refill(&found, |d| held_elsewhere(in_flight, recording, loading, urgent, d));
             }
-            act.drive(ctx);
-        }));
+            Err(e) => tracing::error!(webhook_id = %self.webhook.id, error = %e, "cannot read waiting deliveries"),
+        }
     }
 
     /// The event of a delivery, if another actor read it lately.
@@ -394,35 +408,52 @@ impl Endpoint {
         let ledger = self.shared.ledger.clone();
         let generation = self.generation;
         let asked = seqs.clone();
-        let read = async move { ledger.events_to_deliver(asked).await };
-        ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
-            for s in &seqs {
-                act.reading.remove(s);
+        let mut read = Box::pin(async move { ledger.events_to_deliver(asked).await });
+        match futures_util::FutureExt::now_or_never(&mut read) {
+            // At once (the sled log): as if read in place, the turn goes on.
+            Some(found) => self.took_events(&seqs, generation, found, ctx),
+            None => {
+                ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
+                    act.took_events(&seqs, generation, found, ctx);
+                    act.drive(ctx);
+                }));
             }
-            if act.generation != generation {
-                return act.drive(ctx);
-            }
-            let mut events: HashMap<u64, Arc<Prepared>> = HashMap::new();
-            match found {
-                Ok(found) => {
-                    let mut recent = act.shared.recent.lock().ok();
-                    for (seq, e) in found {
-                        let p = Arc::new(Prepared::new(seq, Arc::new(e)));
-                        if let Some(recent) = recent.as_mut() {
-                            recent.insert(p.clone());
-                        }
-                        events.insert(seq, p);
+        }
+    }
+
+    /// The events of records `seqs` came back: the deliveries waiting for them go on.
+    fn took_events(
+        &mut self,
+        seqs: &[u64],
+        generation: u64,
+        found: Read<Vec<(u64, EventIngested)>>,
+        ctx: &mut Context<Self>,
+    ) {
+        for s in seqs {
+            self.reading.remove(s);
+        }
+        if self.generation != generation {
+            return;
+        }
+        let mut events: HashMap<u64, Arc<Prepared>> = HashMap::new();
+        match found {
+            Ok(found) => {
+                let mut recent = self.shared.recent.lock().ok();
+                for (seq, e) in found {
+                    let p = Arc::new(Prepared::new(seq, Arc::new(e)));
+                    if let Some(recent) = recent.as_mut() {
+                        recent.insert(p.clone());
                     }
+                    events.insert(seq, p);
                 }
-                Err(e) => tracing::error!(webhook_id = %act.webhook.id, error = %e, "cannot read events to deliver"),
             }
-            let waiting: Vec<DeliveryRef> = act.loading.keys().filter(|d| seqs.contains(&d.seq)).copied().collect();
-            for d in waiting {
-                let Some((item, then)) = act.loading.remove(&d) else { continue };
-                act.loaded(item, then, events.get(&d.seq).cloned(), ctx);
-            }
-            act.drive(ctx);
-        }));
+            Err(e) => tracing::error!(webhook_id = %self.webhook.id, error = %e, "cannot read events to deliver"),
+        }
+        let waiting: Vec<DeliveryRef> = self.loading.keys().filter(|d| seqs.contains(&d.seq)).copied().collect();
+        for d in waiting {
+            let Some((item, then)) = self.loading.remove(&d) else { continue };
+            self.loaded(item, then, events.get(&d.seq).cloned(), ctx);
+        }
     }
 
     /// A delivery's event came back from storage (`None`: there is none, or it could not
@@ -433,9 +464,9 @@ impl Endpoint {
             (Then::Send { .. }, None) => self.record_death(item, None, DeadReason::Corrupt, ctx),
             (Then::Send { probe }, Some(event)) => {
                 item.event = Some(event);
-                let gate = breaker::gate(&self.status, now_millis());
-                if self.draining || !self.webhook.is_active || matches!(gate, Gate::Disabled) {
-                    // Things changed while it was read: it waits (or dies) with the rest.
+                if self.draining || !self.webhook.is_active {
+                    // Things changed while it was read: it waits with the rest. (A webhook
+                    // disabled meanwhile gets this one attempt, like one already on the wire.)
                     if probe {
                         self.probing = false;
                     }
@@ -835,22 +866,38 @@ impl Handler<QueuedAgain> for Endpoint {
         self.reads += 1;
         let (ledger, webhook) = (self.shared.ledger.clone(), self.webhook.id.clone());
         let generation = self.generation;
-        let read = async move { ledger.delivery(d, &webhook).await };
-        ctx.spawn(read.into_actor(self).map(move |row, act, ctx| {
-            act.reads -= 1;
-            // The fold may have ignored the re-queue (the delivery was not dead any more).
-            let row = row.ok().flatten().filter(|r| r.state == DeliveryState::Pending);
-            if let Some(row) = row.filter(|_| act.generation == generation && !act.known(d)) {
-                let due = row.next_due.unwrap_or(row.queued_at);
-                let item = Item { delivery: d, due, entry: row.queue_entry(), event: None };
-                if msg.manual {
-                    act.urgent.push_back(item);
-                } else {
-                    act.queue.admit(item);
-                }
+        let mut read = Box::pin(async move { ledger.delivery(d, &webhook).await });
+        let manual = msg.manual;
+        match futures_util::FutureExt::now_or_never(&mut read) {
+            Some(row) => {
+                self.requeue_read(d, manual, generation, row);
+                self.drive(ctx);
             }
-            act.drive(ctx);
-        }));
+            None => {
+                ctx.spawn(read.into_actor(self).map(move |row, act, ctx| {
+                    act.requeue_read(d, manual, generation, row);
+                    act.drive(ctx);
+                }));
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    /// Where a re-queued delivery stands came back from storage.
+    fn requeue_read(&mut self, d: DeliveryRef, manual: bool, generation: u64, row: Read<Option<DeliveryRow>>) {
+        self.reads -= 1;
+        // The fold may have ignored the re-queue (the delivery was not dead any more).
+        let row = row.ok().flatten().filter(|r| r.state == DeliveryState::Pending);
+        if let Some(row) = row.filter(|_| self.generation == generation && !self.known(d)) {
+            let due = row.next_due.unwrap_or(row.queued_at);
+            let item = Item { delivery: d, due, entry: row.queue_entry(), event: None };
+            if manual {
+                self.urgent.push_back(item);
+            } else {
+                self.queue.admit(item);
+            }
+        }
     }
 }
 
