@@ -335,11 +335,9 @@ fn metrics_count_ingest_with_bounded_labels_and_honour_metrics_token() {
     assert!(after.contains("herald_recovery_duration_seconds"));
 }
 
-/// A data directory an older Herald wrote (before records carried a batch place, before the
-/// storage interface) opens unchanged: `herald verify` finds every record and a fresh fold
-/// of them equal to the stored rows.
-#[test]
-fn a_data_directory_an_older_herald_wrote_verifies_clean() {
+/// A temporary directory holding `herald-data`, the data directory an older Herald wrote
+/// (`tests/data/log_before_batch_order.tar.gz`), and where that file is.
+fn older_data_dir() -> (tempfile::TempDir, &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     let untar = std::process::Command::new("tar")
@@ -348,6 +346,15 @@ fn a_data_directory_an_older_herald_wrote_verifies_clean() {
         .status()
         .unwrap();
     assert!(untar.success());
+    (dir, data)
+}
+
+/// A data directory an older Herald wrote (before records carried a batch place, before the
+/// storage interface) opens unchanged: `herald verify` finds every record and a fresh fold
+/// of them equal to the stored rows.
+#[test]
+fn a_data_directory_an_older_herald_wrote_verifies_clean() {
+    let (dir, _) = older_data_dir();
     let (code, out, err) = run(dir.path(), &["--data-dir", "herald-data", "verify"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("records: 19 (last seq 19, applied 19)") && out.contains("\nclean"), "{out}");
@@ -359,14 +366,7 @@ fn a_data_directory_an_older_herald_wrote_verifies_clean() {
 /// answered).
 #[test]
 fn a_batchs_ids_sort_in_batch_order_and_ids_issued_before_still_resolve() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
-    let untar = std::process::Command::new("tar")
-        .args(["xzf", &format!("{data}/log_before_batch_order.tar.gz"), "-C"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(untar.success());
+    let (dir, data) = older_data_dir();
     let before: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{data}/log_before_batch_order.json")).unwrap()).unwrap();
     let token = before["admin_token"].as_str().unwrap();
