@@ -1,7 +1,8 @@
 //! What the API and the delivery engine share while the node runs: the [`Node`] (storage,
 //! the dispatcher, the keyring, the target policy, the node-wide guards) once recovery has
 //! finished, and the [`NodeHandle`] every handler holds from the first request on. It may
-//! import the engine, the domain and everything below them; the API imports it, the engine
+//! import the engine, the domain, storage, config, metrics, model and security (not the
+//! log: it holds storage as a [`Ledger`]); the API imports it, the engine
 //! and the domain never do.
 //!
 //! - [`ratelimit`]: `ingest_rate_limit`, a token bucket per account, in memory.
