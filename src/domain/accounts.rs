@@ -6,8 +6,8 @@
 //! - An API key is `hk_<ULID>_<secret>`: the ULID names its row (`key_<ULID>`), the whole
 //!   key is stored only as SHA-256 and compared in constant time. A revoked key, or a key of
 //!   a deleted account, stops working with the commit that revoked it.
-//! - Every change is a log record appended through the writer, with a precondition checked
-//!   against the committed state, so concurrent requests cannot race past each other.
+//! - Every change is a record appended through the storage interface, with a precondition
+//!   checked atomically with the append, so concurrent requests cannot race past each other.
 
 use crate::domain::error::DomainError;
 use crate::model::*;

@@ -6,9 +6,9 @@
 //!   to the event record that owes it, and the record's account must be the caller's and
 //!   the id must be exactly the one Herald derived for it; anything else is `NotFound`,
 //!   the same answer as for an id that never existed.
-//! - Retry and recover only append `DeliveryRetried` / `DeliveryRequeued` records. Whether the delivery is still
-//!   dead and its webhook still there is checked on the writer thread, against the state
-//!   the record would change, so two retries of one delivery cannot both re-queue it.
+//! - Retry and recover only append `DeliveryRetried` / `DeliveryRequeued` records. Whether
+//!   the delivery is still dead and its webhook still there is a precondition storage checks
+//!   atomically with the append, so two retries of one delivery cannot both re-queue it.
 
 use crate::domain::error::DomainError;
 use crate::domain::events;

@@ -6,7 +6,8 @@
 //! - `data` is stored once, exactly the bytes it arrived as, after [`check_data`] found it a
 //!   JSON object with no key twice (events an older Herald stored keep their compact form).
 //! - An idempotency key is claimed by the very record that stores the event, in a
-//!   precondition on the writer thread: two identical requests at the same moment cannot
+//!   precondition storage checks atomically with the append: two identical requests at the
+//!   same moment cannot
 //!   both ingest. A replay within the window returns the first event; the same key with a
 //!   different request is a conflict.
 //! - An event is acknowledged only once durable; its id is derived from its log sequence

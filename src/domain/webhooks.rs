@@ -4,8 +4,8 @@
 //! Invariants:
 //! - A webhook belongs to one account; another account's webhook is `NotFound`, exactly
 //!   like a missing one.
-//! - Every change appends a record carrying the whole webhook, checked against the committed
-//!   state on the writer thread (the account's limit cannot be raced past).
+//! - Every change appends a record carrying the whole webhook under a precondition storage
+//!   checks atomically with the append (the account's limit cannot be raced past).
 //! - Custom headers never override what Herald or HTTP itself sets ([`header_rules`]).
 //! - A webhook stored before a rule tightened keeps working (the wire leaves out what the
 //!   rules now refuse), is reported ([`violations`]), and must satisfy every rule on its next

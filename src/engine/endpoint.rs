@@ -58,7 +58,7 @@ const SPREAD_FROM: usize = 4;
 const PAUSED_RECHECK_MS: Millis = 250;
 
 pub struct Endpoint {
-    /// The writer, the tree, the catalog and the rules every actor shares.
+    /// Storage, the keyring, the metrics and the rules every actor shares.
     shared: Arc<Shared>,
     /// The webhook as last defined (the catalog's copy, replaced on every edit).
     webhook: Arc<Webhook>,
@@ -383,8 +383,8 @@ impl Endpoint {
     }
 
     /// Reads the event of a delivery the actor did not hear of from ingest (recovered,
-    /// re-queued) from storage, off the actor's turn, then does with it what it was taken
-    /// from the window for. One read also fetches the events of the next [`PREFETCH`]
+    /// re-queued) from storage — in this turn if storage answers at once, else when it does —
+    /// then does with it what it was taken from the window for. One read also fetches the events of the next [`PREFETCH`]
     /// deliveries waiting (into the shared cache): a backlog is drained a run of
     /// neighbouring records per read, not a read per delivery.
     fn load(&mut self, item: Item, then: Then, ctx: &mut Context<Self>) {
@@ -395,13 +395,14 @@ impl Endpoint {
             return;
         }
         let mut seqs = vec![seq];
-        let cached = |s: u64| self.shared.recent.lock().ok().is_some_and(|r| r.get(s).is_some());
-        for next in self.queue.upcoming().filter(|i| i.event.is_none()).map(|i| i.delivery.seq) {
-            if seqs.len() > PREFETCH {
-                break;
-            }
-            if !self.reading.contains(&next) && !seqs.contains(&next) && !cached(next) {
-                seqs.push(next);
+        if let Ok(recent) = self.shared.recent.lock() {
+            for next in self.queue.upcoming().filter(|i| i.event.is_none()).map(|i| i.delivery.seq) {
+                if seqs.len() > PREFETCH {
+                    break;
+                }
+                if !self.reading.contains(&next) && !seqs.contains(&next) && recent.get(next).is_none() {
+                    seqs.push(next);
+                }
             }
         }
         self.reading.extend(seqs.iter().copied());

@@ -6,7 +6,7 @@
 //! test that kills the process can check afterwards that every acknowledged record is there.
 
 use super::projection::load_delivery;
-use super::rows::Rows;
+use super::rows::TreeRows;
 use super::window::due_window;
 use super::{Command, Log};
 use crate::model::*;
@@ -198,23 +198,4 @@ fn next_command(log: &Log, hooks: &[Webhook], dead: &DeadList, rng: &mut impl Rn
     webhook.name = format!("receiver-{}", rng.gen_range(0..1000));
     webhook.updated_at = at;
     Some(Command::new(vec![Record::WebhookUpdated { webhook }]))
-}
-
-/// Read-only [`Rows`] over the committed tree.
-pub(crate) struct TreeRows<'a>(pub &'a sled::Tree);
-
-impl Rows for TreeRows<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, super::rows::RowsError> {
-        Ok(self.0.get(key)?.map(|v| v.to_vec()))
-    }
-    fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
-    fn delete(&mut self, _: Vec<u8>) {}
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<super::rows::Entries, super::rows::RowsError> {
-        let mut out = Vec::new();
-        for item in self.0.scan_prefix(prefix).take(limit) {
-            let (k, v) = item?;
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
 }

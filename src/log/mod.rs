@@ -559,7 +559,7 @@ impl Ledger for Log {
 
     async fn delivery(&self, d: crate::model::DeliveryRef, webhook: &WebhookId) -> Read<Option<DeliveryRow>> {
         let tree = self.tree()?;
-        Ok(projection::load_delivery(&load::TreeRows(&tree), d, webhook)?)
+        Ok(projection::load_delivery(&rows::TreeRows(&tree), d, webhook)?)
     }
 
     async fn events_before(

@@ -4,6 +4,7 @@
 //! one piece of code both maintains the live projection (through a [`Txn`] that stages
 //! changes over the sled tree until the group commit writes them in one batch) and rebuilds
 //! a projection from scratch in memory ([`MemRows`]) to check the live one against.
+//! Queries read committed rows through [`TreeRows`].
 //!
 //! Invariant: nothing staged in a [`Txn`] reaches sled except through
 //! [`Txn::into_batch`], whose batch the writer applies and flushes together with the records
@@ -400,6 +401,26 @@ impl Rows for MemRows {
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+}
+
+/// Read-only [`Rows`] over the committed tree: reads for a query, not a fold (what a
+/// [`Txn`] would stage is dropped).
+pub(crate) struct TreeRows<'a>(pub &'a sled::Tree);
+
+impl Rows for TreeRows<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+    fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
+    fn delete(&mut self, _: Vec<u8>) {}
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Entries, RowsError> {
+        let mut out = Vec::new();
+        for item in self.0.scan_prefix(prefix).take(limit) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 }
 

@@ -2,8 +2,9 @@
 //! writing finished history and compacting leave `du` of the data directory level, and what
 //! compaction keeps still folds to the stored projection.
 
-use crate::log::load::{attempt_command, ensure_webhooks, sample_event, TreeRows};
+use crate::log::load::{attempt_command, ensure_webhooks, sample_event};
 use crate::log::projection::load_delivery;
+use crate::log::rows::TreeRows;
 use crate::log::{keys, open_for_inspection, pages, read_record, verify, window, CompactionPolicy, Log, LogOptions};
 use crate::model::*;
 use crate::storage::{Command, Ledger, Record};
