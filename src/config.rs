@@ -83,6 +83,14 @@ pub struct Config {
     pub listen: String,
     /// Where the sled log lives (created 0700).
     pub data_dir: PathBuf,
+    /// Where the records are kept: unset, the embedded sled log in `data_dir`; a
+    /// `postgres://` URL, cluster mode (`docs/cluster.md`). Its password is never printed.
+    pub store: Option<String>,
+    /// Cluster mode: refuse to start unless the database commits synchronously to a standby.
+    pub require_sync_replication: bool,
+    /// Cluster mode: the longest Herald waits for the database to answer (a commit no
+    /// standby confirms, a server gone silent) before it gives up on that request.
+    pub store_timeout: Dur,
     /// Admin token; when unset Herald generates one on first start and keeps only its hash.
     pub admin_token: Option<String>,
     /// Allows `http://` and loopback/private targets, for local receivers.
@@ -156,6 +164,9 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./herald-data"),
+            store: None,
+            require_sync_replication: false,
+            store_timeout: secs(10),
             admin_token: None,
             dev: false,
             allow_http: false,
@@ -215,6 +226,9 @@ enum Kind {
 const KEYS: &[(&str, Kind)] = &[
     ("listen", Kind::Text),
     ("data_dir", Kind::Text),
+    ("store", Kind::Text),
+    ("require_sync_replication", Kind::Bool),
+    ("store_timeout", Kind::Text),
     ("admin_token", Kind::Text),
     ("dev", Kind::Bool),
     ("allow_http", Kind::Bool),
@@ -279,6 +293,7 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub dev: bool,
     pub log_format: Option<LogFormat>,
 }
@@ -324,6 +339,9 @@ impl Config {
         if let Some(dir) = &flags.data_dir {
             table.insert("data_dir".into(), toml::Value::String(dir.to_string_lossy().into_owned()));
         }
+        if let Some(store) = &flags.store {
+            table.insert("store".into(), toml::Value::String(store.clone()));
+        }
         if flags.dev {
             table.insert("dev".into(), toml::Value::Boolean(true));
         }
@@ -341,6 +359,11 @@ impl Config {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen));
+        }
+        if let Some(store) = &self.store {
+            if let Err(why) = crate::pg::url::check(store) {
+                return bad(format!("store: `{}` {why}", crate::pg::url::redacted(store)));
+            }
         }
         if self.default_max_retries > 20 {
             return bad(format!("default_max_retries: must be 0–20, got {}", self.default_max_retries));
@@ -361,6 +384,7 @@ impl Config {
             ("compaction_interval", self.compaction_interval),
             ("actor_idle", self.actor_idle),
             ("body_read_timeout", self.body_read_timeout),
+            ("store_timeout", self.store_timeout),
         ];
         for (name, d) in positive {
             if d.0.is_zero() {
@@ -415,6 +439,7 @@ impl Config {
         redact(&mut shown.admin_token);
         redact(&mut shown.metrics_token);
         redact(&mut shown.seal_key);
+        shown.store = shown.store.as_deref().map(crate::pg::url::redacted);
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
 

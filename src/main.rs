@@ -36,6 +36,10 @@ struct Cli {
     /// Data directory.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Where the records are kept: a postgres:// URL for cluster mode (default: the embedded
+    /// log in the data directory).
+    #[arg(long, global = true)]
+    store: Option<String>,
     /// Development mode: allow http:// and private targets.
     #[arg(long, global = true)]
     dev: bool,
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
     let overrides = Overrides {
         listen: cli.listen.clone(),
         data_dir: cli.data_dir.clone(),
+        store: cli.store.clone(),
         dev: cli.dev,
         log_format: cli.log_format,
     };
@@ -139,6 +144,9 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if config.store.is_some() && !matches!(command, Cmd::Serve | Cmd::Config) {
+        return Err(herald::server::CLUSTER_UNFINISHED.into());
+    }
     match command {
         Cmd::Serve => herald::server::serve(config)?,
         Cmd::Config => print!("{}", config.redacted_toml()),

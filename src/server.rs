@@ -38,6 +38,40 @@ pub enum StartError {
     Metrics(String),
     #[error(transparent)]
     Seal(#[from] crate::security::seal::SealError),
+    #[error(transparent)]
+    Store(#[from] crate::pg::PgError),
+    #[error("{0}")]
+    Unfinished(&'static str),
+}
+
+/// What `serve` says, once the database checked out, while cluster mode cannot yet keep the
+/// log in it.
+pub const CLUSTER_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md, \"Built so far\"): the database \
+     checked out and its schema is in place, but this build cannot keep the log in PostgreSQL yet; \
+     leave store unset to run on the embedded log";
+
+/// Opens the database `store` names: connects to its read-write server, migrates the
+/// schema under the advisory lock, and reads (and, with `require_sync_replication`,
+/// requires) synchronous replication. Blocks.
+pub fn open_store(config: &Config, store: &str) -> Result<crate::pg::Opened, StartError> {
+    let db = crate::pg::Database::new(store)?;
+    let opened = db.open(config.require_sync_replication, config.store_timeout.0)?;
+    tracing::info!(
+        store = %db.shown_url(),
+        schema_found = opened.schema.found,
+        schema = opened.schema.now,
+        "the database's schema is in place"
+    );
+    if opened.replication.is_synchronous() {
+        tracing::info!(replication = %opened.replication, "commits wait for a synchronous standby");
+    } else {
+        tracing::warn!(
+            replication = %opened.replication,
+            "commits do not wait for a standby: an acknowledged write can be lost with the primary's disk \
+             (set require_sync_replication = true to refuse this)"
+        );
+    }
+    Ok(opened)
 }
 
 /// How the log is opened under `config`.
@@ -248,6 +282,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     // in use or not creatable, a missing or wrong seal key.
     crate::log::check_not_in_use(&config.data_dir)?;
     crate::security::seal::load(&config.key_source(), &config.data_dir)?;
+    if let Some(store) = &config.store {
+        open_store(&config, store)?;
+        return Err(StartError::Unfinished(CLUSTER_UNFINISHED));
+    }
     actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(
             crate::metrics::Metrics::new(&metrics_settings(&config)).map_err(|e| StartError::Metrics(e.to_string()))?,

@@ -11,19 +11,33 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
-        &["api", "node", "domain", "engine", "log", "storage", "config", "metrics", "telemetry", "model", "security"],
+        &[
+            "api",
+            "node",
+            "domain",
+            "engine",
+            "log",
+            "storage",
+            "config",
+            "metrics",
+            "telemetry",
+            "model",
+            "security",
+            "pg",
+        ],
     ),
     ("api", &["node", "domain", "engine", "storage", "config", "metrics", "telemetry", "model", "security"]),
     ("node", &["domain", "engine", "storage", "config", "metrics", "model", "security"]),
     ("domain", &["storage", "config", "telemetry", "model", "security"]),
     ("engine", &["storage", "metrics", "telemetry", "model", "security"]),
-    ("log", &["storage", "telemetry", "model", "security"]),
+    ("log", &["storage", "telemetry", "model", "security", "pg"]),
     ("storage", &["model", "security"]),
     ("telemetry", &["config"]),
-    ("config", &["model", "security"]),
+    ("config", &["model", "security", "pg"]),
     ("metrics", &["model"]),
     ("model", &["security"]),
     ("security", &[]),
+    ("pg", &[]),
 ];
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod pg;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};

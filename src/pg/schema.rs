@@ -1,0 +1,126 @@
+//! The tables Herald keeps in PostgreSQL (schema `herald`), and how they move from one
+//! release to the next.
+//!
+//! Invariants:
+//! - Migrations run under one advisory lock, so nodes starting together apply each once.
+//! - Expand, then contract: a migration that only adds (tables, nullable or defaulted
+//!   columns) keeps `compatible_from`, so binaries of the release before still run on it;
+//!   one that removes or changes what an older binary reads raises `compatible_from`, and is
+//!   shipped a release after the binaries stopped reading it. A binary refuses a schema whose
+//!   `compatible_from` is above the newest version it knows.
+//! - The versions row moves in the migration's own transaction: a migration is applied
+//!   whole or not at all.
+
+use super::PgError;
+use tokio_postgres::Client;
+
+/// One step of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    /// The oldest schema version a binary may know and still run on this one.
+    pub compatible_from: i32,
+    pub sql: &'static str,
+}
+
+/// The schema's first version: the record log, its head, shared settings and leases.
+const V1: &str = "
+CREATE TABLE herald.meta (
+    key text PRIMARY KEY,
+    value bytea NOT NULL
+);
+-- The newest sequence number. Every append locks this row to commit, so sequence order is
+-- commit order and a reader of seq > n always sees a prefix of the log.
+CREATE TABLE herald.head (
+    id int PRIMARY KEY CHECK (id = 1),
+    last_seq bigint NOT NULL
+);
+INSERT INTO herald.head VALUES (1, 0);
+-- One record per row, in the versioned, checksummed form of the sled log.
+CREATE TABLE herald.records (
+    seq bigint PRIMARY KEY,
+    body bytea NOT NULL
+);
+-- Who delivers which partition of webhooks, until when (the database's clock).
+CREATE TABLE herald.leases (
+    part int PRIMARY KEY,
+    owner text,
+    epoch bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz
+);
+";
+
+/// Every migration this binary knows, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, compatible_from: 1, sql: V1 }];
+
+/// The advisory lock migrations run under (any constant no other application uses).
+const LOCK: i64 = 0x4845_5241_4c44_0001; // "HERALD" 0001
+
+/// Where the schema stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaState {
+    /// The version found before migrating (0: an empty database).
+    pub found: i32,
+    /// The version after.
+    pub now: i32,
+    pub compatible_from: i32,
+}
+
+/// Brings the schema up to the newest of `migrations` under the advisory lock, or refuses
+/// a schema too new for a binary that knows up to `known`.
+pub async fn migrate_with(client: &Client, migrations: &[Migration], known: i32) -> Result<SchemaState, PgError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK]).await?;
+    let result = migrate_locked(client, migrations, known).await;
+    // Also released when the session ends; say so explicitly for a long-lived connection.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK]).await;
+    let state = result?;
+    unlocked?;
+    Ok(state)
+}
+
+async fn migrate_locked(client: &Client, migrations: &[Migration], known: i32) -> Result<SchemaState, PgError> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS herald;
+             CREATE TABLE IF NOT EXISTS herald.schema_version (
+                 id int PRIMARY KEY CHECK (id = 1),
+                 version int NOT NULL,
+                 compatible_from int NOT NULL
+             );",
+        )
+        .await?;
+    let (found, mut compatible_from) = versions(client).await?;
+    if compatible_from > known {
+        return Err(PgError::SchemaTooNew { found, compatible_from, known });
+    }
+    let mut now = found;
+    for m in migrations.iter().filter(|m| m.version > found && m.version <= known) {
+        compatible_from = compatible_from.max(m.compatible_from);
+        let mut sql = String::from("BEGIN;\n");
+        sql.push_str(m.sql);
+        sql.push_str(&format!(
+            "\nINSERT INTO herald.schema_version VALUES (1, {}, {})
+             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, compatible_from = EXCLUDED.compatible_from;
+             COMMIT;",
+            m.version, compatible_from
+        ));
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(PgError::Migration { version: m.version, reason: e.to_string() });
+        }
+        tracing::info!(version = m.version, "applied schema migration");
+        now = m.version;
+    }
+    Ok(SchemaState { found, now, compatible_from })
+}
+
+/// The schema's version and compatibility (0, 0 before the first migration).
+async fn versions(client: &Client) -> Result<(i32, i32), PgError> {
+    let row = client.query_opt("SELECT version, compatible_from FROM herald.schema_version WHERE id = 1", &[]).await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0)))
+}
+
+/// The newest version this binary knows.
+pub fn known() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}

@@ -1,0 +1,196 @@
+//! Cluster mode's start-up against real PostgreSQL servers this test starts (a primary and
+//! two quorum-synchronous standbys on ports the OS picks): the schema created once under a
+//! lock by nodes starting together, expand-then-contract upgrades, and start-up refusing —
+//! with a message that says which — an unreachable database, a read-only one, a schema too
+//! new, or (when required) one that does not replicate synchronously. The store's password
+//! never reaches the output.
+
+mod common;
+
+use common::pg::Cluster;
+use common::run;
+use herald::pg::schema::{migrate_with, Migration, MIGRATIONS};
+use herald::pg::Database;
+
+/// `herald serve` with `store` in a fresh directory; (exit code, stderr).
+fn serve_with(store: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![("HERALD_STORE", store)];
+    all.extend_from_slice(env);
+    let (code, _, stderr) = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &all);
+    (code, stderr)
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn config_shows_the_store_with_its_password_redacted_and_refuses_what_is_not_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://herald:hunter2@10.0.0.1:5432,10.0.0.2:5432/herald?target_session_attrs=read-write";
+    let (code, out, err) = run(dir.path(), &["config", "--store", url], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "store = \"postgres://herald:<redacted>@10.0.0.1:5432,10.0.0.2:5432/herald?target_session_attrs=read-write\""
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+
+    let (code, _, err) = run(dir.path(), &["config"], &[("HERALD_STORE", "mysql://root:hunter2@db/x")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("store: `mysql://root:<redacted>@db/x` is not a postgres:// URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let (code, _, err) = run(dir.path(), &["config", "--store", "postgres://db:port/x"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a PostgreSQL URL"), "{err}");
+    // Commands that work on the embedded log say so instead of using it behind the store's back.
+    let (code, _, err) = run(dir.path(), &["verify", "--store", "postgres://db/x"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cluster mode is being built"), "{err}");
+}
+
+#[test]
+fn an_unreachable_database_stops_start_up_saying_so_without_the_password() {
+    let port = closed_port();
+    let (code, err) = serve_with(&format!("postgres://herald:hunter2@127.0.0.1:{port}/herald?connect_timeout=2"), &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("cannot reach PostgreSQL at postgres://herald:<redacted>@127.0.0.1:{port}/herald")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn start_up_creates_the_schema_once_and_refuses_read_only_and_too_new_databases() {
+    if !common::pg::available("start_up_creates_the_schema_once") {
+        return;
+    }
+    let cluster = Cluster::start(2);
+
+    // Four nodes starting together on an empty database: one creates the schema, the others
+    // find it; none fails.
+    let url = cluster.url();
+    let nodes: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || serve_with(&url, &[]))
+        })
+        .collect();
+    for node in nodes {
+        let (code, err) = node.join().unwrap();
+        assert_ne!(code, 0, "serve cannot go on in this build");
+        assert!(err.contains("cluster mode is being built"), "{err}");
+        assert!(err.contains("commits wait for a synchronous standby"), "{err}");
+        assert!(err.contains("standbys streaming: s2 (quorum), s3 (quorum)"), "{err}");
+    }
+    let p = cluster.primary();
+    assert_eq!(p.psql("select version || '|' || compatible_from from herald.schema_version"), "1|1");
+    assert_eq!(p.psql("select count(*) || '|' || max(last_seq) from herald.head"), "1|0");
+
+    // Only a standby named, asking for read-write: it answers, but read-only.
+    let standby_only =
+        format!("postgres://postgres@127.0.0.1:{}/postgres?target_session_attrs=read-write", cluster.servers[1].port);
+    let (code, err) = serve_with(&standby_only, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("answers, but only read-only"), "{err}");
+    let (code, err) = serve_with(&cluster.url_of(2), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("answers, but only read-only"), "{err}");
+
+    // A schema that a newer release contracted: this binary is too old for it.
+    p.psql("update herald.schema_version set compatible_from = 7, version = 9");
+    let (code, err) = serve_with(&url, &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("schema is version 9 and needs a binary that knows version 7 or newer; this one knows up to 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn require_sync_replication_refuses_a_database_without_synchronous_standbys() {
+    if !common::pg::available("require_sync_replication") {
+        return;
+    }
+    let cluster = Cluster::start(0);
+    let (code, err) = serve_with(&cluster.url(), &[("HERALD_REQUIRE_SYNC_REPLICATION", "true")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("require_sync_replication is set, but the cluster does not replicate synchronously"), "{err}");
+    assert!(err.contains("synchronous_standby_names = '', no standby streaming"), "{err}");
+    // Without the requirement it starts (as far as this build goes), warning.
+    let (_, err) = serve_with(&cluster.url(), &[]);
+    assert!(err.contains("commits do not wait for a standby"), "{err}");
+    assert!(err.contains("cluster mode is being built"), "{err}");
+
+    // A synchronous standby named that never connects: the schema's first commit would wait
+    // forever; start-up gives up at store_timeout and says why.
+    let p = cluster.primary();
+    p.psql("create database fresh");
+    p.psql("alter system set synchronous_standby_names = 'ghost'");
+    p.psql("select pg_reload_conf()");
+    let fresh = format!("postgres://postgres@127.0.0.1:{}/fresh", p.port);
+    let started = std::time::Instant::now();
+    let (code, err) = serve_with(&fresh, &[("HERALD_STORE_TIMEOUT", "2s")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("PostgreSQL did not answer within 2s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "gave up only after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_rolling_upgrade_runs_old_and_new_binaries_on_one_schema_until_the_contract_step() {
+    if !common::pg::available("a_rolling_upgrade") {
+        return;
+    }
+    let cluster = Cluster::start(0);
+    let db = Database::new(&cluster.url()).unwrap();
+    let newest = MIGRATIONS.last().unwrap().version;
+    // Two releases after this one: the first expands (a table and a defaulted column the
+    // older binary does not read), the second contracts (drops what only it had stopped using).
+    let expand = Migration {
+        version: newest + 1,
+        compatible_from: MIGRATIONS.last().unwrap().compatible_from,
+        sql: "CREATE TABLE herald.expanded (id int PRIMARY KEY);
+              ALTER TABLE herald.records ADD COLUMN note text NOT NULL DEFAULT '';",
+    };
+    let contract = Migration {
+        version: newest + 2,
+        compatible_from: newest + 1,
+        sql: "ALTER TABLE herald.records DROP COLUMN note;",
+    };
+    let old: Vec<Migration> = MIGRATIONS.to_vec();
+    let mut new = old.clone();
+    new.push(expand);
+    let mut newer = new.clone();
+    newer.push(contract);
+
+    db.block_on(async {
+        let c = db.connect().await.unwrap();
+        let s = migrate_with(&c, &old, newest).await.unwrap();
+        assert_eq!((s.found, s.now), (0, newest));
+        // The new release starts first and expands the schema.
+        let s = migrate_with(&c, &new, newest + 1).await.unwrap();
+        assert_eq!((s.found, s.now), (newest, newest + 1));
+        // An old node restarting now runs on it, touching nothing, and its writes still work.
+        let s = migrate_with(&c, &old, newest).await.unwrap();
+        assert_eq!((s.found, s.now, s.compatible_from), (newest + 1, newest + 1, 1));
+        c.execute("INSERT INTO herald.records (seq, body) VALUES (1, '\\x00')", &[]).await.unwrap();
+        // The release after contracts it; from then on an old binary is refused.
+        let s = migrate_with(&c, &newer, newest + 2).await.unwrap();
+        assert_eq!((s.found, s.now, s.compatible_from), (newest + 1, newest + 2, newest + 1));
+        let refused = migrate_with(&c, &old, newest).await.unwrap_err().to_string();
+        assert!(refused.contains(&format!("needs a binary that knows version {} or newer", newest + 1)), "{refused}");
+        // A failing migration leaves the schema as it was.
+        let broken =
+            Migration { version: newest + 3, compatible_from: newest + 1, sql: "CREATE TABLE herald.head (x int);" };
+        let mut broken_list = newer.clone();
+        broken_list.push(broken);
+        let failed = migrate_with(&c, &broken_list, newest + 3).await.unwrap_err().to_string();
+        assert!(failed.contains(&format!("schema migration {} failed", newest + 3)), "{failed}");
+        let s = migrate_with(&c, &newer, newest + 2).await.unwrap();
+        assert_eq!(s.now, newest + 2);
+    });
+}
