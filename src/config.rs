@@ -521,12 +521,18 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 41, "every field has an env kind");
+        assert_eq!(KEYS.len(), 44, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
             let optional = matches!(
                 *key,
-                "admin_token" | "metrics_token" | "ingest_rate_limit" | "hosts_file" | "seal_key" | "seal_key_file"
+                "admin_token"
+                    | "metrics_token"
+                    | "ingest_rate_limit"
+                    | "hosts_file"
+                    | "seal_key"
+                    | "seal_key_file"
+                    | "store"
             );
             assert!(optional || printed.contains_key(*key), "{key} is printed");
         }
