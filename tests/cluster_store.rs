@@ -291,3 +291,75 @@ fn a_commit_no_standby_confirms_is_an_unknown_outcome_not_a_hang() {
         })
     });
 }
+
+#[test]
+fn partitions_change_hands_only_once_free_and_every_holding_has_its_own_epoch() {
+    use herald::pg::leases::{ensure_partitions, fair_share, fenced, heartbeat, release, renew, take, Holding};
+    use std::time::Duration;
+    if !common::pg::available("partitions_change_hands") {
+        return;
+    }
+    let cluster = Cluster::start(0);
+    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
+    db.open(false, Duration::from_secs(10)).unwrap();
+    const PARTS: u32 = 16;
+    let long = Duration::from_secs(60);
+    db.block_on(async {
+        let c = db.connect().await.unwrap();
+        ensure_partitions(&c, PARTS).await.unwrap();
+        ensure_partitions(&c, PARTS).await.unwrap();
+
+        // A alone takes everything, each partition at epoch 1.
+        let live = heartbeat(&c, "a", long).await.unwrap();
+        let a = take(&c, "a", fair_share(PARTS, live), long).await.unwrap();
+        assert_eq!(a.len(), PARTS as usize);
+        assert!(a.iter().all(|h| h.epoch == 1));
+        // B arrives: nothing is free until A lets its extra share go.
+        let live = heartbeat(&c, "b", long).await.unwrap();
+        assert_eq!(live, 2);
+        assert!(take(&c, "b", fair_share(PARTS, live), long).await.unwrap().is_empty());
+        let (keep, extra) = a.split_at(fair_share(PARTS, live) as usize);
+        release(&c, "a", extra).await.unwrap();
+        let b = take(&c, "b", fair_share(PARTS, live), long).await.unwrap();
+        assert_eq!(b.iter().map(|h| h.part).collect::<Vec<_>>(), extra.iter().map(|h| h.part).collect::<Vec<_>>());
+        assert!(b.iter().all(|h| h.epoch == 2), "{b:?}");
+        // Fencing: A's old holdings of them are stale, its kept ones current; B's current.
+        assert!(!fenced(&c, "a", &extra[..1]).await.unwrap());
+        assert!(fenced(&c, "a", keep).await.unwrap());
+        assert!(fenced(&c, "b", &b).await.unwrap());
+        assert!(!fenced(&c, "b", &[Holding { part: b[0].part, epoch: 1 }]).await.unwrap());
+        // Renewing is the holder's alone.
+        assert_eq!(renew(&c, "a", long).await.unwrap(), keep.to_vec());
+        assert!(renew(&c, "c", long).await.unwrap().is_empty());
+
+        // A stops renewing: once the database's clock says expired, its partitions are free,
+        // and A's late renewal and late appends find nothing of them.
+        let short = Duration::from_millis(300);
+        assert_eq!(renew(&c, "a", short).await.unwrap().len(), keep.len());
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while fenced(&c, "a", keep).await.unwrap() {
+            assert!(std::time::Instant::now() < end, "A's leases never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(renew(&c, "a", long).await.unwrap().is_empty());
+    });
+
+    // B and C take A's partitions at the same moment: each is taken once.
+    let takers: Vec<_> = ["b", "c"]
+        .into_iter()
+        .map(|node| {
+            let db2 = db.clone();
+            db.spawn(async move {
+                let c = db2.connect().await.unwrap();
+                take(&c, node, PARTS, Duration::from_secs(60)).await.unwrap()
+            })
+        })
+        .collect();
+    let taken: Vec<Vec<Holding>> = takers.into_iter().map(|t| db.block_on(t).unwrap()).collect();
+    let mut parts: Vec<u32> = taken.iter().flatten().map(|h| h.part).collect();
+    parts.sort();
+    let before = parts.len();
+    parts.dedup();
+    assert_eq!((before, parts.len()), (PARTS as usize / 2, PARTS as usize / 2), "{taken:?}");
+    assert!(taken.iter().flatten().all(|h| h.epoch == 2), "{taken:?}");
+}

@@ -12,6 +12,7 @@
 //!   confirms ends in an error, never a hang.
 //! - No password reaches a log line or an error message (`url::redacted`).
 
+pub mod leases;
 pub mod records;
 pub mod schema;
 pub mod url;

@@ -48,6 +48,11 @@ CREATE TABLE herald.leases (
     epoch bigint NOT NULL DEFAULT 0,
     expires_at timestamptz
 );
+-- The nodes alive, each until its heartbeat runs out: how the partitions are shared.
+CREATE TABLE herald.nodes (
+    node text PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
 ";
 
 /// Every migration this binary knows, oldest first.
