@@ -362,4 +362,29 @@ fn partitions_change_hands_only_once_free_and_every_holding_has_its_own_epoch() 
     parts.dedup();
     assert_eq!((before, parts.len()), (PARTS as usize / 2, PARTS as usize / 2), "{taken:?}");
     assert!(taken.iter().flatten().all(|h| h.epoch == 2), "{taken:?}");
+
+    // An append under way holds its partitions against a takeover: checked (FOR SHARE) while
+    // the lease was current, it commits before anyone can take them, even past the expiry.
+    db.block_on(async {
+        let mut x = db.connect().await.unwrap();
+        let y = db.connect().await.unwrap();
+        let held = renew(&y, "b", Duration::from_millis(300)).await.unwrap();
+        assert!(!held.is_empty());
+        let append = x.transaction().await.unwrap();
+        assert!(fenced(&append, "b", &held).await.unwrap());
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = y.query_one("select count(*) from herald.leases where owner = 'b' and expires_at > now()", &[]);
+            if row.await.unwrap().get::<_, i64>(0) == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "B's leases never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(take(&y, "d", PARTS, Duration::from_secs(60)).await.unwrap().is_empty(), "taken under an append");
+        append.commit().await.unwrap();
+        let d = take(&y, "d", PARTS, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(d.iter().map(|h| h.part).collect::<Vec<_>>(), held.iter().map(|h| h.part).collect::<Vec<_>>());
+        assert!(d.iter().zip(&held).all(|(new, old)| new.epoch == old.epoch + 1));
+    });
 }
