@@ -388,3 +388,54 @@ fn partitions_change_hands_only_once_free_and_every_holding_has_its_own_epoch() 
         assert!(d.iter().zip(&held).all(|(new, old)| new.epoch == old.epoch + 1));
     });
 }
+
+#[test]
+fn keepers_share_the_partitions_and_take_over_a_dead_nodes_within_the_ttl() {
+    use herald::pg::leases::{Keeper, KeeperOptions};
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+    if !common::pg::available("keepers_share_the_partitions") {
+        return;
+    }
+    let mut cluster = Cluster::start(0);
+    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
+    db.open(false, Duration::from_secs(10)).unwrap();
+    let ttl = Duration::from_millis(1000);
+    let keeper =
+        |node: &str| Keeper::spawn(db.clone(), KeeperOptions { node: node.into(), partitions: 16, ttl }).unwrap();
+    let parts = |k: &Keeper| k.holdings().held.keys().copied().collect::<BTreeSet<u32>>();
+    let split_evenly = |x: &Keeper, y: &Keeper| {
+        let (a, b) = (parts(x), parts(y));
+        a.len() == 8 && b.len() == 8 && a.is_disjoint(&b)
+    };
+
+    let a = keeper("a");
+    assert_eq!(parts(&a).len(), 16, "alone, the first round takes everything");
+    let b = keeper("b");
+    common::wait_for("a and b holding 8 each", Duration::from_secs(10), || split_evenly(&a, &b));
+    let of_b = b.holdings().held;
+
+    // b dies without a word: a takes its partitions once their leases expire, each with a
+    // new epoch.
+    let died = Instant::now();
+    b.stop(false);
+    common::wait_for("a holding all 16", Duration::from_secs(10), || parts(&a).len() == 16);
+    assert!(died.elapsed() < ttl * 3, "took {:?}", died.elapsed());
+    let now = a.holdings().held;
+    assert!(of_b.iter().all(|(part, epoch)| now[part] > *epoch), "{of_b:?} → {now:?}");
+
+    // c arrives and gets half; leaving gracefully, it hands them back before any TTL runs out.
+    let c = keeper("c");
+    common::wait_for("a and c holding 8 each", Duration::from_secs(10), || split_evenly(&a, &c));
+    c.stop(true);
+    common::wait_for("a holding all 16 again", Duration::from_secs(10), || parts(&a).len() == 16);
+
+    // The database gone: a may start nothing once its local deadline passes, before any
+    // other node could have been given its partitions.
+    assert!(a.holdings().may_start(0, Instant::now()));
+    let lost = Instant::now();
+    cluster.servers[0].kill();
+    common::wait_for("a to stop starting work", Duration::from_secs(10), || !a.holdings().may_start(0, Instant::now()));
+    assert!(lost.elapsed() < ttl, "stopped only after {:?}", lost.elapsed());
+    a.stop(false);
+}

@@ -175,3 +175,177 @@ mod tests {
         assert_eq!(stop_by(sent, Duration::from_secs(1), Duration::from_secs(3)), sent);
     }
 }
+
+/// What a node holds now, as its [`Keeper`] last learned it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Partition → epoch.
+    pub held: std::collections::BTreeMap<u32, u64>,
+    /// Past this local instant nothing may be started under them (renewals failed).
+    pub stop_by: Option<Instant>,
+}
+
+impl Holdings {
+    /// Whether work of partition `part` may be started now.
+    pub fn may_start(&self, part: u32, now: Instant) -> bool {
+        self.held.contains_key(&part) && self.stop_by.is_some_and(|by| now < by)
+    }
+}
+
+/// How a node keeps its share of the partitions.
+#[derive(Debug, Clone)]
+pub struct KeeperOptions {
+    pub node: String,
+    pub partitions: u32,
+    /// `ownership_ttl`: how long a lease lasts unrenewed.
+    pub ttl: Duration,
+}
+
+/// A node's lease keeper: a thread that beats the node's heart, renews its leases, takes
+/// its fair share of free partitions and lets go of more than its share, every quarter of
+/// the TTL; and publishes what it holds. A holder whose renewals fail keeps its holdings
+/// until its local deadline (a third of the TTL before the database's expiry), then holds
+/// nothing it may start work under.
+pub struct Keeper {
+    state: tokio::sync::watch::Receiver<Holdings>,
+    stop: std::sync::mpsc::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    /// Starts keeping (the first round runs before this returns, so a node starts with its
+    /// share when there is one to take).
+    pub fn spawn(db: std::sync::Arc<super::Database>, options: KeeperOptions) -> Result<Keeper, PgError> {
+        let (publish, state) = tokio::sync::watch::channel(Holdings::default());
+        let (stop, stopped) = std::sync::mpsc::channel::<bool>();
+        let (first, first_done) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("herald-leases".into())
+            .spawn(move || keep(&db, &options, &publish, &stopped, first))
+            .map_err(PgError::Runtime)?;
+        let _ = first_done.recv_timeout(CONNECT_DEADLINE);
+        Ok(Keeper { state, stop, thread: Some(thread) })
+    }
+
+    /// What the node holds now.
+    pub fn holdings(&self) -> Holdings {
+        self.state.borrow().clone()
+    }
+
+    /// Told each time the holdings change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Holdings> {
+        self.state.clone()
+    }
+
+    /// Stops keeping: with `release`, lets every lease go at once (a graceful shutdown; the
+    /// others take them next round) — without it, as a crash would, leaving them to expire.
+    pub fn stop(mut self, release: bool) {
+        let _ = self.stop.send(release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// How long the keeper's first round may take before `spawn` returns anyway.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+
+fn keep(
+    db: &super::Database,
+    o: &KeeperOptions,
+    publish: &tokio::sync::watch::Sender<Holdings>,
+    stopped: &std::sync::mpsc::Receiver<bool>,
+    first: std::sync::mpsc::Sender<()>,
+) {
+    let mut session: Option<(tokio_postgres::Client, u32)> = None;
+    let mut current = Holdings::default();
+    let mut first = Some(first);
+    loop {
+        let sent = Instant::now();
+        let round = db.block_on(async { tokio::time::timeout(o.ttl / 2, round(db, &mut session, o)).await });
+        match round {
+            Ok(Ok(held)) => {
+                current = Holdings {
+                    held: held.into_iter().map(|h| (h.part, h.epoch)).collect(),
+                    stop_by: Some(stop_by(sent, o.ttl, o.ttl / 3)),
+                };
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, node = %o.node, "cannot renew this node's leases");
+                session = None;
+            }
+            Err(_) => {
+                tracing::warn!(node = %o.node, "renewing this node's leases timed out");
+                session = None;
+            }
+        }
+        publish.send_if_modified(|h| {
+            let changed = *h != current;
+            *h = current.clone();
+            changed
+        });
+        if let Some(f) = first.take() {
+            let _ = f.send(());
+        }
+        match stopped.recv_timeout(o.ttl / 4) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Ok(release_all) => {
+                if release_all {
+                    let held: Vec<Holding> =
+                        current.held.iter().map(|(&part, &epoch)| Holding { part, epoch }).collect();
+                    let releasing = async {
+                        let c = db.connect().await?;
+                        release(&c, &o.node, &held).await?;
+                        c.execute("DELETE FROM herald.nodes WHERE node = $1", &[&o.node]).await?;
+                        Ok::<_, PgError>(())
+                    };
+                    let _ = db.block_on(async { tokio::time::timeout(o.ttl / 2, releasing).await });
+                }
+                publish.send_replace(Holdings::default());
+                return;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// One round: heartbeat, renew, then even out the share. A new connection first agrees on
+/// the number of partitions (the first node to ask sets it for the cluster).
+async fn round(
+    db: &super::Database,
+    session: &mut Option<(tokio_postgres::Client, u32)>,
+    o: &KeeperOptions,
+) -> Result<Vec<Holding>, PgError> {
+    if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+        let c = db.connect().await?;
+        let agreed = super::records::shared_setting(&c, "partitions", || o.partitions.to_be_bytes().to_vec()).await?;
+        let partitions = agreed.try_into().map(u32::from_be_bytes).unwrap_or(o.partitions).max(1);
+        if partitions != o.partitions {
+            tracing::warn!(
+                configured = o.partitions,
+                agreed = partitions,
+                "the cluster uses another number of partitions"
+            );
+        }
+        ensure_partitions(&c, partitions).await?;
+        *session = Some((c, partitions));
+    }
+    let Some((c, partitions)) = session.as_ref() else { return Err(PgError::Query("no connection".into())) };
+    let live = heartbeat(c, &o.node, o.ttl).await?;
+    let mut held = renew(c, &o.node, o.ttl).await?;
+    let share = fair_share(*partitions, live) as usize;
+    if held.len() > share {
+        let extra = held.split_off(share);
+        release(c, &o.node, &extra).await?;
+    } else if held.len() < share {
+        held.extend(take(c, &o.node, (share - held.len()) as u32, o.ttl).await?);
+        held.sort();
+    }
+    Ok(held)
+}

@@ -129,7 +129,8 @@ impl Database {
     }
 
     /// Runs `work` on the client threads and waits for it, from a thread outside any async
-    /// runtime (start-up, the writer, the CLI).
+    /// runtime (start-up, the writer, the CLI). Build timers inside `work` (an `async`
+    /// block): outside it there is no runtime to make them on.
     pub fn block_on<T>(&self, work: impl Future<Output = T>) -> T {
         self.runtime.block_on(work)
     }
