@@ -145,7 +145,7 @@ fn main() -> ExitCode {
 
 fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if config.store.is_some() && !matches!(command, Cmd::Serve | Cmd::Config) {
-        return Err(herald::server::CLUSTER_UNFINISHED.into());
+        return Err(herald::server::CLUSTER_COMMANDS_UNFINISHED.into());
     }
     match command {
         Cmd::Serve => herald::server::serve(config)?,

@@ -44,6 +44,11 @@ pub enum StartError {
     Unfinished(&'static str),
 }
 
+/// What the commands other than `serve` and `config` say to a `store`, while cluster mode
+/// is being built.
+pub const CLUSTER_COMMANDS_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md): this command works on \
+     the embedded log in data_dir only; leave store unset to use it";
+
 /// What `serve` says, once the database checked out, while cluster mode cannot yet keep the
 /// log in it.
 pub const CLUSTER_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md, \"Built so far\"): the database \
