@@ -21,6 +21,18 @@ fn serve_with(store: &str, env: &[(&str, &str)]) -> (i32, String) {
     (code, stderr)
 }
 
+/// A cluster with `standbys` standbys and its database opened (the schema in place), or
+/// `None` where PostgreSQL's binaries are missing (outside CI).
+fn opened(test: &str, standbys: usize, require_sync: bool) -> Option<(Cluster, std::sync::Arc<Database>)> {
+    if !common::pg::available(test) {
+        return None;
+    }
+    let cluster = Cluster::start(standbys);
+    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
+    db.open(require_sync, std::time::Duration::from_secs(10)).unwrap();
+    Some((cluster, db))
+}
+
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -199,12 +211,7 @@ fn a_rolling_upgrade_runs_old_and_new_binaries_on_one_schema_until_the_contract_
 fn appends_from_many_connections_commit_in_sequence_order_and_readers_never_see_a_gap() {
     use herald::pg::records::{head, read_after, shared_setting, Appender};
     use std::time::Duration;
-    if !common::pg::available("appends_from_many_connections") {
-        return;
-    }
-    let cluster = Cluster::start(1);
-    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
-    db.open(true, Duration::from_secs(10)).unwrap();
+    let Some((_cluster, db)) = opened("appends_from_many_connections", 1, true) else { return };
     const WRITERS: u8 = 4;
     const GROUPS: u64 = 40;
     let writers: Vec<_> = (0..WRITERS)
@@ -262,12 +269,7 @@ fn appends_from_many_connections_commit_in_sequence_order_and_readers_never_see_
 fn a_commit_no_standby_confirms_is_an_unknown_outcome_not_a_hang() {
     use herald::pg::records::{read_after, AppendError, Appender};
     use std::time::Duration;
-    if !common::pg::available("a_commit_no_standby_confirms") {
-        return;
-    }
-    let cluster = Cluster::start(0);
-    let db = Database::new(&cluster.url()).unwrap();
-    db.open(false, Duration::from_secs(10)).unwrap();
+    let Some((cluster, db)) = opened("a_commit_no_standby_confirms", 0, false) else { return };
     let p = cluster.primary();
     p.psql("alter system set synchronous_standby_names = 'ghost'");
     p.psql("select pg_reload_conf()");
@@ -296,12 +298,7 @@ fn a_commit_no_standby_confirms_is_an_unknown_outcome_not_a_hang() {
 fn partitions_change_hands_only_once_free_and_every_holding_has_its_own_epoch() {
     use herald::pg::leases::{ensure_partitions, fair_share, fenced, heartbeat, release, renew, take, Holding};
     use std::time::Duration;
-    if !common::pg::available("partitions_change_hands") {
-        return;
-    }
-    let cluster = Cluster::start(0);
-    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
-    db.open(false, Duration::from_secs(10)).unwrap();
+    let Some((_cluster, db)) = opened("partitions_change_hands", 0, false) else { return };
     const PARTS: u32 = 16;
     let long = Duration::from_secs(60);
     db.block_on(async {
@@ -394,12 +391,7 @@ fn keepers_share_the_partitions_and_take_over_a_dead_nodes_within_the_ttl() {
     use herald::pg::leases::{Keeper, KeeperOptions};
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
-    if !common::pg::available("keepers_share_the_partitions") {
-        return;
-    }
-    let mut cluster = Cluster::start(0);
-    let db = std::sync::Arc::new(Database::new(&cluster.url()).unwrap());
-    db.open(false, Duration::from_secs(10)).unwrap();
+    let Some((mut cluster, db)) = opened("keepers_share_the_partitions", 0, false) else { return };
     let ttl = Duration::from_millis(1000);
     let keeper =
         |node: &str| Keeper::spawn(db.clone(), KeeperOptions { node: node.into(), partitions: 16, ttl }).unwrap();

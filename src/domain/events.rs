@@ -7,8 +7,7 @@
 //!   JSON object with no key twice (events an older Herald stored keep their compact form).
 //! - An idempotency key is claimed by the very record that stores the event, in a
 //!   precondition storage checks atomically with the append: two identical requests at the
-//!   same moment cannot
-//!   both ingest. A replay within the window returns the first event; the same key with a
+//!   same moment cannot both ingest. A replay within the window returns the first event; the same key with a
 //!   different request is a conflict.
 //! - An event is acknowledged only once durable; its id is derived from its log sequence
 //!   number and its place in its batch (see `model::IdKey`), so the answer is computed after

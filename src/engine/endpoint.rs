@@ -384,9 +384,9 @@ impl Endpoint {
 
     /// Reads the event of a delivery the actor did not hear of from ingest (recovered,
     /// re-queued) from storage — in this turn if storage answers at once, else when it does —
-    /// then does with it what it was taken from the window for. One read also fetches the events of the next [`PREFETCH`]
-    /// deliveries waiting (into the shared cache): a backlog is drained a run of
-    /// neighbouring records per read, not a read per delivery.
+    /// then does with it what it was taken from the window for. One read also fetches the
+    /// events of the next [`PREFETCH`] deliveries waiting (into the shared cache): a backlog
+    /// is drained a run of neighbouring records per read, not a read per delivery.
     fn load(&mut self, item: Item, then: Then, ctx: &mut Context<Self>) {
         let seq = item.delivery.seq;
         self.loading.insert(item.delivery, (item, then));

@@ -322,21 +322,27 @@ async fn round(
     session: &mut Option<(tokio_postgres::Client, u32)>,
     o: &KeeperOptions,
 ) -> Result<Vec<Holding>, PgError> {
-    if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-        let c = db.connect().await?;
-        let agreed = super::records::shared_setting(&c, "partitions", || o.partitions.to_be_bytes().to_vec()).await?;
-        let partitions = agreed.try_into().map(u32::from_be_bytes).unwrap_or(o.partitions).max(1);
-        if partitions != o.partitions {
-            tracing::warn!(
-                configured = o.partitions,
-                agreed = partitions,
-                "the cluster uses another number of partitions"
-            );
-        }
-        ensure_partitions(&c, partitions).await?;
-        *session = Some((c, partitions));
+    if session.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+        *session = None;
     }
-    let Some((c, partitions)) = session.as_ref() else { return Err(PgError::Query("no connection".into())) };
+    let (c, partitions) = match session {
+        Some(open) => open,
+        slot => {
+            let c = db.connect().await?;
+            let agreed =
+                super::records::shared_setting(&c, "partitions", || o.partitions.to_be_bytes().to_vec()).await?;
+            let partitions = agreed.try_into().map(u32::from_be_bytes).unwrap_or(o.partitions).max(1);
+            if partitions != o.partitions {
+                tracing::warn!(
+                    configured = o.partitions,
+                    agreed = partitions,
+                    "the cluster uses another number of partitions"
+                );
+            }
+            ensure_partitions(&c, partitions).await?;
+            slot.insert((c, partitions))
+        }
+    };
     let live = heartbeat(c, &o.node, o.ttl).await?;
     let mut held = renew(c, &o.node, o.ttl).await?;
     let share = fair_share(*partitions, live) as usize;

@@ -50,7 +50,7 @@ impl Appender {
     /// Opens a transaction and takes the head lock (connecting first if need be), within
     /// `deadline`.
     pub async fn lock<'a>(&'a mut self, db: &Database, deadline: Duration) -> Result<Locked<'a>, PgError> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
         let client = match &mut self.client {

@@ -7,7 +7,7 @@
 //! `HERALD_PG_BIN` or the newest `/usr/lib/postgresql/*/bin`.
 
 use super::{spawn_tied, wait_for};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -235,9 +235,5 @@ impl Cluster {
     /// A URL naming one server.
     pub fn url_of(&self, i: usize) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.servers[i].port)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self._dir.path()
     }
 }
