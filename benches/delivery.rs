@@ -21,85 +21,21 @@
 //! leave it, to profile a node holding them). Herald's own log goes to stderr at `warn` (or
 //! `BENCH_HERALD_LOG`).
 
-use actix_web::{web, App, HttpResponse, HttpServer};
 use herald::log::{Log, LogOptions};
 use herald::model::{now_millis, AccountId, WebhookId};
 use herald::storage::{Command, EventIngested, Record};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{Server, ADMIN};
+use support::sink::{self, Sink};
+use support::{load, Server, ADMIN};
 /// Longest any phase may wait for its deliveries.
 const DEADLINE: Duration = Duration::from_secs(180);
-
-/// The receiver: counts, remembers when the latest delivery arrived, and (lag phase) when
-/// each event index arrived.
-#[derive(Default)]
-struct Sink {
-    count: AtomicU64,
-    last_us: AtomicU64,
-    arrivals: Mutex<Vec<(u64, Instant)>>,
-    record_arrivals: std::sync::atomic::AtomicBool,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl Sink {
-    fn now_us(&self) -> u64 {
-        self.epoch.get_or_init(Instant::now).elapsed().as_micros() as u64
-    }
-}
-
-async fn receive(body: web::Bytes, sink: web::Data<Sink>) -> HttpResponse {
-    let at = Instant::now();
-    if sink.record_arrivals.load(Ordering::Relaxed) {
-        if let Some(i) = index_of(&body) {
-            sink.arrivals.lock().unwrap().push((i, at));
-        }
-    }
-    sink.last_us.store(sink.now_us(), Ordering::Relaxed);
-    sink.count.fetch_add(1, Ordering::Relaxed);
-    HttpResponse::Ok().finish()
-}
-
-/// The `"i":<n>` that every benchmark event carries first in its data.
-fn index_of(body: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(body).ok()?;
-    let rest = &text[text.find("\"data\":{\"i\":")? + 12..];
-    rest[..rest.find([',', '}'])?].parse().ok()
-}
-
-/// Starts the receiver listening on `ports` ports (one worker serves them all); returns them.
-///
-/// Why more than one: Linux gives `connect()` the even half of the ephemeral range first
-/// (14,116 ports with the default 32768–60999) and scans every one of them, per connect,
-/// once that half is in use towards one destination. 1,000 webhooks with 16 in flight to
-/// one port sit right at that edge, so `many` used to measure whether a run crossed it
-/// (8,000 or 13,000 deliveries/s, either build) rather than Herald.
-fn start_sink(sink: Arc<Sink>, ports: usize) -> Vec<u16> {
-    let _ = sink.now_us();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let data = web::Data::from(sink);
-            let mut server =
-                HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
-                    .workers(1)
-                    .backlog(4096)
-                    .max_connection_rate(4096);
-            for _ in 0..ports {
-                server = server.bind(("127.0.0.1", 0)).expect("bind receiver");
-            }
-            tx.send(server.addrs().iter().map(|a| a.port()).collect()).unwrap();
-            server.run().await
-        })
-    });
-    rx.recv().expect("receiver ports")
-}
 
 /// Starts Herald in `dir` (room for 20,000 webhooks in one account) and waits until it
 /// is ready.
@@ -138,19 +74,6 @@ fn post(s: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
     r.into_json().unwrap_or(serde_json::Value::Null)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn data(i: u64) -> Vec<u8> {
-    format!(r#"{{"i":{i},"lead_id":"ld_{i}","notes":"{}"}}"#, "x".repeat(1000)).into_bytes()
-}
-
 /// Creates `n` webhooks in the default account, spread over `urls` in turn; returns their ids.
 fn webhooks(s: &Server, n: usize, urls: &[String], max_in_flight: u32) -> Vec<WebhookId> {
     (0..n)
@@ -178,7 +101,7 @@ fn write_backlog(data_dir: &Path, hooks: &[WebhookId], events: u64) {
                 Record::EventIngested(Box::new(EventIngested::unkeyed(
                     AccountId::default_account(),
                     event,
-                    data(n),
+                    load::data(n).into_bytes(),
                     hooks.to_vec(),
                     at,
                 )))
@@ -195,7 +118,7 @@ fn drain(name: &str, hooks: usize, events: u64, max_in_flight: u32, ports: usize
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = Arc::new(Sink::default());
     let urls: Vec<String> =
-        start_sink(sink.clone(), ports).iter().map(|port| format!("http://127.0.0.1:{port}/in")).collect();
+        sink::start(sink.clone(), ports).iter().map(|port| format!("http://127.0.0.1:{port}/in")).collect();
     let s = start(dir.path(), &[]);
     let ids = webhooks(&s, hooks, &urls, max_in_flight);
     stop(s);
@@ -220,66 +143,24 @@ fn drain(name: &str, hooks: usize, events: u64, max_in_flight: u32, ports: usize
 fn lag(seconds: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = Arc::new(Sink::default());
-    let port = start_sink(sink.clone(), 1)[0];
+    let port = sink::start(sink.clone(), 1)[0];
     let s = start(dir.path(), &[]);
     webhooks(&s, 1, &[format!("http://127.0.0.1:{port}/in")], 16);
     sink.record_arrivals.store(true, Ordering::Relaxed);
     let rate = 1000u64;
-    let total = rate * seconds;
-    let agent = ureq::AgentBuilder::new().max_idle_connections_per_host(8).build();
-    let url = format!("{}/api/v1/events", s.base);
-    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total as usize]));
-    // Four senders, each its own connection, interleaved on one schedule (open loop).
-    let started = Instant::now() + Duration::from_millis(50);
-    let threads: Vec<_> = (0..4u64)
-        .map(|t| {
-            let (agent, url, sent) = (agent.clone(), url.clone(), sent.clone());
-            std::thread::spawn(move || {
-                for i in (t..total).step_by(4) {
-                    let due = started + Duration::from_micros(i * 1_000_000 / rate);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let body = format!(r#"{{"event":"lead.qualified","data":{}}}"#, String::from_utf8_lossy(&data(i)));
-                    let at = Instant::now();
-                    let ok = agent
-                        .post(&url)
-                        .set("Authorization", &format!("Bearer {ADMIN}"))
-                        .set("Content-Type", "application/json")
-                        .send_string(&body)
-                        .is_ok();
-                    if ok {
-                        sent.lock().unwrap()[i as usize] = Some(at);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        let _ = t.join();
-    }
+    let sent = load::open_loop(std::slice::from_ref(&s.base), rate, seconds);
     let end = Instant::now() + Duration::from_secs(30);
-    while sink.arrivals.lock().unwrap().len() < total as usize && Instant::now() < end {
+    while sink.arrivals.lock().unwrap().len() < sent.accepted as usize && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let sent = sent.lock().unwrap();
-    let mut lags: Vec<f64> = sink
-        .arrivals
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(i, at)| {
-            sent.get(*i as usize).copied().flatten().map(|s| at.duration_since(s).as_secs_f64() * 1e3)
-        })
-        .collect();
-    lags.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
+    let lags = load::Lags::of(&sent, &sink.arrivals.lock().unwrap());
     println!(
-        "   lag: {rate} events/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} of {total} delivered)",
-        pct(0.5),
-        pct(0.99),
-        pct(1.0),
-        lags.len()
+        "   lag: {rate} events/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} of {} delivered)",
+        lags.pct(0.5),
+        lags.pct(0.99),
+        lags.pct(1.0),
+        lags.sorted_ms.len(),
+        sent.accepted
     );
     drop(s);
 }
@@ -323,7 +204,7 @@ fn memory(keep: Option<&Path>) {
     let empty_dir = tempfile::tempdir().expect("temp dir");
     let empty = start(empty_dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(500));
-    let base = rss_kib(empty.child.id());
+    let base = load::rss_kib(empty.child.id());
     drop(empty);
 
     let temp = tempfile::tempdir().expect("temp dir");
@@ -344,7 +225,7 @@ fn memory(keep: Option<&Path>) {
     stop(s);
     let s = start(dir, &[]);
     std::thread::sleep(Duration::from_millis(500));
-    let full = rss_kib(s.child.id());
+    let full = load::rss_kib(s.child.id());
     println!(
         "memory: {:.0} bytes per idle webhook (RSS {} MiB with {N} webhooks, {} MiB empty; created in {:.1} s)",
         (full.saturating_sub(base) * 1024) as f64 / N as f64,
@@ -356,11 +237,10 @@ fn memory(keep: Option<&Path>) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let seconds: u64 = value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10).clamp(1, 60);
-    let only = value("--phase");
-    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    let args = support::Args::from_env();
+    let seconds = args.seconds(10, 60);
+    let run = |phase: &str| args.runs(phase);
+    let value = |name: &str| args.value(name);
     if run("one") {
         drain("one", 1, 100_000, 64, 1);
     }

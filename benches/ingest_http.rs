@@ -241,11 +241,9 @@ fn report_server_side(before: &[(f64, u64)], after: &[(f64, u64)]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let seconds: u64 = value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10).clamp(1, 120);
-    let only = value("--phase");
-    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    let args = support::Args::from_env();
+    let seconds = args.seconds(10, 120);
+    let run = |phase: &str| args.runs(phase);
 
     let server = start();
     let base = server.server.base.clone();

@@ -91,6 +91,9 @@ pub struct Config {
     /// Cluster mode: the longest Herald waits for the database to answer (a commit no
     /// standby confirms, a server gone silent) before it gives up on that request.
     pub store_timeout: Dur,
+    /// Cluster mode: how long a node's lease on its share of the webhooks lasts unrenewed;
+    /// a node that dies or stalls has its webhooks taken over by live nodes within it.
+    pub ownership_ttl: Dur,
     /// Admin token; when unset Herald generates one on first start and keeps only its hash.
     pub admin_token: Option<String>,
     /// Allows `http://` and loopback/private targets, for local receivers.
@@ -167,6 +170,7 @@ impl Default for Config {
             store: None,
             require_sync_replication: false,
             store_timeout: secs(10),
+            ownership_ttl: secs(10),
             admin_token: None,
             dev: false,
             allow_http: false,
@@ -229,6 +233,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("store", Kind::Text),
     ("require_sync_replication", Kind::Bool),
     ("store_timeout", Kind::Text),
+    ("ownership_ttl", Kind::Text),
     ("admin_token", Kind::Text),
     ("dev", Kind::Bool),
     ("allow_http", Kind::Bool),
@@ -385,6 +390,7 @@ impl Config {
             ("actor_idle", self.actor_idle),
             ("body_read_timeout", self.body_read_timeout),
             ("store_timeout", self.store_timeout),
+            ("ownership_ttl", self.ownership_ttl),
         ];
         for (name, d) in positive {
             if d.0.is_zero() {
@@ -521,7 +527,7 @@ mod tests {
         assert_eq!(c.initial_backoff.0, Duration::from_secs(1));
         assert_eq!(c.retention.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_payload_bytes, 1_048_576);
-        assert_eq!(KEYS.len(), 44, "every field has an env kind");
+        assert_eq!(KEYS.len(), 45, "every field has an env kind");
         let printed: toml::Table = c.redacted_toml().parse().unwrap();
         for (key, _) in KEYS {
             let optional = matches!(

@@ -62,7 +62,9 @@ enum Cmd {
         action: TokenAction,
     },
     /// Check a stopped node's log: every record's checksum, and the stored projection
-    /// against a fresh fold of the records.
+    /// against a fresh fold of the records. With a `store`: the database's records (also on
+    /// a live cluster) and, if the data directory holds a stopped node's tree, that tree
+    /// against them.
     Verify,
     /// Rewrite a stopped node's log into a new data directory with every secret and custom
     /// header value sealed (for a directory an older Herald wrote in clear).
@@ -144,12 +146,22 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if config.store.is_some() && !matches!(command, Cmd::Serve | Cmd::Config) {
+    let against_store = matches!(command, Cmd::Serve | Cmd::Config | Cmd::AdminToken { .. } | Cmd::Verify);
+    if config.store.is_some() && !against_store {
         return Err(herald::server::CLUSTER_COMMANDS_UNFINISHED.into());
     }
     match command {
         Cmd::Serve => herald::server::serve(config)?,
         Cmd::Config => print!("{}", config.redacted_toml()),
+        Cmd::AdminToken { action: TokenAction::Reset } if config.store.is_some() => {
+            let store = config.store.as_deref().unwrap_or_default();
+            let token = herald::server::issue_admin_token_in_store(&config, store)?;
+            println!("{token}");
+            eprintln!(
+                "herald: issued a new admin token for the cluster (above; only its hash is stored). The old one \
+                 stops working on every node as each folds the record, within moments."
+            );
+        }
         Cmd::AdminToken { action: TokenAction::Reset } => {
             // A directory that holds no log is a mistyped --data-dir, not a node to start.
             if !config.data_dir.join("log").exists() {
@@ -167,6 +179,14 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             eprintln!(
                 "herald: issued a new admin token (above; only its hash is stored). The old one no longer works."
             );
+        }
+        Cmd::Verify if config.store.is_some() => {
+            let store = config.store.as_deref().unwrap_or_default();
+            let report = herald::server::verify_store(&config, store)?;
+            println!("{report}");
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Cmd::Verify => {
             let found = herald::log::inspect(&config.data_dir)?;

@@ -16,6 +16,10 @@
 //!   transitions) are counted by the endpoint actors as attempts end.
 //! - `log_append_duration_seconds` is timed around every writer command (ingest's appends
 //!   and the actors' attempt records alike), from handing it over to the flush.
+//! - Cluster mode adds `cluster_partitions_owned`, `cluster_lease_renewals_total{result}`,
+//!   `cluster_partitions_gained_total`, `cluster_partitions_lost_total` (read from the lease
+//!   keeper when scraped) and `store_commit_duration_seconds` (timed by the writer around
+//!   each group's append to PostgreSQL); a single node exports none of them.
 //! - With `metrics_enabled = false` every counting method returns at once (the hot paths
 //!   pay one branch) and `/metrics` answers 404. With `metrics_per_webhook` one more family,
 //!   `webhook_delivery_attempts_total{webhook_id,result}`, counts attempts per webhook; no
@@ -42,6 +46,8 @@ pub struct Setup {
     pub routes: Vec<String>,
     /// Every `status` label value the API answers with.
     pub statuses: Vec<&'static str>,
+    /// Cluster mode: the ownership and store families are exported too.
+    pub cluster: bool,
 }
 
 /// The state gauges, read when scraped.
@@ -53,6 +59,65 @@ pub struct Gauges {
     pub breakers_open: u64,
     pub log_bytes: u64,
     pub actors: u64,
+    /// Cluster mode only.
+    pub ownership: Option<OwnershipGauges>,
+}
+
+/// A cluster node's ownership as read when scraped: the partitions held now, and counts
+/// since the node started (exported as counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnershipGauges {
+    pub partitions_held: u64,
+    pub renewals: u64,
+    pub renewal_failures: u64,
+    pub gained: u64,
+    pub lost: u64,
+}
+
+/// The cluster families: per node, so a dashboard sums them over nodes (each partition is
+/// held by one node: the sum is the cluster's, counted once).
+struct ClusterFamilies {
+    partitions_owned: IntGauge,
+    renewals: IntCounterVec,
+    gained: IntCounter,
+    lost: IntCounter,
+    store_commit: Histogram,
+}
+
+impl ClusterFamilies {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let partitions_owned =
+            IntGauge::new("cluster_partitions_owned", "Partitions of webhooks whose lease this node holds")?;
+        let renewals = IntCounterVec::new(
+            Opts::new("cluster_lease_renewals_total", "Rounds of this node's lease renewals, by result"),
+            &["result"],
+        )?;
+        let gained = IntCounter::new("cluster_partitions_gained_total", "Partitions this node came to hold")?;
+        let lost = IntCounter::new("cluster_partitions_lost_total", "Partitions this node stopped holding")?;
+        let store_commit = Histogram::with_opts(
+            HistogramOpts::new("store_commit_duration_seconds", "Time one group's append to PostgreSQL took")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0]),
+        )?;
+        for result in ["ok", "failed"] {
+            renewals.with_label_values(&[result]);
+        }
+        registry.register(Box::new(partitions_owned.clone()))?;
+        registry.register(Box::new(renewals.clone()))?;
+        registry.register(Box::new(gained.clone()))?;
+        registry.register(Box::new(lost.clone()))?;
+        registry.register(Box::new(store_commit.clone()))?;
+        Ok(Self { partitions_owned, renewals, gained, lost, store_commit })
+    }
+
+    fn set(&self, o: &OwnershipGauges) {
+        // The counts are the keeper's, monotonic: a counter follows them by their growth.
+        let follow = |c: &IntCounter, to: u64| c.inc_by(to.saturating_sub(c.get()));
+        self.partitions_owned.set(o.partitions_held as i64);
+        follow(&self.renewals.with_label_values(&["ok"]), o.renewals);
+        follow(&self.renewals.with_label_values(&["failed"]), o.renewal_failures);
+        follow(&self.gained, o.gained);
+        follow(&self.lost, o.lost);
+    }
 }
 
 pub struct Metrics {
@@ -78,6 +143,8 @@ pub struct Metrics {
     log_append: Histogram,
     /// Attempts per webhook, only with `metrics_per_webhook`.
     per_webhook: Option<IntCounterVec>,
+    /// Cluster mode only.
+    cluster: Option<ClusterFamilies>,
 }
 
 /// Every `result` label of `delivery_attempts_total`.
@@ -196,6 +263,7 @@ impl Metrics {
                 http_requests.with_label_values(&[route, status]);
             }
         }
+        let cluster = if settings.cluster { Some(ClusterFamilies::register(&registry)?) } else { None };
         let known_events: HashSet<String> = settings.event_types.iter().cloned().collect();
         for name in known_events.iter().map(String::as_str).chain([OTHER]) {
             events_ingested.with_label_values(&[name]);
@@ -221,6 +289,7 @@ impl Metrics {
             actors,
             log_append,
             per_webhook,
+            cluster,
         })
     }
 
@@ -233,6 +302,13 @@ impl Metrics {
     pub fn append_took(&self, took: Duration) {
         if self.enabled {
             self.log_append.observe(took.as_secs_f64());
+        }
+    }
+
+    /// Cluster mode: one group's append to the database took `took`.
+    pub fn store_commit_took(&self, took: Duration) {
+        if let (true, Some(c)) = (self.enabled, &self.cluster) {
+            c.store_commit.observe(took.as_secs_f64());
         }
     }
 
@@ -305,6 +381,9 @@ impl Metrics {
             self.breakers_open.set(g.breakers_open as i64);
             self.log_bytes.set(g.log_bytes as i64);
             self.actors.set(g.actors as i64);
+            if let (Some(c), Some(o)) = (&self.cluster, &g.ownership) {
+                c.set(o);
+            }
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;

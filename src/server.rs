@@ -11,7 +11,7 @@ use crate::log::{Log, OpenError};
 use crate::model::{now_millis, WebhookId};
 use crate::node::{Node, NodeHandle, RecoverySummary};
 use crate::security::credentials;
-use crate::storage::{AppendTimer, Catalog, Command, Ledger, Queued, Record};
+use crate::storage::{AppendError, AppendTimer, Catalog, Command, Ledger, Precondition, Queued, Record};
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::collections::HashMap;
@@ -49,16 +49,10 @@ pub enum StartError {
 pub const CLUSTER_COMMANDS_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md): this command works on \
      the embedded log in data_dir only; leave store unset to use it";
 
-/// What `serve` says, once the database checked out, while cluster mode cannot yet keep the
-/// log in it.
-pub const CLUSTER_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md, \"Built so far\"): the database \
-     checked out and its schema is in place, but this build cannot keep the log in PostgreSQL yet; \
-     leave store unset to run on the embedded log";
-
 /// Opens the database `store` names: connects to its read-write server, migrates the
 /// schema under the advisory lock, and reads (and, with `require_sync_replication`,
 /// requires) synchronous replication. Blocks.
-pub fn open_store(config: &Config, store: &str) -> Result<crate::pg::Opened, StartError> {
+pub fn open_store(config: &Config, store: &str) -> Result<(crate::pg::Database, crate::pg::Opened), StartError> {
     let db = crate::pg::Database::new(store)?;
     let opened = db.open(config.require_sync_replication, config.store_timeout.0)?;
     tracing::info!(
@@ -76,7 +70,54 @@ pub fn open_store(config: &Config, store: &str) -> Result<crate::pg::Opened, Sta
              (set require_sync_replication = true to refuse this)"
         );
     }
-    Ok(opened)
+    Ok((db, opened))
+}
+
+/// The key under which the cluster keeps the canary its first node sealed.
+const SEAL_CANARY: &str = "seal_canary";
+
+/// The keyring that seals secrets, checked against what it must open: the data directory's
+/// canary on one node, the cluster's (in the database) on a node of a cluster, so every
+/// node of a cluster holds the key the others seal with. Blocks.
+fn load_keyring(
+    config: &Config,
+    store: Option<&crate::pg::Database>,
+) -> Result<crate::security::seal::Keyring, StartError> {
+    use crate::pg::records;
+    use crate::security::seal::{self, SealError};
+    let Some(db) = store else { return Ok(seal::load(&config.key_source(), &config.data_dir)?) };
+    let deadline = config.store_timeout.0;
+    let existing = db.block_on(async {
+        let client = db.connect().await?;
+        crate::pg::within(deadline, records::setting(&client, SEAL_CANARY)).await
+    })?;
+    let existing = existing.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let share = |mine: String| {
+        db.block_on(async {
+            let client = db.connect().await?;
+            let kept = records::shared_setting(&client, SEAL_CANARY, || mine.into_bytes());
+            crate::pg::within(deadline, kept).await
+        })
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .map_err(|e| SealError::Io(format!("storing the cluster's seal canary: {e}")))
+    };
+    Ok(seal::load_for_cluster(&config.key_source(), existing, share)?)
+}
+
+/// How often a node looks for other nodes' appends when no notification came (a lost
+/// notification, a listening connection being made again).
+const STORE_POLL: Duration = Duration::from_millis(500);
+
+/// How many partitions a new cluster hashes its webhooks into: enough to spread them
+/// evenly over dozens of nodes, few enough that a node renews its share in one statement.
+const PARTITIONS: u32 = 128;
+
+/// This process's name among the cluster's nodes: its host, its process id and a random
+/// part, so a node restarted on the same host is a new node (its old leases expire).
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let random = crate::model::IdKey::generate().0;
+    format!("{}-{}-{:02x}{:02x}{:02x}", host.trim(), std::process::id(), random[0], random[1], random[2])
 }
 
 /// How the log is opened under `config`.
@@ -119,20 +160,42 @@ fn metrics_settings(config: &Config) -> crate::metrics::Setup {
         event_types: config.event_types.iter().map(|t| t.name.clone()).collect(),
         routes: crate::api::route_patterns().into_iter().chain([crate::api::UNMATCHED_ROUTE.to_owned()]).collect(),
         statuses: crate::api::STATUSES.to_vec(),
+        cluster: config.store.is_some(),
     }
 }
 
 /// What recovery hands to the delivery actors.
 type Waiting = HashMap<WebhookId, Vec<Queued>>;
 
-/// Opens and recovers the log and makes sure an admin credential exists; the deliveries
-/// found waiting are returned for the actors. Blocking: runs off the actix threads.
-pub fn open_log(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Result<OpenedLog, StartError> {
+/// Opens and recovers the log — in cluster mode, in the database `store` (opened by
+/// [`open_store`]) — and makes sure an admin credential exists; the deliveries found waiting
+/// are returned for the actors. Blocking: runs off the actix threads.
+pub fn open_log(
+    config: &Config,
+    metrics: &Arc<crate::metrics::Metrics>,
+    store: Option<Arc<crate::pg::Database>>,
+) -> Result<OpenedLog, StartError> {
     // The key first: a data directory whose key is missing does not start at all.
-    let keyring = Arc::new(crate::security::seal::load(&config.key_source(), &config.data_dir)?);
+    let keyring = Arc::new(load_keyring(config, store.as_deref())?);
     let timer = metrics.clone();
     let append_timer = metrics.enabled().then(|| AppendTimer::new(move |took| timer.append_took(took)));
-    let options = crate::log::LogOptions { append_timer, ..log_options(config) };
+    let cluster = store.map(|db| {
+        let node = node_name();
+        tracing::info!(node = %node, "this node's name in the cluster (its leases are held under it)");
+        crate::log::Cluster {
+            db,
+            timeout: config.store_timeout.0,
+            poll: STORE_POLL,
+            node,
+            ownership_ttl: config.ownership_ttl.0,
+            partitions: PARTITIONS,
+            commit_timer: metrics.enabled().then(|| {
+                let timer = metrics.clone();
+                AppendTimer::new(move |took| timer.store_commit_took(took))
+            }),
+        }
+    });
+    let options = crate::log::LogOptions { append_timer, cluster, ..log_options(config) };
     let (log, recovery) = Log::open(&config.data_dir, options)?;
     let summary = RecoverySummary {
         duration: recovery.duration,
@@ -230,7 +293,18 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
     }
     let has_one = log.catalog().read().map(|c| c.admin_token.is_some()).unwrap_or(true);
     if !has_one {
-        let token = issue_admin_token(log)?;
+        // Only if none was issued meanwhile: nodes starting together on an empty cluster
+        // print one token between them.
+        let token = credentials::generate_admin_token();
+        let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
+        match log.append_blocking(Command::checked(vec![record], Precondition::AdminTokenAbsent)) {
+            Ok(_) => {}
+            Err(AppendError::Rejected(_)) => {
+                tracing::info!("another node issued the admin token");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         // On stdout, apart from the log stream (stderr, maybe JSON, maybe collected): once.
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -247,6 +321,33 @@ fn ensure_admin_token(log: &Log, config: &Config) -> Result<(), StartError> {
 
 /// Issues a new admin token (replacing any stored one) and returns it; only its hash is
 /// stored. The caller shows it, once.
+/// `herald admin-token reset` against a cluster's `store`, running or not: the new token's
+/// record is appended to the database's log directly, and every node folds it (the old
+/// token stops working on each within moments). Blocks.
+pub fn issue_admin_token_in_store(config: &Config, store: &str) -> Result<String, StartError> {
+    let (db, _) = open_store(config, store)?;
+    let token = credentials::generate_admin_token();
+    let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
+    crate::log::append_beside(&db, config.store_timeout.0, &[record])?;
+    Ok(token)
+}
+
+/// `herald verify` with a `store`: the database's records and, if the data directory holds
+/// a stopped node's tree, that tree against them. Reads only (it creates no schema); each
+/// read within `store_timeout`. Blocks.
+pub fn verify_store(config: &Config, store: &str) -> Result<crate::log::StoreReport, StartError> {
+    use crate::pg::records;
+    let db = crate::pg::Database::new(store)?;
+    let within = config.store_timeout.0;
+    let client = db.block_within(within, db.connect())?;
+    let head = db.block_within(within, records::head(&client))?;
+    let next = |after: u64| db.block_within(within, records::read_after(&client, after, VERIFY_CHUNK));
+    crate::log::verify_against_store(&config.data_dir, head, next).map_err(|e| StartError::Recovery(e.to_string()))
+}
+
+/// Records `herald verify` reads from the database at a time.
+const VERIFY_CHUNK: usize = 4_096;
+
 pub fn issue_admin_token(log: &Log) -> Result<String, StartError> {
     let token = credentials::generate_admin_token();
     let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
@@ -286,11 +387,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     // What would stop start-up anyway stops it before the port is bound: a data directory
     // in use or not creatable, a missing or wrong seal key.
     crate::log::check_not_in_use(&config.data_dir)?;
-    crate::security::seal::load(&config.key_source(), &config.data_dir)?;
-    if let Some(store) = &config.store {
-        open_store(&config, store)?;
-        return Err(StartError::Unfinished(CLUSTER_UNFINISHED));
-    }
+    let store = match &config.store {
+        Some(url) => Some(Arc::new(open_store(&config, url)?.0)),
+        None => None,
+    };
+    load_keyring(&config, store.as_deref())?;
     actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(
             crate::metrics::Metrics::new(&metrics_settings(&config)).map_err(|e| StartError::Metrics(e.to_string()))?,
@@ -419,7 +520,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let recovering = shared.clone();
         actix_web::rt::spawn(async move {
             let (cfg, metrics) = (recovering.config.clone(), recovering.metrics.clone());
-            match web::block(move || open_log(&cfg, &metrics)).await {
+            match web::block(move || open_log(&cfg, &metrics, store)).await {
                 Ok(Ok(opened)) => {
                     let engine = start_node(recovering.config.clone(), recovering.metrics.clone(), opened);
                     tracing::info!(actors = engine.delivery.actors(), "ready");

@@ -15,7 +15,7 @@ use herald::pg::Database;
 /// `herald serve` with `store` in a fresh directory; (exit code, stderr).
 fn serve_with(store: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut all = vec![("HERALD_STORE", store)];
+    let mut all = vec![("HERALD_STORE", store), ("HERALD_SEAL_KEY", common::pg::seal_key())];
     all.extend_from_slice(env);
     let (code, _, stderr) = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &all);
     (code, stderr)
@@ -59,9 +59,14 @@ fn config_shows_the_store_with_its_password_redacted_and_refuses_what_is_not_pos
     assert_eq!(code, 2);
     assert!(err.contains("is not a PostgreSQL URL"), "{err}");
     // Commands that work on the embedded log say so instead of using it behind the store's back.
-    let (code, _, err) = run(dir.path(), &["verify", "--store", "postgres://db/x"], &[]);
+    let to = dir.path().join("sealed");
+    let (code, _, err) = run(dir.path(), &["--store", "postgres://db/x", "seal", "--to", to.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("cluster mode is being built"), "{err}");
+    assert!(err.contains("this command works on the embedded log"), "{err}");
+    // `verify` with a store checks the database, and says when it cannot reach it.
+    let (code, _, err) = run(dir.path(), &["verify", "--store", "postgres://db/x?connect_timeout=2"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach PostgreSQL at postgres://db/x"), "{err}");
 }
 
 #[test]
@@ -84,24 +89,65 @@ fn start_up_creates_the_schema_once_and_refuses_read_only_and_too_new_databases(
     let cluster = Cluster::start(2);
 
     // Four nodes starting together on an empty database: one creates the schema, the others
-    // find it; none fails.
+    // find it; none fails, and one admin token is printed between them.
     let url = cluster.url();
-    let nodes: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || serve_with(&url, &[]))
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let (dir, url) = (d.path().to_owned(), url.clone());
+            std::thread::spawn(move || {
+                let h = common::Herald::serve(
+                    &dir,
+                    &[],
+                    &[("HERALD_STORE", &url), ("HERALD_SEAL_KEY", common::pg::seal_key())],
+                );
+                h.wait_ready();
+                h
+            })
         })
         .collect();
-    for node in nodes {
-        let (code, err) = node.join().unwrap();
-        assert_ne!(code, 0, "serve cannot go on in this build");
-        assert!(err.contains("cluster mode is being built"), "{err}");
+    let nodes: Vec<_> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
+    let mut tokens = Vec::new();
+    for node in &nodes {
+        let err = node.stderr();
         assert!(err.contains("commits wait for a synchronous standby"), "{err}");
         assert!(err.contains("standbys streaming: s2 (quorum), s3 (quorum)"), "{err}");
+        let out = node.stdout.lock().unwrap().clone();
+        tokens.extend(
+            out.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with(herald::security::credentials::ADMIN_TOKEN_PREFIX))
+                .map(str::to_owned),
+        );
     }
+    assert_eq!(tokens.len(), 1, "one admin token between the four nodes: {tokens:?}");
+    // It works on every node.
+    for node in &nodes {
+        let a = node.send("GET", "/api/v1/accounts", Some(&tokens[0]), &[], None);
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    drop(nodes);
+
+    // Every node must hold the key the others seal with: a node with a key of its own, or
+    // with none (where it would generate one), refuses to start and says what to do.
+    let other = herald::security::seal::Keyring::generate().to_text();
+    let (code, err) = serve_with(&url, &[("HERALD_SEAL_KEY", &other)]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("the cluster's secrets are sealed with key"), "{err}");
+    assert!(err.contains("every node needs the same seal key"), "{err}");
+    let no_key = tempfile::tempdir().unwrap();
+    let key_file = no_key.path().join("none.seal-key");
+    let env = [("HERALD_STORE", url.as_str()), ("HERALD_SEAL_KEY_FILE", key_file.to_str().unwrap())];
+    let (code, _, err) = run(no_key.path(), &["serve", "--listen", "127.0.0.1:0"], &env);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("no seal key file at") && err.contains("copy the key file from a node"), "{err}");
+    assert!(!key_file.exists(), "no key generated for a cluster that already seals with one");
+
     let p = cluster.primary();
-    assert_eq!(p.psql("select version || '|' || compatible_from from herald.schema_version"), "1|1");
-    assert_eq!(p.psql("select count(*) || '|' || max(last_seq) from herald.head"), "1|0");
+    let newest = MIGRATIONS.last().unwrap().version;
+    assert_eq!(p.psql("select version || '|' || compatible_from from herald.schema_version"), format!("{newest}|1"));
+    assert_eq!(p.psql("select count(*) from herald.head"), "1");
 
     // Only a standby named, asking for read-write: it answers, but read-only.
     let standby_only =
@@ -117,10 +163,9 @@ fn start_up_creates_the_schema_once_and_refuses_read_only_and_too_new_databases(
     p.psql("update herald.schema_version set compatible_from = 7, version = 9");
     let (code, err) = serve_with(&url, &[]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("schema is version 9 and needs a binary that knows version 7 or newer; this one knows up to 1"),
-        "{err}"
-    );
+    let knows =
+        format!("schema is version 9 and needs a binary that knows version 7 or newer; this one knows up to {newest}");
+    assert!(err.contains(&knows), "{err}");
 }
 
 #[test]
@@ -133,10 +178,16 @@ fn require_sync_replication_refuses_a_database_without_synchronous_standbys() {
     assert_ne!(code, 0);
     assert!(err.contains("require_sync_replication is set, but the cluster does not replicate synchronously"), "{err}");
     assert!(err.contains("synchronous_standby_names = '', no standby streaming"), "{err}");
-    // Without the requirement it starts (as far as this build goes), warning.
-    let (_, err) = serve_with(&cluster.url(), &[]);
-    assert!(err.contains("commits do not wait for a standby"), "{err}");
-    assert!(err.contains("cluster mode is being built"), "{err}");
+    // Without the requirement it starts, warning.
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::Herald::serve(
+        dir.path(),
+        &[],
+        &[("HERALD_STORE", &cluster.url()), ("HERALD_SEAL_KEY", common::pg::seal_key())],
+    );
+    h.wait_ready();
+    assert!(h.stderr().contains("commits do not wait for a standby"), "{}", h.stderr());
+    drop(h);
 
     // A synchronous standby named that never connects: the schema's first commit would wait
     // forever; start-up gives up at store_timeout and says why.
@@ -291,6 +342,69 @@ fn a_commit_no_standby_confirms_is_an_unknown_outcome_not_a_hang() {
             let c = db.connect().await.unwrap();
             read_after(&c, 0, 10).await.unwrap().len() == 1
         })
+    });
+}
+
+#[test]
+fn a_fenced_or_outrun_group_writes_nothing_and_leaves_the_head_free_for_the_others() {
+    use herald::pg::leases::Holding;
+    use herald::pg::records::{head, AppendError, Appender};
+    use std::time::Duration;
+    let Some((cluster, db)) = opened("a_fenced_or_outrun_group", 0, false) else { return };
+    let p = cluster.primary();
+    p.psql("insert into herald.leases values (0, 'a', 2, now() + interval '1 minute')");
+    let (current, stale) = ([Holding { part: 0, epoch: 2 }], [Holding { part: 0, epoch: 1 }]);
+    let second = Duration::from_secs(1);
+    let mut a = Appender::new();
+    let mut other = Appender::new();
+    db.block_on(async {
+        // Under the lock: a stale epoch refuses the group, and the head row is let go at
+        // once (another appender locks it within a second, not at this one's next append).
+        let locked = a.lock(&db, second).await.unwrap();
+        let refused = locked.commit_fenced(&[(1, b"x".to_vec())], "a", &stale, second).await;
+        assert!(matches!(refused, Err(AppendError::Fenced)), "{refused:?}");
+        let locked = other.lock(&db, second).await.expect("the head row is free again");
+        assert_eq!(locked.last_seq, 0);
+        locked.commit(&[], second).await.unwrap();
+        // In one round trip: a stale epoch is fenced, another node's append first is
+        // "head moved"; neither writes anything. The current epoch appends.
+        let refused = a.append_at(&db, 0, &[(1, b"x".to_vec())], "a", &stale, second).await;
+        assert!(matches!(refused, Err(AppendError::Fenced)), "{refused:?}");
+        let outrun = a.append_at(&db, 5, &[(6, b"x".to_vec())], "a", &current, second).await;
+        assert!(matches!(outrun, Err(AppendError::HeadMoved)), "{outrun:?}");
+        a.append_at(&db, 0, &[(1, b"x".to_vec()), (2, b"y".to_vec())], "a", &current, second).await.unwrap();
+        let c = db.connect().await.unwrap();
+        assert_eq!(head(&c).await.unwrap(), 2);
+        // And the lock path still follows: the head is where the fast path left it.
+        let locked = other.lock(&db, second).await.unwrap();
+        assert_eq!(locked.last_seq, 2);
+        locked.commit(&[(3, b"z".to_vec())], second).await.unwrap();
+    });
+    assert_eq!(
+        p.psql("select string_agg(seq::text || convert_from(body, 'UTF8'), ',' order by seq) from herald.records"),
+        "1x,2y,3z"
+    );
+}
+
+#[test]
+fn an_appender_frozen_holding_the_head_lock_is_cut_off_and_the_others_append() {
+    use herald::pg::records::Appender;
+    use std::time::{Duration, Instant};
+    let Some((_cluster, db)) = opened("an_appender_frozen_holding_the_head_lock", 0, false) else { return };
+    let second = Duration::from_secs(1);
+    let (mut frozen, mut other) = (Appender::new(), Appender::new());
+    db.block_on(async {
+        // A node stopped mid-append (SIGSTOP): its transaction holds the head row and says
+        // nothing more.
+        let held = frozen.lock(&db, second).await.unwrap();
+        let started = Instant::now();
+        let locked = other.lock(&db, Duration::from_secs(20)).await.expect("the head row freed by the server");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900), "the lock was free after {waited:?}: nothing held it");
+        assert!(waited < Duration::from_secs(5), "the others waited {waited:?} behind a frozen node");
+        locked.commit(&[(1, b"a".to_vec())], second).await.unwrap();
+        // Thawed, the frozen one's transaction is gone: its commit fails, nothing written.
+        assert!(held.commit(&[(1, b"b".to_vec())], second).await.is_err());
     });
 }
 

@@ -255,10 +255,19 @@ fn running_out_of_disk_while_serving_loses_nothing_and_recovers() {
     let (code, body) = h.get("/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("writes are failing"), "{body}");
-    for (_, id) in first.acked.iter().chain(&second.acked).step_by(97).take(40) {
+    let sampled: Vec<&String> =
+        first.acked.iter().chain(&second.acked).step_by(97).take(40).map(|(_, id)| id).collect();
+    let mut refused_reads = 0;
+    for id in &sampled {
         let e = h.send("GET", &format!("/api/v1/events/{id}"), Some(ADMIN), &[], None);
-        assert_eq!(e.status, 200, "acknowledged events stay readable: {}", e.text);
+        // Another process took the last byte under a write, so sled may refuse a read that
+        // needs what it failed to write (README, "When the disk fills": 503, retry) — never
+        // any other answer, and never "not found".
+        let retry = e.status == 503 && e.text.contains("storage_unavailable");
+        assert!(e.status == 200 || retry, "acknowledged events stay readable or say retry: {} {}", e.status, e.text);
+        refused_reads += usize::from(retry);
     }
+    eprintln!("{refused_reads} of {} reads answered 503 while the disk was full", sampled.len());
     let logged = errors_logged(&h) - errors_before;
     assert!(logged <= 20, "a repeating failure is logged once per interval, not per request: {logged}\n{}", h.stderr());
 
@@ -266,6 +275,10 @@ fn running_out_of_disk_while_serving_loses_nothing_and_recovers() {
     disk.release();
     disk.resize(160);
     wait_for("/readyz to answer 200 again", Duration::from_secs(20), || h.get("/readyz").0 == 200);
+    for id in &sampled {
+        let e = h.send("GET", &format!("/api/v1/events/{id}"), Some(ADMIN), &[], None);
+        assert_eq!(e.status, 200, "acknowledged events are readable once there is room: {}", e.text);
+    }
     let after = h.json("POST", "/api/v1/events", Some(ADMIN), &item("after-the-episode"));
     assert_eq!(after.status, 202, "{}", after.text);
 
@@ -349,11 +362,12 @@ fn a_write_sled_cannot_make_is_answered_truthfully_and_the_log_reopens_by_itself
         let alive = h.get("/healthz").0;
         let fast = t.elapsed();
         // Reads go on while the disk fails (a delivery the receiver got names its event). The
-        // failed database serves them; one that needs what sled failed to write is refused
-        // (503) and the next gets through.
+        // failed database serves them; one that needs what sled failed to write, or comes
+        // while the writer is reopening the tree (it waits up to 2 s for sled's lock), is
+        // refused (503) and a later one gets through — the disk stays broken until then.
         let event = r.hits()[0].json()["id"].as_str().unwrap().to_owned();
         let mut read = 0;
-        wait_for("a durable event read while writes fail", Duration::from_secs(2), || {
+        wait_for("a durable event read while writes fail", Duration::from_secs(10), || {
             read = h.send("GET", &format!("/api/v1/events/{event}"), Some(ADMIN), &[], None).status;
             read == 200
         });

@@ -1,5 +1,11 @@
 //! What the load benchmarks share: the real `herald` binary started on 127.0.0.1:0 in a
-//! directory of the caller's, its address read from stderr, killed when dropped.
+//! directory of the caller's, its address read from stderr, killed when dropped; the
+//! receiver ([`sink`]) and the ingest load ([`load`]) the delivery benchmarks share.
+
+#![allow(dead_code)]
+
+pub mod load;
+pub mod sink;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -51,4 +57,28 @@ pub fn spawn(dir: &Path, env: &[(&str, &str)]) -> Server {
     });
     let base = rx.recv_timeout(Duration::from_secs(30)).expect("herald printed its address");
     Server { child, base }
+}
+
+/// A benchmark's options after `--`: `--name value` pairs.
+pub struct Args(Vec<String>);
+
+impl Args {
+    pub fn from_env() -> Args {
+        Args(std::env::args().collect())
+    }
+
+    /// The value after `--name`, if given.
+    pub fn value(&self, name: &str) -> Option<String> {
+        self.0.iter().position(|a| a == name).and_then(|i| self.0.get(i + 1)).cloned()
+    }
+
+    /// `--seconds`, within 1..=`max` (`default` if absent or not a number).
+    pub fn seconds(&self, default: u64, max: u64) -> u64 {
+        self.value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(default).clamp(1, max)
+    }
+
+    /// Whether `phase` runs: every phase without `--phase`, else the one named.
+    pub fn runs(&self, phase: &str) -> bool {
+        self.value("--phase").is_none_or(|only| only == phase)
+    }
 }

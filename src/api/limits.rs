@@ -15,8 +15,9 @@
 //!   declared size times [`PARSE_FACTOR`], or the route's largest body when no
 //!   `Content-Length` says — is taken from the node-wide `max_body_memory` budget, and given
 //!   back when the answer is ready. A request that does not fit waits up to [`BUDGET_WAIT`],
-//!   then gets 503 `busy` with `Retry-After`. A body larger than its route takes is refused
-//!   413 from its `Content-Length`, before a byte of it is read.
+//!   then gets 503 `busy` with `Retry-After`, once its body has been read and dropped (so
+//!   a client sending it sees the answer, not a broken pipe). A body larger than its route
+//!   takes is refused 413 from its `Content-Length`, before a byte of it is read.
 
 use super::error::ApiError;
 use actix_web::dev::{Payload, ServiceRequest};
@@ -24,7 +25,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::HttpMessage;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,7 +143,14 @@ impl Limits {
         let weight = u32::try_from(weight).unwrap_or(u32::MAX).clamp(1, self.budget_kib);
         let permit = match tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(weight)).await {
             Ok(Ok(permit)) => permit,
-            _ => return Err(busy()),
+            _ => {
+                // The body is read and dropped first (streamed: it costs no memory). Answered
+                // with its body unread, a client still sending sees the connection closed
+                // under it (a broken pipe), never the 503 and its Retry-After.
+                let mut unread = Deadline::new(req.take_payload(), self.body_timeout);
+                while let Some(Ok(_)) = unread.next().await {}
+                return Err(busy());
+            }
         };
         let payload = req.take_payload();
         req.set_payload(Payload::Stream { payload: Box::pin(Deadline::new(payload, self.body_timeout)) });

@@ -15,7 +15,7 @@ use super::recent::RecentEvents;
 use super::{Policy, Prepared, Route, Shared};
 use crate::metrics::Metrics;
 use crate::model::*;
-use crate::storage::{Change, Ledger, Queued};
+use crate::storage::{Change, Granted, Ledger, Queued};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +40,9 @@ const RECENT_EVENTS_BYTES: usize = 16 << 20;
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Cluster mode: the webhooks the last `Change::Owners` granted (nothing before the
+    /// first); `None` on a single node, which owns everything.
+    granted: Mutex<Option<Granted>>,
     next_arbiter: AtomicUsize,
     /// Shutting down: no new actors (what would have started them stays on disk).
     draining: AtomicBool,
@@ -75,7 +78,11 @@ impl Dispatcher {
             arbiters,
             recent: Mutex::new(RecentEvents::new(RECENT_EVENTS_BYTES)),
         });
-        let inner = Arc::new(Inner { shared, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
+        // A cluster node starts actors only for what a `Change::Owners` grants: the log
+        // announces what the node holds once the engine observes it.
+        let granted = Mutex::new(ledger.ownership().is_some().then(Granted::nothing));
+        let inner =
+            Arc::new(Inner { shared, granted, next_arbiter: AtomicUsize::new(0), draining: AtomicBool::new(false) });
         if let Ok(mut routes) = inner.shared.routes.lock() {
             for (id, window) in waiting.into_iter().filter(|(_, w)| !w.is_empty()) {
                 inner.spawn(&mut routes, &id, window);
@@ -92,7 +99,12 @@ impl Dispatcher {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         {
             let mut routes = self.inner.shared.routes.lock().ok()?;
-            self.inner.actor(&mut routes, webhook)?.tell(endpoint::TestSend { event, data, reply });
+            let msg = endpoint::TestSend { event, data, reply };
+            match self.inner.actor(&mut routes, webhook) {
+                Some(route) => route.tell(msg),
+                // Another node owns the webhook's work: the test goes out from here all the same.
+                None => self.inner.tester(webhook)?.do_send(msg),
+            }
         }
         outcome.await.ok()
     }
@@ -142,12 +154,11 @@ impl Inner {
         if self.draining.load(Ordering::SeqCst) || !self.shared.ledger.owns(id) {
             return None;
         }
-        let (webhook, status) = {
-            let catalog = self.shared.ledger.catalog().read().ok()?;
-            let row = catalog.webhooks.get(id).filter(|row| row.deleted_at.is_none())?;
-            let status = catalog.statuses.get(id).map(|s| s.status.clone()).unwrap_or_default();
-            (row.webhook.clone(), status)
-        };
+        let granted = self.granted.lock().ok()?.as_ref().is_none_or(|g| g.covers(id));
+        if !granted {
+            return None;
+        }
+        let (webhook, status) = self.live(id)?;
         let arbiters = &self.shared.arbiters;
         let n = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % arbiters.len().max(1);
         let arbiter = arbiters.get(n)?;
@@ -156,6 +167,25 @@ impl Inner {
         let addr = Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::new(shared, webhook, status, &waiting));
         routes.insert(id.clone(), Route { account, addr, sent: 0 });
         routes.get_mut(id)
+    }
+
+    /// A live webhook and its health, from the catalog; `None` if it is gone.
+    fn live(&self, id: &WebhookId) -> Option<(Arc<Webhook>, WebhookStatus)> {
+        let catalog = self.shared.ledger.catalog().read().ok()?;
+        let row = catalog.webhooks.get(id).filter(|row| row.deleted_at.is_none())?;
+        let status = catalog.statuses.get(id).map(|s| s.status.clone()).unwrap_or_default();
+        Some((row.webhook.clone(), status))
+    }
+
+    /// An actor for one test send of a live webhook whose work is another node's.
+    fn tester(&self, id: &WebhookId) -> Option<Addr<Endpoint>> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (webhook, status) = self.live(id)?;
+        let arbiter = self.shared.arbiters.first()?;
+        let shared = self.shared.clone();
+        Some(Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::for_test_send(shared, webhook, status)))
     }
 
     /// The webhook's running actor, started if it has none.
@@ -234,27 +264,57 @@ impl Inner {
                         r.tell(endpoint::StatusChanged(status));
                     }
                 }
-                Change::Reopened { mut queues } => {
+                Change::Owners { gained, granted } => {
+                    if let Ok(mut g) = self.granted.lock() {
+                        *g = Some(granted);
+                    }
+                    // Work this node no longer owns is handed over: the actor starts
+                    // nothing more, cuts what is still on the wire after the handover's
+                    // grace, and stops.
+                    routes.retain(|id, r| {
+                        let keep = self.shared.ledger.owns(id);
+                        if !keep {
+                            r.addr.do_send(endpoint::HandedOver);
+                        }
+                        keep
+                    });
+                    // Only the actors of webhooks gained start over from the log.
+                    self.start_over(routes, gained, false);
+                }
+                Change::Reopened { queues } => {
                     // Every running actor starts over from the log; a webhook owed
                     // deliveries without one gets one, as at start-up.
-                    for (id, r) in routes.iter_mut() {
-                        let window = queues.remove(id).unwrap_or_default();
-                        let status = self
-                            .shared
-                            .ledger
-                            .catalog()
-                            .read()
-                            .ok()
-                            .and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
-                        r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
-                    }
-                    for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {
-                        self.spawn(routes, &id, window);
-                    }
+                    self.start_over(routes, queues, true);
                 }
             }
         }
         self.deliver(&mut arrivals, routes);
+    }
+}
+
+impl Inner {
+    /// Actors start over from the log with the windows in `queues` (every running one with
+    /// `every_actor`, else those `queues` names); a webhook owed deliveries without an actor
+    /// gets one, as at start-up.
+    fn start_over(
+        &self,
+        routes: &mut HashMap<WebhookId, Route>,
+        mut queues: HashMap<WebhookId, Vec<Queued>>,
+        every_actor: bool,
+    ) {
+        for (id, r) in routes.iter_mut() {
+            let window = match queues.remove(id) {
+                Some(window) => window,
+                None if every_actor => Vec::new(),
+                None => continue,
+            };
+            let catalog = self.shared.ledger.catalog().read().ok();
+            let status = catalog.and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
+            r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
+        }
+        for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {
+            self.spawn(routes, &id, window);
+        }
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Endpoint {
     intake_from: Option<u64>,
     /// Shutting down: nothing new goes out.
     draining: bool,
+    /// Cluster mode: another node owns the webhook's work now; the actor stops once what is
+    /// on the wire is recorded.
+    handed_over: bool,
     /// Where the next attempt is sent from (an index into the arbiters).
     next_arbiter: usize,
     /// Records of this turn, submitted together at its end, and the deliveries they are about.
@@ -109,6 +112,8 @@ pub struct Endpoint {
     received: u64,
     /// Test sends on the wire (the actor does not stop under them).
     testing: usize,
+    /// Started for one test send only (see [`Endpoint::for_test_send`]), not yet received.
+    test_only: bool,
     /// When the actor last had something to do (ms).
     touched: Millis,
     /// A check whether the actor may stop is scheduled.
@@ -116,6 +121,18 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An actor for one test send only, on a node that does not own the webhook's work (in
+    /// a cluster a test send goes out from whichever node was asked; it records nothing):
+    /// it delivers nothing else and stops once the test send has its answer.
+    pub fn for_test_send(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus) -> Self {
+        let mut actor = Endpoint::new(shared, webhook, status, &[]);
+        actor.handed_over = true;
+        actor.draining = true;
+        actor.testing = 1;
+        actor.test_only = true;
+        actor
+    }
+
     pub fn new(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus, waiting: &[Queued]) -> Self {
         let mut queue = Queue::new(webhook.ordered, shared.policy.window);
         for q in waiting {
@@ -146,12 +163,14 @@ impl Endpoint {
             next_sweep: 0,
             intake_from: None,
             draining: false,
+            handed_over: false,
             next_arbiter: 0,
             batch: Vec::new(),
             batch_of: Vec::new(),
             batch_due: false,
             received: 0,
             testing: 0,
+            test_only: false,
             touched: now_millis(),
             retire_due: false,
         }
@@ -235,6 +254,21 @@ impl Endpoint {
     /// Sends what may go now, sets the timer for what comes next and, when nothing is left
     /// to do, arranges for the actor to stop.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        if self.handed_over {
+            if self.in_flight.is_empty() && self.recording.is_empty() && self.testing == 0 {
+                self.submit_batch(ctx);
+                // What was routed to it meanwhile is the new owner's (or, if this node
+                // holds the lease again, comes back from the log with `Change::Owners`).
+                if let Ok(mut routes) = self.shared.routes.lock() {
+                    if routes.get(&self.webhook.id).is_some_and(|r| r.addr == ctx.address()) {
+                        routes.remove(&self.webhook.id);
+                    }
+                }
+                tracing::debug!(webhook_id = %self.webhook.id, "handed over, stopped");
+                ctx.stop();
+            }
+            return;
+        }
         self.advance(ctx);
         self.retire_when_idle(ctx);
     }
@@ -244,6 +278,12 @@ impl Endpoint {
             return;
         }
         let now = now_millis();
+        if !self.shared.ledger.owns(&self.webhook.id) {
+            // Past this node's local deadline (its lease could not be renewed), or handed
+            // over: start nothing. The dispatcher starts an actor again if the lease holds.
+            self.hand_over(ctx);
+            return;
+        }
         if !self.shared.ledger.health().takes_work() {
             // Nothing could be recorded: send nothing (it would only be sent again), and
             // look again shortly. A reopened log resynchronises the actor anyway.
@@ -552,6 +592,11 @@ impl Endpoint {
         let d = sent.item.delivery;
         self.touched = now_millis();
         let held = self.in_flight.remove(&d).map(|(_, id)| id);
+        if held.is_none() && self.handed_over {
+            // Cut off at the handover while its answer was already on its way: counted out
+            // then, and not recorded (the next owner sends it again).
+            return;
+        }
         self.shared.busy.fetch_sub(1, Ordering::Relaxed);
         if sent.probe {
             self.probing = false;
@@ -677,7 +722,7 @@ impl Endpoint {
         if about.is_empty() {
             return;
         }
-        let committed = recorder::record(&self.shared.ledger, records);
+        let committed = recorder::record(&self.shared.ledger, &self.webhook.id, records);
         let me = ctx.address();
         actix::spawn(async move { me.do_send(Recorded { about, committed: committed.await == Ok(true) }) });
     }
@@ -964,6 +1009,58 @@ impl Handler<Deleted> for Endpoint {
     }
 }
 
+/// Cluster mode: this node no longer owns the webhook's work. The actor starts nothing
+/// more; attempts on the wire finish and are recorded within the handover's grace (or are
+/// cut off), then it stops (the new owner reads the deliveries from the log).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandedOver;
+
+impl Handler<HandedOver> for Endpoint {
+    type Result = ();
+
+    fn handle(&mut self, _: HandedOver, ctx: &mut Context<Self>) {
+        self.hand_over(ctx);
+    }
+}
+
+impl Endpoint {
+    /// Starts nothing more. Attempts on the wire get the handover's grace to finish (and be
+    /// recorded: the lease is still this node's meanwhile), then are cut off — past it the
+    /// next owner may be sending the same deliveries, and a receiver must never see two
+    /// attempts of an ordered webhook at once. A cut attempt records nothing: its delivery
+    /// stays owed in the log and the next owner sends it.
+    fn hand_over(&mut self, ctx: &mut Context<Self>) {
+        if !self.handed_over {
+            self.handed_over = true;
+            self.draining = true;
+            if let Some((_, handle)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+            if !self.in_flight.is_empty() {
+                ctx.run_later(self.shared.ledger.handover_grace(), |act, ctx| act.cut_attempts(ctx));
+            }
+        }
+        self.drive(ctx);
+    }
+
+    fn cut_attempts(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        tracing::info!(
+            webhook_id = %self.webhook.id,
+            attempts = self.in_flight.len(),
+            "handed over: attempts still on the wire cut off (the next owner sends them again)"
+        );
+        self.shared.busy.fetch_sub(self.in_flight.len(), Ordering::Relaxed);
+        for (_, (task, _)) in self.in_flight.drain() {
+            task.abort();
+        }
+        self.drive(ctx);
+    }
+}
+
 /// The log was reopened after a storage fault: what the actor holds in memory may be ahead
 /// of what is durable, so it starts over from the log — its health from the catalog, its
 /// window as recovery read it. Attempts on the wire finish and are recorded as usual (the
@@ -1073,12 +1170,18 @@ impl Handler<TestSend> for Endpoint {
             body,
             timeout: Duration::from_millis(self.webhook.timeout_ms),
         };
-        self.testing += 1;
+        // A test-send-only actor counted this one from its start (it must not stop first).
+        if !std::mem::take(&mut self.test_only) {
+            self.testing += 1;
+        }
         let send = sender(&self.shared).send(&request);
         let reply = msg.reply;
         ctx.spawn(actix::fut::wrap_future::<_, Self>(send).map(move |r, act, ctx| {
             act.testing -= 1;
             act.touched = now_millis();
+            if act.handed_over {
+                act.drive(ctx);
+            }
             let _ = reply.send(TestOutcome {
                 success: r.result == AttemptResult::Success,
                 status_code: r.status_code,

@@ -11,7 +11,8 @@
 //! - Every caller hears whether its records were committed; a failed command fails every
 //!   caller in it (their deliveries are attempted again after a restart: at-least-once).
 
-use crate::storage::{Command, Ledger, Record};
+use crate::model::WebhookId;
+use crate::storage::{Command, Ledger, Precondition, Record};
 use std::cell::RefCell;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -19,6 +20,8 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 struct Batch {
     records: Vec<Record>,
+    /// Whose work the records are: appended only while this node owns them (fencing).
+    webhooks: Vec<WebhookId>,
     waiting: Vec<oneshot::Sender<bool>>,
     scheduled: bool,
 }
@@ -29,11 +32,14 @@ thread_local! {
 
 /// Adds `records` to this arbiter's batch; the answer says whether they were committed.
 /// Call from an arbiter thread (the batch is sent by a task spawned on it).
-pub fn record(ledger: &Arc<dyn Ledger>, records: Vec<Record>) -> oneshot::Receiver<bool> {
+pub fn record(ledger: &Arc<dyn Ledger>, webhook: &WebhookId, records: Vec<Record>) -> oneshot::Receiver<bool> {
     let (tx, rx) = oneshot::channel();
     let schedule = BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.records.extend(records);
+        if !b.webhooks.contains(webhook) {
+            b.webhooks.push(webhook.clone());
+        }
         b.waiting.push(tx);
         !std::mem::replace(&mut b.scheduled, true)
     });
@@ -41,12 +47,12 @@ pub fn record(ledger: &Arc<dyn Ledger>, records: Vec<Record>) -> oneshot::Receiv
         // Runs after the tasks already woken on this thread: what they record joins.
         let ledger = ledger.clone();
         actix::spawn(async move {
-            let (records, waiting) = BATCH.with(|b| {
+            let (records, webhooks, waiting) = BATCH.with(|b| {
                 let mut b = b.borrow_mut();
                 b.scheduled = false;
-                (std::mem::take(&mut b.records), std::mem::take(&mut b.waiting))
+                (std::mem::take(&mut b.records), std::mem::take(&mut b.webhooks), std::mem::take(&mut b.waiting))
             });
-            let committed = ledger.submit(Command::new(records)).await;
+            let committed = ledger.submit(Command::checked(records, Precondition::Owned(webhooks))).await;
             if let Err(e) = &committed {
                 static LOGGED: crate::telemetry::Every =
                     crate::telemetry::Every::new(std::time::Duration::from_secs(30));

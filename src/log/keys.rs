@@ -75,6 +75,9 @@ pub const SUMMARY_PREFIXES: [u8; 2] = [EVENT_NAMES, COUNTERS];
 
 pub const APPLIED: &[u8] = b"Mapplied";
 pub const ID_KEY: &[u8] = b"Midkey";
+/// In cluster mode, the id of the cluster whose log this tree folds (a node's tree is a
+/// cache of one cluster's log, never of two).
+pub const CLUSTER: &[u8] = b"Mcluster";
 pub const ADMIN_TOKEN: &[u8] = b"Aadmin";
 
 /// Records per intake chunk and per account event chunk.

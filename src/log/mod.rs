@@ -48,6 +48,7 @@ mod store;
 mod summary;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod verify;
 mod window;
 mod writer;
@@ -56,7 +57,8 @@ pub use compaction::{CompactionPolicy, CompactionReport};
 pub use rewrite::{rewrite, RewriteError, Rewritten};
 /// Free space the log keeps for its own writes beyond `min_free_disk`.
 pub use room::SAFETY as DISK_MARGIN;
-pub use verify::VerifyReport;
+pub use upstream::{append_beside, Cluster};
+pub use verify::{NodeReport, StoreReport, VerifyReport, VerifyStoreError};
 
 use crate::model::{IdKey, WebhookId};
 use crate::security::create_private_dir;
@@ -98,6 +100,12 @@ pub enum OpenError {
     Read(#[from] sled::Error),
     #[error("cannot start the log writer: {0}")]
     Thread(std::io::Error),
+    /// Cluster mode: the database failed.
+    #[error(transparent)]
+    Store(crate::pg::PgError),
+    /// Cluster mode: this node's tree cannot be a fold of the database's log.
+    #[error("{0}")]
+    Joined(String),
 }
 
 /// How the log is opened.
@@ -115,6 +123,8 @@ pub struct LogOptions {
     pub min_free_bytes: u64,
     /// `disk_reserve`: space held in `<data_dir>/reserved-space` for when the disk fills.
     pub reserve_bytes: u64,
+    /// Cluster mode: the database the log is kept in (the tree in `dir` is its fold).
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for LogOptions {
@@ -131,6 +141,7 @@ impl Default for LogOptions {
             append_timer: None,
             min_free_bytes: 0,
             reserve_bytes: 0,
+            cluster: None,
         }
     }
 }
@@ -160,6 +171,9 @@ pub struct Log {
     observer: writer::ObserverSlot,
     id_key: IdKey,
     path: PathBuf,
+    /// Cluster mode: the leases on this node's share of the webhooks, and the task that
+    /// tells the delivery engine when they change.
+    owners: Option<(crate::pg::leases::Keeper, tokio::task::JoinHandle<()>)>,
 }
 
 /// Fails if another process holds the log in `dir` (sled's own lock, an exclusive `flock` on
@@ -211,6 +225,15 @@ fn remove_partial_snapshots(log_dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// How long an open waits for a lock on the log that its own process may still hold.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether sled refused to open because the log's file is locked; sled wraps the lock failure
+/// in an error of its own kind, and its text is what is stable.
+fn is_lock_refusal(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+}
+
 pub(crate) fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
     create_private_dir(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
     let log_dir = dir.join("log");
@@ -220,17 +243,22 @@ pub(crate) fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenErro
         Ok(n) => tracing::warn!(removed = n, "removed a partial snapshot an interrupted start left behind"),
         Err(e) => return Err(sled_error(sled::Error::Io(e))),
     }
-    let opened = sled::Config::new().path(&log_dir).cache_capacity(cache_bytes).flush_every_ms(None).open();
+    let config = sled::Config::new().path(&log_dir).cache_capacity(cache_bytes).flush_every_ms(None);
+    // sled's own I/O threads keep the file (and its lock) for a moment after the last handle
+    // of a database is dropped, so a reopen by the same process (a command after an
+    // inspection, a reopen after a fault) can find its own lock still held: wait that out.
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    let mut opened = config.open();
+    while matches!(&opened, Err(sled::Error::Io(io)) if is_lock_refusal(io)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        opened = config.open();
+    }
     opened.map_err(|source| {
         // A failed open must leave the directory as openable as it found it.
         let _ = remove_partial_snapshots(&log_dir);
         match source {
             // sled wraps the lock failure in an error of its own kind; its text is what is stable.
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-            {
-                OpenError::Locked(dir.to_owned())
-            }
+            sled::Error::Io(ref io) if is_lock_refusal(io) => OpenError::Locked(dir.to_owned()),
             sled::Error::Io(ref io) if is_no_space(io) => {
                 OpenError::NoSpace { path: dir.to_owned(), free: fs4::available_space(dir).unwrap_or(0) }
             }
@@ -262,9 +290,24 @@ pub(crate) struct Recovered {
 /// Opens the database in `dir`, folds any unapplied tail, loads the catalog and the first
 /// due deliveries of every webhook owed some.
 pub(crate) fn open_and_recover(dir: &Path, cache_bytes: u64, queue_window: usize) -> Result<Recovered, OpenError> {
+    open_joined(dir, cache_bytes, queue_window, None)
+}
+
+/// [`open_and_recover`], in cluster mode first tying the tree to the cluster's log and
+/// folding it up to the database's head.
+fn open_joined(
+    dir: &Path,
+    cache_bytes: u64,
+    queue_window: usize,
+    cluster: Option<&Cluster>,
+) -> Result<Recovered, OpenError> {
     let db = open_db(dir, cache_bytes)?;
     let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
     let mut warnings = Vec::new();
+    let joined = match cluster {
+        Some(cluster) => upstream::join(&tree, cluster)?.folded,
+        None => 0,
+    };
     let applied = applied_seq(&tree)?;
     let last_stored = last_seq(&tree)?;
     let tail_records = if last_stored > applied { fold_tail(&tree, applied, last_stored, &mut warnings)? } else { 0 };
@@ -308,7 +351,7 @@ pub(crate) fn open_and_recover(dir: &Path, cache_bytes: u64, queue_window: usize
         open: store::Open { db, tree },
         last_seq: last,
         catalog,
-        tail_records,
+        tail_records: tail_records + joined,
         queues,
         unfinished,
         warnings,
@@ -322,10 +365,11 @@ impl Log {
         let started = Instant::now();
         // Opening writes a snapshot: on a full disk the reserve makes room for it.
         let mut room = room::Room::new(dir, options.reserve_bytes, options.min_free_bytes);
-        let recovered = match open_and_recover(dir, options.cache_bytes, options.queue_window) {
+        let cluster = options.cluster.as_ref();
+        let recovered = match open_joined(dir, options.cache_bytes, options.queue_window, cluster) {
             Err(OpenError::NoSpace { .. }) if room.release() => {
                 tracing::warn!("the disk is full: used the reserved space to open the log");
-                open_and_recover(dir, options.cache_bytes, options.queue_window)?
+                open_joined(dir, options.cache_bytes, options.queue_window, cluster)?
             }
             other => other?,
         };
@@ -352,6 +396,7 @@ impl Log {
             unfinished: recovered.unfinished,
             warnings: recovered.warnings,
         };
+        let recovered_last = recovered.last_seq;
         let catalog = Arc::new(RwLock::new(recovered.catalog));
         let store = Arc::new(Store::new(recovered.open));
         let observer = writer::ObserverSlot::default();
@@ -366,8 +411,34 @@ impl Log {
             dir: dir.to_owned(),
             cache_bytes: options.cache_bytes,
             queue_window: options.queue_window,
+            upstream: options.cluster.clone().map(|c| upstream::Upstream::new(c, recovered_last)),
         };
+        let keeper = match &options.cluster {
+            Some(cluster) => Some(
+                crate::pg::leases::Keeper::spawn(
+                    cluster.db.clone(),
+                    crate::pg::leases::KeeperOptions {
+                        node: cluster.node.clone(),
+                        partitions: cluster.partitions,
+                        ttl: cluster.ownership_ttl,
+                    },
+                )
+                .map_err(OpenError::Store)?,
+            ),
+            None => None,
+        };
+        let mut state = state;
+        if let (Some(up), Some(keeper)) = (&mut state.upstream, &keeper) {
+            up.holdings = Some(keeper.watch());
+        }
         let (writer, thread) = Writer::spawn(state, options.append_timer.clone()).map_err(OpenError::Thread)?;
+        let owners = match (&options.cluster, keeper) {
+            (Some(cluster), Some(keeper)) => {
+                let following = writer.follow_owners(&cluster.db, &keeper);
+                Some((keeper, following))
+            }
+            _ => None,
+        };
         let recovery = Recovery { duration: started.elapsed(), ..recovery };
         Ok((
             Log {
@@ -378,6 +449,7 @@ impl Log {
                 observer,
                 id_key,
                 path: dir.to_owned(),
+                owners,
             },
             recovery,
         ))
@@ -429,6 +501,11 @@ impl Log {
             if let Err(e) = open.db.flush() {
                 tracing::error!(error = %e, "flush at close failed");
             }
+        }
+        if let Some((keeper, following)) = &self.owners {
+            following.abort();
+            // The other nodes take this node's webhooks at their next round, not after the TTL.
+            keeper.let_go(Duration::from_secs(3));
         }
     }
 }
@@ -501,6 +578,21 @@ pub fn inspect(dir: &Path) -> Result<Inspection, OpenError> {
     Ok(Inspection { report, catalog })
 }
 
+/// `herald verify` with a `store`: the database's records up to `head` (read oldest first
+/// by `next(after)`) and, if `dir` holds a node's tree, that tree on its own and against
+/// them (the node must be stopped); see [`StoreReport`].
+pub fn verify_against_store<E: std::fmt::Display>(
+    dir: &Path,
+    head: u64,
+    next: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, E>,
+) -> Result<StoreReport, VerifyStoreError> {
+    let tree = match dir.join("log").exists() {
+        true => Some(open_for_inspection(dir)?),
+        false => None,
+    };
+    verify::verify_store(head, next, tree.as_ref())
+}
+
 #[async_trait::async_trait]
 impl Ledger for Log {
     async fn append(&self, cmd: Command) -> Result<Appended, AppendError> {
@@ -524,7 +616,38 @@ impl Ledger for Log {
     }
 
     fn observe(&self, observer: Observer) -> bool {
-        self.observer.set(observer).is_ok()
+        let set = self.observer.set(observer).is_ok();
+        // Cluster mode: what the node holds is announced to the observer now, with windows
+        // read after everything folded so far (a change the writer saw before anyone
+        // observed went nowhere).
+        if let (true, Some((keeper, _))) = (set, &self.owners) {
+            self.writer.announce_owners(&keeper.holdings());
+        }
+        set
+    }
+
+    fn owns(&self, webhook: &WebhookId) -> bool {
+        match &self.owners {
+            Some((keeper, _)) => keeper.may_start(webhook.as_str()),
+            None => true,
+        }
+    }
+
+    fn handover_grace(&self) -> Duration {
+        self.owners.as_ref().map_or(Duration::ZERO, |(keeper, _)| keeper.handover_grace())
+    }
+
+    fn ownership(&self) -> Option<crate::storage::Ownership> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (keeper, _) = self.owners.as_ref()?;
+        let counts = keeper.counts();
+        Some(crate::storage::Ownership {
+            partitions_held: keeper.holdings().held.len() as u64,
+            renewals: counts.renewals.load(Relaxed),
+            renewal_failures: counts.renewal_failures.load(Relaxed),
+            gained: counts.gained.load(Relaxed),
+            lost: counts.lost.load(Relaxed),
+        })
     }
 
     async fn record(&self, seq: u64) -> Read<Option<Record>> {

@@ -16,6 +16,13 @@ pub(crate) fn check<R: Rows>(rows: &R, rule: &Precondition) -> Result<(), Reject
             Ok(None) => Ok(()),
             _ => Err(Rejection::Conflict("exists".into())),
         },
+        // The tree knows no leases: in cluster mode the writer judges this against the
+        // database (`upstream`), on one node everything is owned.
+        Precondition::Owned(_) => Ok(()),
+        Precondition::AdminTokenAbsent => match rows.get(keys::ADMIN_TOKEN) {
+            Ok(None) => Ok(()),
+            _ => Err(Rejection::Conflict("an admin token was issued already".into())),
+        },
         Precondition::AccountLive(id) => account_live(rows, id),
         Precondition::KeyLive { key, account } => match rows.get_row::<ApiKey>(&keys::api_key(key)) {
             Ok(Some(k)) if &k.account_id == account && k.revoked_at.is_none() => Ok(()),

@@ -1,5 +1,6 @@
 //! A full check of a log at rest: every record's checksum, and the stored projection against
-//! a fresh fold of the records that remain.
+//! a fresh fold of the records that remain. In cluster mode ([`verify_store`]), the
+//! database's records too, and a node's tree against them.
 //!
 //! This is what `herald verify` runs and what the crash tests assert after every SIGKILL:
 //! nothing is half-applied (the `applied` marker equals the last record) and
@@ -94,4 +95,153 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, RowsError> {
         }
     }
     Ok(report)
+}
+
+/// What `herald verify` found with a `store` (cluster mode): the database's records, each
+/// checked as the sled log's are, and — when the data directory holds a node's tree — that
+/// tree checked as [`verify`] does and against the database, record by record.
+///
+/// The database's records are read up to the head as it was when the check began, so the
+/// check runs on a live cluster too (records are only ever appended). A node's tree can be
+/// checked only while that node is stopped (its sled lock).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoreReport {
+    /// The head when the check began, and how many records up to it the database holds.
+    pub head: u64,
+    pub records: u64,
+    /// Sequence numbers up to the head with no record (at most [`SHOWN`] listed).
+    pub missing: Vec<u64>,
+    pub missing_count: u64,
+    /// Records that fail their checksum or do not decode: (seq, why).
+    pub corrupt_records: Vec<(u64, String)>,
+    /// The node's tree, if the data directory holds one.
+    pub node: Option<NodeReport>,
+}
+
+/// A node's tree against the database's records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The tree on its own: checksums, and its rows against a fold of its records.
+    pub tree: VerifyReport,
+    /// Records the tree holds whose bytes differ from the database's under the same
+    /// sequence number, or that the database lacks below its head.
+    pub differing: Vec<u64>,
+    /// Records the tree holds past the database's head (a database restored from an older
+    /// backup: the node would refuse to start on it).
+    pub beyond_head: u64,
+}
+
+/// How many missing or differing sequence numbers a report lists.
+pub const SHOWN: usize = 20;
+
+impl StoreReport {
+    fn note_missing(&mut self, seqs: std::ops::Range<u64>) {
+        self.missing_count += seqs.end.saturating_sub(seqs.start);
+        for seq in seqs.take(SHOWN.saturating_sub(self.missing.len())) {
+            self.missing.push(seq);
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.missing_count == 0
+            && self.corrupt_records.is_empty()
+            && self.node.as_ref().is_none_or(|n| n.tree.is_clean() && n.differing.is_empty() && n.beyond_head == 0)
+    }
+}
+
+impl std::fmt::Display for StoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "database: {} records up to head {}", self.records, self.head)?;
+        if self.missing_count > 0 {
+            writeln!(f, "missing records: {} (first {:?})", self.missing_count, self.missing)?;
+        }
+        for (seq, why) in &self.corrupt_records {
+            writeln!(f, "corrupt record {seq}: {why}")?;
+        }
+        match &self.node {
+            None => writeln!(f, "no node tree in this data directory: the database alone was checked")?,
+            Some(n) => {
+                let t = &n.tree;
+                writeln!(f, "node tree: {} records (folded to {}, head {})", t.records, t.applied_seq, self.head)?;
+                writeln!(f, "node tree: {} projection rows", t.rows)?;
+                for (seq, why) in &t.corrupt_records {
+                    writeln!(f, "node tree: corrupt record {seq}: {why}")?;
+                }
+                for row in t.mismatched_rows.iter().take(SHOWN) {
+                    writeln!(f, "node tree: mismatched row {row}")?;
+                }
+                if !n.differing.is_empty() {
+                    writeln!(f, "node tree: records unlike the database's: {:?}", n.differing)?;
+                }
+                if n.beyond_head > 0 {
+                    writeln!(f, "node tree: {} records past the database's head", n.beyond_head)?;
+                }
+            }
+        }
+        write!(f, "{}", if self.is_clean() { "clean" } else { "NOT clean" })
+    }
+}
+
+/// Checks the database's records up to `head`, read oldest first by `next(after)` (an
+/// empty chunk ends them), and `tree` against them; see [`StoreReport`].
+pub fn verify_store<E: std::fmt::Display>(
+    head: u64,
+    mut next: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, E>,
+    tree: Option<&sled::Tree>,
+) -> Result<StoreReport, VerifyStoreError> {
+    let mut report = StoreReport { head, ..Default::default() };
+    let mut node = tree.map(verify).transpose()?.map(|tree| NodeReport { tree, ..Default::default() });
+    let mut theirs = tree.map(|t| super::pages::iter(t, 0).peekable());
+    let mut after = 0;
+    'chunks: loop {
+        let chunk = next(after).map_err(|e| VerifyStoreError::Read(e.to_string()))?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (seq, body) in chunk {
+            if seq > head {
+                break 'chunks;
+            }
+            report.note_missing(after + 1..seq);
+            after = seq;
+            report.records += 1;
+            if let Err(e) = Record::decode(&body) {
+                report.corrupt_records.push((seq, e.to_string()));
+            }
+            // The tree's records at or below `seq` (those it kept: its compaction drops
+            // some) must be the database's, byte for byte.
+            if let (Some(iter), Some(n)) = (theirs.as_mut(), node.as_mut()) {
+                while let Some(Ok((tseq, tbody))) = iter.next_if(|item| item.as_ref().is_ok_and(|(s, _)| *s <= seq)) {
+                    if tseq != seq || tbody != body {
+                        push_shown(&mut n.differing, tseq);
+                    }
+                }
+                // A damaged page is the tree report's to tell.
+                while iter.next_if(|item| item.is_err()).is_some() {}
+            }
+        }
+    }
+    report.note_missing(after + 1..head + 1);
+    if let (Some(iter), Some(n)) = (theirs, node.as_mut()) {
+        n.beyond_head = iter.filter(|item| item.as_ref().is_ok_and(|(s, _)| *s > head)).count() as u64;
+    }
+    report.node = node;
+    Ok(report)
+}
+
+fn push_shown(list: &mut Vec<u64>, seq: u64) {
+    if list.len() < SHOWN {
+        list.push(seq);
+    }
+}
+
+/// Why a check against the database could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyStoreError {
+    #[error("cannot read the database's records: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error(transparent)]
+    Open(#[from] super::OpenError),
 }

@@ -48,8 +48,10 @@ use super::record::Stored;
 use super::room::{self, Room};
 use super::rows::{Rows, Txn};
 use super::store::{Open, Store};
+use super::upstream::{self, Upstream};
 use super::OpenError;
 use crate::model::now_millis;
+use crate::pg::records::AppendError as PgAppendError;
 use crate::storage::Change;
 use crate::storage::{Admission, AppendError, AppendTimer, Appended, Catalog, Command, Observer};
 use std::path::PathBuf;
@@ -97,6 +99,16 @@ enum Msg {
     },
     /// Commit what came before, flush and stop.
     Stop(mpsc::Sender<()>),
+    /// Another node appended (cluster mode): fold what it wrote.
+    CatchUp,
+    /// What this node may deliver changed (cluster mode): `gained` partitions (of
+    /// `partitions`) are its own now, and perhaps others are not.
+    Owners {
+        gained: std::collections::BTreeSet<u32>,
+        /// Every partition work may start under now (`gained` included).
+        startable: std::collections::BTreeSet<u32>,
+        partitions: u32,
+    },
 }
 
 /// Handle to the writer thread. Dropping every handle stops the thread after it has
@@ -134,6 +146,8 @@ pub(crate) struct WriterState {
     pub dir: PathBuf,
     pub cache_bytes: u64,
     pub queue_window: usize,
+    /// In cluster mode, the database the log is kept in; the tree is its fold.
+    pub upstream: Option<Upstream>,
 }
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
@@ -365,8 +379,18 @@ impl Quiet {
 }
 
 impl Writer {
-    pub(crate) fn spawn(state: WriterState, timer: Option<AppendTimer>) -> std::io::Result<(Writer, WriterThread)> {
+    pub(crate) fn spawn(mut state: WriterState, timer: Option<AppendTimer>) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        if let Some(up) = &mut state.upstream {
+            // Woken by the other nodes' appends; a full queue means the writer is busy, and
+            // its next append folds them anyway.
+            let (wake, folded) = (tx.clone(), up.folded.clone());
+            up.listener = Some(up.cluster.db.listen(super::super::pg::records::CHANNEL, move |payload| {
+                if upstream::is_news(payload, folded.load(Ordering::Relaxed)) {
+                    let _ = wake.try_send(Msg::CatchUp);
+                }
+            }));
+        }
         let watchdog = Watchdog::spawn()?;
         let flusher = Flusher::spawn(state.catalog.clone(), state.observer.clone(), watchdog.clone())?;
         let handle = std::thread::Builder::new()
@@ -428,6 +452,64 @@ impl Writer {
         handed.is_ok() && matches!(stopped.recv_timeout(grace), Ok(()) | Err(RecvTimeoutError::Disconnected))
     }
 
+    /// Cluster mode: tells the engine (through the writer, so after everything folded so
+    /// far) that this node may work every partition `holdings` lets it start now.
+    pub(crate) fn announce_owners(&self, holdings: &crate::pg::leases::Holdings) {
+        if holdings.partitions == 0 {
+            return;
+        }
+        let startable: std::collections::BTreeSet<u32> =
+            holdings.startable(Instant::now()).iter().map(|h| h.part).collect();
+        let _ = self.tx.send(Msg::Owners { gained: startable.clone(), startable, partitions: holdings.partitions });
+    }
+
+    /// Cluster mode: follows what `keeper` says this node holds, telling the writer (and
+    /// through it the delivery engine) whenever the holdings work may start under change —
+    /// a partition taken or lost, or the local deadline passed without a renewal.
+    pub(crate) fn follow_owners(
+        &self,
+        db: &crate::pg::Database,
+        keeper: &crate::pg::leases::Keeper,
+    ) -> tokio::task::JoinHandle<()> {
+        let tx = self.tx.clone();
+        let mut holdings = keeper.watch();
+        db.spawn(async move {
+            let mut before = std::collections::BTreeSet::new();
+            loop {
+                let now = Instant::now();
+                let h = holdings.borrow_and_update().clone();
+                let startable = h.startable(now);
+                let gained: std::collections::BTreeSet<u32> = startable.difference(&before).map(|h| h.part).collect();
+                let lost = before.difference(&startable).next().is_some();
+                if !gained.is_empty() || lost {
+                    let tx = tx.clone();
+                    let parts = startable.iter().map(|h| h.part).collect();
+                    let told = tokio::task::spawn_blocking(move || {
+                        tx.send(Msg::Owners { gained, startable: parts, partitions: h.partitions })
+                    });
+                    if !matches!(told.await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                before = startable;
+                let until_deadline = h.stop_by.map(|by| by.saturating_duration_since(now)).filter(|d| !d.is_zero());
+                match until_deadline {
+                    Some(wait) => {
+                        tokio::select! {
+                            changed = holdings.changed() => if changed.is_err() { return },
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                    None => {
+                        if holdings.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     /// Runs compaction to completion as of `now` (milliseconds), between appends.
     pub fn compact_blocking(&self, now: u64) -> Result<CompactionReport, AppendError> {
         let (reply, rx) = oneshot::channel();
@@ -458,6 +540,9 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
         if !state.store.health().takes_work() {
             wait = wait.min(FULL_RECHECK);
         }
+        if let Some(up) = &state.upstream {
+            wait = wait.min(up.cluster.poll);
+        }
         let idle = match rx.try_recv() {
             Ok(msg) => Ok(msg),
             Err(mpsc::TryRecvError::Disconnected) => break,
@@ -477,6 +562,13 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
                 recheck_room(&mut state);
+                if state.upstream.is_some() {
+                    if let Err(fault) = catch_up(&mut state, true) {
+                        if let Some(stop) = recover(&mut state, &rx, fault) {
+                            return stop_now(&mut flusher, &watchdog, &state, Some(stop));
+                        }
+                    }
+                }
                 if Instant::now() < next_compaction && !compaction_behind {
                     continue;
                 }
@@ -510,6 +602,7 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
         let mut pending = Some(first);
         let mut stop = None;
         let mut faulted = None;
+        let mut news = false;
         let linger_until = Instant::now() + LINGER;
         while let Some(msg) = pending.take() {
             match msg {
@@ -520,6 +613,18 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
                 Msg::Append(cmd, reply) => {
                     records += cmd.records.len();
                     appends.push((cmd, reply));
+                }
+                Msg::CatchUp => news = true,
+                Msg::Owners { gained, startable, partitions } => {
+                    if let Err(fault) = commit_group(&mut state, &mut flusher, std::mem::take(&mut appends)) {
+                        faulted = Some(fault);
+                        break;
+                    }
+                    records = 0;
+                    if let Err(fault) = owners_changed(&mut state, &gained, startable, partitions) {
+                        faulted = Some(fault);
+                        break;
+                    }
                 }
                 Msg::Compact { now, reply } => {
                     // Commit what came before, so compaction sees it.
@@ -554,8 +659,14 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
         }
         last_callers = appends.len();
         if faulted.is_none() {
+            // An append folds every other node's records first: news matters only alone.
+            let alone = appends.is_empty();
             if let Err(fault) = commit_group(&mut state, &mut flusher, appends) {
                 faulted = Some(fault);
+            } else if news && alone {
+                if let Err(fault) = catch_up(&mut state, false) {
+                    faulted = Some(fault);
+                }
             }
         } else {
             fail_all(appends, "the log failed before this write; nothing was written");
@@ -630,59 +741,17 @@ fn commit_group(state: &mut WriterState, flusher: &mut Flusher, appends: Vec<(Co
             return Ok(());
         }
     };
+    if state.upstream.is_some() {
+        return commit_upstream(state, &open, appends);
+    }
     let started = Instant::now();
     let first_seq = state.next_seq;
     let mut txn = Txn::new(&open.tree);
-    let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
     let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut notes = state.observer.get().map(|_| Vec::new());
-    let mut replies = Vec::with_capacity(appends.len());
-    let mut budget = state.room.budget(flusher.pending_bytes());
-    let mut bytes = 0;
-    let mut short_of_room = None;
-    for (cmd, reply) in appends {
-        replies.push(reply);
-        let sp = txn.savepoint();
-        let seq_before = state.next_seq;
-        let kept_before = encoded.len();
-        let notes_before = notes.as_ref().map_or(0, Vec::len);
-        let admission = cmd.admission;
-        let mut outcome = stage(&mut txn, &mut state.next_seq, cmd, &mut encoded, notes.as_mut());
-        if outcome.is_ok() {
-            let size: usize = encoded[kept_before..].iter().map(|(_, e)| e.len()).sum();
-            let estimate = room::estimate(size);
-            match budget.admit(admission, estimate) {
-                Ok(()) => bytes += estimate,
-                Err(no_room) => {
-                    match admission {
-                        Admission::Work => short_of_room = Some(no_room.clone()),
-                        Admission::Ingest => state.store.health().ingest_refused(),
-                    }
-                    outcome = Err(no_room.into());
-                }
-            }
-        }
-        if outcome.is_err() {
-            txn.rollback(sp);
-            state.next_seq = seq_before;
-            encoded.truncate(kept_before);
-            if let Some(n) = notes.as_mut() {
-                n.truncate(notes_before);
-            }
-        }
-        outcomes.push(outcome);
-    }
-    let health = state.store.health();
-    match &short_of_room {
-        Some(no_room) => {
-            if health.takes_work() {
-                tracing::warn!(%no_room, "the disk is full and the reserved space used up: writes are refused");
-            }
-            health.set_full(true);
-        }
-        None if bytes > 0 => health.set_full(false),
-        None => {}
-    }
+    let pending = flusher.pending_bytes();
+    let Staged { replies, outcomes, bytes } =
+        stage_all(state, &mut txn, appends, pending, &mut encoded, notes.as_mut());
     for (key, page) in pages::pack(&encoded) {
         txn.put(key, page);
     }
@@ -724,6 +793,78 @@ fn commit_group(state: &mut WriterState, flusher: &mut Flusher, appends: Vec<(Co
         }
         Err(e) => Err(Fault { caught: vec![group], why: e.to_string(), wedged: false }),
     }
+}
+
+/// The commands of a group, staged one after another.
+struct Staged {
+    replies: Vec<Reply>,
+    /// Each command's outcome, in order (an error: nothing of it is staged).
+    outcomes: Vec<Result<Appended, AppendError>>,
+    /// Their estimated bytes on disk.
+    bytes: u64,
+}
+
+/// Stages each command on `txn` after the ones before it: its preconditions judged, its
+/// records folded and admitted against free disk space. A command refused leaves nothing
+/// staged (its sequence numbers are given back); the others go on. Records the disk's state
+/// in the log's health.
+fn stage_all(
+    state: &mut WriterState,
+    txn: &mut Txn<'_>,
+    appends: Vec<(Command, Reply)>,
+    pending: u64,
+    encoded: &mut Vec<(u64, Vec<u8>)>,
+    mut notes: Option<&mut Vec<Change>>,
+) -> Staged {
+    let mut outcomes: Vec<Result<Appended, AppendError>> = Vec::with_capacity(appends.len());
+    let mut replies = Vec::with_capacity(appends.len());
+    let mut bytes = 0;
+    let mut short_of_room = None;
+    let mut budget = state.room.budget(pending);
+    for (cmd, reply) in appends {
+        replies.push(reply);
+        let sp = txn.savepoint();
+        let seq_before = state.next_seq;
+        let kept_before = encoded.len();
+        let notes_before = notes.as_ref().map_or(0, |n| n.len());
+        let admission = cmd.admission;
+        let mut outcome = stage(txn, &mut state.next_seq, cmd, encoded, notes.as_deref_mut());
+        if outcome.is_ok() {
+            let size: usize = encoded[kept_before..].iter().map(|(_, e)| e.len()).sum();
+            let estimate = room::estimate(size);
+            match budget.admit(admission, estimate) {
+                Ok(()) => bytes += estimate,
+                Err(no_room) => {
+                    match admission {
+                        Admission::Work => short_of_room = Some(no_room.clone()),
+                        Admission::Ingest => state.store.health().ingest_refused(),
+                    }
+                    outcome = Err(no_room.into());
+                }
+            }
+        }
+        if outcome.is_err() {
+            txn.rollback(sp);
+            state.next_seq = seq_before;
+            encoded.truncate(kept_before);
+            if let Some(n) = notes.as_deref_mut() {
+                n.truncate(notes_before);
+            }
+        }
+        outcomes.push(outcome);
+    }
+    let health = state.store.health();
+    match &short_of_room {
+        Some(no_room) => {
+            if health.takes_work() {
+                tracing::warn!(%no_room, "the disk is full and the reserved space used up: writes are refused");
+            }
+            health.set_full(true);
+        }
+        None if bytes > 0 => health.set_full(false),
+        None => {}
+    }
+    Staged { replies, outcomes, bytes }
 }
 
 fn stage(
@@ -881,7 +1022,9 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
                 *stop = Some(reply);
                 false
             }
-            Err(RecvTimeoutError::Timeout) => true,
+            Ok(Msg::CatchUp) | Err(RecvTimeoutError::Timeout) => true,
+            // Told again once the log is back (the dispatcher resynchronises every actor).
+            Ok(Msg::Owners { .. }) => true,
             Err(RecvTimeoutError::Disconnected) => false,
         }
     };
@@ -972,4 +1115,376 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
         observe(vec![Change::Reopened { queues: recovered.queues }]);
     }
     stop
+}
+
+/// How often, at most, the tree is flushed in cluster mode: it acknowledges nothing (the
+/// database does), so a flush only bounds what a restart folds again.
+const CLUSTER_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// How an append to the database went.
+enum Upshot {
+    /// Committed: the staged group is in the database's log.
+    Committed(Staged),
+    /// Refused by the database, or its connection failed before the commit: nothing was
+    /// written.
+    Failed(Staged, String),
+    /// The commit went unanswered within the deadline.
+    Unknown(Staged, String),
+    /// A lease the group's records need was taken over meanwhile: nothing was written (the
+    /// database is fine; the new owner sends those attempts again).
+    Fenced(Staged),
+    /// The head lock or the other nodes' records could not be had: nothing was staged, and
+    /// the callers were answered.
+    NotLocked(String),
+}
+
+/// Appends a group under the head lock: takes it, folds every record other nodes appended
+/// since this node's fold, judges and stages the group on that, and commits it fenced.
+fn append_locked(
+    state: &mut WriterState,
+    up: &mut Upstream,
+    txn: &mut Txn<'_>,
+    appends: Vec<(Command, Reply)>,
+    fence: &[crate::pg::leases::Holding],
+    encoded: &mut Vec<(u64, Vec<u8>)>,
+    mut notes: Option<&mut Vec<Change>>,
+) -> Upshot {
+    let local_last = state.next_seq - 1;
+    let cluster = up.cluster.clone();
+    let appender = &mut up.appender;
+    let upshot = cluster.db.block_on(async {
+        // The head lock, and every other node's record before it folded.
+        let locking = async {
+            let locked = (appender.lock(&cluster.db, cluster.timeout).await)
+                .map_err(|e| format!("cannot append to the database: {e}"))?;
+            if locked.last_seq < local_last {
+                return Err(format!(
+                    "the database's log ends at record {} but this node has folded up to {local_last} (was the \
+                     database restored from a backup?): stop this node and give it an empty data_dir",
+                    locked.last_seq
+                ));
+            }
+            while state.next_seq <= locked.last_seq {
+                let fetched = (locked.records_after(state.next_seq - 1, upstream::CHUNK).await)
+                    .map_err(|e| format!("cannot read the other nodes' records: {e}"))?;
+                if fetched.is_empty() {
+                    // The newest records were compacted; their numbers stay taken.
+                    state.next_seq = locked.last_seq + 1;
+                    break;
+                }
+                upstream::fold_fetched(txn, fetched, &mut state.next_seq, encoded, notes.as_deref_mut())
+                    .map_err(|e| format!("cannot fold the other nodes' records: {e}"))?;
+            }
+            Ok(locked)
+        };
+        let locked = match locking.await {
+            Ok(locked) => locked,
+            Err(why) => {
+                fail_all(appends, &why);
+                return (Upshot::NotLocked(why), 0);
+            }
+        };
+        let foreign = encoded.len();
+        let staged = stage_all(state, txn, appends, 0, encoded, notes);
+        // Fencing: a lease taken over since the holdings were read refuses the group (its
+        // attempts are sent again by the new owner: at-least-once).
+        let done = locked.commit_fenced(&encoded[foreign..], &cluster.node, fence, cluster.timeout).await;
+        (Upshot::of(staged, done), foreign)
+    });
+    let (upshot, foreign) = upshot;
+    // Nothing of other nodes' came before this group: the next may take the fast path.
+    up.uncontended = foreign == 0 && matches!(upshot, Upshot::Committed(_));
+    upshot
+}
+
+impl Upshot {
+    /// How an append of `staged` that reached the database ended.
+    fn of(staged: Staged, done: Result<(), PgAppendError>) -> Upshot {
+        match done {
+            Ok(()) => Upshot::Committed(staged),
+            Err(PgAppendError::Fenced) => Upshot::Fenced(staged),
+            Err(PgAppendError::Failed(e)) => Upshot::Failed(staged, e.to_string()),
+            Err(moved @ PgAppendError::HeadMoved) => Upshot::Failed(staged, moved.to_string()),
+            Err(unknown @ PgAppendError::Unknown(_)) => Upshot::Unknown(staged, unknown.to_string()),
+        }
+    }
+}
+
+/// Cluster mode: appends a group to the database's log under its head lock (see
+/// [`upstream`]), then applies it — with the other nodes' records folded before it — to
+/// the tree and answers. A sled failure after the commit answers the callers first (their
+/// records are committed) and comes back as a [`Fault`] with nothing caught.
+fn commit_upstream(state: &mut WriterState, open: &Open, appends: Vec<(Command, Reply)>) -> Result<(), Fault> {
+    let Some(mut up) = state.upstream.take() else {
+        fail_all(appends, "the log's database is gone");
+        return Ok(());
+    };
+    let done = commit_upstream_with(state, &mut up, open, appends);
+    state.upstream = Some(up);
+    done
+}
+
+fn commit_upstream_with(
+    state: &mut WriterState,
+    up: &mut Upstream,
+    open: &Open,
+    appends: Vec<(Command, Reply)>,
+) -> Result<(), Fault> {
+    let started = Instant::now();
+    let works = appends.iter().any(|(cmd, _)| upstream::records_work(cmd));
+    let offered = appends.len();
+    let (appends, fence) = upstream::owned_holdings(up, appends, |reply, e| {
+        let _ = reply.send(Err(e));
+    });
+    // Refused records of work may include other webhooks' (one command per arbiter tick).
+    up.resync_due |= works && appends.len() < offered;
+    if appends.is_empty() {
+        return Ok(());
+    }
+    let local_last = state.next_seq - 1;
+    let cluster = up.cluster.clone();
+    let mut txn = Txn::new(&open.tree);
+    let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut notes = state.observer.get().map(|_| Vec::new());
+    let appending = Instant::now();
+    let upshot = if up.uncontended {
+        // The fast path: this node's fold is likely the database's head (the last group
+        // found nothing of other nodes'), so the group is judged on it, numbered after it and
+        // appended in one round trip — refused, nothing written, if the head moved after all.
+        let copies: Vec<Command> = appends.iter().map(|(cmd, _)| cmd.clone()).collect();
+        let staged = stage_all(state, &mut txn, appends, 0, &mut encoded, notes.as_mut());
+        let appending =
+            up.appender.append_at(&cluster.db, local_last, &encoded, &cluster.node, &fence, cluster.timeout);
+        match cluster.db.block_on(appending) {
+            Err(PgAppendError::HeadMoved) => {
+                // Nothing of the staging is anywhere but in `txn`: start again, under the lock.
+                up.uncontended = false;
+                state.next_seq = local_last + 1;
+                encoded.clear();
+                notes = state.observer.get().map(|_| Vec::new());
+                txn = Txn::new(&open.tree);
+                let appends = copies.into_iter().zip(staged.replies).collect();
+                append_locked(state, up, &mut txn, appends, &fence, &mut encoded, notes.as_mut())
+            }
+            done => Upshot::of(staged, done),
+        }
+    } else {
+        append_locked(state, up, &mut txn, appends, &fence, &mut encoded, notes.as_mut())
+    };
+    if let Some(timer) = &cluster.commit_timer {
+        timer.took(appending.elapsed());
+    }
+    let health = state.store.health();
+    // A failure: the staged group (if it got that far), what its callers hear, and whether
+    // the database failed (rather than a lease moving on).
+    let (staged, failure) = match upshot {
+        Upshot::Committed(staged) => (staged, None),
+        Upshot::Failed(staged, why) => (staged, Some((AppendError::Storage(why), true))),
+        Upshot::Unknown(staged, why) => (staged, Some((AppendError::Unknown(why), true))),
+        Upshot::Fenced(staged) => {
+            tracing::info!("a lease this node's records needed was taken over: the group was refused");
+            (staged, Some((upstream::not_owner(), false)))
+        }
+        // Nothing was staged; the callers were answered already.
+        Upshot::NotLocked(why) => {
+            let none = Staged { replies: Vec::new(), outcomes: Vec::new(), bytes: 0 };
+            (none, Some((AppendError::Storage(why), true)))
+        }
+    };
+    if let Some((failure, database_failed)) = failure {
+        // Nothing of the group is in the tree; what the database holds is folded next time.
+        up.resync_due |= works;
+        state.next_seq = local_last + 1;
+        if database_failed {
+            up.appender.reset();
+            up.failing(health, &failure.to_string());
+        }
+        for (reply, outcome) in staged.replies.into_iter().zip(staged.outcomes) {
+            let _ = reply.send(outcome.and(Err(failure.clone())));
+        }
+        return Ok(());
+    }
+    up.working(health);
+    upstream::stage_pages(&mut txn, &encoded, state.next_seq - 1);
+    let (batch, changes) = txn.into_parts();
+    let records = state.next_seq - 1 - local_last;
+    let group = Group {
+        changes,
+        notes: notes.unwrap_or_default(),
+        replies: staged.replies,
+        outcomes: staged.outcomes,
+        records,
+        started,
+        end_seq: state.next_seq - 1,
+        bytes: staged.bytes,
+        applied: true,
+    };
+    let applied = open.tree.apply_batch(batch);
+    // Committed in the database: acknowledged whatever the tree does next.
+    group.answer(&state.catalog, &state.observer);
+    up.set_folded(state.next_seq - 1);
+    if let Err(e) = applied {
+        return Err(Fault { caught: Vec::new(), why: e.to_string(), wedged: false });
+    }
+    up.unflushed = true;
+    resync_if_due(state, up);
+    flush_now_and_then(up, &open.tree)
+}
+
+/// Cluster mode: once appends work again after attempts' records were lost, every actor
+/// starts over from the log (`Change::Reopened`, as after a reopen of the tree), so no
+/// delivery stays stuck in an actor's memory as "being recorded".
+fn resync_if_due(state: &WriterState, up: &mut Upstream) {
+    if !up.resync_due || up.is_failing() {
+        return;
+    }
+    up.resync_due = false;
+    let Some(observe) = state.observer.get() else { return };
+    let holdings = up.holdings.as_ref().map(|h| h.borrow().clone());
+    let now = Instant::now();
+    let queues = due_windows(state, |id| holdings.as_ref().is_none_or(|h| h.holding_of(id.as_str(), now).is_some()));
+    tracing::info!(webhooks = queues.len(), "appends work again: the actors start over from the log");
+    observe(vec![Change::Reopened { queues }]);
+}
+
+/// The first due deliveries of every live webhook owed some that `wanted` picks.
+fn due_windows(
+    state: &WriterState,
+    wanted: impl Fn(&crate::model::WebhookId) -> bool,
+) -> std::collections::HashMap<crate::model::WebhookId, Vec<crate::storage::Queued>> {
+    let mut queues = std::collections::HashMap::new();
+    let owed: Vec<crate::model::WebhookId> = match state.catalog.read() {
+        Ok(catalog) => catalog
+            .webhooks
+            .iter()
+            .filter(|(id, row)| {
+                row.deleted_at.is_none() && catalog.statuses.get(*id).is_some_and(|s| s.pending > 0) && wanted(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Ok(tree) = state.store.tree() {
+        for id in owed {
+            match super::window::due_window(&tree, &id, state.queue_window) {
+                Ok((window, _)) => {
+                    queues.insert(id, window);
+                }
+                Err(e) => tracing::error!(webhook_id = %id, error = %e, "a webhook's due deliveries cannot be read"),
+            }
+        }
+    }
+    queues
+}
+
+/// Flushes the tree if it was not flushed for [`CLUSTER_FLUSH_EVERY`] (cluster mode).
+fn flush_now_and_then(up: &mut Upstream, tree: &sled::Tree) -> Result<(), Fault> {
+    if up.unflushed && up.flushed_at.elapsed() >= CLUSTER_FLUSH_EVERY {
+        up.unflushed = false;
+        up.flushed_at = Instant::now();
+        tree.flush().map_err(|e| Fault { caught: Vec::new(), why: e.to_string(), wedged: false })?;
+    }
+    Ok(())
+}
+
+/// Cluster mode: folds what other nodes appended after this node's fold, a chunk at a time
+/// until caught up (or a few chunks: appends wait meanwhile). A database that cannot be read
+/// marks the log failing (readiness says so, the actors start nothing) until it can.
+fn catch_up(state: &mut WriterState, idle: bool) -> Result<(), Fault> {
+    let Some(mut up) = state.upstream.take() else { return Ok(()) };
+    let mut caught = catch_up_with(state, &mut up);
+    if caught.is_ok() && idle {
+        if let Ok(open) = state.store.current() {
+            caught = flush_now_and_then(&mut up, &open.tree);
+        }
+    }
+    state.upstream = Some(up);
+    caught
+}
+
+/// Chunks one catch-up folds at most before the writer looks at its queue again.
+const CATCH_UP_CHUNKS: usize = 8;
+
+fn catch_up_with(state: &mut WriterState, up: &mut Upstream) -> Result<(), Fault> {
+    let Ok(open) = state.store.current() else { return Ok(()) };
+    let health = state.store.health();
+    for _ in 0..CATCH_UP_CHUNKS {
+        let started = Instant::now();
+        let fetched = match up.read_after(state.next_seq - 1) {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                up.failing(health, &format!("cannot read the database's log: {e}"));
+                return Ok(());
+            }
+        };
+        up.working(health);
+        if fetched.is_empty() {
+            resync_if_due(state, up);
+            return Ok(());
+        }
+        let whole = fetched.len() < upstream::CHUNK;
+        let before = state.next_seq;
+        let mut txn = Txn::new(&open.tree);
+        let mut encoded = Vec::with_capacity(fetched.len());
+        let mut notes = state.observer.get().map(|_| Vec::new());
+        if let Err(e) = upstream::fold_fetched(&mut txn, fetched, &mut state.next_seq, &mut encoded, notes.as_mut()) {
+            state.next_seq = before;
+            up.failing(health, &format!("cannot fold the other nodes' records: {e}"));
+            return Ok(());
+        }
+        upstream::stage_pages(&mut txn, &encoded, state.next_seq - 1);
+        let (batch, changes) = txn.into_parts();
+        if let Err(e) = open.tree.apply_batch(batch) {
+            state.next_seq = before;
+            return Err(Fault { caught: Vec::new(), why: e.to_string(), wedged: false });
+        }
+        up.unflushed = true;
+        up.set_folded(state.next_seq - 1);
+        let group = Group {
+            changes,
+            notes: notes.unwrap_or_default(),
+            replies: Vec::new(),
+            outcomes: Vec::new(),
+            records: encoded.len() as u64,
+            started,
+            end_seq: state.next_seq - 1,
+            bytes: 0,
+            applied: true,
+        };
+        group.answer(&state.catalog, &state.observer);
+        if whole {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Cluster mode: what this node may deliver changed. It first folds everything the database
+/// holds (a partition's previous owner may have appended up to its last moment), then tells
+/// the delivery engine, with the first due deliveries of each webhook it gained that is owed
+/// some.
+fn owners_changed(
+    state: &mut WriterState,
+    gained: &std::collections::BTreeSet<u32>,
+    startable: std::collections::BTreeSet<u32>,
+    partitions: u32,
+) -> Result<(), Fault> {
+    loop {
+        let before = state.next_seq;
+        catch_up(state, false)?;
+        if state.next_seq == before || state.upstream.as_ref().is_some_and(|up| up.is_failing()) {
+            break;
+        }
+    }
+    let Some(observe) = state.observer.get() else { return Ok(()) };
+    let queues = if gained.is_empty() {
+        Default::default()
+    } else {
+        due_windows(state, |id| gained.contains(&crate::pg::leases::partition_of(id.as_str(), partitions)))
+    };
+    let granted = crate::storage::Granted::new(move |id| {
+        startable.contains(&crate::pg::leases::partition_of(id.as_str(), partitions))
+    });
+    observe(vec![Change::Owners { gained: queues, granted }]);
+    Ok(())
 }

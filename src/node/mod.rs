@@ -79,6 +79,13 @@ impl Node {
             recovery_seconds: self.recovery.duration.as_secs_f64(),
             log_bytes: self.ledger.size_on_disk(),
             actors: self.delivery.actors() as u64,
+            ownership: self.ledger.ownership().map(|o| crate::metrics::OwnershipGauges {
+                partitions_held: o.partitions_held,
+                renewals: o.renewals,
+                renewal_failures: o.renewal_failures,
+                gained: o.gained,
+                lost: o.lost,
+            }),
             ..Default::default()
         };
         if let Ok(catalog) = self.ledger.catalog().read() {

@@ -11,11 +11,16 @@
 //!   its own transaction ([`fenced`]), so a takeover either committed before it (the append
 //!   sees the new epoch and is refused) or waits until it has committed (the new holder then
 //!   reads those records before it delivers).
+//! - A partition is let go in two steps ([`Plan`]): announced leaving (no work starts
+//!   under it; attempts on the wire get [`Keeper::handover_grace`], then are cut), let go a
+//!   round later. So a new holder never sends while the old one still does.
 //! - Expiry is judged by the database's clock alone; a holder's own clock only decides when
 //!   it stops starting work ([`stop_by`]), well before the database could call it expired.
 
 use super::PgError;
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::GenericClient;
 
@@ -118,22 +123,61 @@ pub async fn release(client: &impl GenericClient, node: &str, held: &[Holding]) 
     Ok(())
 }
 
+/// Within an append's transaction: the current holdings among partitions `$1` of node `$2`
+/// (epoch unchanged, lease unexpired), locking those rows until the transaction ends.
+pub const FENCE: &str = "SELECT part, epoch FROM herald.leases
+     WHERE part = ANY($1) AND owner = $2 AND expires_at > now() ORDER BY part FOR SHARE";
+
 /// Within an append's transaction: whether every holding is still current (its epoch
 /// unchanged and its lease unexpired), locking those rows until the transaction ends.
 pub async fn fenced(client: &impl GenericClient, node: &str, held: &[Holding]) -> Result<bool, PgError> {
     if held.is_empty() {
         return Ok(true);
     }
-    let parts: Vec<i32> = held.iter().map(|h| h.part as i32).collect();
-    let rows = client
-        .query(
-            "SELECT part, epoch FROM herald.leases
-             WHERE part = ANY($1) AND owner = $2 AND expires_at > now() ORDER BY part FOR SHARE",
-            &[&parts, &node],
-        )
-        .await?;
-    let current = holdings(&rows);
-    Ok(held.iter().all(|h| current.contains(h)))
+    let rows = client.query(FENCE, &[&parts_of(held), &node]).await?;
+    Ok(still_held(&rows, held))
+}
+
+/// What one round does with the holdings a node just renewed: the partitions it announced
+/// as leaving a round ago are let go now (their work stopped since, within
+/// [`Keeper::handover_grace`]); beyond its fair `share`, the rest are announced as leaving
+/// (still held and renewed, so the records of attempts finishing meanwhile are accepted,
+/// but nothing new starts under them); below it, it takes what is free.
+///
+/// Two steps rather than one, so that a partition never changes hands while its old
+/// holder still has an attempt on the wire: another node can take it only after the
+/// release, a round after the holder stopped starting and a round minus the grace after it
+/// cut what was still sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Let go this round.
+    pub release: Vec<Holding>,
+    /// Still held after this round (the leaving ones included).
+    pub kept: Vec<Holding>,
+    /// Held but leaving: let go next round.
+    pub leaving: BTreeSet<u32>,
+    /// How many free partitions to take.
+    pub take: u32,
+}
+
+/// See [`Plan`]. `renewed` is sorted by partition.
+pub fn plan(renewed: Vec<Holding>, leaving: &BTreeSet<u32>, share: u32) -> Plan {
+    let (release, kept): (Vec<Holding>, Vec<Holding>) = renewed.into_iter().partition(|h| leaving.contains(&h.part));
+    let share = share as usize;
+    let leaving = kept.iter().skip(share).map(|h| h.part).collect();
+    let take = share.saturating_sub(kept.len()) as u32;
+    Plan { release, kept, leaving, take }
+}
+
+/// The partitions of `held`, as [`FENCE`] takes them.
+pub fn parts_of(held: &[Holding]) -> Vec<i32> {
+    held.iter().map(|h| h.part as i32).collect()
+}
+
+/// Whether [`FENCE`]'s `rows` show every holding in `held` current.
+pub fn still_held(rows: &[tokio_postgres::Row], held: &[Holding]) -> bool {
+    let current = holdings(rows);
+    held.iter().all(|h| current.contains(h))
 }
 
 fn holdings(rows: &[tokio_postgres::Row]) -> Vec<Holding> {
@@ -168,6 +212,58 @@ mod tests {
         }
     }
 
+    fn held(parts: &[u32]) -> Vec<Holding> {
+        parts.iter().map(|&part| Holding { part, epoch: 7 }).collect()
+    }
+
+    #[test]
+    fn a_share_too_big_is_announced_leaving_a_round_before_it_is_let_go() {
+        // Alone with 8 partitions, a second node arrives: the share drops to 4.
+        let first = plan(held(&[0, 1, 2, 3, 4, 5, 6, 7]), &BTreeSet::new(), 4);
+        assert!(first.release.is_empty(), "nothing is let go in the round that decides it");
+        assert_eq!(first.kept, held(&[0, 1, 2, 3, 4, 5, 6, 7]));
+        assert_eq!(first.leaving, BTreeSet::from([4, 5, 6, 7]));
+        assert_eq!(first.take, 0);
+        // The next round lets those go and keeps the rest.
+        let second = plan(first.kept, &first.leaving, 4);
+        assert_eq!(second.release, held(&[4, 5, 6, 7]));
+        assert_eq!(second.kept, held(&[0, 1, 2, 3]));
+        assert!(second.leaving.is_empty());
+        assert_eq!(second.take, 0);
+    }
+
+    #[test]
+    fn a_leaving_partition_lost_meanwhile_is_not_let_go_twice_and_a_short_share_takes() {
+        // Partition 5 expired and was taken by another node: renewal did not return it.
+        let p = plan(held(&[0, 1, 4]), &BTreeSet::from([4, 5]), 4);
+        assert_eq!(p.release, held(&[4]));
+        assert_eq!(p.kept, held(&[0, 1]));
+        assert!(p.leaving.is_empty());
+        assert_eq!(p.take, 2);
+    }
+
+    #[test]
+    fn holdings_start_nothing_under_a_leaving_partition_but_still_record_under_it() {
+        let now = Instant::now();
+        let h = Holdings {
+            held: BTreeMap::from([(0, 3), (1, 4)]),
+            leaving: BTreeSet::from([1]),
+            stop_by: Some(now + Duration::from_secs(1)),
+            partitions: 2,
+        };
+        assert!(h.may_start(0, now));
+        assert!(!h.may_start(1, now));
+        assert_eq!(h.startable(now), BTreeSet::from([Holding { part: 0, epoch: 3 }]));
+        let w = (0..).map(|i| format!("wh_{i}")).find(|w| partition_of(w, 2) == 1).unwrap();
+        assert_eq!(h.holding_of(&w, now), None);
+        assert_eq!(h.recording_under(&w), Some(Holding { part: 1, epoch: 4 }));
+        // Past the local deadline nothing starts; what finishes is still recorded (the
+        // epoch decides in the database).
+        let late = now + Duration::from_secs(2);
+        assert!(h.startable(late).is_empty());
+        assert_eq!(h.recording_under(&w), Some(Holding { part: 1, epoch: 4 }));
+    }
+
     #[test]
     fn a_holder_stops_before_the_database_can_call_it_expired() {
         let sent = Instant::now();
@@ -179,16 +275,57 @@ mod tests {
 /// What a node holds now, as its [`Keeper`] last learned it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holdings {
-    /// Partition → epoch.
-    pub held: std::collections::BTreeMap<u32, u64>,
+    /// Partition → epoch, the leaving ones included.
+    pub held: BTreeMap<u32, u64>,
+    /// Held partitions this node is letting go at its next round ([`Plan`]): no work
+    /// starts under them.
+    pub leaving: BTreeSet<u32>,
     /// Past this local instant nothing may be started under them (renewals failed).
     pub stop_by: Option<Instant>,
+    /// The number of partitions the cluster agreed on (0 before the first round).
+    pub partitions: u32,
 }
 
 impl Holdings {
     /// Whether work of partition `part` may be started now.
     pub fn may_start(&self, part: u32, now: Instant) -> bool {
-        self.held.contains_key(&part) && self.stop_by.is_some_and(|by| now < by)
+        self.held.contains_key(&part) && !self.leaving.contains(&part) && self.stop_by.is_some_and(|by| now < by)
+    }
+
+    /// The holding `webhook`'s work may be started under at `now`, if any.
+    pub fn holding_of(&self, webhook: &str, now: Instant) -> Option<Holding> {
+        if self.partitions == 0 {
+            return None;
+        }
+        let part = partition_of(webhook, self.partitions);
+        let epoch = *self.held.get(&part)?;
+        self.may_start(part, now).then_some(Holding { part, epoch })
+    }
+
+    /// The holding the records of `webhook`'s finished work go under: its partition's, as
+    /// long as this node believes it holds it — leaving, or past the local deadline, too
+    /// (the epoch is checked in the append's transaction, so a lease taken over meanwhile
+    /// refuses them).
+    pub fn recording_under(&self, webhook: &str) -> Option<Holding> {
+        if self.partitions == 0 {
+            return None;
+        }
+        let part = partition_of(webhook, self.partitions);
+        self.held.get(&part).map(|&epoch| Holding { part, epoch })
+    }
+
+    /// The holdings work may be started under at `now`: all of them before the local
+    /// deadline, none after.
+    pub fn startable(&self, now: Instant) -> BTreeSet<Holding> {
+        match self.stop_by {
+            Some(by) if now < by => self
+                .held
+                .iter()
+                .filter(|(part, _)| !self.leaving.contains(part))
+                .map(|(&part, &epoch)| Holding { part, epoch })
+                .collect(),
+            _ => Default::default(),
+        }
     }
 }
 
@@ -208,6 +345,9 @@ pub struct KeeperOptions {
 /// nothing it may start work under.
 pub struct Keeper {
     state: tokio::sync::watch::Receiver<Holdings>,
+    /// How long work handed over may still have attempts on the wire.
+    grace: Duration,
+    counts: std::sync::Arc<Counts>,
     stop: std::sync::mpsc::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -219,17 +359,38 @@ impl Keeper {
         let (publish, state) = tokio::sync::watch::channel(Holdings::default());
         let (stop, stopped) = std::sync::mpsc::channel::<bool>();
         let (first, first_done) = std::sync::mpsc::channel::<()>();
+        let counts = std::sync::Arc::new(Counts::default());
+        let counting = counts.clone();
+        let grace = handover_grace(options.ttl);
         let thread = std::thread::Builder::new()
             .name("herald-leases".into())
-            .spawn(move || keep(&db, &options, &publish, &stopped, first))
+            .spawn(move || keep(&db, &options, &publish, &stopped, first, &counting))
             .map_err(PgError::Runtime)?;
         let _ = first_done.recv_timeout(CONNECT_DEADLINE);
-        Ok(Keeper { state, stop, thread: Some(thread) })
+        Ok(Keeper { state, grace, counts, stop, thread: Some(thread) })
+    }
+
+    /// How long after this node stops starting a partition's work (it is leaving, or the
+    /// local deadline passed) its attempts still on the wire may run before they are cut:
+    /// an eighth of the TTL, well inside the quarter until the leaving partition is let go
+    /// and the third between the local deadline and the database's expiry.
+    pub fn handover_grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// What this keeper did since it started.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// What the node holds now.
     pub fn holdings(&self) -> Holdings {
         self.state.borrow().clone()
+    }
+
+    /// Whether this node may start work of `webhook` now.
+    pub fn may_start(&self, webhook: &str) -> bool {
+        self.state.borrow().holding_of(webhook, Instant::now()).is_some()
     }
 
     /// Told each time the holdings change.
@@ -245,12 +406,55 @@ impl Keeper {
             let _ = t.join();
         }
     }
+
+    /// Lets every lease go (a graceful shutdown) and stops keeping, waiting at most
+    /// `within` for the database to hear it.
+    pub fn let_go(&self, within: Duration) {
+        let _ = self.stop.send(true);
+        let until = Instant::now() + within;
+        while Instant::now() < until && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Keeper {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// What a keeper did since it started (for the metrics): monotonic counts.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Rounds that renewed (heartbeat, renewals, evening out) within their deadline.
+    pub renewals: AtomicU64,
+    /// Rounds that failed or timed out.
+    pub renewal_failures: AtomicU64,
+    /// Partitions newly held (taken, or taken back with a new epoch).
+    pub gained: AtomicU64,
+    /// Partitions no longer held (let go to even out shares, or lost to another node).
+    pub lost: AtomicU64,
+}
+
+impl Counts {
+    /// Counts one round's outcome: `before` and `after` are the holdings around it.
+    fn round(&self, before: &Holdings, after: Option<&Holdings>) {
+        let Some(after) = after else {
+            self.renewal_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        let gained = after.held.iter().filter(|(p, e)| before.held.get(p) != Some(e)).count();
+        let lost = before.held.iter().filter(|(p, e)| after.held.get(p) != Some(e)).count();
+        self.gained.fetch_add(gained as u64, Ordering::Relaxed);
+        self.lost.fetch_add(lost as u64, Ordering::Relaxed);
+    }
+}
+
+/// See [`Keeper::handover_grace`].
+pub fn handover_grace(ttl: Duration) -> Duration {
+    ttl / 8
 }
 
 /// How long the keeper's first round may take before `spawn` returns anyway.
@@ -262,26 +466,34 @@ fn keep(
     publish: &tokio::sync::watch::Sender<Holdings>,
     stopped: &std::sync::mpsc::Receiver<bool>,
     first: std::sync::mpsc::Sender<()>,
+    counts: &Counts,
 ) {
     let mut session: Option<(tokio_postgres::Client, u32)> = None;
     let mut current = Holdings::default();
     let mut first = Some(first);
     loop {
         let sent = Instant::now();
-        let round = db.block_on(async { tokio::time::timeout(o.ttl / 2, round(db, &mut session, o)).await });
+        let leaving = &current.leaving;
+        let round = db.block_on(async { tokio::time::timeout(o.ttl / 2, round(db, &mut session, o, leaving)).await });
         match round {
-            Ok(Ok(held)) => {
-                current = Holdings {
+            Ok(Ok((held, leaving, partitions))) => {
+                let renewed = Holdings {
                     held: held.into_iter().map(|h| (h.part, h.epoch)).collect(),
+                    leaving,
                     stop_by: Some(stop_by(sent, o.ttl, o.ttl / 3)),
+                    partitions,
                 };
+                counts.round(&current, Some(&renewed));
+                current = renewed;
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, node = %o.node, "cannot renew this node's leases");
+                counts.round(&current, None);
                 session = None;
             }
             Err(_) => {
                 tracing::warn!(node = %o.node, "renewing this node's leases timed out");
+                counts.round(&current, None);
                 session = None;
             }
         }
@@ -315,13 +527,15 @@ fn keep(
     }
 }
 
-/// One round: heartbeat, renew, then even out the share. A new connection first agrees on
+/// One round: heartbeat, renew, then even out the share ([`plan`]); returns what is held,
+/// what of it is leaving, and the number of partitions. A new connection first agrees on
 /// the number of partitions (the first node to ask sets it for the cluster).
 async fn round(
     db: &super::Database,
     session: &mut Option<(tokio_postgres::Client, u32)>,
     o: &KeeperOptions,
-) -> Result<Vec<Holding>, PgError> {
+    leaving: &BTreeSet<u32>,
+) -> Result<(Vec<Holding>, BTreeSet<u32>, u32), PgError> {
     if session.as_ref().is_some_and(|(c, _)| c.is_closed()) {
         *session = None;
     }
@@ -344,14 +558,15 @@ async fn round(
         }
     };
     let live = heartbeat(c, &o.node, o.ttl).await?;
-    let mut held = renew(c, &o.node, o.ttl).await?;
-    let share = fair_share(*partitions, live) as usize;
-    if held.len() > share {
-        let extra = held.split_off(share);
-        release(c, &o.node, &extra).await?;
-    } else if held.len() < share {
-        held.extend(take(c, &o.node, (share - held.len()) as u32, o.ttl).await?);
+    let renewed = renew(c, &o.node, o.ttl).await?;
+    let Plan { release: going, kept: mut held, leaving, take: want } =
+        plan(renewed, leaving, fair_share(*partitions, live));
+    if !going.is_empty() {
+        release(c, &o.node, &going).await?;
+    }
+    if want > 0 {
+        held.extend(take(c, &o.node, want, o.ttl).await?);
         held.sort();
     }
-    Ok(held)
+    Ok((held, leaving, *partitions))
 }

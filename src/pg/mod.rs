@@ -135,6 +135,16 @@ impl Database {
         self.runtime.block_on(work)
     }
 
+    /// [`Database::block_on`] for `work` that must be done within `deadline`
+    /// ([`PgError::Timeout`] past it).
+    pub fn block_within<T>(
+        &self,
+        deadline: Duration,
+        work: impl Future<Output = Result<T, PgError>>,
+    ) -> Result<T, PgError> {
+        self.block_on(within(deadline, work))
+    }
+
     /// Runs `work` on the client threads; the answer can be awaited from any runtime.
     pub fn spawn<T: Send + 'static>(
         &self,
@@ -147,25 +157,82 @@ impl Database {
     /// unreachable cluster from one that answers only read-only costs a second attempt, made
     /// only when the first fails.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
-        let shown = self.shown_url();
-        match connect_to(&self.url).await {
-            Ok(client) => {
-                let ro: String = client.query_one("SHOW transaction_read_only", &[]).await?.get(0);
-                if ro == "on" {
-                    return Err(PgError::ReadOnly { url: shown });
-                }
-                Ok(client)
-            }
-            Err(reason) => {
-                let any = url::any_session(&self.url);
-                if any != self.url && connect_to(&any).await.is_ok() {
-                    return Err(PgError::ReadOnly { url: shown });
-                }
-                Err(PgError::Unreachable { url: shown, reason })
-            }
-        }
+        connect_checked(&self.url, None).await
     }
 
+    /// Listens on `channel` for as long as the returned [`Listener`] lives: `wake` is called
+    /// with each notification's payload, and with `None` whenever the listening connection
+    /// is (re)made — notifications sent while it was down are lost, so the caller must
+    /// look for itself then. A lost connection is made again every [`RELISTEN`].
+    pub fn listen(&self, channel: &'static str, wake: impl Fn(Option<&str>) + Send + 'static) -> Listener {
+        let url = self.url.clone();
+        let task = self.runtime.spawn(async move {
+            loop {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                match connect_checked(&url, Some(tx)).await {
+                    Ok(client) => match client.batch_execute(&format!("LISTEN {channel}")).await {
+                        Ok(()) => {
+                            wake(None);
+                            while let Some(payload) = rx.recv().await {
+                                wake(Some(&payload));
+                            }
+                            tracing::warn!(channel, "the connection listening for other nodes' appends ended");
+                        }
+                        Err(e) => tracing::warn!(channel, error = %PgError::from(e), "cannot listen"),
+                    },
+                    Err(e) => tracing::debug!(channel, error = %e, "cannot connect to listen"),
+                }
+                tokio::time::sleep(RELISTEN).await;
+            }
+        });
+        Listener(task)
+    }
+}
+
+/// `work`'s outcome, or [`PgError::Timeout`] once `deadline` has passed. Await it on the
+/// client threads (in a future given to [`Database::block_on`] or [`Database::spawn`]).
+pub async fn within<T>(deadline: Duration, work: impl Future<Output = Result<T, PgError>>) -> Result<T, PgError> {
+    tokio::time::timeout(deadline, work).await.unwrap_or(Err(PgError::Timeout(deadline)))
+}
+
+/// Between attempts to make the listening connection again.
+pub const RELISTEN: Duration = Duration::from_secs(1);
+
+/// A connection listening for notifications; dropping it stops listening.
+pub struct Listener(tokio::task::JoinHandle<()>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A connection to the read-write server `url` names; its notifications, if `notices` is
+/// given, are sent there.
+async fn connect_checked(
+    url: &str,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<tokio_postgres::Client, PgError> {
+    let shown = url::redacted(url);
+    match connect_to(url, notices).await {
+        Ok(client) => {
+            let ro: String = client.query_one("SHOW transaction_read_only", &[]).await?.get(0);
+            if ro == "on" {
+                return Err(PgError::ReadOnly { url: shown });
+            }
+            Ok(client)
+        }
+        Err(reason) => {
+            let any = url::any_session(url);
+            if any != url && connect_to(&any, None).await.is_ok() {
+                return Err(PgError::ReadOnly { url: shown });
+            }
+            Err(PgError::Unreachable { url: shown, reason })
+        }
+    }
+}
+
+impl Database {
     /// Connects, migrates the schema and reads what the cluster's replication promises —
     /// refusing to go on without synchronous replication if `require_sync` is set — all
     /// within `deadline` (a commit waiting for a synchronous standby that is not there
@@ -180,13 +247,16 @@ impl Database {
             }
             Ok(Opened { schema, replication })
         };
-        self.block_on(async { tokio::time::timeout(deadline, opening).await.map_err(|_| PgError::Timeout(deadline))? })
+        self.block_within(deadline, opening)
     }
 }
 
 /// One connection attempt within [`CONNECT_TIMEOUT`]; its driver runs on the current
 /// runtime. The error is a message without the URL (the caller names it, redacted).
-async fn connect_to(url: &str) -> Result<tokio_postgres::Client, String> {
+async fn connect_to(
+    url: &str,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<tokio_postgres::Client, String> {
     let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
     let connecting = config.connect(tokio_postgres::NoTls);
     let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
@@ -194,9 +264,31 @@ async fn connect_to(url: &str) -> Result<tokio_postgres::Client, String> {
         Ok(Err(e)) => return Err(PgError::from(e).to_string()),
         Ok(Ok(pair)) => pair,
     };
+    let Some(notices) = notices else {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %PgError::from(e), "PostgreSQL connection ended");
+            }
+        });
+        return Ok(client);
+    };
+    let mut connection = connection;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %PgError::from(e), "PostgreSQL connection ended");
+        use futures_util::StreamExt;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if notices.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %PgError::from(e), "PostgreSQL connection ended");
+                    return;
+                }
+            }
         }
     });
     Ok(client)

@@ -14,8 +14,10 @@
 
 use super::{Database, PgError};
 use std::time::Duration;
+use tokio_postgres::Statement;
 
-/// The channel `NOTIFY` wakes other nodes on after each group.
+/// The channel `NOTIFY` wakes other nodes on after each group (schema version 2's
+/// `herald.append_at` names it too).
 pub const CHANNEL: &str = "herald_log";
 
 /// How an append ended badly.
@@ -28,40 +30,75 @@ pub enum AppendError {
     /// happened.
     #[error("the commit's outcome is unknown: PostgreSQL did not answer within {0:?}")]
     Unknown(Duration),
+    /// A lease the group's records need is no longer this node's (or its epoch moved on):
+    /// nothing was written.
+    #[error("a lease this group needs was taken over: nothing was written")]
+    Fenced,
+    /// Another node appended after the head the group was numbered from: nothing was
+    /// written.
+    #[error("another node appended first: nothing was written")]
+    HeadMoved,
 }
 
 /// One connection that appends, as a node's writer thread holds it.
+///
+/// Every append is on the critical path of every acknowledgement and appends are
+/// serialized across the cluster by the head lock, so a group costs as few round trips as
+/// it can: the statements are prepared once per connection (else each is parsed again, a
+/// round trip of its own), `BEGIN` goes out with the lock, and the fence check goes out with
+/// the writes — three round trips a group, the commit's wait for a standby included.
 pub struct Appender {
-    client: Option<tokio_postgres::Client>,
+    conn: Option<Conn>,
+}
+
+/// A connection with the appender's statements prepared on it.
+struct Conn {
+    client: tokio_postgres::Client,
+    /// A transaction was begun and not ended (a [`Locked`] dropped unfinished, a write that
+    /// failed): rolled back before the connection is used again. While it is open it holds
+    /// the head row, so a caller that stops using the connection after a failure must drop
+    /// it ([`Appender::reset`]), which ends the transaction with the session.
+    open: bool,
+    lock: Statement,
+    read: Statement,
+    fence: Statement,
+    insert: Statement,
+    head: Statement,
+    notify: Statement,
+    append_at: Statement,
 }
 
 /// The head lock, held: the transaction that appends one group.
 pub struct Locked<'a> {
-    txn: tokio_postgres::Transaction<'a>,
+    conn: &'a mut Conn,
     /// The newest sequence number in the log as of the lock.
     pub last_seq: u64,
 }
 
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+const LOCK: &str = "SELECT last_seq FROM herald.head WHERE id = 1 FOR UPDATE";
+const READ: &str = "SELECT seq, body FROM herald.records WHERE seq > $1 ORDER BY seq LIMIT $2";
+const INSERT: &str = "INSERT INTO herald.records (seq, body) SELECT * FROM unnest($1::bigint[], $2::bytea[])";
+const HEAD: &str = "UPDATE herald.head SET last_seq = $1 WHERE id = 1";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const APPEND_AT: &str = "SELECT herald.append_at($1, $2, $3, $4, $5, $6)";
+
 impl Appender {
     pub fn new() -> Appender {
-        Appender { client: None }
+        Appender { conn: None }
     }
 
     /// Opens a transaction and takes the head lock (connecting first if need be), within
     /// `deadline`.
     pub async fn lock<'a>(&'a mut self, db: &Database, deadline: Duration) -> Result<Locked<'a>, PgError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
-        }
-        let client = match &mut self.client {
-            Some(client) => client,
-            slot => slot.insert(db.connect().await?),
-        };
         let locking = async {
-            let txn = client.transaction().await?;
-            let row = txn.query_one("SELECT last_seq FROM herald.head WHERE id = 1 FOR UPDATE", &[]).await?;
-            let last: i64 = row.get(0);
-            Ok::<_, PgError>(Locked { txn, last_seq: last as u64 })
+            let conn = self.conn(db, deadline).await?;
+            conn.open = true;
+            let (begun, row) = tokio::join!(conn.client.batch_execute("BEGIN"), conn.client.query_one(&conn.lock, &[]));
+            begun?;
+            let last: i64 = row?.get(0);
+            Ok::<_, PgError>(Locked { conn, last_seq: last as u64 })
         };
         match tokio::time::timeout(deadline, locking).await {
             Ok(locked) => locked,
@@ -69,9 +106,101 @@ impl Appender {
         }
     }
 
+    /// Up to `limit` records after `after`, oldest first, without the head lock (the tail:
+    /// what committed is a gapless prefix, so reading it needs no lock), within `deadline`.
+    pub async fn read_after(
+        &mut self,
+        db: &Database,
+        after: u64,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>, PgError> {
+        let reading = async {
+            let conn = self.conn(db, deadline).await?;
+            conn.read_after(after, limit).await
+        };
+        let read = super::within(deadline, reading).await;
+        if read.is_err() {
+            self.reset();
+        }
+        read
+    }
+
+    /// The connection, made (and its statements prepared) afresh if there is none or it has
+    /// closed; a transaction left open rolled back.
+    ///
+    /// The server ends a transaction of this connection left idle longer than `deadline`
+    /// (`idle_in_transaction_session_timeout`): while open it holds the head row, and a node
+    /// frozen mid-append (SIGSTOP, a stalled VM) would otherwise stall every node's appends
+    /// for as long as it stays frozen. It could not have been answered within its deadline
+    /// anyway: its caller has heard "unknown" and reads the tail.
+    async fn conn(&mut self, db: &Database, deadline: Duration) -> Result<&mut Conn, PgError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            slot => {
+                let client = db.connect().await?;
+                let idle_ms = deadline.as_millis().clamp(100, i32::MAX as u128);
+                client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle_ms}")).await?;
+                let (lock, read, fence, insert, head, notify, append_at) = tokio::try_join!(
+                    client.prepare(LOCK),
+                    client.prepare(READ),
+                    client.prepare(super::leases::FENCE),
+                    client.prepare(INSERT),
+                    client.prepare(HEAD),
+                    client.prepare(NOTIFY),
+                    client.prepare(APPEND_AT),
+                )?;
+                slot.insert(Conn { client, open: false, lock, read, fence, insert, head, notify, append_at })
+            }
+        };
+        if conn.open {
+            conn.client.batch_execute("ROLLBACK").await?;
+            conn.open = false;
+        }
+        Ok(conn)
+    }
+
+    /// Appends `records` in one round trip, commit included, if the log's head is still at
+    /// `expected` (the numbers of `records` follow it) and every holding in `held` is still
+    /// `node`'s: [`AppendError::HeadMoved`] if another node appended first (nothing was
+    /// written: fold what it did and append under the lock), [`AppendError::Fenced`] if a
+    /// lease moved on. Within `deadline`.
+    pub async fn append_at(
+        &mut self,
+        db: &Database,
+        expected: u64,
+        records: &[(u64, Vec<u8>)],
+        node: &str,
+        held: &[super::leases::Holding],
+        deadline: Duration,
+    ) -> Result<(), AppendError> {
+        follows(expected, records)?;
+        let seqs: Vec<i64> = records.iter().map(|(s, _)| *s as i64).collect();
+        let bodies: Vec<&[u8]> = records.iter().map(|(_, b)| b.as_slice()).collect();
+        let parts = super::leases::parts_of(held);
+        let epochs: Vec<i64> = held.iter().map(|h| h.epoch as i64).collect();
+        let expected = expected as i64;
+        let conn = super::within(deadline, self.conn(db, deadline)).await?;
+        let params: Params = &[&expected, &seqs, &bodies, &parts, &epochs, &node];
+        match tokio::time::timeout(deadline, conn.client.execute(&conn.append_at, params)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The statement failed, so its transaction rolled back: nothing was written.
+            Ok(Err(e)) => match e.code().map(|c| c.code()) {
+                Some("HR001") => Err(AppendError::HeadMoved),
+                Some("HR002") => Err(AppendError::Fenced),
+                Some(_) => Err(PgError::from(e).into()),
+                None => Err(AppendError::Unknown(deadline)),
+            },
+            Err(_) => Err(AppendError::Unknown(deadline)),
+        }
+    }
+
     /// Forgets the connection (after an unknown outcome): the next lock connects afresh.
     pub fn reset(&mut self) {
-        self.client = None;
+        self.conn = None;
     }
 }
 
@@ -81,52 +210,107 @@ impl Default for Appender {
     }
 }
 
+impl Conn {
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, PgError> {
+        let rows = self.client.query(&self.read, &[&(after as i64), &(limit as i64)]).await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, Vec<u8>>(1))).collect())
+    }
+}
+
 impl Locked<'_> {
     /// Records after `after` (up to the head as of the lock), oldest first: what other
     /// nodes appended since this one last folded.
     pub async fn records_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, PgError> {
-        read_after(&self.txn, after, limit).await
+        self.conn.read_after(after, limit).await
     }
 
-    /// Appends `records` (their numbers follow `last_seq` without a gap), moves the head,
-    /// wakes the other nodes and commits, within `deadline`. Consumes the lock whatever
-    /// the outcome.
+    /// [`Locked::commit_fenced`] for records that need no lease.
     pub async fn commit(self, records: &[(u64, Vec<u8>)], deadline: Duration) -> Result<(), AppendError> {
-        let Locked { txn, last_seq } = self;
-        let mut expected = last_seq + 1;
-        for (seq, _) in records {
-            if *seq != expected {
-                return Err(PgError::Query(format!("record {seq} does not follow {}", expected - 1)).into());
-            }
-            expected += 1;
-        }
+        self.commit_fenced(records, "", &[], deadline).await
+    }
+
+    /// Appends `records` (their numbers follow `last_seq` without a gap), moves the head and
+    /// wakes the other nodes — if every holding in `held` is still `node`'s with its epoch
+    /// (fencing: those leases stay locked until the commit) — and commits, within `deadline`.
+    /// Consumes the lock whatever the outcome.
+    pub async fn commit_fenced(
+        self,
+        records: &[(u64, Vec<u8>)],
+        node: &str,
+        held: &[super::leases::Holding],
+        deadline: Duration,
+    ) -> Result<(), AppendError> {
+        let Locked { conn, last_seq } = self;
+        let last = follows(last_seq, records)? as i64;
         let writing = async {
-            if !records.is_empty() {
+            let c = &conn.client;
+            let fence = async {
+                if held.is_empty() {
+                    return Ok(true);
+                }
+                let rows = c.query(&conn.fence, &[&super::leases::parts_of(held), &node]).await?;
+                Ok::<_, PgError>(super::leases::still_held(&rows, held))
+            };
+            let write = async {
+                if records.is_empty() {
+                    return Ok(());
+                }
                 let seqs: Vec<i64> = records.iter().map(|(s, _)| *s as i64).collect();
                 let bodies: Vec<&[u8]> = records.iter().map(|(_, b)| b.as_slice()).collect();
-                txn.execute(
-                    "INSERT INTO herald.records (seq, body) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-                    &[&seqs, &bodies],
-                )
-                .await?;
-                let last = (expected - 1) as i64;
-                txn.execute("UPDATE herald.head SET last_seq = $1 WHERE id = 1", &[&last]).await?;
-                txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()]).await?;
-            }
-            Ok::<_, PgError>(txn)
+                let notice = last.to_string();
+                let (insert, head, notify): (Params, Params, Params) =
+                    (&[&seqs, &bodies], &[&last], &[&CHANNEL, &notice]);
+                tokio::try_join!(
+                    c.execute(&conn.insert, insert),
+                    c.execute(&conn.head, head),
+                    c.execute(&conn.notify, notify),
+                )?;
+                Ok::<_, PgError>(())
+            };
+            // One round trip: the fence's rows are locked before the commit is sent.
+            let (fence, write) = tokio::join!(fence, write);
+            Ok::<_, PgError>((fence?, write))
         };
-        let txn = match tokio::time::timeout(deadline, writing).await {
-            Ok(Ok(txn)) => txn,
+        let (held_still, written) = match tokio::time::timeout(deadline, writing).await {
+            Ok(Ok(done)) => done,
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(PgError::Timeout(deadline).into()),
         };
-        match tokio::time::timeout(deadline, txn.commit()).await {
-            Ok(Ok(())) => Ok(()),
+        if !held_still {
+            // The head row stays locked until this transaction ends, and a fenced group does
+            // not make the caller drop the connection: end it now, or every other node's
+            // appends wait for this node's next one.
+            if let Ok(Ok(())) = tokio::time::timeout(deadline, conn.client.batch_execute("ROLLBACK")).await {
+                conn.open = false;
+            }
+            return Err(AppendError::Fenced);
+        }
+        written?;
+        match tokio::time::timeout(deadline, conn.client.batch_execute("COMMIT")).await {
+            Ok(Ok(())) => {
+                conn.open = false;
+                Ok(())
+            }
             // The server refused the commit (it rolled back): nothing was written.
-            Ok(Err(e)) if e.as_db_error().is_some() => Err(PgError::from(e).into()),
+            Ok(Err(e)) if e.as_db_error().is_some() => {
+                conn.open = false;
+                Err(PgError::from(e).into())
+            }
             Ok(Err(_)) | Err(_) => Err(AppendError::Unknown(deadline)),
         }
     }
+}
+
+/// That `records` are numbered from `after + 1` without a gap; the last number.
+fn follows(after: u64, records: &[(u64, Vec<u8>)]) -> Result<u64, PgError> {
+    let mut last = after;
+    for (seq, _) in records {
+        if *seq != last + 1 {
+            return Err(PgError::Query(format!("record {seq} does not follow {last}")));
+        }
+        last = *seq;
+    }
+    Ok(last)
 }
 
 /// Up to `limit` records after `after`, oldest first, on any connection.
@@ -135,12 +319,7 @@ pub async fn read_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Vec<u8>)>, PgError> {
-    let rows = client
-        .query(
-            "SELECT seq, body FROM herald.records WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&(after as i64), &(limit as i64)],
-        )
-        .await?;
+    let rows = client.query(READ, &[&(after as i64), &(limit as i64)]).await?;
     Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, Vec<u8>>(1))).collect())
 }
 
@@ -148,6 +327,12 @@ pub async fn read_after(
 pub async fn head(client: &impl tokio_postgres::GenericClient) -> Result<u64, PgError> {
     let row = client.query_one("SELECT last_seq FROM herald.head WHERE id = 1", &[]).await?;
     Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// The shared setting `key`, if some node created it.
+pub async fn setting(client: &impl tokio_postgres::GenericClient, key: &str) -> Result<Option<Vec<u8>>, PgError> {
+    let row = client.query_opt("SELECT value FROM herald.meta WHERE key = $1", &[&key]).await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// The shared setting `key`, created as `generate()` by whichever node asks first (one

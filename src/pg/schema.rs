@@ -55,8 +55,44 @@ CREATE TABLE herald.nodes (
 );
 ";
 
+/// Version 2 (expand: binaries of version 1 run on it and never call it): a group appended
+/// in one round trip, when the appender's fold is the database's head. One statement, so its
+/// own transaction: the head moved from `expected` (the records are numbered after it),
+/// the fence checked (every `parts[i]` still `node`'s with `epochs[i]`, those rows locked
+/// until the commit), the records inserted and the other nodes woken — or nothing, raising
+/// `HR001` when another node appended first (the caller folds that and appends under the
+/// head lock instead) or `HR002` when a lease moved on.
+const V2: &str = "
+CREATE FUNCTION herald.append_at(expected bigint, seqs bigint[], bodies bytea[],
+                                 parts int[], epochs bigint[], node text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    last_seq_now bigint := expected + coalesce(array_length(seqs, 1), 0);
+    current_leases int;
+BEGIN
+    UPDATE herald.head SET last_seq = last_seq_now WHERE id = 1 AND last_seq = expected;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the log''s head is not at %', expected USING ERRCODE = 'HR001';
+    END IF;
+    IF coalesce(array_length(parts, 1), 0) > 0 THEN
+        SELECT count(*) INTO current_leases FROM (
+            SELECT 1 FROM herald.leases l JOIN unnest(parts, epochs) AS h(part, epoch)
+              ON l.part = h.part AND l.epoch = h.epoch
+             WHERE l.owner = node AND l.expires_at > now()
+               FOR SHARE OF l) held;
+        IF current_leases <> array_length(parts, 1) THEN
+            RAISE EXCEPTION 'a lease this group needs was taken over' USING ERRCODE = 'HR002';
+        END IF;
+    END IF;
+    INSERT INTO herald.records (seq, body) SELECT * FROM unnest(seqs, bodies);
+    PERFORM pg_notify('herald_log', last_seq_now::text);
+END
+$fn$;
+";
+
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, compatible_from: 1, sql: V1 }];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, compatible_from: 1, sql: V1 }, Migration { version: 2, compatible_from: 1, sql: V2 }];
 
 /// The advisory lock migrations run under (any constant no other application uses).
 const LOCK: i64 = 0x4845_5241_4c44_0001; // "HERALD" 0001

@@ -243,17 +243,52 @@ pub fn load(source: &KeySource, data_dir: &Path) -> Result<Keyring, SealError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(SealError::Io(format!("cannot read {}: {e}", canary_path.display()))),
     };
-    let keyring = match source {
-        KeySource::Inline(text) => Keyring::parse(text)?,
+    let sealed = format!("the secrets in {}", data_dir.display());
+    let keyring = keyring(source, canary.as_ref(), &sealed, "restore the key file from its backup")?;
+    match canary {
+        Some(c) => check_canary(&keyring, &c, &sealed, &canary_path.display().to_string(), "restore that key")?,
+        None => {
+            super::create_private_dir(data_dir).map_err(|e| SealError::Io(format!("{}: {e}", data_dir.display())))?;
+            write_private(&canary_path, keyring.seal(CANARY).stored())?;
+        }
+    }
+    Ok(keyring)
+}
+
+/// [`load`] for a node of a cluster, whose secrets are the cluster's: the canary is the one
+/// the cluster's first node sealed and left in the database (`existing`), not the data
+/// directory's, so a node whose key differs from the others' refuses to start instead of
+/// failing to sign. With no canary yet, `share` offers this node's and returns the one the
+/// cluster kept (another node's, if it was first).
+pub fn load_for_cluster(
+    source: &KeySource,
+    existing: Option<String>,
+    share: impl FnOnce(String) -> Result<String, SealError>,
+) -> Result<Keyring, SealError> {
+    const FIX: &str = "every node needs the same seal key: copy the key file from a node of the cluster";
+    let existing = existing.map(SealedText);
+    let keyring = keyring(source, existing.as_ref(), "the cluster's secrets", FIX)?;
+    let canary = match existing {
+        Some(c) => c,
+        None => SealedText(share(keyring.seal(CANARY).0)?),
+    };
+    check_canary(&keyring, &canary, "the cluster's secrets", "the cluster's seal canary", FIX)?;
+    Ok(keyring)
+}
+
+/// The keyring `source` names; a missing key file is generated only when nothing was sealed
+/// yet (`canary` is `None`), else refused with `fix`.
+fn keyring(source: &KeySource, canary: Option<&SealedText>, sealed: &str, fix: &str) -> Result<Keyring, SealError> {
+    match source {
+        KeySource::Inline(text) => Keyring::parse(text),
         KeySource::File(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Keyring::parse(&text).map_err(|e| SealError::BadKeyring(format!("{}: {e}", path.display())))?,
+            Ok(text) => Keyring::parse(&text).map_err(|e| SealError::BadKeyring(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(c) = &canary {
+                if let Some(c) = canary {
                     return Err(SealError::Io(format!(
-                        "no seal key file at {}: the secrets in {} are sealed with key {}; restore the key \
-                         file from its backup (or set seal_key_file / HERALD_SEAL_KEY)",
+                        "no seal key file at {}: {sealed} are sealed with key {}; {fix} \
+                         (or set seal_key_file / HERALD_SEAL_KEY)",
                         path.display(),
-                        data_dir.display(),
                         c.key_id().unwrap_or("?")
                     )));
                 }
@@ -263,33 +298,24 @@ pub fn load(source: &KeySource, data_dir: &Path) -> Result<Keyring, SealError> {
                     key_file = %path.display(),
                     "generated the key that seals secrets at rest; back it up apart from the data directory"
                 );
-                keyring
+                Ok(keyring)
             }
-            Err(e) => return Err(SealError::Io(format!("cannot read seal key file {}: {e}", path.display()))),
+            Err(e) => Err(SealError::Io(format!("cannot read seal key file {}: {e}", path.display()))),
         },
-    };
-    match canary {
-        Some(c) => match keyring.open(&c) {
-            Ok(text) if text == CANARY => {}
-            Ok(_) | Err(SealError::Damaged) => {
-                return Err(SealError::Io(format!("{} is damaged", canary_path.display())));
-            }
-            Err(SealError::NoKey(id)) => {
-                return Err(SealError::Io(format!(
-                    "the secrets in {} are sealed with key {id}, which the seal keyring ({}) does not hold; \
-                     restore that key",
-                    data_dir.display(),
-                    keyring.ids().join(", ")
-                )))
-            }
-            Err(e) => return Err(e),
-        },
-        None => {
-            super::create_private_dir(data_dir).map_err(|e| SealError::Io(format!("{}: {e}", data_dir.display())))?;
-            write_private(&canary_path, keyring.seal(CANARY).stored())?;
-        }
     }
-    Ok(keyring)
+}
+
+/// That `keyring` opens `canary` (named `shown` in messages) to what a canary holds.
+fn check_canary(keyring: &Keyring, canary: &SealedText, sealed: &str, shown: &str, fix: &str) -> Result<(), SealError> {
+    match keyring.open(canary) {
+        Ok(text) if text == CANARY => Ok(()),
+        Ok(_) | Err(SealError::Damaged) => Err(SealError::Io(format!("{shown} is damaged"))),
+        Err(SealError::NoKey(id)) => Err(SealError::Io(format!(
+            "{sealed} are sealed with key {id}, which the seal keyring ({}) does not hold; {fix}",
+            keyring.ids().join(", ")
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// What `herald seal-key rotate` did to a key file.

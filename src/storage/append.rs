@@ -17,6 +17,14 @@ use std::time::Duration;
 pub enum Precondition {
     /// No account with this id was ever created. Else [`Rejection::Conflict`].
     AccountAbsent(AccountId),
+    /// The webhooks' work is this node's: a single node owns everything; in a cluster, the
+    /// node holds the lease of each one's partition, and the append checks the lease's
+    /// epoch in its own transaction (fencing: a node that lost a lease cannot record under
+    /// it). Else [`Rejection::Conflict`].
+    Owned(Vec<WebhookId>),
+    /// No admin token was ever issued (nodes starting together on an empty cluster issue
+    /// one between them). Else [`Rejection::Conflict`].
+    AdminTokenAbsent,
     /// The account exists and is not deleted. Else [`Rejection::NotFound`].
     AccountLive(AccountId),
     /// The key exists, belongs to `account` and is not revoked. Else [`Rejection::NotFound`].

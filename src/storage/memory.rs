@@ -102,6 +102,10 @@ fn check(state: &State, catalog: &Catalog, rule: &Precondition) -> Result<(), Re
             Err(Rejection::Conflict("exists".into()))
         }
         Precondition::AccountAbsent(_) => Ok(()),
+        Precondition::AdminTokenAbsent if catalog.admin_token.is_some() => {
+            Err(Rejection::Conflict("an admin token was issued already".into()))
+        }
+        Precondition::AdminTokenAbsent | Precondition::Owned(_) => Ok(()),
         Precondition::AccountLive(id) => account_live(catalog, id),
         Precondition::KeyLive { key, account } => match catalog.keys.get(key) {
             Some(k) if &k.account_id == account && k.revoked_at.is_none() => Ok(()),

@@ -80,6 +80,42 @@ pub enum Change {
     Reopened {
         queues: std::collections::HashMap<WebhookId, Vec<Queued>>,
     },
+    /// Cluster mode: what this node may deliver changed ([`Ledger::owns`] says what it
+    /// owns now). Actors of webhooks it no longer owns hand their work over; `gained` holds
+    /// the first due deliveries of each webhook it now owns that is owed some.
+    Owners {
+        gained: std::collections::HashMap<WebhookId, Vec<Queued>>,
+        /// The webhooks whose work this node may start as of this change. A delivery
+        /// committed before it is in `gained`'s windows (or on disk behind them), so the
+        /// engine starts no actor for a webhook on a live arrival until a change grants
+        /// it: an actor started from the arrival alone would send it before the backlog.
+        granted: Granted,
+    },
+}
+
+/// Cluster mode: which webhooks' work a [`Change::Owners`] granted (see there).
+#[derive(Clone)]
+pub struct Granted(Arc<dyn Fn(&WebhookId) -> bool + Send + Sync>);
+
+impl Granted {
+    pub fn new(covers: impl Fn(&WebhookId) -> bool + Send + Sync + 'static) -> Granted {
+        Granted(Arc::new(covers))
+    }
+
+    /// What a cluster node holds before its first [`Change::Owners`].
+    pub fn nothing() -> Granted {
+        Granted::new(|_| false)
+    }
+
+    pub fn covers(&self, webhook: &WebhookId) -> bool {
+        (self.0)(webhook)
+    }
+}
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Granted(..)")
+    }
 }
 
 impl Change {
@@ -104,6 +140,19 @@ impl Change {
             _ => return None,
         })
     }
+}
+
+/// A cluster node's ownership, as the metrics show it: the partitions it holds now, and
+/// monotonic counts since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub partitions_held: u64,
+    /// Lease rounds (heartbeat and renewals) that worked, and that failed.
+    pub renewals: u64,
+    pub renewal_failures: u64,
+    /// Partitions newly held, and no longer held (let go or lost): handovers.
+    pub gained: u64,
+    pub lost: u64,
 }
 
 /// Receives each committed group's changes, on a thread of the backend's: it must return
@@ -137,9 +186,24 @@ pub trait Ledger: Send + Sync {
     /// ignored and returns false).
     fn observe(&self, observer: Observer) -> bool;
 
-    /// Whether this node may deliver the webhook's work now. A single node owns everything.
+    /// Whether this node may start the webhook's work now. A single node owns everything;
+    /// in a cluster, the node holding the lease of the webhook's partition, until its local
+    /// deadline (`Change::Owners` tells when this changes).
     fn owns(&self, _webhook: &WebhookId) -> bool {
         true
+    }
+
+    /// How long a webhook's attempts on the wire may go on once this node stops starting
+    /// its work (the lease is leaving or its local deadline passed) before they are cut off.
+    /// A single node never hands work over.
+    fn handover_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// In a cluster, this node's share of the webhooks and what its leases went through
+    /// (for the metrics); `None` on a single node, which owns everything.
+    fn ownership(&self) -> Option<Ownership> {
+        None
     }
 
     /// The record at `seq`, if it is still kept.

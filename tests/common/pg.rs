@@ -11,6 +11,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The seal keyring every node these tests start on a cluster shares (`HERALD_SEAL_KEY`):
+/// a cluster's nodes must seal with one key, and each node has a data directory of its own
+/// (where it would otherwise generate a key of its own).
+pub fn seal_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| herald::security::seal::Keyring::generate().to_text())
+}
+
 /// Where PostgreSQL's binaries are, if anywhere.
 pub fn bin_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("HERALD_PG_BIN") {
@@ -83,7 +91,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(&mut self) {
+    pub fn start(&mut self) {
         let mut cmd = tool("postgres");
         cmd.arg("-D").arg(&self.dir).stdout(Stdio::null()).stderr(Stdio::null());
         self.child = Some(spawn_tied(cmd));
@@ -116,6 +124,19 @@ impl Server {
         ])
         .args(["-p", &self.port.to_string(), "-c", sql]);
         run(cmd, &format!("psql on {}: {sql}", self.name)).trim().to_string()
+    }
+
+    /// `pgbench` against this server with the custom `script` (written beside the data
+    /// directory, where the `postgres` user can read it) and `args`; what it printed.
+    pub fn pgbench(&self, script: &str, args: &[&str]) -> String {
+        let file = self.dir.with_extension("pgbench.sql");
+        std::fs::write(&file, script).expect("write the pgbench script");
+        let mut cmd = tool("pgbench");
+        cmd.args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), "-f"])
+            .arg(&file)
+            .args(args)
+            .arg("postgres");
+        run(cmd, &format!("pgbench on {}", self.name))
     }
 
     /// SIGKILL, as a crash.
@@ -162,6 +183,8 @@ impl Drop for Server {
 /// A primary with `standbys` streaming standbys, quorum-synchronous (`ANY 1`).
 pub struct Cluster {
     pub servers: Vec<Server>,
+    /// Which of `servers` is the primary now.
+    current: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -211,7 +234,7 @@ impl Cluster {
         for s in &mut servers[1..] {
             s.start();
         }
-        let cluster = Cluster { servers, _dir: dir };
+        let cluster = Cluster { servers, current: 0, _dir: dir };
         if standbys > 0 {
             wait_for("every standby streaming as a synchronous candidate", Duration::from_secs(30), || {
                 cluster.servers[0].psql(
@@ -223,7 +246,43 @@ impl Cluster {
     }
 
     pub fn primary(&self) -> &Server {
-        &self.servers[0]
+        &self.servers[self.current]
+    }
+
+    /// Failover by hand, as `../shared/CLUSTER.md` does it once the primary `dead` is gone:
+    /// the standby that received the most WAL is promoted, every other live standby is
+    /// re-pointed at it and restarted. Returns the new primary's index.
+    pub fn fail_over_from(&mut self, dead: usize) -> usize {
+        let lsn = |s: &Server| -> u64 {
+            let text = s.psql("select pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint");
+            text.parse().unwrap_or(0)
+        };
+        let standbys: Vec<usize> =
+            (0..self.servers.len()).filter(|&i| i != dead && self.servers[i].is_running()).collect();
+        let chosen = *standbys.iter().max_by_key(|&&i| lsn(&self.servers[i])).expect("a standby to promote");
+        assert_eq!(
+            self.servers[chosen].psql("select pg_promote(true, 30)"),
+            "t",
+            "promote {}",
+            self.servers[chosen].name
+        );
+        let to = self.servers[chosen].port;
+        for &i in standbys.iter().filter(|&&i| i != chosen) {
+            let s = &mut self.servers[i];
+            s.configure(&format!(
+                "primary_conninfo = 'host=127.0.0.1 port={to} user=postgres application_name={}'",
+                s.name
+            ));
+            s.stop();
+            s.start();
+        }
+        let expected = standbys.len() - 1;
+        let new = &self.servers[chosen];
+        wait_for("the other standbys streaming from the new primary", Duration::from_secs(30), || {
+            new.psql("select count(*) from pg_stat_replication where state = 'streaming'") == expected.to_string()
+        });
+        self.current = chosen;
+        chosen
     }
 
     /// A URL naming every server, for the read-write one.

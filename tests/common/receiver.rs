@@ -3,7 +3,7 @@
 //! accepts connections and never answers.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,6 +36,15 @@ impl Hit {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether `X-Webhook-Signature` is `sha256=<hex HMAC-SHA256 of the body>` under `secret`.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(&self.body);
+        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        self.header("x-webhook-signature") == Some(format!("sha256={hex}").as_str())
     }
 }
 
@@ -80,6 +89,36 @@ struct State {
     behaviour: Mutex<Behaviour>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Per path: (requests being answered now, the most at once).
+    on_path: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+/// One request being answered: counted in while it lives, out when dropped — also when
+/// actix-web drops the handler because the sender hung up.
+struct Answering<'a> {
+    state: &'a State,
+    path: String,
+}
+
+impl<'a> Answering<'a> {
+    fn begin(state: &'a State, path: &str) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let mut on = state.on_path.lock().unwrap();
+        let (current, most) = on.entry(path.to_owned()).or_default();
+        *current += 1;
+        *most = (*most).max(*current);
+        Answering { state, path: path.to_owned() }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some((current, _)) = self.state.on_path.lock().unwrap().get_mut(&self.path) {
+            *current -= 1;
+        }
+    }
 }
 
 /// A receiver on 127.0.0.1, in a thread of its own.
@@ -96,6 +135,7 @@ impl Receiver {
             behaviour: Mutex::new(Arc::new(|_| Reply::ok())),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            on_path: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let data = web::Data::from(state.clone());
@@ -150,6 +190,11 @@ impl Receiver {
     pub fn max_concurrency(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
+
+    /// The most requests on `path` it was answering at once.
+    pub fn max_concurrency_on(&self, path: &str) -> usize {
+        self.state.on_path.lock().unwrap().get(path).map_or(0, |(_, most)| *most)
+    }
 }
 
 async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
@@ -168,13 +213,12 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
     };
     let behaviour = state.behaviour.lock().unwrap().clone();
     let reply = behaviour(&hit);
+    let answering = Answering::begin(&state, &hit.path);
     state.hits.lock().unwrap().push(Hit { status: reply.status, ..hit });
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     if !reply.delay.is_zero() {
         actix_web::rt::time::sleep(reply.delay).await;
     }
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    drop(answering);
     let mut out = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
     for (k, v) in &reply.headers {
         out.insert_header((k.as_str(), v.as_str()));
