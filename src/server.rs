@@ -342,7 +342,9 @@ pub fn verify_store(config: &Config, store: &str) -> Result<crate::log::StoreRep
     let client = db.block_within(within, db.connect())?;
     let head = db.block_within(within, records::head(&client))?;
     let next = |after: u64| db.block_within(within, records::read_after(&client, after, VERIFY_CHUNK));
-    crate::log::verify_against_store(&config.data_dir, head, next).map_err(|e| StartError::Recovery(e.to_string()))
+    let removed = || db.block_within(within, records::removed_ranges(&client));
+    crate::log::verify_against_store(&config.data_dir, head, next, removed)
+        .map_err(|e| StartError::Recovery(e.to_string()))
 }
 
 /// Records `herald verify` reads from the database at a time.

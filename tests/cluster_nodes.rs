@@ -486,3 +486,94 @@ fn a_webhook_handed_over_mid_attempt_never_has_two_attempts_at_once() {
     assert!(cut > 0, "no attempt was handed over mid-flight (the webhooks all stayed on node A)");
     drop(b);
 }
+
+/// The ids of the events a node lists for `key`, newest first.
+fn listed_events(h: &Herald, key: &str) -> Vec<String> {
+    let listed = h.send("GET", "/api/v1/events?limit=100", Some(key), &[], None);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    listed.body["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn retention_removes_finished_history_from_the_database_and_from_every_nodes_fold() {
+    let Some(c) = cluster("retention_removes_finished_history", 0) else { return };
+    let url = c.url();
+    let short = [
+        ("HERALD_RETENTION", "1s"),
+        ("HERALD_DEAD_RETENTION", "1s"),
+        ("HERALD_IDEMPOTENCY_WINDOW", "1s"),
+        ("HERALD_OWNERSHIP_TTL", "2s"),
+    ];
+    // Only A runs retention: the others remove history by folding A's removal records.
+    let compacting: Vec<(&str, &str)> = [&short[..], &[("HERALD_COMPACTION_INTERVAL", "200ms")]].concat();
+    let folding: Vec<(&str, &str)> = [&short[..], &[("HERALD_COMPACTION_INTERVAL", "1h")]].concat();
+    let (dir_a, dir_b, dir_c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = node(dir_a.path(), &url, &compacting);
+    let mut b = node(dir_b.path(), &url, &folding);
+    let r = Receiver::start();
+    r.answer(|_| Reply::ok());
+    let created = a.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({"name": "AutoReach"}));
+    let key = created.body["api_key"].as_str().unwrap().to_owned();
+    common::create_webhook(&a, &key, json!({"url": r.url("/in"), "events": ["lead.qualified"]}));
+    for i in 0..20 {
+        let through = if i % 2 == 0 { &a } else { &b };
+        let idem = format!("retention-{i}");
+        let body = json!({"event": "lead.qualified", "data": {"i": i}}).to_string();
+        let headers = [("Content-Type", "application/json"), ("Idempotency-Key", idem.as_str())];
+        let sent = through.send("POST", "/api/v1/events", Some(&key), &headers, Some(body.as_bytes()));
+        assert_eq!(sent.status, 202, "{}", sent.text);
+    }
+    wait_for("the first deliveries", Duration::from_secs(10), || r.distinct().len() >= 20);
+    let p = c.primary();
+    let before: u64 = p.psql("select count(*) from herald.records").parse().unwrap();
+
+    // B stops; what A takes next is removed too before B comes back, so B's fold is older
+    // than what the cluster keeps.
+    b.signal(libc::SIGTERM);
+    b.wait_exit(Duration::from_secs(20));
+    ingest_through(&[&a], &key, 10);
+    wait_for("the later deliveries", Duration::from_secs(10), || r.distinct().len() >= 30);
+
+    // Finished history goes from the database: every event but the one whose attempt set the
+    // webhook's current status (kept, as on one node), with the records about its delivery.
+    wait_for("retention to empty the log", Duration::from_secs(15), || listed_events(&a, &key).len() == 1);
+    let kept = listed_events(&a, &key);
+    let after: u64 = p.psql("select count(*) from herald.records").parse().unwrap();
+    assert!(after < 15 && after < before, "records before {before}, after {after}");
+    assert_ne!(p.psql("select count(*) from herald.removed"), "0");
+
+    // B folds the database afresh and answers as A does; so does a node that never ran.
+    b = node(dir_b.path(), &url, &folding);
+    assert!(b.stderr().contains("folding the database's log afresh"), "{}", b.stderr());
+    assert_eq!(listed_events(&b, &key), kept);
+    let fresh = node(dir_c.path(), &url, &folding);
+    assert_eq!(listed_events(&fresh, &key), kept);
+    // One more event, delivered once, whichever node owns the webhook now.
+    let sent = fresh.json("POST", "/api/v1/events", Some(&key), &json!({"event": "lead.qualified", "data": {}}));
+    assert_eq!(sent.status, 202, "{}", sent.text);
+    wait_for("the last delivery", Duration::from_secs(10), || r.distinct().len() >= 31);
+    assert_eq!(r.distinct().len(), 31);
+
+    // With three nodes up, one of them removes each step's history and the others remove
+    // the same from their folds as they fold its record: all three list the same events.
+    ingest_through(&[&fresh, &a, &b], &key, 6);
+    wait_for("the newest deliveries", Duration::from_secs(10), || r.distinct().len() >= 37);
+    wait_for("every node to list the same single event", Duration::from_secs(15), || {
+        let on_a = listed_events(&a, &key);
+        on_a.len() == 1 && on_a == listed_events(&b, &key) && on_a == listed_events(&fresh, &key)
+    });
+
+    // Every node's fold, stopped, is the database's record for record; the gaps are
+    // retention's, not losses.
+    drop(fresh);
+    for (h, dir) in [(&mut a, &dir_a), (&mut b, &dir_b)] {
+        h.signal(libc::SIGTERM);
+        h.wait_exit(Duration::from_secs(20));
+        let env = [("HERALD_STORE", url.as_str()), ("HERALD_SEAL_KEY", common::pg::seal_key())];
+        let (code, out, err) = common::run(dir.path(), &["verify"], &env);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("removed by retention: ") && out.contains("node tree:"), "{out}");
+        assert!(!out.contains("missing records") && out.trim_end().ends_with("clean"), "{out}");
+    }
+}

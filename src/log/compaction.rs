@@ -22,7 +22,7 @@ use super::index;
 use super::keys;
 use super::pages;
 use super::projection::{self, IdempotencyRow};
-use super::record::{Record, Stored};
+use super::record::{EventIngested, HistoryRemoved, Record, Stored};
 use super::rows::{Rows, RowsError, Txn};
 use crate::model::{DeliveryRef, DeliveryState, Millis};
 use crate::storage::{DeliveryRow, StatusRow};
@@ -73,7 +73,7 @@ pub(crate) struct Staged {
 }
 
 /// Stages one bounded step of compaction over `tree`, continuing from `cursors` (and
-/// leaving them where it stopped).
+/// leaving them where it stopped): what [`decide`] picks, removed by [`remove`].
 pub(crate) fn step(
     tree: &sled::Tree,
     policy: &CompactionPolicy,
@@ -82,7 +82,26 @@ pub(crate) fn step(
     cursors: &mut Cursors,
 ) -> Result<Staged, RowsError> {
     let mut txn = Txn::new(tree);
-    let mut report = CompactionReport { done: true, ..Default::default() };
+    let (done, removal) = decide(&txn, policy, now, budget, cursors)?;
+    let mut report = CompactionReport { done, ..Default::default() };
+    remove(&mut txn, &removal, &mut report)?;
+    let batch = (!txn.is_empty()).then(|| txn.into_parts());
+    Ok(Staged { report, batch })
+}
+
+/// Picks what one bounded step may remove as of `now`, reading the rows through `txn` (so a
+/// cluster node decides on its fold with other nodes' records staged in it), continuing
+/// from `cursors`. Returns whether everything due was examined, and the removal.
+pub(crate) fn decide(
+    txn: &Txn<'_>,
+    policy: &CompactionPolicy,
+    now: Millis,
+    budget: usize,
+    cursors: &mut Cursors,
+) -> Result<(bool, HistoryRemoved), RowsError> {
+    let tree = txn.tree();
+    let mut removal = HistoryRemoved { at: now, ..Default::default() };
+    let mut done = true;
     let mut examined = 0usize;
     let cutoff = now.saturating_sub(ms(policy.retention));
 
@@ -99,16 +118,14 @@ pub(crate) fn step(
         }
         if examined >= budget {
             cursors.superseded = Some(key.to_vec());
-            report.done = false;
+            done = false;
             break;
         }
         examined += 1;
-        pages::remove(&mut txn, seq)?;
-        txn.delete(key.to_vec());
-        report.removed_records += 1;
+        removal.superseded.push((at, seq));
     }
 
-    // Event histories, oldest first.
+    // Event histories (and older removal records), oldest first.
     for item in pages::iter(tree, cursors.log.take().unwrap_or(0)) {
         let (seq, value) = match item {
             Ok(entry) => entry,
@@ -117,72 +134,125 @@ pub(crate) fn step(
         };
         if examined >= budget {
             cursors.log = Some(seq);
-            report.done = false;
+            done = false;
             break;
         }
         examined += 1;
-        let Ok(Record::EventIngested(event)) = Record::decode(&value) else { continue };
-        if event.at > cutoff {
-            break;
+        match Record::decode(&value) {
+            Ok(Record::EventIngested(event)) => {
+                if event.at > cutoff {
+                    break;
+                }
+                if event_may_go(txn, policy, now, seq, &event)? {
+                    removal.events.push(seq);
+                }
+            }
+            Ok(Record::HistoryRemoved(old)) if old.at <= cutoff => removal.records.push(seq),
+            _ => {}
         }
-        remove_event_if_done(&mut txn, policy, now, seq, &event, &mut report)?;
     }
-
-    let batch = (!txn.is_empty()).then(|| txn.into_parts());
-    Ok(Staged { report, batch })
+    Ok((done, removal))
 }
 
-/// Removes the history of the event at `seq` if all of it may go.
-fn remove_event_if_done(
-    txn: &mut Txn<'_>,
+/// Whether the whole history of the event at `seq` may go: every delivery finished and
+/// past its retention, its idempotency key out of its window, and none of its records the
+/// one that set its webhook's current status.
+fn event_may_go(
+    rows: &Txn<'_>,
     policy: &CompactionPolicy,
     now: Millis,
     seq: u64,
-    event: &super::record::EventIngested,
-    report: &mut CompactionReport,
-) -> Result<(), RowsError> {
+    event: &EventIngested,
+) -> Result<bool, RowsError> {
     if event.idempotency_key.is_some() && event.at.saturating_add(ms(policy.idempotency_window)) > now {
-        return Ok(());
+        return Ok(false);
     }
-    let mut rows = Vec::with_capacity(event.webhooks.len());
     for (index, webhook) in event.webhooks.iter().enumerate() {
         let d = DeliveryRef { seq, index: index as u16 };
-        let Some(row) = txn.get_row::<DeliveryRow>(&keys::delivery(d))? else { return Ok(()) };
+        let Some(row) = rows.get_row::<DeliveryRow>(&keys::delivery(d))? else { return Ok(false) };
         let keep = match row.state {
             DeliveryState::Succeeded => policy.retention,
             DeliveryState::Dead(_) => policy.dead_retention,
-            _ => return Ok(()),
+            _ => return Ok(false),
         };
-        let Some(finished) = row.finished_at else { return Ok(()) };
+        let Some(finished) = row.finished_at else { return Ok(false) };
         if finished.saturating_add(ms(keep)) > now {
-            return Ok(());
+            return Ok(false);
         }
-        let status: StatusRow = txn.get_row(&keys::status(webhook))?.unwrap_or_default();
+        let status: StatusRow = rows.get_row(&keys::status(webhook))?.unwrap_or_default();
         if row.seqs.contains(&status.status_seq) {
-            return Ok(());
+            return Ok(false);
         }
-        rows.push((d, row));
+    }
+    Ok(true)
+}
+
+/// Stages the removal of what `removal` lists — records and the rows they produced
+/// together — and counts it in `report`. Returns the sequence numbers of the records
+/// removed. Whatever is already gone is stepped over, and a delivery this fold still has
+/// unfinished (a node that fell behind the removal's own decision) leaves its queue and the
+/// pending count with it, so `fold(remaining records) == rows` holds either way.
+pub(crate) fn remove(
+    txn: &mut Txn<'_>,
+    removal: &HistoryRemoved,
+    report: &mut CompactionReport,
+) -> Result<Vec<u64>, RowsError> {
+    let mut removed = Vec::new();
+    for &(at, seq) in &removal.superseded {
+        pages::remove(txn, seq)?;
+        txn.delete(keys::superseded(at, seq));
+        removed.push(seq);
+    }
+    for &seq in &removal.records {
+        pages::remove(txn, seq)?;
+        removed.push(seq);
+    }
+    for &seq in &removal.events {
+        remove_event(txn, seq, &mut removed, report)?;
+    }
+    report.removed_records += removed.len() as u64;
+    Ok(removed)
+}
+
+/// Removes the whole history of the event at `seq`, if this fold holds it.
+fn remove_event(
+    txn: &mut Txn<'_>,
+    seq: u64,
+    removed: &mut Vec<u64>,
+    report: &mut CompactionReport,
+) -> Result<(), RowsError> {
+    let Some(bytes) = pages::read(txn.tree(), seq)? else { return Ok(()) };
+    let Ok(Record::EventIngested(event)) = Record::decode(&bytes) else { return Ok(()) };
+    for (index, webhook) in event.webhooks.iter().enumerate() {
+        let d = DeliveryRef { seq, index: index as u16 };
+        let Some(mut row) = projection::load_delivery(&*txn, d, webhook)? else { continue };
+        for s in &row.seqs {
+            pages::remove(txn, *s)?;
+            removed.push(*s);
+        }
+        let dead = matches!(row.state, DeliveryState::Dead(_));
+        let unfinished = !row.state.is_finished();
+        if unfinished {
+            projection::leave_queue(txn, d, &mut row);
+        }
+        if dead || unfinished {
+            projection::update_status(txn, webhook, |st| {
+                st.dead = st.dead.saturating_sub(u64::from(dead));
+                st.pending = st.pending.saturating_sub(u64::from(unfinished));
+            })?;
+        }
+        txn.delete(keys::delivery(d));
+        projection::remove_intake(txn, webhook, d)?;
+        report.removed_deliveries += 1;
     }
     pages::remove(txn, seq)?;
+    removed.push(seq);
     index::remove_event(txn, &event.account_id, seq)?;
-    report.removed_records += 1;
     report.removed_events += 1;
     if let Some(key) = &event.idempotency_key {
         let ikey = keys::idempotency(&event.account_id, key);
         if txn.get_row::<IdempotencyRow>(&ikey)?.is_some_and(|i| i.seq == seq) {
             txn.delete(ikey);
-        }
-    }
-    for (d, row) in rows {
-        for s in &row.seqs {
-            pages::remove(txn, *s)?;
-        }
-        report.removed_records += row.seqs.len() as u64;
-        report.removed_deliveries += 1;
-        txn.delete(keys::delivery(d));
-        projection::remove_intake(txn, &row.webhook_id, d)?;
-        if matches!(row.state, DeliveryState::Dead(_)) {
-            projection::update_status(txn, &row.webhook_id, |st| st.dead = st.dead.saturating_sub(1))?;
         }
     }
     Ok(())

@@ -579,18 +579,19 @@ pub fn inspect(dir: &Path) -> Result<Inspection, OpenError> {
 }
 
 /// `herald verify` with a `store`: the database's records up to `head` (read oldest first
-/// by `next(after)`) and, if `dir` holds a node's tree, that tree on its own and against
+/// by `next(after)`; numbers in the ranges `removed()` returns were removed by retention) and, if `dir` holds a node's tree, that tree on its own and against
 /// them (the node must be stopped); see [`StoreReport`].
 pub fn verify_against_store<E: std::fmt::Display>(
     dir: &Path,
     head: u64,
     next: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, E>,
+    removed: impl FnOnce() -> Result<Vec<(u64, u64)>, E>,
 ) -> Result<StoreReport, VerifyStoreError> {
     let tree = match dir.join("log").exists() {
         true => Some(open_for_inspection(dir)?),
         false => None,
     };
-    verify::verify_store(head, next, tree.as_ref())
+    verify::verify_store(head, next, removed, tree.as_ref())
 }
 
 #[async_trait::async_trait]

@@ -124,6 +124,9 @@ pub fn apply<R: Rows>(rows: &mut R, seq: u64, record: &Record) -> Result<(), Row
         Record::WebhookStatusSet { webhook_id, status: new_status, at } => {
             set_status(rows, seq, webhook_id, new_status, *at)?;
         }
+        // Removes records, not state (the fold of what remains never had their effects):
+        // the writer applies the removal itself (`compaction::remove`).
+        Record::HistoryRemoved(_) => {}
     }
     Ok(())
 }
@@ -290,7 +293,7 @@ fn set_status<R: Rows>(
 }
 
 /// Takes the delivery out of its retry queue (a delivery in intake has no entry there).
-fn leave_queue<R: Rows>(rows: &mut R, d: DeliveryRef, row: &mut DeliveryRow) {
+pub(super) fn leave_queue<R: Rows>(rows: &mut R, d: DeliveryRef, row: &mut DeliveryRow) {
     if let Some(due) = row.next_due.take() {
         if !row.in_intake {
             rows.delete(keys::queue(&row.webhook_id, due, d));

@@ -15,6 +15,9 @@
 //!   below it that the database still holds is in the tree (or compacted from both).
 //! - A tree folds one cluster's log only ([`keys::CLUSTER`]); a single node's own log, or a
 //!   fold the database is behind (restored from a backup), is refused, never mixed in.
+//! - Retention removes records from the database and from every fold alike: a
+//!   [`Record::HistoryRemoved`] lists them, appended in the transaction that deletes them, and
+//!   folding it removes them here. A fold older than some removed record starts afresh.
 
 use super::keys;
 use super::pages;
@@ -218,6 +221,9 @@ pub(crate) fn fold_fetched(
         match Record::decode(&body) {
             Ok(record) => {
                 projection::apply(txn, seq, &record)?;
+                if let Record::HistoryRemoved(removal) = &record {
+                    super::compaction::remove(txn, removal, &mut Default::default())?;
+                }
                 if let Some(notes) = notes.as_deref_mut() {
                     notes.extend(Change::of(seq, record));
                 }
@@ -250,7 +256,7 @@ pub(crate) struct Joined {
 /// or is ahead of the database, is refused. Blocks.
 pub(crate) fn join(tree: &sled::Tree, cluster: &Cluster) -> Result<Joined, OpenError> {
     let db = &cluster.db;
-    let (cluster_id, id_key, head) = db
+    let (cluster_id, id_key, head, removed_through) = db
         .block_within(cluster.timeout, async {
             let client = db.connect().await?;
             let id =
@@ -259,13 +265,14 @@ pub(crate) fn join(tree: &sled::Tree, cluster: &Cluster) -> Result<Joined, OpenE
             let key =
                 pg::records::shared_setting(&client, "id_key", || crate::model::IdKey::generate().0.to_vec()).await?;
             let head = pg::records::head(&client).await?;
-            Ok::<_, PgError>((id, key, head))
+            let removed_through = pg::records::removed_through(&client).await?;
+            Ok::<_, PgError>((id, key, head, removed_through))
         })
         .map_err(OpenError::Store)?;
     let id_key = crate::model::IdKey(
         id_key.as_slice().try_into().map_err(|_| OpenError::Joined("the database's id key is damaged".into()))?,
     );
-    let applied = super::applied_seq(tree)?;
+    let mut applied = super::applied_seq(tree)?;
     match tree.get(keys::CLUSTER)? {
         Some(v) if v.as_ref() == cluster_id.as_slice() => {}
         Some(_) => {
@@ -285,6 +292,20 @@ pub(crate) fn join(tree: &sled::Tree, cluster: &Cluster) -> Result<Joined, OpenE
         None => {
             tree.insert(keys::CLUSTER, cluster_id.as_slice())?;
         }
+    }
+    if applied > 0 && removed_through > applied {
+        // Records this fold never saw were removed, and with them, maybe, the removal
+        // records that would have taken their events out of it: only a fold from the start
+        // is exact. (A node stopped for less than `retention` never gets here: retention
+        // removes only records older than that.)
+        tracing::warn!(
+            folded = applied,
+            removed_through,
+            "this node's fold is older than the history the cluster keeps: folding the database's log afresh"
+        );
+        tree.clear()?;
+        tree.insert(keys::CLUSTER, cluster_id.as_slice())?;
+        applied = 0;
     }
     if applied > head {
         return Err(OpenError::Joined(format!(

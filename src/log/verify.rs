@@ -109,9 +109,12 @@ pub struct StoreReport {
     /// The head when the check began, and how many records up to it the database holds.
     pub head: u64,
     pub records: u64,
-    /// Sequence numbers up to the head with no record (at most [`SHOWN`] listed).
+    /// Sequence numbers up to the head with no record that retention did not remove (at
+    /// most [`SHOWN`] listed).
     pub missing: Vec<u64>,
     pub missing_count: u64,
+    /// Sequence numbers up to the head retention removed (`herald.removed`).
+    pub removed: u64,
     /// Records that fail their checksum or do not decode: (seq, why).
     pub corrupt_records: Vec<(u64, String)>,
     /// The node's tree, if the data directory holds one.
@@ -124,7 +127,8 @@ pub struct NodeReport {
     /// The tree on its own: checksums, and its rows against a fold of its records.
     pub tree: VerifyReport,
     /// Records the tree holds whose bytes differ from the database's under the same
-    /// sequence number, or that the database lacks below its head.
+    /// sequence number, or that the database lacks below its head (and retention did not
+    /// remove since the node last folded).
     pub differing: Vec<u64>,
     /// Records the tree holds past the database's head (a database restored from an older
     /// backup: the node would refuse to start on it).
@@ -135,10 +139,29 @@ pub struct NodeReport {
 pub const SHOWN: usize = 20;
 
 impl StoreReport {
-    fn note_missing(&mut self, seqs: std::ops::Range<u64>) {
-        self.missing_count += seqs.end.saturating_sub(seqs.start);
-        for seq in seqs.take(SHOWN.saturating_sub(self.missing.len())) {
-            self.missing.push(seq);
+    /// Notes the numbers of `seqs`, which have no record: removed where `removed` (ranges
+    /// `[first, last]`, ascending) covers them, missing elsewhere.
+    fn note_absent(&mut self, seqs: std::ops::Range<u64>, removed: &[(u64, u64)]) {
+        let mut at = seqs.start;
+        // The first range that ends at or after `at`.
+        let mut i = removed.partition_point(|r| r.1 < at);
+        while at < seqs.end {
+            match removed.get(i) {
+                Some(&(first, last)) if first <= at => {
+                    let upto = (last + 1).min(seqs.end);
+                    self.removed += upto - at;
+                    at = upto;
+                    i += 1;
+                }
+                next => {
+                    let upto = next.map_or(seqs.end, |r| r.0.min(seqs.end));
+                    self.missing_count += upto - at;
+                    for seq in (at..upto).take(SHOWN.saturating_sub(self.missing.len())) {
+                        self.missing.push(seq);
+                    }
+                    at = upto;
+                }
+            }
         }
     }
 
@@ -152,6 +175,9 @@ impl StoreReport {
 impl std::fmt::Display for StoreReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "database: {} records up to head {}", self.records, self.head)?;
+        if self.removed > 0 {
+            writeln!(f, "removed by retention: {} records", self.removed)?;
+        }
         if self.missing_count > 0 {
             writeln!(f, "missing records: {} (first {:?})", self.missing_count, self.missing)?;
         }
@@ -183,15 +209,23 @@ impl std::fmt::Display for StoreReport {
 }
 
 /// Checks the database's records up to `head`, read oldest first by `next(after)` (an
-/// empty chunk ends them), and `tree` against them; see [`StoreReport`].
+/// empty chunk ends them), and `tree` against them; numbers in the ranges `removed()`
+/// returns, asked once every record was read, were removed by retention. See
+/// [`StoreReport`].
 pub fn verify_store<E: std::fmt::Display>(
     head: u64,
     mut next: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, E>,
+    removed: impl FnOnce() -> Result<Vec<(u64, u64)>, E>,
     tree: Option<&sled::Tree>,
 ) -> Result<StoreReport, VerifyStoreError> {
     let mut report = StoreReport { head, ..Default::default() };
     let mut node = tree.map(verify).transpose()?.map(|tree| NodeReport { tree, ..Default::default() });
     let mut theirs = tree.map(|t| super::pages::iter(t, 0).peekable());
+    // Numbers the database has no record for, and records only the tree has: told apart
+    // from retention's removals once every record was read (a removal that commits during
+    // the check is in `removed` by then).
+    let mut gaps = Vec::new();
+    let mut tree_only = Vec::new();
     let mut after = 0;
     'chunks: loop {
         let chunk = next(after).map_err(|e| VerifyStoreError::Read(e.to_string()))?;
@@ -202,17 +236,20 @@ pub fn verify_store<E: std::fmt::Display>(
             if seq > head {
                 break 'chunks;
             }
-            report.note_missing(after + 1..seq);
+            if seq > after + 1 {
+                gaps.push(after + 1..seq);
+            }
             after = seq;
             report.records += 1;
             if let Err(e) = Record::decode(&body) {
                 report.corrupt_records.push((seq, e.to_string()));
             }
-            // The tree's records at or below `seq` (those it kept: its compaction drops
-            // some) must be the database's, byte for byte.
+            // The tree's records at or below `seq` must be the database's, byte for byte.
             if let (Some(iter), Some(n)) = (theirs.as_mut(), node.as_mut()) {
                 while let Some(Ok((tseq, tbody))) = iter.next_if(|item| item.as_ref().is_ok_and(|(s, _)| *s <= seq)) {
-                    if tseq != seq || tbody != body {
+                    if tseq != seq {
+                        tree_only.push(tseq);
+                    } else if tbody != body {
                         push_shown(&mut n.differing, tseq);
                     }
                 }
@@ -221,12 +258,37 @@ pub fn verify_store<E: std::fmt::Display>(
             }
         }
     }
-    report.note_missing(after + 1..head + 1);
+    if head > after {
+        gaps.push(after + 1..head + 1);
+    }
     if let (Some(iter), Some(n)) = (theirs, node.as_mut()) {
-        n.beyond_head = iter.filter(|item| item.as_ref().is_ok_and(|(s, _)| *s > head)).count() as u64;
+        for (tseq, _) in iter.flatten() {
+            if tseq > head {
+                n.beyond_head += 1;
+            } else {
+                tree_only.push(tseq);
+            }
+        }
+    }
+    let removed = removed().map_err(|e| VerifyStoreError::Read(e.to_string()))?;
+    for gap in gaps {
+        report.note_absent(gap, &removed);
+    }
+    // What the tree holds and the database lacks was either removed by retention after the
+    // node last folded, or is wrong.
+    if let Some(n) = node.as_mut() {
+        for tseq in tree_only.into_iter().filter(|s| !covers(&removed, *s)) {
+            push_shown(&mut n.differing, tseq);
+        }
     }
     report.node = node;
     Ok(report)
+}
+
+/// Whether one of the `removed` ranges (ascending) holds `seq`.
+fn covers(removed: &[(u64, u64)], seq: u64) -> bool {
+    let i = removed.partition_point(|r| r.1 < seq);
+    removed.get(i).is_some_and(|r| r.0 <= seq)
 }
 
 fn push_shown(list: &mut Vec<u64>, seq: u64) {
@@ -244,4 +306,24 @@ pub enum VerifyStoreError {
     Rows(#[from] RowsError),
     #[error(transparent)]
     Open(#[from] super::OpenError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_numbers_are_removed_where_a_range_covers_them_and_missing_elsewhere() {
+        let mut r = StoreReport::default();
+        let removed = [(2, 3), (6, 6), (9, 20)];
+        r.note_absent(1..11, &removed);
+        assert_eq!(r.removed, 2 + 1 + 2);
+        assert_eq!((r.missing_count, r.missing.clone()), (5, vec![1, 4, 5, 7, 8]));
+        r.note_absent(15..17, &removed);
+        assert_eq!((r.removed, r.missing_count), (7, 5));
+        r.note_absent(21..23, &removed);
+        assert_eq!((r.missing_count, &r.missing[5..]), (7, &[21, 22][..]));
+        r.note_absent(5..5, &removed);
+        assert_eq!((r.removed, r.missing_count), (7, 7));
+    }
 }

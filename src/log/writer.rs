@@ -914,6 +914,11 @@ fn compact_step(
         Some(c) => c,
         None => &mut own,
     };
+    if state.upstream.is_some() {
+        let stepped = compact_upstream(state, &open, now, cursors_used);
+        state.cursors = own;
+        return stepped;
+    }
     let staged = compaction::step(&open.tree, &state.policy, now, compaction::STEP_RECORDS, cursors_used);
     state.cursors = own;
     let staged = staged.map_err(|e| Stepped::Refused(e.into()))?;
@@ -1153,30 +1158,8 @@ fn append_locked(
     let cluster = up.cluster.clone();
     let appender = &mut up.appender;
     let upshot = cluster.db.block_on(async {
-        // The head lock, and every other node's record before it folded.
-        let locking = async {
-            let locked = (appender.lock(&cluster.db, cluster.timeout).await)
-                .map_err(|e| format!("cannot append to the database: {e}"))?;
-            if locked.last_seq < local_last {
-                return Err(format!(
-                    "the database's log ends at record {} but this node has folded up to {local_last} (was the \
-                     database restored from a backup?): stop this node and give it an empty data_dir",
-                    locked.last_seq
-                ));
-            }
-            while state.next_seq <= locked.last_seq {
-                let fetched = (locked.records_after(state.next_seq - 1, upstream::CHUNK).await)
-                    .map_err(|e| format!("cannot read the other nodes' records: {e}"))?;
-                if fetched.is_empty() {
-                    // The newest records were compacted; their numbers stay taken.
-                    state.next_seq = locked.last_seq + 1;
-                    break;
-                }
-                upstream::fold_fetched(txn, fetched, &mut state.next_seq, encoded, notes.as_deref_mut())
-                    .map_err(|e| format!("cannot fold the other nodes' records: {e}"))?;
-            }
-            Ok(locked)
-        };
+        let locking =
+            lock_and_fold(appender, &cluster, local_last, &mut state.next_seq, txn, encoded, notes.as_deref_mut());
         let locked = match locking.await {
             Ok(locked) => locked,
             Err(why) => {
@@ -1195,6 +1178,137 @@ fn append_locked(
     // Nothing of other nodes' came before this group: the next may take the fast path.
     up.uncontended = foreign == 0 && matches!(upshot, Upshot::Committed(_));
     upshot
+}
+
+/// Takes the database's head lock and folds into `txn` every record other nodes appended
+/// after this node's fold (`next_seq` moves past them).
+async fn lock_and_fold<'a>(
+    appender: &'a mut crate::pg::records::Appender,
+    cluster: &upstream::Cluster,
+    local_last: u64,
+    next_seq: &mut u64,
+    txn: &mut Txn<'_>,
+    encoded: &mut Vec<(u64, Vec<u8>)>,
+    mut notes: Option<&mut Vec<Change>>,
+) -> Result<crate::pg::records::Locked<'a>, String> {
+    let locked = (appender.lock(&cluster.db, cluster.timeout).await)
+        .map_err(|e| format!("cannot append to the database: {e}"))?;
+    if locked.last_seq < local_last {
+        return Err(format!(
+            "the database's log ends at record {} but this node has folded up to {local_last} (was the database \
+             restored from a backup?): stop this node and give it an empty data_dir",
+            locked.last_seq
+        ));
+    }
+    while *next_seq <= locked.last_seq {
+        let fetched = (locked.records_after(*next_seq - 1, upstream::CHUNK).await)
+            .map_err(|e| format!("cannot read the other nodes' records: {e}"))?;
+        if fetched.is_empty() {
+            // The newest records were compacted; their numbers stay taken.
+            *next_seq = locked.last_seq + 1;
+            break;
+        }
+        upstream::fold_fetched(txn, fetched, next_seq, encoded, notes.as_deref_mut())
+            .map_err(|e| format!("cannot fold the other nodes' records: {e}"))?;
+    }
+    Ok(locked)
+}
+
+/// Records one cluster retention step examines at most: its deletions hold the head lock,
+/// so every node's appends wait for them.
+const CLUSTER_STEP_RECORDS: usize = 1_000;
+
+/// Cluster mode: one retention step (`docs/cluster.md`, "Retention"). Under the head lock,
+/// with every other node's record folded, it decides on this node's fold exactly as one node
+/// would, and appends the removal as a record in the transaction that deletes what it lists
+/// from the database; every node removes the same from its fold when it folds that record.
+fn compact_upstream(
+    state: &mut WriterState,
+    open: &Open,
+    now: u64,
+    cursors: &mut compaction::Cursors,
+) -> Result<CompactionReport, Stepped> {
+    let Some(mut up) = state.upstream.take() else { return Ok(CompactionReport { done: true, ..Default::default() }) };
+    let stepped = compact_upstream_with(state, &mut up, open, now, cursors);
+    state.upstream = Some(up);
+    stepped
+}
+
+fn compact_upstream_with(
+    state: &mut WriterState,
+    up: &mut Upstream,
+    open: &Open,
+    now: u64,
+    cursors: &mut compaction::Cursors,
+) -> Result<CompactionReport, Stepped> {
+    let started = Instant::now();
+    let local_last = state.next_seq - 1;
+    let cluster = up.cluster.clone();
+    let policy = state.policy;
+    let mut txn = Txn::new(&open.tree);
+    let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut notes = state.observer.get().map(|_| Vec::new());
+    let mut report = CompactionReport::default();
+    let next_seq = &mut state.next_seq;
+    let appender = &mut up.appender;
+    let stepped: Result<(), String> = cluster.db.block_on(async {
+        let locked =
+            lock_and_fold(appender, &cluster, local_last, next_seq, &mut txn, &mut encoded, notes.as_mut()).await?;
+        let decided = compaction::decide(&txn, &policy, now, CLUSTER_STEP_RECORDS, cursors).and_then(|(done, r)| {
+            report.done = done;
+            let removed = if r.is_empty() { Vec::new() } else { compaction::remove(&mut txn, &r, &mut report)? };
+            Ok((r, removed))
+        });
+        let (removal, removed) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                let _ = locked.release(cluster.timeout).await;
+                return Err(format!("cannot read this node's fold: {e}"));
+            }
+        };
+        if removal.is_empty() {
+            return locked.release(cluster.timeout).await.map_err(|e| e.to_string());
+        }
+        let record = crate::storage::Record::HistoryRemoved(Box::new(removal));
+        let body = record.encode().map_err(|e| format!("cannot encode the removal: {e}"))?;
+        let seq = *next_seq;
+        encoded.push((seq, body.clone()));
+        *next_seq += 1;
+        locked.commit_removal((seq, body), &removed, cluster.timeout).await.map_err(|e| e.to_string())
+    });
+    let health = state.store.health();
+    if let Err(why) = stepped {
+        // Nothing of it is in the tree; what the database holds is folded next time.
+        state.next_seq = local_last + 1;
+        up.appender.reset();
+        up.failing(health, &why);
+        return Err(Stepped::Refused(AppendError::Storage(why)));
+    }
+    up.working(health);
+    if encoded.is_empty() {
+        return Ok(report);
+    }
+    upstream::stage_pages(&mut txn, &encoded, state.next_seq - 1);
+    let (batch, changes) = txn.into_parts();
+    let group = Group {
+        changes,
+        notes: notes.unwrap_or_default(),
+        replies: Vec::new(),
+        outcomes: Vec::new(),
+        records: encoded.len() as u64,
+        started,
+        end_seq: state.next_seq - 1,
+        bytes: 0,
+        applied: true,
+    };
+    let applied = open.tree.apply_batch(batch);
+    group.answer(&state.catalog, &state.observer);
+    up.set_folded(state.next_seq - 1);
+    if let Err(e) = applied {
+        return Err(Stepped::Fault(Fault { caught: Vec::new(), why: e.to_string(), wedged: false }));
+    }
+    up.unflushed = true;
+    Ok(report)
 }
 
 impl Upshot {

@@ -301,6 +301,109 @@ impl Locked<'_> {
     }
 }
 
+impl Locked<'_> {
+    /// Ends the transaction without writing, letting the head lock go at once (a dropped
+    /// [`Locked`] holds it until the connection's next use), within `deadline`.
+    pub async fn release(self, deadline: Duration) -> Result<(), PgError> {
+        let Locked { conn, .. } = self;
+        match tokio::time::timeout(deadline, conn.client.batch_execute("ROLLBACK")).await {
+            Ok(Ok(())) => {
+                conn.open = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(PgError::Timeout(deadline)),
+        }
+    }
+
+    /// Retention: appends `record` (the removal's own record, numbered after `last_seq`),
+    /// deletes the records `removed` lists, notes them in `herald.removed` and commits —
+    /// all in this transaction, within `deadline`. Consumes the lock whatever the outcome.
+    pub async fn commit_removal(
+        self,
+        record: (u64, Vec<u8>),
+        removed: &[u64],
+        deadline: Duration,
+    ) -> Result<(), AppendError> {
+        let Some(runs) = runs_of(removed) else { return self.commit(&[record], deadline).await };
+        let (low, high) = (runs[0].0.saturating_sub(1) as i64, (runs[runs.len() - 1].1 + 1) as i64);
+        let seqs: Vec<i64> = removed.iter().map(|s| *s as i64).collect();
+        let noting = async {
+            let c = &self.conn.client;
+            let (gone, span): (Params, Params) = (&[&seqs], &[&low, &high]);
+            let (deleted, touching) = tokio::try_join!(
+                c.execute("DELETE FROM herald.records WHERE seq = ANY($1)", gone),
+                c.query("SELECT first, last FROM herald.removed WHERE last >= $1 AND first <= $2", span),
+            )?;
+            let mut ranges: Vec<(u64, u64)> =
+                touching.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect();
+            ranges.extend(runs);
+            let merged = merge(ranges);
+            let firsts: Vec<i64> = merged.iter().map(|r| r.0 as i64).collect();
+            let lasts: Vec<i64> = merged.iter().map(|r| r.1 as i64).collect();
+            c.execute("DELETE FROM herald.removed WHERE last >= $1 AND first <= $2", span).await?;
+            c.execute(
+                "INSERT INTO herald.removed (first, last) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                &[&firsts, &lasts],
+            )
+            .await?;
+            Ok::<_, PgError>(deleted)
+        };
+        match tokio::time::timeout(deadline, noting).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(PgError::Timeout(deadline).into()),
+        }
+        self.commit(&[record], deadline).await
+    }
+}
+
+/// The runs of consecutive numbers in `seqs` (any order), as `[first, last]`, ascending;
+/// `None` for none.
+fn runs_of(seqs: &[u64]) -> Option<Vec<(u64, u64)>> {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for s in sorted {
+        match runs.last_mut() {
+            Some(run) if run.1 + 1 == s => run.1 = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    (!runs.is_empty()).then_some(runs)
+}
+
+/// Ranges merged where they overlap or touch, ascending.
+fn merge(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match out.last_mut() {
+            Some(prev) if first <= prev.1.saturating_add(1) => prev.1 = prev.1.max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out
+}
+
+/// Every range of sequence numbers retention removed, ascending (none on a schema older
+/// than version 3, which had no retention).
+pub async fn removed_ranges(client: &impl tokio_postgres::GenericClient) -> Result<Vec<(u64, u64)>, PgError> {
+    let exists = client.query_one("SELECT to_regclass('herald.removed') IS NOT NULL", &[]).await?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(Vec::new());
+    }
+    let rows = client.query("SELECT first, last FROM herald.removed ORDER BY first", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
+}
+
+/// The newest sequence number retention removed (0: none).
+pub async fn removed_through(client: &impl tokio_postgres::GenericClient) -> Result<u64, PgError> {
+    let row = client.query_one("SELECT coalesce(max(last), 0) FROM herald.removed", &[]).await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 /// That `records` are numbered from `after + 1` without a gap; the last number.
 fn follows(after: u64, records: &[(u64, Vec<u8>)]) -> Result<u64, PgError> {
     let mut last = after;
@@ -348,4 +451,18 @@ pub async fn shared_setting(
         .await?;
     let row = client.query_one("SELECT value FROM herald.meta WHERE key = $1", &[&key]).await?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_numbers_are_kept_as_merged_runs() {
+        assert_eq!(runs_of(&[]), None);
+        assert_eq!(runs_of(&[7, 3, 4, 5, 9, 8, 4]), Some(vec![(3, 5), (7, 9)]));
+        // A run that fills the hole between two ranges joins them; apart ones stay apart.
+        assert_eq!(merge(vec![(1, 4), (10, 12), (5, 9), (20, 20)]), vec![(1, 12), (20, 20)]);
+        assert_eq!(merge(vec![(5, 5), (1, 3)]), vec![(1, 3), (5, 5)]);
+    }
 }

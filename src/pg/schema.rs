@@ -90,9 +90,23 @@ END
 $fn$;
 ";
 
+/// Version 3 (expand: binaries of versions 1 and 2 never read it): what retention removed
+/// from `herald.records`, as ranges of sequence numbers `[first, last]`, merged when they
+/// touch — how `herald verify` tells a record removed from one lost, and how a node tells
+/// that its fold is too old to be caught up record by record.
+const V3: &str = "
+CREATE TABLE herald.removed (
+    first bigint PRIMARY KEY,
+    last bigint NOT NULL CHECK (last >= first)
+);
+";
+
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, compatible_from: 1, sql: V1 }, Migration { version: 2, compatible_from: 1, sql: V2 }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, compatible_from: 1, sql: V1 },
+    Migration { version: 2, compatible_from: 1, sql: V2 },
+    Migration { version: 3, compatible_from: 1, sql: V3 },
+];
 
 /// The advisory lock migrations run under (any constant no other application uses).
 const LOCK: i64 = 0x4845_5241_4c44_0001; // "HERALD" 0001

@@ -309,6 +309,8 @@ fn fold(state: &mut State, catalog: &mut Catalog, seq: u64, record: &Record) {
             });
         }
         Record::WebhookStatusSet { webhook_id, status, at } => set_status(state, catalog, seq, webhook_id, status, *at),
+        // Written by the cluster's retention, which this in-memory ledger has none of.
+        Record::HistoryRemoved(_) => {}
     }
 }
 

@@ -87,6 +87,31 @@ pub enum Record {
         webhook_id: WebhookId,
         at: Millis,
     },
+    /// Cluster mode: retention removed these records from the database's log, in this
+    /// record's own transaction, and every node removes them — and the rows they produced —
+    /// from its fold when it folds this one. It changes nothing else: the fold of what
+    /// remains has none of their effects to begin with. (A variant added at the end.)
+    HistoryRemoved(Box<HistoryRemoved>),
+}
+
+/// What one retention step removed from a cluster's log (see [`Record::HistoryRemoved`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRemoved {
+    /// When the step ran; a removal record is itself removed once older than `retention`.
+    pub at: Millis,
+    /// Events whose whole history goes: the `EventIngested` at each sequence number and
+    /// every record about its deliveries.
+    pub events: Vec<u64>,
+    /// Webhook records a newer one replaced: (when replaced, sequence number).
+    pub superseded: Vec<(Millis, u64)>,
+    /// Records that produced no rows (older removal records).
+    pub records: Vec<u64>,
+}
+
+impl HistoryRemoved {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.superseded.is_empty() && self.records.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +189,7 @@ impl Record {
             Record::DeliveryRequeued { .. } => "delivery_requeued",
             Record::WebhookStatusSet { .. } => "webhook_status_set",
             Record::DeliveryRetried { .. } => "delivery_retried",
+            Record::HistoryRemoved(_) => "history_removed",
         }
     }
 }

@@ -196,3 +196,53 @@ fn sequence_numbers_are_never_reused_after_compaction_removed_the_newest_records
     assert_eq!(next, last + 1, "a removed number is not handed out again");
     log.close();
 }
+
+/// A cluster node folds a removal its own fold would not have made yet (it had not folded
+/// the attempts that finished the event before they were removed): the event's history goes
+/// all the same, its unfinished delivery with its queue entry and pending count, and what
+/// remains still folds to the stored rows.
+#[test]
+fn a_removal_folded_by_a_node_behind_takes_unfinished_deliveries_with_it() {
+    use crate::log::compaction::{remove, CompactionReport};
+    use crate::log::projection::StatusRow;
+    use crate::log::record::HistoryRemoved;
+    use crate::log::rows::{Rows, Txn};
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), options()).unwrap();
+    let hook = ensure_webhooks(&log).unwrap()[0].id.clone();
+    let account = AccountId::default_account();
+    let mut behind = sample_event(&account, vec![hook.clone()], 100, now_millis());
+    if let Record::EventIngested(e) = &mut behind {
+        e.idempotency_key = Some("lead-9".into());
+    }
+    let s1 = log.append_blocking(Command::new(vec![behind])).unwrap().seqs[0];
+    let d1 = DeliveryRef { seq: s1, index: 0 };
+    // Its first attempt failed: a retry is queued.
+    log.append_blocking(Command::new(finish(&log, d1, &hook, NextStep::RetryAt(now_millis() + 60_000)))).unwrap();
+    // A later event's attempt holds the webhook's status (as it did where the removal was decided).
+    let s2 = log.append_blocking(Command::new(vec![sample_event(&account, vec![hook.clone()], 100, now_millis())]));
+    let d2 = DeliveryRef { seq: s2.unwrap().seqs[0], index: 0 };
+    log.append_blocking(Command::new(finish(&log, d2, &hook, NextStep::Succeeded))).unwrap();
+    log.close();
+    drop(log);
+
+    let tree = open_for_inspection(dir.path()).unwrap();
+    let status = |tree: &sled::Tree| TreeRows(tree).get_row::<StatusRow>(&keys::status(&hook)).unwrap().unwrap();
+    assert_eq!(status(&tree).pending, 1);
+    let mut txn = Txn::new(&tree);
+    let mut report = CompactionReport::default();
+    let removal = HistoryRemoved { at: now_millis(), events: vec![s1], ..Default::default() };
+    let removed = remove(&mut txn, &removal, &mut report).unwrap();
+    assert_eq!(removed.len(), 2, "the event and its attempt: {removed:?}");
+    assert_eq!((report.removed_events, report.removed_deliveries), (1, 1));
+    tree.apply_batch(txn.into_parts().0).unwrap();
+    assert_eq!(status(&tree).pending, 0);
+    assert!(window::due_window(&tree, &hook, 10).unwrap().0.is_empty(), "no retry left queued");
+    assert!(tree.get(keys::idempotency(&account, "lead-9")).unwrap().is_none());
+    let report = verify::verify(&tree).unwrap();
+    assert!(report.is_clean(), "{report}");
+    // Removing it again (a removal folded twice, or listing what is gone) changes nothing.
+    let mut txn = Txn::new(&tree);
+    assert!(remove(&mut txn, &removal, &mut CompactionReport::default()).unwrap().is_empty());
+    assert!(txn.is_empty());
+}
