@@ -73,6 +73,17 @@ enum Cmd {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Move a stopped single node's log (history, pending deliveries, accounts, keys,
+    /// webhooks, admin token, public ids) into an empty cluster's database. The data
+    /// directory is only read.
+    Migrate {
+        /// The single node's data directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The cluster's database (default: `store`).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Print the OpenAPI document the server serves at /openapi.json (docs/openapi.json is this).
     Openapi,
     /// Manage the keyring that seals secrets at rest.
@@ -146,7 +157,8 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let against_store = matches!(command, Cmd::Serve | Cmd::Config | Cmd::AdminToken { .. } | Cmd::Verify);
+    let against_store =
+        matches!(command, Cmd::Serve | Cmd::Config | Cmd::AdminToken { .. } | Cmd::Verify | Cmd::Migrate { .. });
     if config.store.is_some() && !against_store {
         return Err(herald::server::CLUSTER_COMMANDS_UNFINISHED.into());
     }
@@ -201,6 +213,23 @@ fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Err
             if !found.report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Cmd::Migrate { from, to } => {
+            let Some(to) = to.or_else(|| config.store.clone()) else {
+                return Err("herald migrate needs the cluster's database: --to postgres://… (or store)".into());
+            };
+            let done = herald::server::migrate(&config, &from, &to)?;
+            println!(
+                "moved {} records of {} into the cluster (up to record {}; {} numbers before it were compacted \
+                 away). Start each node with this store, an empty data_dir and the seal key of {} (the same on \
+                 every node). {} is unchanged: keep it until the cluster runs.",
+                done.records,
+                from.display(),
+                done.head,
+                done.removed,
+                from.display(),
+                from.display()
+            );
         }
         Cmd::Openapi => {
             let doc = herald::api::document().to_pretty_json()?;

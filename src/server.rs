@@ -42,6 +42,8 @@ pub enum StartError {
     Store(#[from] crate::pg::PgError),
     #[error("{0}")]
     Unfinished(&'static str),
+    #[error(transparent)]
+    Migrate(#[from] crate::log::MigrateError),
 }
 
 /// What the commands other than `serve` and `config` say to a `store`, while cluster mode
@@ -330,6 +332,15 @@ pub fn issue_admin_token_in_store(config: &Config, store: &str) -> Result<String
     let record = Record::AdminTokenSet { hash: credentials::hash_token(&token), at: now_millis() };
     crate::log::append_beside(&db, config.store_timeout.0, &[record])?;
     Ok(token)
+}
+
+/// `herald migrate`: moves the stopped single node in `from` into the empty cluster whose
+/// database `to` names (its schema created as a node would). Blocks.
+pub fn migrate(config: &Config, from: &std::path::Path, to: &str) -> Result<crate::log::Migrated, StartError> {
+    let (db, _) = open_store(config, to)?;
+    // Copying a large log takes longer than one append may: each statement gets a minute.
+    let deadline = config.store_timeout.0.max(Duration::from_secs(60));
+    Ok(crate::log::migrate(from, &db, deadline)?)
 }
 
 /// `herald verify` with a `store`: the database's records and, if the data directory holds

@@ -577,3 +577,103 @@ fn retention_removes_finished_history_from_the_database_and_from_every_nodes_fol
         assert!(!out.contains("missing records") && out.trim_end().ends_with("clean"), "{out}");
     }
 }
+
+#[test]
+fn migrate_moves_a_stopped_single_node_into_a_cluster_with_its_history_and_pending_deliveries() {
+    let Some(c) = cluster("migrate_moves_a_stopped_single_node", 0) else { return };
+    let url = c.url();
+    let (single, dir_a) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r = Receiver::start();
+    let later_ok = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = later_ok.clone();
+    // `/later` refuses until the test says so: its deliveries are pending when the node stops.
+    r.answer(move |hit| match hit.path.as_str() {
+        "/later" if !flag.load(std::sync::atomic::Ordering::SeqCst) => Reply::status(503),
+        _ => Reply::ok(),
+    });
+    let env = [
+        ("HERALD_ADMIN_TOKEN", ADMIN),
+        ("HERALD_SEAL_KEY", common::pg::seal_key()),
+        ("HERALD_RETENTION", "1s"),
+        ("HERALD_COMPACTION_INTERVAL", "200ms"),
+        ("HERALD_INITIAL_BACKOFF", "300ms"),
+        ("HERALD_MAX_BACKOFF", "1s"),
+        ("HERALD_BREAKER_THRESHOLD", "1000"),
+    ];
+    let mut one = Herald::serve(single.path(), &["--dev"], &env);
+    one.wait_ready();
+    let created = one.json("POST", "/api/v1/accounts", Some(ADMIN), &json!({"name": "LeadNest"}));
+    let key = created.body["api_key"].as_str().unwrap().to_owned();
+    let body =
+        |path: &str, event: &str| json!({"url": r.url(path), "events": [event], "secret": SECRET, "max_retries": 20});
+    let done_hook = common::create_webhook(&one, &key, body("/ok", "lead.qualified"));
+    let later_hook = common::create_webhook(&one, &key, body("/later", "email.bounced"));
+    let send = |h: &Herald, event: &str, i: usize| {
+        let sent = h.json("POST", "/api/v1/events", Some(&key), &json!({"event": event, "data": {"i": i}}));
+        assert_eq!(sent.status, 202, "{}", sent.text);
+        sent.body["id"].as_str().unwrap().to_owned()
+    };
+    // Finished history the node compacts away (gaps in its numbers), then pending work.
+    for i in 0..10 {
+        send(&one, "lead.qualified", i);
+    }
+    wait_for("the first deliveries", Duration::from_secs(10), || r.accepted().len() >= 10);
+    wait_for("the node to compact", Duration::from_secs(10), || {
+        one.send("GET", "/api/v1/events?limit=100", Some(&key), &[], None).body["data"].as_array().unwrap().len() == 1
+    });
+    let pending: Vec<String> = (0..3).map(|i| send(&one, "email.bounced", i)).collect();
+    wait_for("the pending deliveries to fail once", Duration::from_secs(10), || r.hits_on("/later").len() >= 3);
+    let before = one.send("GET", "/api/v1/events?limit=100", Some(&key), &[], None).body["data"].clone();
+
+    // A running node is not moved: its log is locked.
+    let from = single.path().join("herald-data");
+    let migrate =
+        |dir: &std::path::Path| common::run(dir, &["migrate", "--from", from.to_str().unwrap(), "--to", &url], &env);
+    let (code, _, err) = migrate(single.path());
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    one.signal(libc::SIGTERM);
+    one.wait_exit(Duration::from_secs(20));
+    let (code, out, err) = migrate(single.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("into the cluster") && out.contains("compacted away"), "{out}");
+    // Once only: the cluster is no longer empty.
+    let (code, _, err) = migrate(single.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds a cluster's log"), "{err}");
+    // The source is only read, and its log is the database's record for record.
+    let (code, out, err) = common::run(single.path(), &["verify", "--store", &url], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed by retention: ") && out.trim_end().ends_with("clean"), "{out}");
+
+    // A node on the cluster serves what the single node held, under the same ids, with the
+    // same key; the pending deliveries go out once the receiver takes them, under the
+    // delivery ids they had.
+    let a = node(dir_a.path(), &url, &env[2..]);
+    assert_eq!(a.send("GET", "/api/v1/events?limit=100", Some(&key), &[], None).body["data"], before);
+    for hook in [&done_hook, &later_hook] {
+        let got = a.send("GET", &format!("/api/v1/webhooks/{hook}"), Some(&key), &[], None);
+        assert_eq!(got.status, 200, "{}", got.text);
+    }
+    let tried: std::collections::HashSet<String> = r.hits_on("/later").iter().map(|h| h.delivery_id()).collect();
+    assert_eq!(tried.len(), 3);
+    later_ok.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the pending deliveries", Duration::from_secs(15), || {
+        r.accepted().iter().filter(|h| h.path == "/later").count() >= 3
+    });
+    let delivered: std::collections::HashSet<String> =
+        r.accepted().iter().filter(|h| h.path == "/later").map(|h| h.delivery_id()).collect();
+    assert_eq!(delivered, tried, "the same deliveries, not new ones");
+    let events: std::collections::HashSet<String> = r
+        .accepted()
+        .iter()
+        .filter(|h| h.path == "/later")
+        .map(|h| h.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, pending.iter().cloned().collect());
+    assert!(r.hits_on("/later").iter().all(|h| h.signed_with(SECRET)), "signed with the migrated secret");
+    // New events follow the migrated ones.
+    let next = send(&a, "lead.qualified", 99);
+    let listed = a.send("GET", "/api/v1/events?limit=1", Some(&key), &[], None);
+    assert_eq!(listed.body["data"][0]["id"], next);
+}

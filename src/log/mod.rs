@@ -57,7 +57,7 @@ pub use compaction::{CompactionPolicy, CompactionReport};
 pub use rewrite::{rewrite, RewriteError, Rewritten};
 /// Free space the log keeps for its own writes beyond `min_free_disk`.
 pub use room::SAFETY as DISK_MARGIN;
-pub use upstream::{append_beside, Cluster};
+pub use upstream::{append_beside, migrate, Cluster, MigrateError, Migrated};
 pub use verify::{NodeReport, StoreReport, VerifyReport, VerifyStoreError};
 
 use crate::model::{IdKey, WebhookId};

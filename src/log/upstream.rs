@@ -284,8 +284,8 @@ pub(crate) fn join(tree: &sled::Tree, cluster: &Cluster) -> Result<Joined, OpenE
         }
         None if applied > 0 || super::last_seq(tree)? > 0 => {
             return Err(OpenError::Joined(
-                "data_dir holds a single node's log; `herald migrate --from <data_dir> --to <store>` moves it \
-                 into the database, or give this node an empty data_dir"
+                "data_dir holds a single node's log: `herald migrate --from <data_dir> --to <store>` moves it \
+                 into an empty cluster's database (once); a node of a cluster starts on an empty data_dir"
                     .into(),
             ))
         }
@@ -366,6 +366,80 @@ pub fn append_beside(db: &Database, timeout: Duration, records: &[Record]) -> Re
             Err(other) => Err(OpenError::Joined(other.to_string())),
         }
     })
+}
+
+/// What `herald migrate` moved into the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Records copied, under their own sequence numbers.
+    pub records: u64,
+    /// The last sequence number the node had handed out: the cluster's head.
+    pub head: u64,
+    /// Numbers up to the head the node's compaction had removed (noted as removed).
+    pub removed: u64,
+}
+
+/// Why `herald migrate` moved nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("{0} holds a cluster node's cache, not a single node's log: there is nothing to migrate")]
+    ClusterCache(String),
+    #[error("{dir}'s log does not verify clean, so it is not moved; `herald verify` shows:\n{report}")]
+    NotClean { dir: String, report: super::VerifyReport },
+    #[error("{0}'s log has no id key (it was never opened by `herald serve`?)")]
+    NoIdKey(String),
+    #[error(transparent)]
+    Import(#[from] pg::records::ImportError),
+    #[error(transparent)]
+    Rows(#[from] super::rows::RowsError),
+}
+
+/// Records copied per statement.
+const MIGRATE_CHUNK: usize = 1_000;
+
+/// Moves the log of a stopped single node in `dir` into an empty cluster's database, in
+/// one transaction: every record under its own sequence number (the numbers compaction
+/// took noted as removed), the head at the last number the node handed out, a new cluster
+/// id, the node's id key (its public ids stay valid) and its seal canary (only nodes with
+/// its seal key start). `dir` is only read: it stays a single node's log. Blocks.
+pub fn migrate(dir: &std::path::Path, db: &Database, timeout: Duration) -> Result<Migrated, MigrateError> {
+    let shown = dir.display().to_string();
+    let tree = super::open_for_inspection(dir)?;
+    if tree.get(keys::CLUSTER).map_err(OpenError::from)?.is_some() {
+        return Err(MigrateError::ClusterCache(shown));
+    }
+    let report = super::verify::verify(&tree)?;
+    if !report.is_clean() {
+        return Err(MigrateError::NotClean { dir: shown, report });
+    }
+    let id_key = tree.get(keys::ID_KEY).map_err(OpenError::from)?.ok_or_else(|| MigrateError::NoIdKey(shown))?;
+    let head = super::applied_seq(&tree)?.max(super::last_seq(&tree)?);
+    let seal_canary = match std::fs::read_to_string(dir.join(crate::security::seal::CANARY_FILE)) {
+        Ok(text) => Some(text.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(OpenError::Joined(format!("cannot read the seal canary: {e}")).into()),
+    };
+    let import = pg::records::Import {
+        cluster_id: crate::model::IdKey::generate().0[..16].to_vec(),
+        id_key: id_key.to_vec(),
+        seal_canary,
+        head,
+    };
+    let mut records = pages::iter(&tree, 0);
+    let next_chunk = || {
+        let mut chunk = Vec::with_capacity(MIGRATE_CHUNK);
+        for item in records.by_ref() {
+            chunk.push(item.map_err(|e| e.to_string())?);
+            if chunk.len() == MIGRATE_CHUNK {
+                break;
+            }
+        }
+        Ok((!chunk.is_empty()).then_some(chunk))
+    };
+    let copied = db.block_on(pg::records::import(db, &import, next_chunk, timeout))?;
+    Ok(Migrated { records: copied, head, removed: head - copied })
 }
 
 #[cfg(test)]

@@ -404,6 +404,97 @@ pub async fn removed_through(client: &impl tokio_postgres::GenericClient) -> Res
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+/// What `herald migrate` brings into an empty cluster besides the records.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// The new cluster's id.
+    pub cluster_id: Vec<u8>,
+    /// The single node's id key, so its public ids stay what they were.
+    pub id_key: Vec<u8>,
+    /// The single node's seal canary, so only nodes with its seal key start.
+    pub seal_canary: Option<Vec<u8>>,
+    /// The last sequence number the node handed out (at or past its last record).
+    pub head: u64,
+}
+
+/// Why an import did not happen (nothing was written).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the database already holds a cluster's log (up to record {0}): herald migrate moves a node into an empty cluster only")]
+    NotEmpty(u64),
+    #[error("cannot read the data directory's log: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Database(#[from] PgError),
+}
+
+/// Imports a single node's log into an empty cluster in one transaction under the head
+/// lock: every record `next_chunk` yields (ascending, `None` ends them) under its own
+/// sequence number, the numbers it lacks up to `import.head` noted as removed (the node's
+/// compaction took them), the head, and the shared settings. Each statement within
+/// `deadline`. Returns how many records it copied.
+pub async fn import(
+    db: &Database,
+    import: &Import,
+    mut next_chunk: impl FnMut() -> Result<Option<Vec<(u64, Vec<u8>)>>, String>,
+    deadline: Duration,
+) -> Result<u64, ImportError> {
+    let mut client = super::within(deadline, db.connect()).await?;
+    let tx = super::within(deadline, async { Ok(client.transaction().await?) }).await?;
+    let last: i64 = super::within(deadline, async { Ok(tx.query_one(LOCK, &[]).await?.get(0)) }).await?;
+    if last > 0 {
+        return Err(ImportError::NotEmpty(last as u64));
+    }
+    let (mut copied, mut after, mut gaps) = (0u64, 0u64, Vec::new());
+    while let Some(chunk) = next_chunk().map_err(ImportError::Source)? {
+        let mut seqs = Vec::with_capacity(chunk.len());
+        for (seq, _) in &chunk {
+            if *seq <= after || *seq > import.head {
+                return Err(ImportError::Source(format!("record {seq} is out of order (after {after})")));
+            }
+            if *seq > after + 1 {
+                gaps.push((after + 1, *seq - 1));
+            }
+            after = *seq;
+            seqs.push(*seq as i64);
+        }
+        let bodies: Vec<&[u8]> = chunk.iter().map(|(_, b)| b.as_slice()).collect();
+        super::within(deadline, async { Ok(tx.execute(INSERT, &[&seqs, &bodies]).await?) }).await?;
+        copied += chunk.len() as u64;
+    }
+    if import.head > after {
+        gaps.push((after + 1, import.head));
+    }
+    let firsts: Vec<i64> = gaps.iter().map(|g| g.0 as i64).collect();
+    let lasts: Vec<i64> = gaps.iter().map(|g| g.1 as i64).collect();
+    let head = import.head as i64;
+    let mut settings: Vec<(&str, &[u8])> = vec![("cluster_id", &import.cluster_id), ("id_key", &import.id_key)];
+    if let Some(canary) = &import.seal_canary {
+        settings.push(("seal_canary", canary));
+    }
+    super::within(deadline, async {
+        tx.execute(
+            "INSERT INTO herald.removed (first, last) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+            &[&firsts, &lasts],
+        )
+        .await?;
+        tx.execute(HEAD, &[&head]).await?;
+        // A node that started on this empty database and stopped before writing anything
+        // may have created settings: a migrated node's replace them.
+        for (key, value) in settings {
+            tx.execute(
+                "INSERT INTO herald.meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    super::within(deadline, async { Ok(tx.commit().await?) }).await?;
+    Ok(copied)
+}
+
 /// That `records` are numbered from `after + 1` without a gap; the last number.
 fn follows(after: u64, records: &[(u64, Vec<u8>)]) -> Result<u64, PgError> {
     let mut last = after;
