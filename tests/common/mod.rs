@@ -78,10 +78,18 @@ fn collect(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) 
 
 impl Herald {
     /// Starts `herald serve` on 127.0.0.1:0 in `cwd` with extra args and env, and waits
-    /// until it prints its address.
+    /// until it prints its address. On the suite's backend: the embedded log, or with
+    /// `TEST_BACKEND=postgres` a PostgreSQL database of `cwd`'s own ([`pg::on_postgres`]).
     pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Herald {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(cwd).args(["--listen", "127.0.0.1:0"]).args(args).arg("serve");
+        // The suite's backend (`pg::on_postgres`), unless the test names a store itself.
+        let on_shared_store = pg::on_postgres() && !env.iter().any(|(k, _)| *k == "HERALD_STORE");
+        if on_shared_store {
+            for (k, v) in pg::store_env_for(cwd) {
+                cmd.env(k, v);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -94,17 +102,24 @@ impl Herald {
         let stdout = Arc::new(Mutex::new(String::new()));
         collect(child.stderr.take().expect("stderr"), stderr.clone());
         collect(child.stdout.take().expect("stdout"), stdout.clone());
-        let mut base = String::new();
-        wait_for("herald to print its address", Duration::from_secs(30), || {
-            let s = stderr.lock().unwrap();
-            if let Some(at) = s.find("herald listening on ") {
-                let rest = &s[at + "herald listening on ".len()..];
-                // Up to the end of the line, or of the JSON string holding it.
-                base = rest.split(['\n', '"']).next().unwrap_or_default().trim().to_owned();
-                return true;
+        let until = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            {
+                let s = stderr.lock().unwrap();
+                if let Some(at) = s.find("herald listening on ") {
+                    let rest = &s[at + "herald listening on ".len()..];
+                    // Up to the end of the line, or of the JSON string holding it.
+                    break rest.split(['\n', '"']).next().unwrap_or_default().trim().to_owned();
+                }
+                // What it said matters more than that it timed out.
+                assert!(Instant::now() < until, "herald did not print its address within 30s; it said:\n{s}");
             }
-            false
-        });
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if on_shared_store {
+            let said = stderr.lock().unwrap();
+            assert!(said.contains("the database's schema is in place"), "not on PostgreSQL:\n{said}");
+        }
         Herald { child, stderr, stdout, base }
     }
 
@@ -224,11 +239,10 @@ impl Herald {
 /// The admin token the API tests start Herald with.
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
-/// Herald with a known admin token, ready.
+/// Herald with a known admin token, ready (on the suite's backend, as every
+/// [`Herald::serve`]).
 pub fn herald_for_api(dir: &Path) -> Herald {
-    let h = Herald::serve(dir, &["--dev"], &[("HERALD_ADMIN_TOKEN", ADMIN)]);
-    h.wait_ready();
-    h
+    herald_with(dir, &[])
 }
 
 /// Herald under `--dev` with the test admin token and extra environment, ready.

@@ -296,3 +296,62 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.servers[i].port)
     }
 }
+
+/// The backend the API and delivery suites run Herald on: the embedded sled log, or — with
+/// `TEST_BACKEND=postgres` — a PostgreSQL database of its own for every Herald the
+/// suite starts, on one server the test process starts on first use (and stops as it
+/// exits). One suite, two backends: `.ci/run` runs those suites once more this way.
+pub fn on_postgres() -> bool {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Err(_) => false,
+        Ok(other) => panic!("TEST_BACKEND={other}: use sled or postgres"),
+    }
+}
+
+/// The environment that puts a Herald whose data directory is `dir` on a database of the
+/// shared server: a fresh one for a new `dir`, the same one when it is started again there.
+pub fn store_env_for(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SHARED: std::sync::Mutex<Option<Cluster>> = std::sync::Mutex::new(None);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static BY_DIR: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn stop_shared() {
+        // The test harness exits through `exit`, which runs this: the server stops and its
+        // directory goes.
+        if let Ok(mut shared) = SHARED.lock() {
+            shared.take();
+        }
+    }
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if shared.is_none() {
+        assert!(bin_dir().is_some(), "TEST_BACKEND=postgres: PostgreSQL's binaries are missing (set HERALD_PG_BIN)");
+        *shared = Some(Cluster::start(0));
+        unsafe {
+            libc::atexit(stop_shared);
+        }
+    }
+    let cluster = shared.as_ref().expect("started above");
+    let mut by_dir = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    let name = match by_dir.iter().find(|(d, _)| d == dir) {
+        Some((_, name)) => name.clone(),
+        None => {
+            let name = format!("herald_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+            cluster.primary().psql(&format!("CREATE DATABASE {name}"));
+            by_dir.push((dir.to_owned(), name.clone()));
+            name
+        }
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.primary().port);
+    vec![("HERALD_STORE", url), ("HERALD_SEAL_KEY", seal_key().to_owned())]
+}
+
+/// For a test of the embedded log itself (it writes or reads the sled files, or runs an
+/// offline command on them): whether to skip it on the PostgreSQL pass, saying so.
+pub fn sled_only(test: &str, why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("{test}: sled only ({why}): skipped with TEST_BACKEND=postgres");
+    }
+    skip
+}
