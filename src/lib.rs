@@ -16,7 +16,7 @@
 //!   them, the wire format, retries, the circuit breaker, the sender.
 //! - [`log`]: the append-only sled log, the storage interface's first implementation.
 //! - [`storage`]: the storage interface — what is kept, how it is read and appended.
-//! - [`pg`]: cluster mode's record log in PostgreSQL (being built: `docs/cluster.md`);
+//! - [`pg`]: cluster mode's record log in PostgreSQL (`docs/cluster.md`);
 //!   bytes and sequence numbers, no records.
 //! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus metrics, logging; told
 //!   what they need, they name nothing above them.

@@ -157,10 +157,12 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Cmd, config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let against_store =
-        matches!(command, Cmd::Serve | Cmd::Config | Cmd::AdminToken { .. } | Cmd::Verify | Cmd::Migrate { .. });
+    let against_store = matches!(
+        command,
+        Cmd::Serve | Cmd::Config | Cmd::AdminToken { .. } | Cmd::Verify | Cmd::Migrate { .. } | Cmd::Openapi
+    );
     if config.store.is_some() && !against_store {
-        return Err(herald::server::CLUSTER_COMMANDS_UNFINISHED.into());
+        return Err(herald::server::SINGLE_NODE_ONLY.into());
     }
     match command {
         Cmd::Serve => herald::server::serve(config)?,

@@ -46,10 +46,10 @@ pub enum StartError {
     Migrate(#[from] crate::log::MigrateError),
 }
 
-/// What the commands other than `serve` and `config` say to a `store`, while cluster mode
-/// is being built.
-pub const CLUSTER_COMMANDS_UNFINISHED: &str = "cluster mode is being built (docs/cluster.md): this command works on \
-     the embedded log in data_dir only; leave store unset to use it";
+/// What a command that rewrites or loads a single node's data directory says to a `store`
+/// (a cluster node's data directory is only a cache of the database).
+pub const SINGLE_NODE_ONLY: &str = "this command works on the embedded log of a single node (data_dir), not on a \
+     cluster's store (docs/cluster.md); leave store unset to use it";
 
 /// Opens the database `store` names: connects to its read-write server, migrates the
 /// schema under the advisory lock, and reads (and, with `require_sync_replication`,

@@ -62,7 +62,7 @@ fn config_shows_the_store_with_its_password_redacted_and_refuses_what_is_not_pos
     let to = dir.path().join("sealed");
     let (code, _, err) = run(dir.path(), &["--store", "postgres://db/x", "seal", "--to", to.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("this command works on the embedded log"), "{err}");
+    assert!(err.contains("this command works on the embedded log of a single node"), "{err}");
     // `verify` with a store checks the database, and says when it cannot reach it.
     let (code, _, err) = run(dir.path(), &["verify", "--store", "postgres://db/x?connect_timeout=2"], &[]);
     assert_ne!(code, 0);
