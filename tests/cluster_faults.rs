@@ -196,11 +196,25 @@ impl Rig {
                     accepted.iter().filter(|(id, _)| first.insert(id.clone())).map(|(_, i)| *i).collect();
                 if let Some(at) = order.windows(2).position(|w| w[0] >= w[1]) {
                     let around = &order[at.saturating_sub(5)..(at + 5).min(order.len())];
-                    panic!(
-                        "{path}: ordered webhook received {} before {} (around: {around:?})",
-                        order[at],
-                        order[at + 1]
-                    );
+                    // Every request of the events involved, in arrival order, to tell which
+                    // attempt went when (the nodes' logs are in the test's output too).
+                    let (a, b) = (order[at], order[at + 1]);
+                    let t0 = r.hits_on(path).first().map(|h| h.at);
+                    let told: Vec<String> = r
+                        .hits_on(path)
+                        .iter()
+                        .filter(|h| [a, b].contains(&h.json()["data"]["i"].as_u64().unwrap_or(u64::MAX)))
+                        .map(|h| {
+                            format!(
+                                "i={} status={} attempt={} at={:?}",
+                                h.json()["data"]["i"],
+                                h.status,
+                                h.header("X-Webhook-Attempt").unwrap_or("?"),
+                                t0.map(|t| h.at - t)
+                            )
+                        })
+                        .collect();
+                    panic!("{path}: ordered webhook received {a} before {b} (around: {around:?}); requests: {told:#?}");
                 }
             }
             let limit = if *ordered { 1 } else { MAX_IN_FLIGHT };

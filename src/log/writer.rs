@@ -172,6 +172,22 @@ struct Group {
 }
 
 impl Group {
+    /// Records other nodes committed (and, for a retention step, its own removal), folded
+    /// into the tree: no caller waits for them.
+    fn folded(changes: Changes, notes: Option<Vec<Change>>, records: u64, started: Instant, end_seq: u64) -> Group {
+        Group {
+            changes,
+            notes: notes.unwrap_or_default(),
+            replies: Vec::new(),
+            outcomes: Vec::new(),
+            records,
+            started,
+            end_seq,
+            bytes: 0,
+            applied: true,
+        }
+    }
+
     fn answer(self, catalog: &RwLock<Catalog>, observer: &ObserverSlot) {
         catalog::absorb_committed(catalog, &self.changes);
         for (reply, outcome) in self.replies.into_iter().zip(self.outcomes) {
@@ -1290,17 +1306,7 @@ fn compact_upstream_with(
     }
     upstream::stage_pages(&mut txn, &encoded, state.next_seq - 1);
     let (batch, changes) = txn.into_parts();
-    let group = Group {
-        changes,
-        notes: notes.unwrap_or_default(),
-        replies: Vec::new(),
-        outcomes: Vec::new(),
-        records: encoded.len() as u64,
-        started,
-        end_seq: state.next_seq - 1,
-        bytes: 0,
-        applied: true,
-    };
+    let group = Group::folded(changes, notes, encoded.len() as u64, started, state.next_seq - 1);
     let applied = open.tree.apply_batch(batch);
     group.answer(&state.catalog, &state.observer);
     up.set_folded(state.next_seq - 1);
@@ -1554,17 +1560,7 @@ fn catch_up_with(state: &mut WriterState, up: &mut Upstream) -> Result<(), Fault
         }
         up.unflushed = true;
         up.set_folded(state.next_seq - 1);
-        let group = Group {
-            changes,
-            notes: notes.unwrap_or_default(),
-            replies: Vec::new(),
-            outcomes: Vec::new(),
-            records: encoded.len() as u64,
-            started,
-            end_seq: state.next_seq - 1,
-            bytes: 0,
-            applied: true,
-        };
+        let group = Group::folded(changes, notes, encoded.len() as u64, started, state.next_seq - 1);
         group.answer(&state.catalog, &state.observer);
         if whole {
             return Ok(());
