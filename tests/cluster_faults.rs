@@ -62,8 +62,17 @@ fn node_env(store: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The cases run one after another, not at once: four cases at a time are twelve
+/// PostgreSQL servers and up to twelve nodes on a 2-core machine, which starves the nodes'
+/// lease renewals and measures the scheduler, not the faults. (Starved that way, the open
+/// handover race of docs/cluster.md, "Known open race", shows: an ordered webhook with two
+/// attempts at once.)
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The servers of one case.
 struct Rig {
+    /// Held for the case's whole run: one case at a time (see [`ONE_AT_A_TIME`]).
+    _turn: std::sync::MutexGuard<'static, ()>,
     pg: Cluster,
     dirs: Vec<tempfile::TempDir>,
     nodes: Vec<Option<Herald>>,
@@ -80,6 +89,7 @@ impl Rig {
         if !common::pg::available(test) {
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let pg = Cluster::start(2);
         let receiver = Receiver::start();
         let seen = Mutex::new(HashSet::new());
@@ -92,8 +102,16 @@ impl Rig {
             Reply::ok().after(DELAY)
         });
         let dirs: Vec<tempfile::TempDir> = (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut rig =
-            Rig { pg, dirs, nodes: Vec::new(), receiver, key: String::new(), hooks: Vec::new(), up: Arc::default() };
+        let mut rig = Rig {
+            _turn: turn,
+            pg,
+            dirs,
+            nodes: Vec::new(),
+            receiver,
+            key: String::new(),
+            hooks: Vec::new(),
+            up: Arc::default(),
+        };
         for i in 0..nodes {
             let h = rig.spawn(i);
             rig.nodes.push(Some(h));
