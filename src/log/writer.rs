@@ -1272,7 +1272,7 @@ fn compact_upstream_with(
             lock_and_fold(appender, &cluster, local_last, next_seq, &mut txn, &mut encoded, notes.as_mut()).await?;
         let decided = compaction::decide(&txn, &policy, now, CLUSTER_STEP_RECORDS, cursors).and_then(|(done, r)| {
             report.done = done;
-            let removed = if r.is_empty() { Vec::new() } else { compaction::remove(&mut txn, &r, &mut report)? };
+            let removed = compaction::remove(&mut txn, &r, &mut report)?;
             Ok((r, removed))
         });
         let (removal, removed) = match decided {

@@ -331,26 +331,17 @@ impl Locked<'_> {
         let noting = async {
             let c = &self.conn.client;
             let (gone, span): (Params, Params) = (&[&seqs], &[&low, &high]);
-            let (deleted, touching) = tokio::try_join!(
+            let (_, touching) = tokio::try_join!(
                 c.execute("DELETE FROM herald.records WHERE seq = ANY($1)", gone),
                 c.query("SELECT first, last FROM herald.removed WHERE last >= $1 AND first <= $2", span),
             )?;
-            let mut ranges: Vec<(u64, u64)> =
-                touching.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect();
+            let mut ranges = ranges_of(&touching);
             ranges.extend(runs);
-            let merged = merge(ranges);
-            let firsts: Vec<i64> = merged.iter().map(|r| r.0 as i64).collect();
-            let lasts: Vec<i64> = merged.iter().map(|r| r.1 as i64).collect();
             c.execute("DELETE FROM herald.removed WHERE last >= $1 AND first <= $2", span).await?;
-            c.execute(
-                "INSERT INTO herald.removed (first, last) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-                &[&firsts, &lasts],
-            )
-            .await?;
-            Ok::<_, PgError>(deleted)
+            note_removed(c, &merge(ranges)).await
         };
         match tokio::time::timeout(deadline, noting).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(PgError::Timeout(deadline).into()),
         }
@@ -395,7 +386,25 @@ pub async fn removed_ranges(client: &impl tokio_postgres::GenericClient) -> Resu
         return Ok(Vec::new());
     }
     let rows = client.query("SELECT first, last FROM herald.removed ORDER BY first", &[]).await?;
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
+    Ok(ranges_of(&rows))
+}
+
+/// Rows of `(first, last)` as ranges.
+fn ranges_of(rows: &[tokio_postgres::Row]) -> Vec<(u64, u64)> {
+    rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect()
+}
+
+/// Inserts `ranges` into `herald.removed` (the caller deleted what they replace).
+async fn note_removed(client: &impl tokio_postgres::GenericClient, ranges: &[(u64, u64)]) -> Result<(), PgError> {
+    let firsts: Vec<i64> = ranges.iter().map(|r| r.0 as i64).collect();
+    let lasts: Vec<i64> = ranges.iter().map(|r| r.1 as i64).collect();
+    client
+        .execute(
+            "INSERT INTO herald.removed (first, last) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+            &[&firsts, &lasts],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The newest sequence number retention removed (0: none).
@@ -465,19 +474,13 @@ pub async fn import(
     if import.head > after {
         gaps.push((after + 1, import.head));
     }
-    let firsts: Vec<i64> = gaps.iter().map(|g| g.0 as i64).collect();
-    let lasts: Vec<i64> = gaps.iter().map(|g| g.1 as i64).collect();
     let head = import.head as i64;
     let mut settings: Vec<(&str, &[u8])> = vec![("cluster_id", &import.cluster_id), ("id_key", &import.id_key)];
     if let Some(canary) = &import.seal_canary {
         settings.push(("seal_canary", canary));
     }
     super::within(deadline, async {
-        tx.execute(
-            "INSERT INTO herald.removed (first, last) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-            &[&firsts, &lasts],
-        )
-        .await?;
+        note_removed(&tx, &gaps).await?;
         tx.execute(HEAD, &[&head]).await?;
         // A node that started on this empty database and stopped before writing anything
         // may have created settings: a migrated node's replace them.
