@@ -17,7 +17,8 @@
 //! - `log_append_duration_seconds` is timed around every writer command (ingest's appends
 //!   and the actors' attempt records alike), from handing it over to the flush.
 //! - Cluster mode adds `cluster_partitions_owned`, `cluster_lease_renewals_total{result}`,
-//!   `cluster_partitions_gained_total`, `cluster_partitions_lost_total` (read from the lease
+//!   `cluster_partitions_gained_total`, `cluster_partitions_lost_total`,
+//!   `cluster_lease_lapses_total` (read from the lease
 //!   keeper when scraped) and `store_commit_duration_seconds` (timed by the writer around
 //!   each group's append to PostgreSQL); a single node exports none of them.
 //! - With `metrics_enabled = false` every counting method returns at once (the hot paths
@@ -72,6 +73,7 @@ pub struct OwnershipGauges {
     pub renewal_failures: u64,
     pub gained: u64,
     pub lost: u64,
+    pub lapses: u64,
 }
 
 /// The cluster families: per node, so a dashboard sums them over nodes (each partition is
@@ -81,6 +83,7 @@ struct ClusterFamilies {
     renewals: IntCounterVec,
     gained: IntCounter,
     lost: IntCounter,
+    lapses: IntCounter,
     store_commit: Histogram,
 }
 
@@ -94,6 +97,10 @@ impl ClusterFamilies {
         )?;
         let gained = IntCounter::new("cluster_partitions_gained_total", "Partitions this node came to hold")?;
         let lost = IntCounter::new("cluster_partitions_lost_total", "Partitions this node stopped holding")?;
+        let lapses = IntCounter::new(
+            "cluster_lease_lapses_total",
+            "Times this node's local deadline passed before a lease renewal came (it stopped starting work)",
+        )?;
         let store_commit = Histogram::with_opts(
             HistogramOpts::new("store_commit_duration_seconds", "Time one group's append to PostgreSQL took")
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0]),
@@ -105,8 +112,9 @@ impl ClusterFamilies {
         registry.register(Box::new(renewals.clone()))?;
         registry.register(Box::new(gained.clone()))?;
         registry.register(Box::new(lost.clone()))?;
+        registry.register(Box::new(lapses.clone()))?;
         registry.register(Box::new(store_commit.clone()))?;
-        Ok(Self { partitions_owned, renewals, gained, lost, store_commit })
+        Ok(Self { partitions_owned, renewals, gained, lost, lapses, store_commit })
     }
 
     fn set(&self, o: &OwnershipGauges) {
@@ -117,6 +125,7 @@ impl ClusterFamilies {
         follow(&self.renewals.with_label_values(&["failed"]), o.renewal_failures);
         follow(&self.gained, o.gained);
         follow(&self.lost, o.lost);
+        follow(&self.lapses, o.lapses);
     }
 }
 

@@ -407,3 +407,35 @@ fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     // A graceful stop finishes what is on the wire; the bound allows one node's worth each.
     rig.check(&acked, 3);
 }
+
+/// A stall shorter than the lease but longer than the node's own deadline (two thirds of
+/// the TTL after its last renewal): the node stops starting work and hands its webhooks
+/// over, then its renewal keeps the same leases. Nothing moved to another node, so the
+/// node must take the work back from the log — not start afresh from the next arrival,
+/// which would send it before the backlog the handover left in the log.
+#[test]
+fn a_node_stalled_past_its_own_deadline_but_not_its_lease_takes_its_work_back_in_order() {
+    let Some(rig) = Rig::start("a_node_stalled_past_its_own_deadline", 2) else { return };
+    let load = Loader::start(&rig);
+    load.wait_for_more(200, "load under way");
+    // Renewals go every quarter of the TTL, so a stall of 60 % of it passes the local
+    // deadline most times and the database's expiry never.
+    let stall = TTL * 3 / 5;
+    for round in 0..6 {
+        let i = round % 2;
+        rig.take_out(i);
+        rig.node(i).signal(libc::SIGSTOP);
+        std::thread::sleep(stall);
+        rig.node(i).signal(libc::SIGCONT);
+        rig.put_back(i);
+        load.wait_for_more(60, &format!("load after stall {round}"));
+    }
+    // No partition changed hands: every stall kept its leases, and at least one passed the
+    // node's own deadline (else this tested nothing).
+    assert_eq!(rig.owners(), "2");
+    let lapses: u64 = (0..2).map(|i| rig.node(i).metric("herald_cluster_lease_lapses_total")).sum();
+    eprintln!("{lapses} lapses in 6 stalls");
+    assert!(lapses >= 1, "no stall passed a node's local deadline");
+    let acked = load.finish();
+    rig.check(&acked, 6);
+}

@@ -133,9 +133,9 @@ fn each_webhook_is_delivered_by_the_one_node_that_owns_it_and_a_dead_nodes_webho
     let owed = owed + 2;
 
     // Each node's metrics show its own share; summed over the nodes, every partition once.
-    let owned = |h: &Herald| metric(h, "herald_cluster_partitions_owned");
+    let owned = |h: &Herald| h.metric("herald_cluster_partitions_owned");
     wait_for("the shares to settle at half each", Duration::from_secs(10), || owned(&a) == 64 && owned(&b) == 64);
-    let gained_before = metric(&b, "herald_cluster_partitions_gained_total");
+    let gained_before = b.metric("herald_cluster_partitions_gained_total");
 
     // Node A dies: its webhooks move to B within the TTL and what it was owed goes out.
     a.signal(libc::SIGKILL);
@@ -153,20 +153,9 @@ fn each_webhook_is_delivered_by_the_one_node_that_owns_it_and_a_dead_nodes_webho
     let unsigned = r.hits().iter().filter(|h| !h.signed_with(SECRET)).count();
     assert_eq!(unsigned, 0, "deliveries not signed with the webhook's secret");
     // B's metrics count the handover: it holds every partition, gained A's 64.
-    assert_eq!(metric(&b, "herald_cluster_partitions_owned"), 128);
-    assert_eq!(metric(&b, "herald_cluster_partitions_gained_total") - gained_before, 64);
-    assert_eq!(metric(&b, r#"herald_cluster_lease_renewals_total{result="failed"}"#), 0);
-}
-
-/// The value of the sample `name` (with its labels, if any) in a node's `/metrics`.
-fn metric(h: &Herald, name: &str) -> u64 {
-    let (status, text) = h.get("/metrics");
-    assert_eq!(status, 200, "{text}");
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}")) as u64
+    assert_eq!(b.metric("herald_cluster_partitions_owned"), 128);
+    assert_eq!(b.metric("herald_cluster_partitions_gained_total") - gained_before, 64);
+    assert_eq!(b.metric(r#"herald_cluster_lease_renewals_total{result="failed"}"#), 0);
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl Dispatcher {
             metrics,
             busy: AtomicUsize::new(0),
             routes: Mutex::default(),
+            revoked: Mutex::default(),
             arbiters,
             recent: Mutex::new(RecentEvents::new(RECENT_EVENTS_BYTES)),
         });
@@ -151,11 +152,23 @@ impl Inner {
         id: &WebhookId,
         waiting: Vec<Queued>,
     ) -> Option<&'r mut Route> {
-        if self.draining.load(Ordering::SeqCst) || !self.shared.ledger.owns(id) {
+        if self.draining.load(Ordering::SeqCst) {
             return None;
         }
         let granted = self.granted.lock().ok()?.as_ref().is_none_or(|g| g.covers(id));
         if !granted {
+            return None;
+        }
+        if !self.shared.ledger.owns(id) {
+            // Granted, but nothing may start now (past the local deadline, or leaving):
+            // what this brought stays in the log, and only a grant afresh starts the
+            // webhook again (see `Shared::revoked`).
+            if let Ok(mut revoked) = self.shared.revoked.lock() {
+                revoked.insert(id.clone());
+            }
+            return None;
+        }
+        if self.shared.revoked.lock().ok()?.contains(id) {
             return None;
         }
         let (webhook, status) = self.live(id)?;
@@ -165,7 +178,7 @@ impl Inner {
         let account = webhook.account_id.clone();
         let shared = self.shared.clone();
         let addr = Endpoint::start_in_arbiter(arbiter, move |_| Endpoint::new(shared, webhook, status, &waiting));
-        routes.insert(id.clone(), Route { account, addr, sent: 0 });
+        routes.insert(id.clone(), Route { account, addr, sent: 0, regrant: false });
         routes.get_mut(id)
     }
 
@@ -264,27 +277,42 @@ impl Inner {
                         r.tell(endpoint::StatusChanged(status));
                     }
                 }
-                Change::Owners { gained, granted } => {
+                Change::Owners { gained, granted, fresh } => {
                     if let Ok(mut g) = self.granted.lock() {
                         *g = Some(granted);
                     }
                     // Work this node no longer owns is handed over: the actor starts
                     // nothing more, cuts what is still on the wire after the handover's
                     // grace, and stops.
+                    let mut handed = Vec::new();
                     routes.retain(|id, r| {
                         let keep = self.shared.ledger.owns(id);
                         if !keep {
                             r.addr.do_send(endpoint::HandedOver);
+                            handed.push(id.clone());
                         }
                         keep
                     });
+                    if let Ok(mut revoked) = self.shared.revoked.lock() {
+                        revoked.extend(handed);
+                    }
                     // Only the actors of webhooks gained start over from the log.
-                    self.start_over(routes, gained, false);
+                    self.start_over(routes, gained, false, &fresh);
                 }
                 Change::Reopened { queues } => {
                     // Every running actor starts over from the log; a webhook owed
                     // deliveries without one gets one, as at start-up.
-                    self.start_over(routes, queues, true);
+                    let read: std::collections::HashSet<WebhookId> = queues.keys().cloned().collect();
+                    self.start_over(routes, queues, true, &Granted::new(move |id| read.contains(id)));
+                }
+                Change::Regranted { webhook, window } => {
+                    // Ignored if the webhook was granted afresh meanwhile (it has an actor,
+                    // or is no longer revoked): that grant read its window too.
+                    let revoked = !routes.contains_key(&webhook)
+                        && self.shared.revoked.lock().is_ok_and(|mut r| r.remove(&webhook));
+                    if revoked && !window.is_empty() {
+                        self.spawn(routes, &webhook, window);
+                    }
                 }
             }
         }
@@ -294,23 +322,40 @@ impl Inner {
 
 impl Inner {
     /// Actors start over from the log with the windows in `queues` (every running one with
-    /// `every_actor`, else those `queues` names); a webhook owed deliveries without an actor
-    /// gets one, as at start-up.
+    /// `every_actor`, after a reopen, else those `queues` names); a webhook owed deliveries
+    /// without an actor gets one, as at start-up. Revoked webhooks that `fresh` covers are
+    /// granted again: started from their window, or, if their actor is still handing over,
+    /// once it has stopped (it asks for its window then, read after its own records).
     fn start_over(
         &self,
         routes: &mut HashMap<WebhookId, Route>,
         mut queues: HashMap<WebhookId, Vec<Queued>>,
         every_actor: bool,
+        fresh: &Granted,
     ) {
+        let mut handing_over = std::collections::HashSet::new();
+        if let Ok(mut revoked) = self.shared.revoked.lock() {
+            revoked.retain(|id| match routes.get_mut(id) {
+                Some(r) => {
+                    r.regrant |= fresh.covers(id);
+                    handing_over.insert(id.clone());
+                    true
+                }
+                None => !fresh.covers(id),
+            });
+        }
         for (id, r) in routes.iter_mut() {
             let window = match queues.remove(id) {
                 Some(window) => window,
                 None if every_actor => Vec::new(),
                 None => continue,
             };
+            if handing_over.contains(id) {
+                continue;
+            }
             let catalog = self.shared.ledger.catalog().read().ok();
             let status = catalog.and_then(|c| c.statuses.get(id).map(|s| s.status.clone()));
-            r.tell(endpoint::Resync { window, status: status.unwrap_or_default() });
+            r.tell(endpoint::Resync { window, status: status.unwrap_or_default(), reopened: every_actor });
         }
         for (id, window) in queues.into_iter().filter(|(_, w)| !w.is_empty()) {
             self.spawn(routes, &id, window);

@@ -257,12 +257,19 @@ impl Endpoint {
         if self.handed_over {
             if self.in_flight.is_empty() && self.recording.is_empty() && self.testing == 0 {
                 self.submit_batch(ctx);
-                // What was routed to it meanwhile is the new owner's (or, if this node
-                // holds the lease again, comes back from the log with `Change::Owners`).
-                if let Ok(mut routes) = self.shared.routes.lock() {
-                    if routes.get(&self.webhook.id).is_some_and(|r| r.addr == ctx.address()) {
-                        routes.remove(&self.webhook.id);
+                // What was routed to it meanwhile is the new owner's, or comes back from
+                // the log when this node is granted the webhook again.
+                let regrant = match self.shared.routes.lock() {
+                    Ok(mut routes) if routes.get(&self.webhook.id).is_some_and(|r| r.addr == ctx.address()) => {
+                        routes.remove(&self.webhook.id).is_some_and(|r| r.regrant)
                     }
+                    _ => false,
+                };
+                // Granted afresh while handing over: the window is read again now, after
+                // this actor's records (asked with the routing lock released: the writer
+                // takes it to route).
+                if regrant {
+                    self.shared.ledger.regrant(&self.webhook.id);
                 }
                 tracing::debug!(webhook_id = %self.webhook.id, "handed over, stopped");
                 ctx.stop();
@@ -278,9 +285,9 @@ impl Endpoint {
             return;
         }
         let now = now_millis();
-        if !self.shared.ledger.owns(&self.webhook.id) {
-            // Past this node's local deadline (its lease could not be renewed), or handed
-            // over: start nothing. The dispatcher starts an actor again if the lease holds.
+        if !self.shared.ledger.owns(&self.webhook.id) && self.revoke(ctx) {
+            // Past this node's local deadline (its lease could not be renewed), or
+            // leaving: start nothing. A grant afresh starts an actor again.
             self.hand_over(ctx);
             return;
         }
@@ -1044,6 +1051,25 @@ impl Endpoint {
         self.drive(ctx);
     }
 
+    /// This node may not start the webhook's work now: revokes its grant (see
+    /// [`super::Shared::revoked`]) unless ownership came back meanwhile (false). Checked
+    /// again under the routing lock: a grant afresh is routed under it and comes after the
+    /// renewal that ends the lapse, so it either came before this check (which then sees
+    /// the webhook owned) or finds the revocation.
+    fn revoke(&self, ctx: &mut Context<Self>) -> bool {
+        let Ok(routes) = self.shared.routes.lock() else { return true };
+        if self.shared.ledger.owns(&self.webhook.id) {
+            return false;
+        }
+        // Not its route: the dispatcher handed it over (and revoked) already.
+        if routes.get(&self.webhook.id).is_some_and(|r| r.addr == ctx.address()) {
+            if let Ok(mut revoked) = self.shared.revoked.lock() {
+                revoked.insert(self.webhook.id.clone());
+            }
+        }
+        true
+    }
+
     fn cut_attempts(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight.is_empty() {
             return;
@@ -1070,6 +1096,9 @@ impl Endpoint {
 pub struct Resync {
     pub window: Vec<Queued>,
     pub status: WebhookStatus,
+    /// After a reopen: records not acknowledged yet may be lost, so their deliveries are
+    /// taken back too. Otherwise (ownership changed) they will commit, and are left out.
+    pub reopened: bool,
 }
 
 impl Handler<Resync> for Endpoint {
@@ -1088,7 +1117,8 @@ impl Handler<Resync> for Endpoint {
         let mut queue = Queue::new(self.webhook.ordered, self.shared.policy.window);
         let full = msg.window.len() >= self.shared.policy.window;
         for q in &msg.window {
-            if !self.in_flight.contains_key(&q.delivery) {
+            let recorded = !msg.reopened && self.recording.contains_key(&q.delivery);
+            if !self.in_flight.contains_key(&q.delivery) && !recorded {
                 queue.admit(Item::from_log(q));
             }
         }

@@ -118,6 +118,13 @@ pub struct Shared {
     /// The running actors, by webhook. The dispatcher adds one when a webhook gets work and
     /// has none; an actor removes itself when it has been idle (see [`Route`]).
     pub routes: Mutex<HashMap<WebhookId, Route>>,
+    /// Cluster mode: webhooks whose work was handed over (or refused) while this node's
+    /// grant still covered them — past the local deadline, or as the partition left. No
+    /// actor starts for them from an arrival alone (it would send that arrival before the
+    /// backlog the handover left in the log); only a window read in order with the changes
+    /// ([`crate::storage::Change::Owners`]'s `fresh`, or [`crate::storage::Change::Regranted`])
+    /// starts them again. Locked after `routes`, never before.
+    pub revoked: Mutex<std::collections::HashSet<WebhookId>>,
     /// One arbiter (thread) per core: actors live on them, and a busy actor spreads its
     /// attempts over all of them, so one webhook can use every core.
     pub arbiters: Arc<[actix::prelude::ArbiterHandle]>,
@@ -137,6 +144,10 @@ pub struct Route {
     pub account: AccountId,
     pub addr: actix::Addr<endpoint::Endpoint>,
     pub sent: u64,
+    /// Cluster mode: the actor is handing its work over, and the node was granted the
+    /// webhook afresh meanwhile: once it stops, it asks for its window again
+    /// ([`crate::storage::Ledger::regrant`]), read after its own records.
+    pub regrant: bool,
 }
 
 impl Route {

@@ -634,6 +634,14 @@ impl Ledger for Log {
         }
     }
 
+    fn regrant(&self, webhook: &WebhookId) {
+        // Not owned now: the renewal that makes it owned again grants it afresh
+        // (`Holdings::lapses`), or the partition comes back with a new epoch.
+        if self.owns(webhook) {
+            self.writer.regrant(webhook.clone());
+        }
+    }
+
     fn handover_grace(&self) -> Duration {
         self.owners.as_ref().map_or(Duration::ZERO, |(keeper, _)| keeper.handover_grace())
     }
@@ -648,6 +656,7 @@ impl Ledger for Log {
             renewal_failures: counts.renewal_failures.load(Relaxed),
             gained: counts.gained.load(Relaxed),
             lost: counts.lost.load(Relaxed),
+            lapses: keeper.holdings().lapses,
         })
     }
 

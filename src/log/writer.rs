@@ -109,6 +109,9 @@ enum Msg {
         startable: std::collections::BTreeSet<u32>,
         partitions: u32,
     },
+    /// A webhook's actor handed its work over and stopped while this node still owns it
+    /// (cluster mode): tell the engine its window again, in order with the changes.
+    Regrant(crate::model::WebhookId),
 }
 
 /// Handle to the writer thread. Dropping every handle stops the thread after it has
@@ -491,9 +494,17 @@ impl Writer {
         let mut holdings = keeper.watch();
         db.spawn(async move {
             let mut before = std::collections::BTreeSet::new();
+            let mut lapses = 0;
             loop {
                 let now = Instant::now();
                 let h = holdings.borrow_and_update().clone();
+                if h.lapses != lapses {
+                    // The local deadline passed before a renewal came: what was granted
+                    // before is void (actors may have handed their work over), so all
+                    // of it is granted afresh.
+                    lapses = h.lapses;
+                    before.clear();
+                }
                 let startable = h.startable(now);
                 let gained: std::collections::BTreeSet<u32> = startable.difference(&before).map(|h| h.part).collect();
                 let lost = before.difference(&startable).next().is_some();
@@ -524,6 +535,12 @@ impl Writer {
                 }
             }
         })
+    }
+
+    /// Cluster mode: asks for a [`Change::Regranted`] of `webhook`, with its window read
+    /// after everything committed so far.
+    pub(crate) fn regrant(&self, webhook: crate::model::WebhookId) {
+        let _ = self.tx.send(Msg::Regrant(webhook));
     }
 
     /// Runs compaction to completion as of `now` (milliseconds), between appends.
@@ -641,6 +658,14 @@ fn run(mut state: WriterState, mut flusher: Flusher, watchdog: Arc<Watchdog>, rx
                         faulted = Some(fault);
                         break;
                     }
+                }
+                Msg::Regrant(webhook) => {
+                    if let Err(fault) = commit_group(&mut state, &mut flusher, std::mem::take(&mut appends)) {
+                        faulted = Some(fault);
+                        break;
+                    }
+                    records = 0;
+                    regranted(&state, webhook);
                 }
                 Msg::Compact { now, reply } => {
                     // Commit what came before, so compaction sees it.
@@ -1044,8 +1069,9 @@ fn recover(state: &mut WriterState, rx: &Receiver<Msg>, fault: Fault) -> Option<
                 false
             }
             Ok(Msg::CatchUp) | Err(RecvTimeoutError::Timeout) => true,
-            // Told again once the log is back (the dispatcher resynchronises every actor).
-            Ok(Msg::Owners { .. }) => true,
+            // Told again once the log is back (the dispatcher resynchronises every actor,
+            // and takes back the work of those that handed it over).
+            Ok(Msg::Owners { .. } | Msg::Regrant(_)) => true,
             Err(RecvTimeoutError::Disconnected) => false,
         }
     };
@@ -1595,6 +1621,18 @@ fn owners_changed(
     let granted = crate::storage::Granted::new(move |id| {
         startable.contains(&crate::pg::leases::partition_of(id.as_str(), partitions))
     });
-    observe(vec![Change::Owners { gained: queues, granted }]);
+    let gained = gained.clone();
+    let fresh =
+        crate::storage::Granted::new(move |id| gained.contains(&crate::pg::leases::partition_of(id.as_str(), partitions)));
+    observe(vec![Change::Owners { gained: queues, granted, fresh }]);
     Ok(())
+}
+
+/// Cluster mode: tells the delivery engine the window of a webhook whose actor handed its
+/// work over while the node kept its lease (read here, so in order with the changes).
+fn regranted(state: &WriterState, webhook: crate::model::WebhookId) {
+    let Some(observe) = state.observer.get() else { return };
+    let mut queues = due_windows(state, |id| *id == webhook);
+    let window = queues.remove(&webhook).unwrap_or_default();
+    observe(vec![Change::Regranted { webhook, window }]);
 }

@@ -85,6 +85,7 @@ impl Node {
                 renewal_failures: o.renewal_failures,
                 gained: o.gained,
                 lost: o.lost,
+                lapses: o.lapses,
             }),
             ..Default::default()
         };

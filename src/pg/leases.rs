@@ -243,6 +243,29 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_after_the_local_deadline_counts_a_lapse_and_one_before_it_does_not() {
+        let now = Instant::now();
+        let held = |stop_by: Instant, lapses: u64| Holdings {
+            held: BTreeMap::from([(0, 3)]),
+            leaving: BTreeSet::new(),
+            stop_by: Some(stop_by),
+            partitions: 2,
+            lapses,
+        };
+        let published = held(now + Duration::from_millis(100), 4);
+        let renewed = held(now + Duration::from_secs(2), 4);
+        // In time: the same holding goes on.
+        assert_eq!(lapses_after(&published, &renewed, now), 4);
+        // Late: whatever read the holdings meanwhile found nothing it may start.
+        assert_eq!(lapses_after(&published, &renewed, now + Duration::from_millis(100)), 5);
+        // A failed round publishes nothing new, however late.
+        assert_eq!(lapses_after(&published, &published, now + Duration::from_secs(5)), 4);
+        // Nothing was held, so nothing was handed over.
+        let empty = Holdings { held: BTreeMap::new(), ..published.clone() };
+        assert_eq!(lapses_after(&empty, &renewed, now + Duration::from_secs(5)), 4);
+    }
+
+    #[test]
     fn holdings_start_nothing_under_a_leaving_partition_but_still_record_under_it() {
         let now = Instant::now();
         let h = Holdings {
@@ -250,6 +273,7 @@ mod tests {
             leaving: BTreeSet::from([1]),
             stop_by: Some(now + Duration::from_secs(1)),
             partitions: 2,
+            lapses: 0,
         };
         assert!(h.may_start(0, now));
         assert!(!h.may_start(1, now));
@@ -284,6 +308,11 @@ pub struct Holdings {
     pub stop_by: Option<Instant>,
     /// The number of partitions the cluster agreed on (0 before the first round).
     pub partitions: u32,
+    /// How many times a renewal came only after the local deadline had passed. Each one
+    /// voids what the node had granted its work: meanwhile its actors may have handed
+    /// their webhooks over, and seen from the holdings alone nothing changed (same
+    /// partitions, same epochs), so whoever follows them must count it as a new holding.
+    pub lapses: u64,
 }
 
 impl Holdings {
@@ -327,6 +356,14 @@ impl Holdings {
             _ => Default::default(),
         }
     }
+}
+
+/// The lapse count of `renewed` when it replaces `published` at `now`: one more if it
+/// renews holdings whose local deadline had passed (see [`Holdings::lapses`]).
+pub fn lapses_after(published: &Holdings, renewed: &Holdings, now: Instant) -> u64 {
+    let renewal = renewed.stop_by != published.stop_by;
+    let lapsed = published.stop_by.is_some_and(|by| now >= by) && !published.held.is_empty();
+    published.lapses + u64::from(renewal && lapsed)
 }
 
 /// How a node keeps its share of the partitions.
@@ -482,6 +519,7 @@ fn keep(
                     leaving,
                     stop_by: Some(stop_by(sent, o.ttl, o.ttl / 3)),
                     partitions,
+                    lapses: current.lapses,
                 };
                 counts.round(&current, Some(&renewed));
                 current = renewed;
@@ -498,6 +536,9 @@ fn keep(
             }
         }
         publish.send_if_modified(|h| {
+            // Judged under the lock every `may_start` reads through: whoever found the
+            // deadline passed read the holdings before this, so sees it counted.
+            current.lapses = lapses_after(h, &current, Instant::now());
             let changed = *h != current;
             *h = current.clone();
             changed

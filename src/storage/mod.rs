@@ -90,6 +90,17 @@ pub enum Change {
         /// engine starts no actor for a webhook on a live arrival until a change grants
         /// it: an actor started from the arrival alone would send it before the backlog.
         granted: Granted,
+        /// The webhooks this change grants afresh (their partitions newly held, or held
+        /// again after the local deadline lapsed): `gained` holds their windows, so work
+        /// an actor handed over may start again from them.
+        fresh: Granted,
+    },
+    /// Cluster mode: the window of a webhook whose actor handed its work over and stopped
+    /// while the node still owned it, read in order with the changes (the answer to
+    /// [`Ledger::regrant`]).
+    Regranted {
+        webhook: WebhookId,
+        window: Vec<Queued>,
     },
 }
 
@@ -153,6 +164,9 @@ pub struct Ownership {
     /// Partitions newly held, and no longer held (let go or lost): handovers.
     pub gained: u64,
     pub lost: u64,
+    /// Times the local deadline passed before a renewal came (the node stopped starting
+    /// work though it kept its leases: a stall, or a slow database).
+    pub lapses: u64,
 }
 
 /// Receives each committed group's changes, on a thread of the backend's: it must return
@@ -192,6 +206,10 @@ pub trait Ledger: Send + Sync {
     fn owns(&self, _webhook: &WebhookId) -> bool {
         true
     }
+
+    /// Cluster mode: asks for a [`Change::Regranted`] with the webhook's window, read in
+    /// order with the changes. A single node never hands work over.
+    fn regrant(&self, _webhook: &WebhookId) {}
 
     /// How long a webhook's attempts on the wire may go on once this node stops starting
     /// its work (the lease is leaving or its local deadline passed) before they are cut off.

@@ -140,6 +140,17 @@ impl Herald {
         }
     }
 
+    /// The value of the sample `name` (with its labels, if any) in the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}")) as u64
+    }
+
     pub fn wait_ready(&self) {
         wait_for("/readyz to answer 200", Duration::from_secs(30), || self.get("/readyz").0 == 200);
     }
