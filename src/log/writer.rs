@@ -1622,8 +1622,9 @@ fn owners_changed(
         startable.contains(&crate::pg::leases::partition_of(id.as_str(), partitions))
     });
     let gained = gained.clone();
-    let fresh =
-        crate::storage::Granted::new(move |id| gained.contains(&crate::pg::leases::partition_of(id.as_str(), partitions)));
+    let fresh = crate::storage::Granted::new(move |id| {
+        gained.contains(&crate::pg::leases::partition_of(id.as_str(), partitions))
+    });
     observe(vec![Change::Owners { gained: queues, granted, fresh }]);
     Ok(())
 }
