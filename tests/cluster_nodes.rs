@@ -666,3 +666,89 @@ fn migrate_moves_a_stopped_single_node_into_a_cluster_with_its_history_and_pendi
     let listed = a.send("GET", "/api/v1/events?limit=1", Some(&key), &[], None);
     assert_eq!(listed.body["data"][0]["id"], next);
 }
+
+/// The gaps between the requests a webhook's receiver got, in arrival order.
+fn gaps(r: &Receiver, path: &str) -> Vec<Duration> {
+    r.hits_on(path).windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+/// The webhooks a node has attempted to deliver (from `metrics_per_webhook`).
+fn attempted_by(h: &Herald) -> std::collections::HashSet<String> {
+    let (_, text) = h.get("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with("herald_webhook_delivery_attempts_total{"))
+        .filter_map(|l| l.split("webhook_id=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_breaker_the_retry_schedule_and_the_rate_limit_hold_across_a_handover() {
+    let Some(c) = cluster("the_breaker_the_retry_schedule_and_the_rate_limit", 0) else { return };
+    let url = c.url();
+    let backoff = Duration::from_millis(300);
+    let cooldown = Duration::from_secs(4);
+    let env = [
+        // A short TTL makes the handover (a quarter of it, and a round) shorter than the
+        // rate limit's second.
+        ("HERALD_OWNERSHIP_TTL", "1s"),
+        ("HERALD_INITIAL_BACKOFF", "300ms"),
+        ("HERALD_MAX_BACKOFF", "300ms"),
+        ("HERALD_BREAKER_THRESHOLD", "3"),
+        ("HERALD_BREAKER_COOLDOWN", "4s"),
+        ("HERALD_METRICS_PER_WEBHOOK", "true"),
+        ("HERALD_MAX_WEBHOOKS_PER_ACCOUNT", "32"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dir_a.path(), &url, &env);
+    let r = Receiver::start();
+    r.answer(|hit| if hit.path.starts_with("/f") { Reply::status(500) } else { Reply::ok() });
+    let key = common::account(&a, "LeadNest");
+    let hooks = 12;
+    let (mut failing, mut limited) = (Vec::new(), Vec::new());
+    for i in 0..hooks {
+        // Ordered, so its attempts go one after another: three failures 300 ms apart open
+        // the breaker, the probe may go only 4 s after the third.
+        let body = json!({"url": r.url(&format!("/f{i}")), "events": ["lead.*"], "ordered": true, "max_retries": 20});
+        failing.push((common::create_webhook(&a, &key, body), format!("/f{i}")));
+        // One attempt a second: a handover (a quarter of the TTL between the last attempt
+        // of one owner and the first of the next, then the taker's round) can be shorter.
+        let body = json!({"url": r.url(&format!("/r{i}")), "events": ["lead.*"], "rate_limit": 1});
+        limited.push((common::create_webhook(&a, &key, body), format!("/r{i}")));
+    }
+    let events = 8;
+    ingest_through(&[&a], &key, events);
+    wait_for("every failing webhook's breaker open on node A", Duration::from_secs(10), || {
+        failing.iter().all(|(id, _)| {
+            let w = a.send("GET", &format!("/api/v1/webhooks/{id}"), Some(&key), &[], None);
+            w.body["status"]["state"] == "circuit_open"
+        })
+    });
+    // A second node arrives and takes half the partitions while the breakers are open and
+    // the rate-limited backlogs drain — just after an attempt of theirs, so that the
+    // handover ends well inside their second.
+    let third = |(_, p): &(String, String)| r.hits_on(p).len() >= 3;
+    wait_for("the third attempt of every rate-limited webhook", Duration::from_secs(10), || limited.iter().all(third));
+    let b = node(dir_b.path(), &url, &env);
+    wait_for("every event delivered and a probe made", Duration::from_secs(30), || {
+        limited.iter().all(|(_, p)| r.hits_on(p).len() >= events)
+            && failing.iter().all(|(_, p)| r.hits_on(p).len() >= 4)
+    });
+    let (on_a, on_b) = (attempted_by(&a), attempted_by(&b));
+    let moved =
+        |list: &[(String, String)]| list.iter().filter(|(id, _)| on_a.contains(id) && on_b.contains(id)).count();
+    assert!(moved(&failing) > 0, "no failing webhook moved mid-schedule: A {on_a:?}, B {on_b:?}");
+    assert!(moved(&limited) > 0, "no rate-limited webhook moved mid-backlog: A {on_a:?}, B {on_b:?}");
+    // Timer slack: an attempt is never early by more than this.
+    let slack = Duration::from_millis(40);
+    for (_, path) in &failing {
+        let g = gaps(&r, path);
+        // Two retries at the backoff, then the breaker's cooldown before the probe — kept
+        // by whichever node owned the webhook then.
+        assert!(g[..2].iter().all(|d| *d + slack >= backoff), "{path}: retried early: {g:?}");
+        assert!(g[2] + slack >= cooldown, "{path}: probed {:?} after the breaker opened: {g:?}", g[2]);
+    }
+    for (_, path) in &limited {
+        let g = gaps(&r, path);
+        assert!(g.iter().all(|d| *d + slack >= Duration::from_secs(1)), "{path}: faster than 1/s: {g:?}");
+    }
+}

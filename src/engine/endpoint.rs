@@ -143,6 +143,7 @@ impl Endpoint {
             queue.admit_overflow();
         }
         let opened = signature::OpenedSecrets::of(&webhook, &shared.keyring);
+        let next_slot_us = first_slot_us(&webhook, &status);
         Endpoint {
             shared,
             webhook,
@@ -158,7 +159,7 @@ impl Endpoint {
             reads: 0,
             generation: 0,
             probing: false,
-            next_slot_us: 0,
+            next_slot_us,
             timer: None,
             next_sweep: 0,
             intake_from: None,
@@ -1016,6 +1017,16 @@ impl Handler<Deleted> for Endpoint {
     }
 }
 
+/// The first slot (µs) the rate limit gives an actor that starts: one interval after the
+/// webhook's last recorded attempt ended, whichever node or process made it — so the limit
+/// holds across a handover and a restart.
+fn first_slot_us(webhook: &Webhook, status: &WebhookStatus) -> u64 {
+    match (webhook.rate_limit.filter(|r| *r > 0), status.last_attempt_at) {
+        (Some(rate), Some(at)) => at.saturating_mul(1000).saturating_add(1_000_000 / u64::from(rate)),
+        _ => 0,
+    }
+}
+
 /// Cluster mode: this node no longer owns the webhook's work. The actor starts nothing
 /// more; attempts on the wire finish and are recorded within the handover's grace (or are
 /// cut off), then it stops (the new owner reads the deliveries from the log).
@@ -1106,6 +1117,7 @@ impl Handler<Resync> for Endpoint {
 
     fn handle(&mut self, msg: Resync, ctx: &mut Context<Self>) {
         self.heard();
+        self.next_slot_us = self.next_slot_us.max(first_slot_us(&self.webhook, &msg.status));
         self.status = msg.status;
         self.probing = false;
         self.urgent.clear();
