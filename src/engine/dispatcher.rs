@@ -301,9 +301,11 @@ impl Inner {
                 }
                 Change::Reopened { queues } => {
                     // Every running actor starts over from the log; a webhook owed
-                    // deliveries without one gets one, as at start-up.
-                    let read: std::collections::HashSet<WebhookId> = queues.keys().cloned().collect();
-                    self.start_over(routes, queues, true, &Granted::new(move |id| read.contains(id)));
+                    // deliveries without one gets one, as at start-up. The windows of every
+                    // webhook owed some were read in order with the changes, so this grants
+                    // every revoked webhook afresh (a grant or a regrant lost to the reopen
+                    // cannot leave one revoked for good).
+                    self.start_over(routes, queues, true, &Granted::new(|_| true));
                 }
                 Change::Regranted { webhook, window } => {
                     // Ignored if the webhook was granted afresh meanwhile (it has an actor,

@@ -1486,9 +1486,10 @@ fn resync_if_due(state: &WriterState, up: &mut Upstream) {
     }
     up.resync_due = false;
     let Some(observe) = state.observer.get() else { return };
-    let holdings = up.holdings.as_ref().map(|h| h.borrow().clone());
-    let now = Instant::now();
-    let queues = due_windows(state, |id| holdings.as_ref().is_none_or(|h| h.holding_of(id.as_str(), now).is_some()));
+    // Every webhook owed deliveries, not only those held now: a webhook left out must mean
+    // nothing owed, since the engine grants afresh every one it was told of (what this node
+    // does not own it does not start).
+    let queues = due_windows(state, |_| true);
     tracing::info!(webhooks = queues.len(), "appends work again: the actors start over from the log");
     observe(vec![Change::Reopened { queues }]);
 }
