@@ -283,18 +283,15 @@ impl Inner {
                     }
                     // Work this node no longer owns is handed over: the actor starts
                     // nothing more, cuts what is still on the wire after the handover's
-                    // grace, and stops.
-                    let mut handed = Vec::new();
-                    routes.retain(|id, r| {
-                        let keep = self.shared.ledger.owns(id);
-                        if !keep {
-                            r.addr.do_send(endpoint::HandedOver);
-                            handed.push(id.clone());
-                        }
-                        keep
-                    });
+                    // grace, and stops. Its route stays until then, so that a grant
+                    // afresh meanwhile waits for it (`Route::regrant`) instead of starting
+                    // a second actor beside attempts still on the wire.
                     if let Ok(mut revoked) = self.shared.revoked.lock() {
-                        revoked.extend(handed);
+                        for (id, r) in routes.iter() {
+                            if !self.shared.ledger.owns(id) && revoked.insert(id.clone()) {
+                                r.addr.do_send(endpoint::HandedOver);
+                            }
+                        }
                     }
                     // Only the actors of webhooks gained start over from the log.
                     self.start_over(routes, gained, false, &fresh);

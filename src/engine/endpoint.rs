@@ -1072,7 +1072,7 @@ impl Endpoint {
         if self.shared.ledger.owns(&self.webhook.id) {
             return false;
         }
-        // Not its route: the dispatcher handed it over (and revoked) already.
+        // Not its route: it was deleted meanwhile, or the actor started for a test send.
         if routes.get(&self.webhook.id).is_some_and(|r| r.addr == ctx.address()) {
             if let Ok(mut revoked) = self.shared.revoked.lock() {
                 revoked.insert(self.webhook.id.clone());
