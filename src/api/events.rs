@@ -42,6 +42,10 @@ pub struct EventBody {
     timestamp: Option<String>,
     /// Your own id of the event, kept and shown.
     id: Option<String>,
+    /// At most 256 bytes (a lead id, say): a webhook with `"ordering": "key"` delivers the
+    /// events of one key one at a time, in order.
+    #[schema(example = "lead_789xyz")]
+    ordering_key: Option<String>,
 }
 
 /// A batch: up to 1,000 items, each meant to be an [`EventBody`]. The schema does not hold
@@ -96,6 +100,7 @@ pub struct EventSummary {
     timestamp: String,
     created_at: String,
     external_id: Option<String>,
+    ordering_key: Option<String>,
     delivery_count: usize,
 }
 
@@ -205,7 +210,15 @@ fn parse_event(body: EventBody, idempotency_key: Option<String>, order: u16) -> 
             DomainError::invalid("timestamp", "must be an RFC 3339 UTC time like 2025-01-20T10:30:00Z")
         })?),
     };
-    Ok(EventInput { event: body.event, data, timestamp, external_id: body.id, idempotency_key, order })
+    Ok(EventInput {
+        event: body.event,
+        data,
+        timestamp,
+        external_id: body.id,
+        idempotency_key,
+        order,
+        ordering_key: body.ordering_key,
+    })
 }
 
 /// Ingests one parsed event and counts it (a replay is not a new event).
@@ -308,6 +321,7 @@ fn summary(id: &EventId, e: &EventIngested) -> EventSummary {
         timestamp: rfc3339(e.timestamp),
         created_at: rfc3339(e.at),
         external_id: e.external_id.clone(),
+        ordering_key: e.ordering_key.clone(),
         delivery_count: e.webhooks.len(),
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::listing::TimeWindow;
 use crate::domain::webhooks::{self, Settings, WebhookInput};
 use crate::engine::TestOutcome;
 use crate::model::time::rfc3339;
-use crate::model::{HealthState, Method, Webhook, WebhookId};
+use crate::model::{BodyFormat, DeliveryOrder, HealthState, Method, Webhook, WebhookId};
 use crate::security::header_rules;
 use crate::security::seal::Keyring;
 use crate::storage::StatusRow;
@@ -32,6 +32,26 @@ enum MethodBody {
     Post,
     Put,
     Patch,
+}
+
+/// In what order deliveries go.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum OrderingBody {
+    /// Due order, up to `max_in_flight` at once.
+    None,
+    /// One attempt at a time, in event order.
+    Strict,
+}
+
+/// How the body is written on the wire.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum BodyFormatBody {
+    /// The contract's form: `data` exactly as it arrived.
+    Original,
+    /// Exactly what `JSON.stringify(JSON.parse(body))` gives in JavaScript, signed as such.
+    Javascript,
 }
 
 /// A webhook to create (`name`, `url` and `events` required) or the fields to change.
@@ -62,8 +82,20 @@ pub struct WebhookBody {
     headers: Option<Map<String, Value>>,
     signature_header: Option<String>,
     signature_prefix: Option<String>,
-    /// Strict event order, one attempt at a time.
+    /// `none` (default): due order, up to `max_in_flight` at once; `strict`: one attempt
+    /// at a time, in event order.
+    ordering: Option<OrderingBody>,
+    /// Deprecated alias: `true` is `"ordering": "strict"`, `false` is `"none"`.
     ordered: Option<bool>,
+    /// A condition an event must pass, besides its name, to be delivered: see
+    /// the README's "Content filters". `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>, nullable, example = json!({"data.qualityScore": {"$gte": 80}}))]
+    filter: Option<Option<Value>>,
+    /// `original` (default): `data` as it arrived; `javascript`: the body as
+    /// `JSON.stringify(JSON.parse(body))` writes it, for receivers that verify the signature
+    /// over a re-serialized body (`JSON.stringify(req.body)` after `express.json()`).
+    body_format: Option<BodyFormatBody>,
     /// Attempts on the wire at once, 1–256.
     #[schema(example = 16, minimum = 1, maximum = 256)]
     max_in_flight: Option<u32>,
@@ -86,6 +118,14 @@ impl WebhookBody {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let ordering = match (self.ordering, self.ordered) {
+            (Some(o), Some(alias)) if matches!(o, OrderingBody::Strict) != alias => {
+                return Err(DomainError::invalid("ordered", "contradicts `ordering`; send only `ordering`"));
+            }
+            (Some(OrderingBody::None), _) | (None, Some(false)) => Some(DeliveryOrder::None),
+            (Some(OrderingBody::Strict), _) | (None, Some(true)) => Some(DeliveryOrder::Strict),
+            (None, None) => None,
+        };
         Ok(WebhookInput {
             name: self.name,
             description: self.description,
@@ -103,9 +143,14 @@ impl WebhookBody {
             headers,
             signature_header: self.signature_header,
             signature_prefix: self.signature_prefix,
-            ordered: self.ordered,
+            ordering,
             max_in_flight: self.max_in_flight,
             rate_limit: self.rate_limit,
+            filter: self.filter,
+            body_format: self.body_format.map(|f| match f {
+                BodyFormatBody::Original => BodyFormat::Original,
+                BodyFormatBody::Javascript => BodyFormat::Javascript,
+            }),
         })
     }
 }
@@ -151,9 +196,19 @@ pub struct WebhookView {
     headers: Map<String, Value>,
     signature_header: String,
     signature_prefix: String,
+    /// `none` or `strict`.
+    #[schema(example = "none")]
+    ordering: &'static str,
+    /// `ordering` is `strict` (kept for clients of the older field).
     ordered: bool,
     max_in_flight: u32,
     rate_limit: Option<u32>,
+    /// The content filter, as it was set; `null` if none.
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Value>,
+    /// `original` or `javascript`.
+    #[schema(example = "original")]
+    body_format: &'static str,
     created_at: String,
     updated_at: String,
     status: WebhookStatusView,
@@ -214,9 +269,12 @@ fn view(w: &Webhook, status: &StatusRow, with_secret: bool, keyring: &Keyring) -
         headers,
         signature_header: w.signature_header.clone(),
         signature_prefix: w.signature_prefix.clone(),
-        ordered: w.ordered,
+        ordering: w.ordering.as_str(),
+        ordered: w.is_strict(),
         max_in_flight: w.max_in_flight,
         rate_limit: w.rate_limit,
+        filter: w.filter.as_ref().and_then(|f| serde_json::from_str(f.text()).ok()),
+        body_format: w.body_format.as_str(),
         created_at: rfc3339(w.created_at),
         updated_at: rfc3339(w.updated_at),
         status: WebhookStatusView {
@@ -318,9 +376,19 @@ pub struct TestBody {
     event: Option<String>,
 }
 
+/// What a test send found.
+#[derive(Serialize, ToSchema)]
+pub struct TestAnswer {
+    #[serde(flatten)]
+    outcome: TestOutcome,
+    /// Whether the sample passes the webhook's content filter (`null`: it has none). The
+    /// test goes out either way; a live event that fails the filter is not delivered.
+    filter_passed: Option<bool>,
+}
+
 /// One signed delivery of a sample payload, now, whatever the breaker says; not recorded.
 #[utoipa::path(operation_id = "webhooks_test", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path, description = "Webhook id")),
-    responses((status = 200, description = "What the receiver answered", body = TestOutcome), Unauthenticated, Missing, BadBody))]
+    responses((status = 200, description = "What the receiver answered", body = TestAnswer), Unauthenticated, Missing, BadBody))]
 #[post("/api/v1/webhooks/{id}/test")]
 pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -328,9 +396,11 @@ pub async fn test(auth: Auth, id: web::Path<String>, body: web::Json<TestBody>) 
     let node = &auth.node;
     let (event, data) =
         webhooks::test_sample(&*node.ledger, &node.config.event_types, auth.caller.account(), &id, event)?;
+    let (webhook, _) = webhooks::get(&*node.ledger, auth.caller.account(), &id)?;
+    let filter_passed = webhooks::sample_passes(&webhook, &event, &data, crate::model::now_millis());
     // `None`: the webhook went (deleted) meanwhile, or the node is shutting down.
     let outcome = node.delivery.test_send(&id, event, data).await.ok_or(DomainError::NotFound)?;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(HttpResponse::Ok().json(TestAnswer { outcome, filter_passed }))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -392,6 +392,7 @@ mod tests {
             external_id: None,
             idempotency_key: None,
             order: 0,
+            ordering_key: None,
         };
         block_on(ingest(ledger, &rules(), account, input)).unwrap().id
     }

@@ -16,7 +16,9 @@
 use crate::domain::error::DomainError;
 use crate::domain::listing::{bad_cursor, Budget, Entries, Listing, TimeWindow};
 use crate::model::*;
-use crate::storage::{name_hash, AppendError, Command, EventIngested, Ledger, Precondition, Record, Rejection};
+use crate::storage::{
+    name_hash, AppendError, Command, EventIngested, Ledger, Precondition, Record, Rejection, MAX_ORDERING_KEY,
+};
 use sha2::{Digest, Sha256};
 
 /// Longest idempotency key or client event id.
@@ -34,6 +36,8 @@ pub struct EventInput {
     pub idempotency_key: Option<String>,
     /// Its place in its batch, from 1; 0 for a single event.
     pub order: u16,
+    /// At most [`MAX_ORDERING_KEY`] bytes.
+    pub ordering_key: Option<String>,
 }
 
 /// What ingest settled on.
@@ -83,6 +87,14 @@ pub fn validate(input: &EventInput, rules: &IngestRules) -> Result<(), DomainErr
             }
         }
     }
+    if let Some(k) = &input.ordering_key {
+        if k.is_empty() || k.len() > MAX_ORDERING_KEY || k.chars().any(char::is_control) {
+            return Err(DomainError::invalid(
+                "ordering_key",
+                format!("must be 1–{MAX_ORDERING_KEY} bytes, no control characters"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -93,6 +105,12 @@ fn request_hash(input: &EventInput) -> [u8; 32] {
         h.update(part);
     }
     h.update(input.timestamp.unwrap_or(u64::MAX).to_be_bytes());
+    // Only when present, so that a key an older build hashed still matches its retry.
+    if let Some(k) = &input.ordering_key {
+        h.update(b"ordering_key");
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+    }
     h.finalize().into()
 }
 
@@ -171,6 +189,30 @@ mod distinct {
     }
 }
 
+/// The envelope content filters read, built once per event and only if a filter asks.
+struct LazyEnvelope<'a> {
+    input: &'a EventInput,
+    at: Millis,
+    built: Option<(String, serde_json::Value)>,
+}
+
+impl<'a> LazyEnvelope<'a> {
+    fn new(input: &'a EventInput, at: Millis) -> Self {
+        Self { input, at, built: None }
+    }
+
+    fn passes(&mut self, f: &filter::Filter) -> bool {
+        let input = self.input;
+        let at = self.at;
+        let (timestamp, data) = self.built.get_or_insert_with(|| {
+            // `data` was checked to be a JSON object at ingest; were it not, nothing matches.
+            let data = serde_json::from_slice(&input.data).unwrap_or(serde_json::Value::Null);
+            (crate::model::time::rfc3339(input.timestamp.unwrap_or(at)), data)
+        });
+        f.matches(&filter::Envelope { event: &input.event, timestamp, data })
+    }
+}
+
 /// Ingests one event for `account`.
 pub async fn ingest(
     ledger: &dyn Ledger,
@@ -182,7 +224,12 @@ pub async fn ingest(
     let at = now_millis();
     let webhooks: Vec<WebhookId> = {
         let catalog = ledger.catalog().read().map_err(|_| DomainError::Storage("catalog unavailable".into()))?;
-        let matched: Vec<WebhookId> = catalog.matching(account, &input.event).map(|w| w.id.clone()).collect();
+        let mut envelope = LazyEnvelope::new(&input, at);
+        let matched: Vec<WebhookId> = catalog
+            .matching(account, &input.event)
+            .filter(|w| w.filter.as_ref().is_none_or(|f| envelope.passes(f)))
+            .map(|w| w.id.clone())
+            .collect();
         for id in &matched {
             if catalog.statuses.get(id).is_some_and(|s| s.pending >= rules.max_pending_per_webhook) {
                 return Err(DomainError::RateLimited(format!(
@@ -207,6 +254,7 @@ pub async fn ingest(
         webhooks,
         at,
         order: input.order,
+        ordering_key: input.ordering_key.clone(),
     };
     let deliveries = record.webhooks.len();
     let cmd = match key {
@@ -349,6 +397,7 @@ mod tests {
             external_id: None,
             idempotency_key: key.map(str::to_owned),
             order: 0,
+            ordering_key: None,
         }
     }
 

@@ -48,10 +48,13 @@ pub struct WebhookInput {
     pub headers: Option<Vec<(String, String)>>,
     pub signature_header: Option<String>,
     pub signature_prefix: Option<String>,
-    pub ordered: Option<bool>,
+    pub ordering: Option<DeliveryOrder>,
     pub max_in_flight: Option<u32>,
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<u32>>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<serde_json::Value>>,
+    pub body_format: Option<BodyFormat>,
 }
 
 /// Defaults for new webhooks and the rules for targets, from the configuration.
@@ -251,8 +254,17 @@ fn merge(mut w: Webhook, input: WebhookInput, settings: &Settings, at: Millis) -
         }
         w.signature_prefix = v;
     }
-    if let Some(v) = input.ordered {
-        w.ordered = v;
+    if let Some(v) = input.ordering {
+        w.ordering = v;
+    }
+    if let Some(v) = input.filter {
+        w.filter = match v {
+            None => None,
+            Some(f) => Some(filter::Filter::parse(&f).map_err(|e| DomainError::invalid("filter", e.0))?),
+        };
+    }
+    if let Some(v) = input.body_format {
+        w.body_format = v;
     }
     if let Some(v) = input.max_in_flight {
         if !(1..=MAX_IN_FLIGHT).contains(&v) {
@@ -345,11 +357,13 @@ pub async fn create(
         headers: Vec::new(),
         signature_header: DEFAULT_SIGNATURE_HEADER.into(),
         signature_prefix: DEFAULT_SIGNATURE_PREFIX.into(),
-        ordered: false,
+        ordering: DeliveryOrder::None,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         rate_limit: None,
         created_at: at,
         updated_at: at,
+        filter: None,
+        body_format: BodyFormat::Original,
     };
     let target = input.url.clone().unwrap_or_default();
     let webhook = merge(base, input, settings, at)?;
@@ -409,6 +423,15 @@ pub fn test_sample(
         None => br#"{"test":true}"#.to_vec(),
     };
     Ok((event, data))
+}
+
+/// Whether a test send's sample would pass the webhook's content filter, sent `at`
+/// (`None`: the webhook has none). A test send goes out either way.
+pub fn sample_passes(webhook: &Webhook, event: &str, data: &[u8], at: Millis) -> Option<bool> {
+    let f = webhook.filter.as_ref()?;
+    let data: serde_json::Value = serde_json::from_slice(data).unwrap_or(serde_json::Value::Null);
+    let timestamp = crate::model::time::rfc3339(at);
+    Some(f.matches(&filter::Envelope { event, timestamp: &timestamp, data: &data }))
 }
 
 /// Deletes a webhook; its queued deliveries die with reason `deleted`.

@@ -134,7 +134,7 @@ impl Endpoint {
     }
 
     pub fn new(shared: Arc<Shared>, webhook: Arc<Webhook>, status: WebhookStatus, waiting: &[Queued]) -> Self {
-        let mut queue = Queue::new(webhook.ordered, shared.policy.window);
+        let mut queue = Queue::new(webhook.is_strict(), shared.policy.window);
         for q in waiting {
             queue.admit(Item::from_log(q));
         }
@@ -243,7 +243,7 @@ impl Endpoint {
     }
 
     fn capacity(&self) -> usize {
-        let limit = if self.webhook.ordered { 1 } else { self.webhook.max_in_flight.max(1) as usize };
+        let limit = if self.webhook.is_strict() { 1 } else { self.webhook.max_in_flight.max(1) as usize };
         let loading = self.loading.values().filter(|(_, then)| matches!(then, Then::Send { .. })).count();
         limit.saturating_sub(self.in_flight.len() + loading)
     }
@@ -537,7 +537,7 @@ impl Endpoint {
         let attempt = item.entry.attempts + 1;
         let started_at = now_millis();
         let delivery_id = prepared.delivery_id(d, key);
-        let body = prepared.body(key);
+        let body = prepared.body(key, self.webhook.body_format);
         let headers = signature::headers(
             &self.webhook,
             &self.opened,
@@ -965,7 +965,7 @@ impl Handler<Redefined> for Endpoint {
 
     fn handle(&mut self, msg: Redefined, ctx: &mut Context<Self>) {
         self.heard();
-        self.queue.set_ordered(msg.0.ordered);
+        self.queue.set_ordered(msg.0.is_strict());
         if self.webhook.rate_limit != msg.0.rate_limit {
             self.next_slot_us = 0;
         }
@@ -1126,7 +1126,7 @@ impl Handler<Resync> for Endpoint {
         self.generation += 1;
         self.loading.clear();
         self.reading.clear();
-        let mut queue = Queue::new(self.webhook.ordered, self.shared.policy.window);
+        let mut queue = Queue::new(self.webhook.is_strict(), self.shared.policy.window);
         let full = msg.window.len() >= self.shared.policy.window;
         for q in &msg.window {
             let recorded = !msg.reopened && self.recording.contains_key(&q.delivery);
@@ -1203,7 +1203,10 @@ impl Handler<TestSend> for Endpoint {
         // of the range), so they look like every other id and lead nowhere.
         let event_id = EventId::from_seq(now, u64::MAX - u64::from(rand::random::<u32>()), 0, key);
         let delivery_id = DeliveryId::new(&event_id, 0);
-        let body: actix_web::web::Bytes = signature::body(&event_id, &msg.event, now, &msg.data).into();
+        let body = signature::formatted(
+            self.webhook.body_format,
+            signature::body(&event_id, &msg.event, now, &msg.data).into(),
+        );
         let headers = signature::headers(&self.webhook, &self.opened, &delivery_id, &msg.event, 1, now, &body);
         let request = Request {
             method: self.webhook.method,

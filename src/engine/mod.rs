@@ -33,6 +33,7 @@
 pub mod breaker;
 pub mod dispatcher;
 pub mod endpoint;
+pub mod js_json;
 pub mod notices;
 pub mod outcome;
 pub mod queue;
@@ -45,7 +46,7 @@ pub mod signature;
 pub use dispatcher::{Dispatcher, TestOutcome};
 
 use crate::metrics::Metrics;
-use crate::model::{AccountId, DeliveryId, DeliveryRef, EventId, IdKey, WebhookId};
+use crate::model::{AccountId, BodyFormat, DeliveryId, DeliveryRef, EventId, IdKey, WebhookId};
 use crate::security::safety::TargetPolicy;
 use crate::storage::{EventIngested, Ledger};
 use std::collections::HashMap;
@@ -75,11 +76,13 @@ pub struct Prepared {
     /// out needs it).
     pub event: Arc<EventIngested>,
     body: OnceLock<actix_web::web::Bytes>,
+    /// The body as JavaScript re-serializes it, for webhooks that ask for that form.
+    js_body: OnceLock<actix_web::web::Bytes>,
 }
 
 impl Prepared {
     pub fn new(seq: u64, event: Arc<EventIngested>) -> Self {
-        Self { seq, event, body: OnceLock::new() }
+        Self { seq, event, body: OnceLock::new(), js_body: OnceLock::new() }
     }
 
     pub fn id(&self, key: &IdKey) -> EventId {
@@ -91,13 +94,20 @@ impl Prepared {
         DeliveryId::from_ref(d, self.event.at, self.event.order, key)
     }
 
-    pub fn body(&self, key: &IdKey) -> actix_web::web::Bytes {
-        self.body
-            .get_or_init(|| {
-                let e = &self.event;
-                signature::body(&self.id(key), &e.event, e.timestamp, &e.data).into()
-            })
-            .clone()
+    /// The body in `format`, each form built once per event.
+    pub fn body(&self, key: &IdKey, format: BodyFormat) -> actix_web::web::Bytes {
+        let original = || {
+            self.body
+                .get_or_init(|| {
+                    let e = &self.event;
+                    signature::body(&self.id(key), &e.event, e.timestamp, &e.data).into()
+                })
+                .clone()
+        };
+        match format {
+            BodyFormat::Original => original(),
+            BodyFormat::Javascript => self.js_body.get_or_init(|| signature::formatted(format, original())).clone(),
+        }
     }
 }
 

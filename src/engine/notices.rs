@@ -77,14 +77,17 @@ impl Notice {
     /// that subscribe to it now (`data` is a compact JSON object).
     pub fn record(&self, catalog: &Catalog, account: &AccountId, at: Millis) -> Record {
         let name = self.name();
-        let webhooks = catalog.matching(account, name).map(|w| w.id.clone()).collect();
-        Record::EventIngested(Box::new(EventIngested::unkeyed(
-            account.clone(),
-            name.to_owned(),
-            self.data(),
-            webhooks,
-            at,
-        )))
+        let data = self.data();
+        // Content filters hold for Herald's own events too.
+        let parsed: serde_json::Value = serde_json::from_slice(&data).unwrap_or(serde_json::Value::Null);
+        let timestamp = crate::model::time::rfc3339(at);
+        let envelope = crate::model::filter::Envelope { event: name, timestamp: &timestamp, data: &parsed };
+        let webhooks = catalog
+            .matching(account, name)
+            .filter(|w| w.filter.as_ref().is_none_or(|f| f.matches(&envelope)))
+            .map(|w| w.id.clone())
+            .collect();
+        Record::EventIngested(Box::new(EventIngested::unkeyed(account.clone(), name.to_owned(), data, webhooks, at)))
     }
 
     pub fn name(&self) -> &'static str {

@@ -5,7 +5,9 @@
 //! - The body is built once per event from the stored record, compact, with `data` spliced
 //!   in exactly as its bytes arrived at ingest; every attempt of every delivery of the event
 //!   sends the same bytes. (A receiver must verify those raw bytes: re-serializing the
-//!   parsed body yields the sender's bytes only by chance.)
+//!   parsed body yields the sender's bytes only by chance.) A webhook with `body_format:
+//!   javascript` gets, and is signed over, that body as JavaScript re-serializes it
+//!   ([`super::js_json`]), built once per event too.
 //! - `<signature_header>` carries `<prefix><hex HMAC-SHA256(newest secret, body)>`;
 //!   `webhook-signature` carries one `v1,<base64>` per live secret (rotation overlap), over
 //!   `{webhook-id}.{webhook-timestamp}.{body}` with the Standard Webhooks key: the bytes
@@ -15,7 +17,7 @@
 //!   form ([`OpenedSecrets`]) once per definition of the webhook, not per attempt.
 
 use crate::model::time::rfc3339;
-use crate::model::{DeliveryId, EventId, Millis, Webhook};
+use crate::model::{BodyFormat, DeliveryId, EventId, Millis, Webhook};
 use crate::security::header_rules;
 use crate::security::seal::Keyring;
 use base64::Engine as _;
@@ -42,6 +44,15 @@ pub fn body(event_id: &EventId, event: &str, timestamp: Millis, data: &[u8]) -> 
     out.extend_from_slice(data);
     out.push(b'}');
     out
+}
+
+/// `body` (the contract's form) as `format` writes it.
+pub fn formatted(format: BodyFormat, body: actix_web::web::Bytes) -> actix_web::web::Bytes {
+    match format {
+        BodyFormat::Original => body,
+        // The body is JSON Herald built; were it not, it goes as it is.
+        BodyFormat::Javascript => super::js_json::restringify(&body).map(Into::into).unwrap_or(body),
+    }
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {

@@ -4,7 +4,7 @@
 
 use super::codec::{self, CodecError};
 use super::keys;
-use super::rows::ROW_VERSION;
+use super::rows::{ROW_VERSION, WEBHOOK_ROW_VERSION};
 use crate::model::*;
 use crate::storage::{Catalog, StatusRow, WebhookRow};
 
@@ -73,7 +73,7 @@ pub(crate) fn absorb(catalog: &mut Catalog, key: &[u8], value: Option<&[u8]>) ->
             let Ok(id) = WebhookId::parse(name()) else {
                 return Ok(());
             };
-            let row: Option<WebhookRow> = value.map(|v| codec::decode(ROW_VERSION, v)).transpose()?;
+            let row: Option<WebhookRow> = value.map(|v| codec::decode(WEBHOOK_ROW_VERSION, v)).transpose()?;
             catalog.set_webhook(id, row);
         }
         keys::STATUS => {

@@ -62,11 +62,13 @@ pub fn sample_webhook(account: &AccountId, i: usize, at: Millis) -> Webhook {
         headers: Vec::new(),
         signature_header: "X-Webhook-Signature".into(),
         signature_prefix: "sha256=".into(),
-        ordered: false,
+        ordering: DeliveryOrder::None,
         max_in_flight: 16,
         rate_limit: None,
         created_at: at,
         updated_at: at,
+        filter: None,
+        body_format: BodyFormat::Original,
     }
 }
 

@@ -48,6 +48,7 @@ mod store;
 mod summary;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod upstream;
 mod verify;
 mod window;
@@ -303,6 +304,7 @@ fn open_joined(
 ) -> Result<Recovered, OpenError> {
     let db = open_db(dir, cache_bytes)?;
     let tree = db.open_tree(TREE).map_err(|source| OpenError::Sled { path: dir.to_owned(), source })?;
+    upgrade::rows(&tree)?;
     let mut warnings = Vec::new();
     let joined = match cluster {
         Some(cluster) => upstream::join(&tree, cluster)?.folded,

@@ -425,8 +425,8 @@ mod tests {
     fn a_webhook_rows_head_decodes_from_the_whole_row() {
         let account = AccountId::parse("acct_01JD6Z1M8Q4W9X2Y3Z4A5B6C7E").unwrap();
         let row = WebhookRow { webhook: std::sync::Arc::new(samples::webhook(&account)), seq: 3, deleted_at: None };
-        let bytes = crate::log::codec::encode(crate::log::rows::ROW_VERSION, &row).unwrap();
-        let head: WebhookRowHead = crate::log::codec::decode(crate::log::rows::ROW_VERSION, &bytes).unwrap();
+        let bytes = crate::log::codec::encode(crate::log::rows::WEBHOOK_ROW_VERSION, &row).unwrap();
+        let head: WebhookRowHead = crate::log::codec::decode(crate::log::rows::WEBHOOK_ROW_VERSION, &bytes).unwrap();
         assert_eq!((head.webhook.id, head.webhook.account_id), (row.webhook.id.clone(), account));
     }
 

@@ -19,6 +19,18 @@ use std::collections::{BTreeMap, HashMap};
 /// Format version of projection rows.
 pub const ROW_VERSION: u8 = 1;
 
+/// Format version of webhook rows (`w`): version 2 holds the webhook as record version 3
+/// does. A version 1 row is rewritten when the log opens ([`super::upgrade`]).
+pub const WEBHOOK_ROW_VERSION: u8 = 2;
+
+/// The format version of the row at `key`: it depends on the key space.
+pub fn row_version(key: &[u8]) -> u8 {
+    match key.first() {
+        Some(&super::keys::WEBHOOK) => WEBHOOK_ROW_VERSION,
+        _ => ROW_VERSION,
+    }
+}
+
 /// Failures of the storage under a fold.
 #[derive(Debug, thiserror::Error)]
 pub enum RowsError {
@@ -87,7 +99,7 @@ pub trait Rows {
     {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(ROW_VERSION, &bytes)
+            Some(bytes) => codec::decode(row_version(key), &bytes)
                 .map(Some)
                 .map_err(|source| RowsError::Codec { key: show_key(key), source }),
         }
@@ -98,7 +110,7 @@ pub trait Rows {
         Self: Sized,
     {
         let bytes =
-            codec::encode(ROW_VERSION, row).map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
+            codec::encode(row_version(&key), row).map_err(|source| RowsError::Codec { key: show_key(&key), source })?;
         self.put(key, bytes);
         Ok(())
     }
@@ -188,8 +200,9 @@ pub fn retain_entries<T: FixedEntry, R: Rows>(
     Ok(())
 }
 
-/// Encodes a [`Decoded`] value (`None` if it is not of the type it was made with).
-type EncodeAny = fn(&dyn Any) -> Option<Result<Vec<u8>, CodecError>>;
+/// Encodes a [`Decoded`] value under a version (`None` if it is not of the type it was
+/// made with).
+type EncodeAny = fn(&dyn Any, u8) -> Option<Result<Vec<u8>, CodecError>>;
 
 /// A row [`Txn`] keeps decoded until the group is written.
 struct Decoded {
@@ -199,11 +212,14 @@ struct Decoded {
 
 impl Decoded {
     fn new<T: Serialize + Clone + 'static>(value: T) -> Self {
-        Decoded { value: Box::new(value), encode: |v| v.downcast_ref::<T>().map(|v| codec::encode(ROW_VERSION, v)) }
+        Decoded {
+            value: Box::new(value),
+            encode: |v, version| v.downcast_ref::<T>().map(|v| codec::encode(version, v)),
+        }
     }
 
     fn bytes(&self, key: &[u8]) -> Result<Vec<u8>, RowsError> {
-        match (self.encode)(self.value.as_ref()) {
+        match (self.encode)(self.value.as_ref(), row_version(key)) {
             Some(Ok(bytes)) => Ok(bytes),
             Some(Err(source)) => Err(RowsError::Codec { key: show_key(key), source }),
             None => Err(RowsError::Codec { key: show_key(key), source: CodecError::Truncated(0) }),

@@ -11,6 +11,7 @@
 //! - Times are unix milliseconds (`Millis`) chosen by the live process and written into log
 //!   records; folding the log never reads a clock.
 
+pub mod filter;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -407,17 +408,69 @@ pub struct Webhook {
     pub headers: Vec<(String, crate::security::seal::SealedText)>,
     pub signature_header: String,
     pub signature_prefix: String,
-    pub ordered: bool,
+    /// In what order its deliveries go (record version 3; before, a flag for `Strict`).
+    pub ordering: DeliveryOrder,
     pub max_in_flight: u32,
     pub rate_limit: Option<u32>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// A condition on the envelope an event must pass besides its name (record version 3).
+    pub filter: Option<filter::Filter>,
+    /// How the body is written on the wire (record version 3).
+    pub body_format: BodyFormat,
+}
+
+/// In what order a webhook's deliveries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum DeliveryOrder {
+    /// Due order, up to `max_in_flight` at once.
+    #[default]
+    None,
+    /// One at a time, in event order (once `ordered: true`).
+    Strict,
+    /// One at a time per `ordering_key`, in event order; different keys in parallel.
+    Key,
+}
+
+impl DeliveryOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOrder::None => "none",
+            DeliveryOrder::Strict => "strict",
+            DeliveryOrder::Key => "key",
+        }
+    }
+}
+
+/// How a delivery's body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum BodyFormat {
+    /// The contract's form: compact envelope, `data` exactly as it arrived.
+    #[default]
+    Original,
+    /// Exactly what `JSON.stringify(JSON.parse(body))` gives, for receivers that check the
+    /// signature over a re-serialized body.
+    Javascript,
+}
+
+impl BodyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Original => "original",
+            BodyFormat::Javascript => "javascript",
+        }
+    }
 }
 
 impl Webhook {
     /// Whether this webhook subscribes to an event name.
     pub fn matches(&self, event: &str) -> bool {
         self.events.iter().any(|pattern| event_matches(pattern, event))
+    }
+
+    /// Whether at most one delivery is in flight at a time (`Strict`).
+    pub fn is_strict(&self) -> bool {
+        self.ordering == DeliveryOrder::Strict
     }
 }
 

@@ -39,7 +39,7 @@ pub use append::{
 };
 pub use catalog::Catalog;
 pub use health::Health;
-pub use record::{AttemptFinished, EventIngested, Record};
+pub use record::{AttemptFinished, EventIngested, Record, MAX_ORDERING_KEY};
 pub use state::{
     minute, name_hash, Counters, DeliveryRow, EventEntry, IntakeEntry, QueueEntry, Queued, StatusRow, WebhookRow,
 };

@@ -136,7 +136,13 @@ pub struct EventIngested {
     /// Its place in the batch it came in, from 1 (0: not in a batch, or written before
     /// version 2). Part of the public id, so one batch's ids sort in batch order.
     pub order: u16,
+    /// The client's `ordering_key` (at most [`MAX_ORDERING_KEY`] bytes): a webhook with
+    /// `ordering: key` sends one key's deliveries one at a time (record version 3).
+    pub ordering_key: Option<String>,
 }
+
+/// Longest `ordering_key`, in bytes.
+pub const MAX_ORDERING_KEY: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptFinished {
@@ -166,6 +172,7 @@ impl EventIngested {
             webhooks,
             at,
             order: 0,
+            ordering_key: None,
         }
     }
 }
@@ -220,12 +227,40 @@ pub(crate) mod samples {
             headers: vec![("X-Team".into(), crate::security::seal::SealedText::in_clear("sales"))],
             signature_header: "X-Webhook-Signature".into(),
             signature_prefix: "sha256=".into(),
-            ordered: false,
+            ordering: DeliveryOrder::Key,
             max_in_flight: 16,
             rate_limit: Some(50),
             created_at: 1_700_000_000_000,
             updated_at: 1_700_000_000_000,
+            filter: Some(
+                crate::model::filter::Filter::from_text(r#"{"data.score":{"$gte":80.50},"event":"lead.qualified"}"#)
+                    .unwrap(),
+            ),
+            body_format: BodyFormat::Javascript,
         }
+    }
+
+    /// The samples as a build writing record `version` knew them: what a later version
+    /// added left at its default (what the older bytes decode to).
+    pub fn as_of(version: u8) -> Vec<Record> {
+        let old_webhook = |w: Webhook| Webhook {
+            ordering: DeliveryOrder::None,
+            filter: None,
+            body_format: BodyFormat::Original,
+            ..w
+        };
+        all()
+            .into_iter()
+            .map(|r| match (version, r) {
+                (..=2, Record::WebhookCreated { webhook }) => Record::WebhookCreated { webhook: old_webhook(webhook) },
+                (..=2, Record::WebhookUpdated { webhook }) => Record::WebhookUpdated { webhook: old_webhook(webhook) },
+                (..=2, Record::SecretRotated { webhook }) => Record::SecretRotated { webhook: old_webhook(webhook) },
+                (..=2, Record::EventIngested(e)) => {
+                    Record::EventIngested(Box::new(EventIngested { ordering_key: None, ..*e }))
+                }
+                (_, r) => r,
+            })
+            .collect()
     }
 
     pub fn all() -> Vec<Record> {
@@ -262,6 +297,7 @@ pub(crate) mod samples {
                 at: 1_700_000_000_600,
                 // 0, as every version 1 record reads (the version 1 bytes are these samples).
                 order: 0,
+                ordering_key: Some("lead_789xyz".into()),
             })),
             Record::AttemptFinished(Box::new(AttemptFinished {
                 delivery: dlv,
