@@ -309,10 +309,12 @@ pub fn legacy_webhook(url: String, secret: &str, headers: &[(&str, &str)]) -> he
         headers: headers.iter().map(|(k, v)| (k.to_string(), clear(v))).collect(),
         signature_header: "X-Webhook-Signature".into(),
         signature_prefix: "sha256=".into(),
-        ordered: false,
+        ordering: herald::model::DeliveryOrder::None,
         max_in_flight: 4,
         rate_limit: None,
         created_at: at,
         updated_at: at,
+        filter: None,
+        body_format: herald::model::BodyFormat::Original,
     }
 }
