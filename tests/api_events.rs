@@ -42,6 +42,13 @@ fn events_fan_out_to_matching_active_webhooks_and_keep_their_data_exactly() {
     let read = h.send("GET", &format!("/api/v1/events/{id}"), Some(&key), &[], None);
     assert_eq!(read.status, 200, "{}", read.text);
     assert!(read.text.contains(&format!(r#""data":{data},"#)), "{}", read.text);
+    assert_eq!(read.body["ordering_key"], Value::Null);
+    let keyed = "é".repeat(128);
+    let k =
+        post_raw(&h, &key, format!(r#"{{"event":"new_lead","data":{{}},"ordering_key":"{keyed}"}}"#).as_bytes(), &[]);
+    assert_eq!(k.status, 202, "256 bytes is the most: {}", k.text);
+    let shown = h.send("GET", &format!("/api/v1/events/{}", k.body["id"].as_str().unwrap()), Some(&key), &[], None);
+    assert_eq!(shown.body["ordering_key"], keyed.as_str());
     assert_eq!(read.body["deliveries"].as_array().map(Vec::len), Some(2), "{}", read.text);
 
     // Another account, or a made-up id, sees nothing.
@@ -204,6 +211,18 @@ fn bad_events_get_the_spec_answers() {
         ("bad name", br#"{"event":"Lead-Qualified","data":{}}"#.to_vec(), 422),
         ("unknown name in strict mode", br#"{"event":"lead.lost","data":{}}"#.to_vec(), 422),
         ("bad timestamp", br#"{"event":"lead.qualified","data":{},"timestamp":"yesterday"}"#.to_vec(), 422),
+        (
+            "ordering_key over 256 bytes",
+            format!(r#"{{"event":"lead.qualified","data":{{}},"ordering_key":"{}"}}"#, "k".repeat(257)).into_bytes(),
+            422,
+        ),
+        ("ordering_key empty", br#"{"event":"lead.qualified","data":{},"ordering_key":""}"#.to_vec(), 422),
+        ("ordering_key a number", br#"{"event":"lead.qualified","data":{},"ordering_key":7}"#.to_vec(), 422),
+        (
+            "ordering_key with a newline",
+            br#"{"event":"lead.qualified","data":{},"ordering_key":"a\u000ab"}"#.to_vec(),
+            422,
+        ),
         ("data over max_payload_bytes", big.into_bytes(), 413),
         ("body far over the limit", huge.into_bytes(), 413),
     ];

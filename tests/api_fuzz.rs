@@ -58,7 +58,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
         json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        shaped(&["event", "data", "timestamp", "id"]).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        shaped(&["event", "data", "timestamp", "id", "ordering_key"]).prop_map(|v| serde_json::to_vec(&v).unwrap()),
         shaped(&[
             "url",
             "events",
@@ -72,6 +72,9 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
             "signature_header",
             "signature_prefix",
             "ordered",
+            "ordering",
+            "filter",
+            "body_format",
             "max_in_flight",
             "rate_limit",
             "is_active",

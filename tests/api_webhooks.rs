@@ -12,6 +12,18 @@ fn new_account(h: &Herald, name: &str) -> (String, String) {
     (a.body["id"].as_str().unwrap().to_owned(), a.body["api_key"].as_str().unwrap().to_owned())
 }
 
+/// A JSON object with one more field.
+trait Merged {
+    fn merged(self, field: &str, value: Value) -> Value;
+}
+
+impl Merged for Value {
+    fn merged(mut self, field: &str, value: Value) -> Value {
+        self[field] = value;
+        self
+    }
+}
+
 fn hook(url: &str) -> Value {
     json!({"url": url, "events": ["lead.*", "new_lead"], "name": "crm"})
 }
@@ -68,6 +80,24 @@ fn webhook_lifecycle_with_secrets_and_masking() {
     assert_eq!(patched.body["status"]["state"], "paused", "a paused webhook says so");
     let cleared = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &json!({"rate_limit": null}));
     assert_eq!(cleared.body["rate_limit"], Value::Null);
+    assert_eq!(
+        (&c["ordering"], &c["filter"], &c["body_format"]),
+        (&json!("none"), &Value::Null, &json!("original")),
+        "the defaults"
+    );
+    // `ordering`, and `ordered` as its alias.
+    let edit = |body: Value| {
+        let a = h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &body);
+        assert_eq!(a.status, 200, "{body}: {}", a.text);
+        (a.body["ordering"].as_str().unwrap().to_owned(), a.body["ordered"].as_bool().unwrap())
+    };
+    assert_eq!(edit(json!({"ordering": "strict"})), ("strict".into(), true));
+    assert_eq!(edit(json!({"ordered": false})), ("none".into(), false));
+    assert_eq!(edit(json!({"ordered": true, "ordering": "strict"})), ("strict".into(), true));
+    assert_eq!(edit(json!({"name": "crm v3"})), ("strict".into(), true), "untouched by other edits");
+    let formatted =
+        h.json("PATCH", &format!("/api/v1/webhooks/{id}"), Some(&key), &json!({"body_format": "javascript"}));
+    assert_eq!(formatted.body["body_format"], "javascript", "{}", formatted.text);
 
     let rotated = h.send("POST", &format!("/api/v1/webhooks/{id}/rotate-secret"), Some(&key), &[], None);
     assert_eq!(rotated.status, 200, "{}", rotated.text);
@@ -177,6 +207,9 @@ fn every_field_is_validated() {
         ("ftp url", with("url", json!("ftp://example.com/x")), "url"),
         ("not a url", with("url", json!("not a url")), "url"),
         ("long url", with("url", json!(format!("https://example.com/{}", "a".repeat(2048)))), "url"),
+        ("ordered contradicts ordering", with("ordering", json!("none")).merged("ordered", json!(true)), "ordered"),
+        ("filter not an object", with("filter", json!("data.a = 1")), "filter"),
+        ("filter with an unknown operator", with("filter", json!({"data.a": {"$like": "x"}})), "filter"),
     ];
     for (what, body, field) in cases {
         let a = h.json("POST", "/api/v1/webhooks", Some(&key), &body);
@@ -191,6 +224,9 @@ fn every_field_is_validated() {
         with("method", json!("GET")),
         with("is_active", json!("yes")),
         with("colour", json!("blue")),
+        with("ordering", json!("random")),
+        with("ordering", json!(true)),
+        with("body_format", json!("xml")),
     ] {
         let a = h.json("POST", "/api/v1/webhooks", Some(&key), &body);
         assert_eq!(a.status, 422, "{body}: {}", a.text);
