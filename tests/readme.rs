@@ -158,13 +158,14 @@ fn the_readme_examples_run_in_order_against_a_fresh_herald() {
     assert!(key.starts_with("hk_") && wh.starts_with("wh_") && evt.starts_with("evt_"), "{vars}");
 
     // What the examples sent reached the README's receiver, which verified each signature:
-    // the lead.qualified event and the batch's new_lead, both for the webhook the examples
-    // kept, across the secret rotation they did.
+    // the two events of the content filter example, the lead.qualified event and the
+    // batch's new_lead, all for the webhook the examples kept, across the secret rotation
+    // they did.
     let deliveries = || h.json("GET", &format!("/api/v1/webhooks/{wh}/deliveries"), Some(&key), &json!(null));
     wait_for("both deliveries succeeded", Duration::from_secs(30), || {
         let d = deliveries();
         let list = d.body["data"].as_array().cloned().unwrap_or_default();
-        list.len() == 2 && list.iter().all(|x| x["status"] == "succeeded")
+        list.len() == 4 && list.iter().all(|x| x["status"] == "succeeded")
     });
     let event = h.json("GET", &format!("/api/v1/events/{evt}"), Some(&key), &json!(null));
     assert_eq!(event.body["event"], "lead.qualified", "{}", event.text);
