@@ -189,6 +189,29 @@ try {
   await until("the edited events in the list", async () => (await page.getByTestId("webhook-row").first().textContent()).includes("lead.*, email.*"));
   await shot("08-webhooks");
 
+  step = "a content filter: the server's refusal shown, then one that saves";
+  await page.getByTestId("wh-edit").click();
+  await page.getByTestId("wh-filter").fill('{"data.qualityScore": {"$regex": "9"}}');
+  await page.getByTestId("wh-save").click();
+  await until("the filter's refusal", async () => ((await page.getByTestId("wh-error").textContent()) || "").includes("unknown operator `$regex`"));
+  const refusal = await page.getByTestId("wh-error").textContent();
+  check(refusal.startsWith("filter: ") && refusal.includes("(422)"), "the refusal names the field: " + refusal);
+  await shot("08b-filter-refused");
+  await page.getByTestId("wh-filter").fill('{"data.crmId": 9007199254740993}');
+  await page.getByTestId("wh-ordering").selectOption("strict");
+  await page.getByTestId("wh-save").click();
+  await page.getByTestId("webhook-form").waitFor({ state: "detached" });
+  const saved = await (await fetch(base + "/api/v1/webhooks?limit=1", { headers: { Authorization: "Bearer " + env.API_KEY } })).text();
+  check(saved.includes('"filter":{"data.crmId":9007199254740993}'), "the filter stored as typed: " + saved);
+  check(saved.includes('"ordering":"strict"'), "strict ordering stored");
+  await page.getByTestId("wh-edit").click();
+  await page.getByTestId("wh-filter").fill("");
+  await page.getByTestId("wh-ordering").selectOption("none");
+  await page.getByTestId("wh-save").click();
+  await page.getByTestId("webhook-form").waitFor({ state: "detached" });
+  const cleared = await (await fetch(base + "/api/v1/webhooks?limit=1", { headers: { Authorization: "Bearer " + env.API_KEY } })).text();
+  check(cleared.includes('"filter":null') && cleared.includes('"ordering":"none"'), "the filter removed: " + cleared);
+
   step = "recover a webhook's dead letters from the page";
   await control("fail");
   await ingest("email.bounced");
@@ -235,9 +258,10 @@ try {
   check(!asked.has("/metrics"), "the page read /metrics");
   check(asked.has("/api/v1/stats"), "the page read /api/v1/stats");
   check(consoleErrors.length === 0, "console errors: " + consoleErrors.join(" | "));
-  // The only refusal: signing in with an API key asks for the account list (403 tells the
-  // page it holds a key, not the admin token).
-  check(refused.length === 1 && refused[0] === "GET /api/v1/accounts 403", "refused requests: " + refused.join(", "));
+  // The only refusals: signing in with an API key asks for the account list (403 tells the
+  // page it holds a key, not the admin token), and the bad filter the test typed (422).
+  check(refused.length === 2 && refused[0] === "GET /api/v1/accounts 403" && /^PATCH \/api\/v1\/webhooks\/wh_\w+ 422$/.test(refused[1]),
+    "refused requests: " + refused.join(", "));
   console.log("OK: " + external.length + " external requests, " + consoleErrors.length + " console errors");
 } catch (e) {
   console.error("FAILED at step '" + step + "': " + (e && e.stack ? e.stack : e));

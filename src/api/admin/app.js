@@ -78,7 +78,8 @@ async function api(method, path, body, options) {
   const res = await fetch(path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    // `options.raw`: the body is already JSON text (a filter keeps its numbers as typed).
+    body: body === undefined ? undefined : options && options.raw ? body : JSON.stringify(body),
     cache: "no-store",
     credentials: "omit",
   });
@@ -238,7 +239,7 @@ function parseHeaders(text) {
 }
 
 function webhookForm(existing, done) {
-  const w = existing || { name: "", description: "", url: "", events: ["*"], headers: {}, max_retries: "", timeout: "", ordered: false, max_in_flight: "", rate_limit: null };
+  const w = existing || { name: "", description: "", url: "", events: ["*"], headers: {}, max_retries: "", timeout: "", ordering: "none", max_in_flight: "", rate_limit: null, filter: null, body_format: "original" };
   const field = (label, input) => h("div", null, h("label", { for: input.id }, label), input);
   const name = h("input", { id: "wh-name", value: w.name, "data-testid": "wh-name", required: true });
   const description = h("input", { id: "wh-description", value: w.description });
@@ -251,14 +252,30 @@ function webhookForm(existing, done) {
   const timeout = h("input", { id: "wh-timeout", type: "number", min: 1, value: w.timeout });
   const inFlight = h("input", { id: "wh-inflight", type: "number", min: 1, value: w.max_in_flight });
   const rate = h("input", { id: "wh-rate", type: "number", min: 1, value: w.rate_limit === null ? "" : w.rate_limit, placeholder: "none" });
-  const ordered = h("input", { id: "wh-ordered", type: "checkbox", checked: w.ordered });
+  const choice = (id, current, options) => {
+    const select = h("select", { id, "data-testid": id });
+    for (const [value, label] of options) select.append(h("option", { value, selected: value === current }, label));
+    return select;
+  };
+  const ordering = choice("wh-ordering", w.ordering || "none", [
+    ["none", "Any order, up to max in flight at once"],
+    ["strict", "Strict: one at a time, in event order"],
+  ]);
+  const bodyFormat = choice("wh-body-format", w.body_format || "original", [
+    ["original", "Original: data exactly as sent (verify the raw body)"],
+    ["javascript", "JavaScript: as JSON.stringify(JSON.parse(body)) writes it"],
+  ]);
+  const initialFilter = w.filter === null || w.filter === undefined ? "" : JSON.stringify(w.filter, null, 2);
+  const filter = h("textarea", { id: "wh-filter", "data-testid": "wh-filter", placeholder: '{"data.qualityScore": {"$gte": 80}}' });
+  filter.value = initialFilter;
   const error = h("p", { class: "error", "data-testid": "wh-error" });
   const form = h("form", { class: "card", "data-testid": "webhook-form" },
     h("h2", null, existing ? "Edit webhook" : "New webhook"),
     h("div", { class: "row" }, field("Name", name), field("URL (https)", url)),
     h("div", { class: "row" }, field("Events (names, family.* or *)", events), field("Description", description)),
     h("div", { class: "row" }, field("Max retries", retries), field("Timeout (s)", timeout), field("Max in flight", inFlight), field("Rate limit (/s)", rate)),
-    h("div", null, h("label", { for: "wh-ordered" }, ordered, " Strict order (one attempt at a time)")),
+    h("div", { class: "row" }, field("Order", ordering), field("Body format", bodyFormat)),
+    field("Content filter (JSON; empty for none): only events it passes are delivered", filter),
     field("Custom headers (one `Name: value` per line; credential values show as ****)", headers),
     error,
     h("button", { type: "submit", "data-testid": "wh-save" }, existing ? "Save" : "Create"), " ",
@@ -272,7 +289,8 @@ function webhookForm(existing, done) {
         description: description.value,
         url: url.value.trim(),
         events: events.value.split(/[\s,]+/).filter(Boolean),
-        ordered: ordered.checked,
+        ordering: ordering.value,
+        body_format: bodyFormat.value,
       };
       if (retries.value !== "") body.max_retries = Number(retries.value);
       if (timeout.value !== "") body.timeout = Number(timeout.value);
@@ -280,9 +298,17 @@ function webhookForm(existing, done) {
       if (rate.value !== "" || existing) body.rate_limit = rate.value === "" ? null : Number(rate.value);
       // Masked values (****) are sent back only if the user changed the headers.
       if (!existing || headers.value !== initialHeaders) body.headers = parseHeaders(headers.value);
+      // The filter goes as typed (JSON.parse would round its numbers), only if it changed;
+      // the server says what is wrong with it.
+      let text = JSON.stringify(body);
+      if (filter.value !== initialFilter) {
+        const raw = filter.value.trim() || "null";
+        try { JSON.parse(raw); } catch (e) { throw new Error("filter: not JSON (" + e.message + ")"); }
+        text = text.slice(0, -1) + ',"filter":' + raw + "}";
+      }
       const saved = existing
-        ? await api("PATCH", "/api/v1/webhooks/" + encodeURIComponent(existing.id), body)
-        : await api("POST", "/api/v1/webhooks", body);
+        ? await api("PATCH", "/api/v1/webhooks/" + encodeURIComponent(existing.id), text, { raw: true })
+        : await api("POST", "/api/v1/webhooks", text, { raw: true });
       done(saved);
     } catch (e) {
       error.textContent = describe(e);
@@ -306,6 +332,10 @@ function testCard(w, outcome) {
       outcome.status_code === null ? "no answer" : "HTTP " + outcome.status_code,
       " · " + outcome.latency_ms.toFixed(1) + " ms"),
     outcome.error ? h("p", { class: "error" }, outcome.error) : null,
+    outcome.filter_passed === null || outcome.filter_passed === undefined ? null
+      : h("p", { "data-testid": "test-filter" }, outcome.filter_passed
+        ? "The sample passes the content filter."
+        : "The sample does not pass the content filter: a live event like it would not be delivered."),
     h("label", null, "Response body"),
     h("pre", { "data-testid": "test-body" }, outcome.response_body));
 }
