@@ -11,7 +11,10 @@
 //!    waited for), to read the latency at that rate.
 //!
 //! Each phase prints events/s and latency percentiles. Options after `--`:
-//! `--seconds N` (per phase, default 10), `--phase single|batch|paced`. Herald's own log
+//! `--seconds N` (per phase, default 10), `--phase single|batch|paced`, `--filters on`
+//! (each webhook gets a content filter of four conditions that every event passes, so the
+//! same deliveries are scheduled and only the filters' cost is added: run it paired with
+//! `--filters off`, the default). Herald's own log
 //! goes to stderr at `warn`, or at the filter in `BENCH_HERALD_LOG`.
 //! Client and server share the machine's cores, so the figures are a floor.
 
@@ -127,7 +130,10 @@ async fn post(client: &awc::Client, url: &str, body: String) -> bool {
     }
 }
 
-async fn setup(base: &str) {
+/// What `--filters on` gives each webhook: every event of the load passes it.
+const FILTER: &str = r#"{"event":{"$in":["lead.qualified","lead.created"]},"data.score":{"$gte":80},"data.lead_id":{"$exist":true},"$not":{"data.notes":"spam"}}"#;
+
+async fn setup(base: &str, filters: bool) {
     let c = client();
     let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
@@ -139,7 +145,9 @@ async fn setup(base: &str) {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..WEBHOOKS {
-        let body = format!(r#"{{"name":"crm-{i}","url":"http://127.0.0.1:9/in","events":["lead.*"]}}"#);
+        let filter = if filters { FILTER } else { "null" };
+        let body =
+            format!(r#"{{"name":"crm-{i}","url":"http://127.0.0.1:9/in","events":["lead.*"],"filter":{filter}}}"#);
         let mut r = c.post(format!("{base}/api/v1/webhooks")).send_body(body).await.expect("create webhook");
         assert_eq!(r.status().as_u16(), 201, "{:?}", r.body().await);
     }
@@ -244,12 +252,14 @@ fn main() {
     let args = support::Args::from_env();
     let seconds = args.seconds(10, 120);
     let run = |phase: &str| args.runs(phase);
+    let filters = args.value("--filters").as_deref() == Some("on");
 
     let server = start();
     let base = server.server.base.clone();
     actix_web::rt::System::new().block_on(async move {
-        setup(&base).await;
-        println!("herald at {base}, {WEBHOOKS} matching webhooks, {seconds} s per phase");
+        setup(&base, filters).await;
+        let filtered = if filters { " (each with a content filter they pass)" } else { "" };
+        println!("herald at {base}, {WEBHOOKS} matching webhooks{filtered}, {seconds} s per phase");
         if run("single") {
             let (mut t, d) = closed_loop(&base, "/api/v1/events", 64, 1, seconds).await;
             t.report("single", d);

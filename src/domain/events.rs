@@ -193,7 +193,7 @@ mod distinct {
 struct LazyEnvelope<'a> {
     input: &'a EventInput,
     at: Millis,
-    built: Option<(String, serde_json::Value)>,
+    built: Option<(String, filter::Document<'a>)>,
 }
 
 impl<'a> LazyEnvelope<'a> {
@@ -205,9 +205,9 @@ impl<'a> LazyEnvelope<'a> {
         let input = self.input;
         let at = self.at;
         let (timestamp, data) = self.built.get_or_insert_with(|| {
-            // `data` was checked to be a JSON object at ingest; were it not, nothing matches.
-            let data = serde_json::from_slice(&input.data).unwrap_or(serde_json::Value::Null);
-            (crate::model::time::rfc3339(input.timestamp.unwrap_or(at)), data)
+            // `data` was checked to be a JSON object; were it not, it has no fields.
+            let text = std::str::from_utf8(&input.data).unwrap_or("{}");
+            (crate::model::time::rfc3339(input.timestamp.unwrap_or(at)), filter::Document::new(text))
         });
         f.matches(&filter::Envelope { event: &input.event, timestamp, data })
     }

@@ -79,9 +79,9 @@ impl Notice {
         let name = self.name();
         let data = self.data();
         // Content filters hold for Herald's own events too.
-        let parsed: serde_json::Value = serde_json::from_slice(&data).unwrap_or(serde_json::Value::Null);
+        let document = crate::model::filter::Document::new(std::str::from_utf8(&data).unwrap_or("{}"));
         let timestamp = crate::model::time::rfc3339(at);
-        let envelope = crate::model::filter::Envelope { event: name, timestamp: &timestamp, data: &parsed };
+        let envelope = crate::model::filter::Envelope { event: name, timestamp: &timestamp, data: &document };
         let webhooks = catalog
             .matching(account, name)
             .filter(|w| w.filter.as_ref().is_none_or(|f| f.matches(&envelope)))

@@ -17,6 +17,7 @@
 //! - Evaluation is pure and total: a field that is missing or of another type fails the
 //!   test (`$neq`, `$nin` and `$exist: false` pass on a missing field).
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::cmp::Ordering;
 
@@ -65,17 +66,69 @@ enum Op {
 }
 
 /// The envelope a filter reads, built once per event.
-pub struct Envelope<'a> {
-    pub event: &'a str,
+pub struct Envelope<'e, 'd> {
+    pub event: &'e str,
     /// RFC 3339, as the delivery body carries it.
-    pub timestamp: &'a str,
-    pub data: &'a Value,
+    pub timestamp: &'e str,
+    pub data: &'e Document<'d>,
+}
+
+/// An event's `data`, read only as far as filters ask: its top-level fields are split once
+/// (their values kept as raw text, a 1 KiB string among them neither copied nor decoded),
+/// and a value is parsed only when a path reaches it. Ingest cost grows with what the
+/// filters look at, not with the payload.
+pub struct Document<'a> {
+    text: &'a str,
+    top: std::cell::OnceCell<Option<std::collections::HashMap<String, &'a RawValue>>>,
+}
+
+impl<'a> Document<'a> {
+    /// `text` is a JSON object (what is not reads as having no fields).
+    pub fn new(text: &'a str) -> Self {
+        Self { text, top: std::cell::OnceCell::new() }
+    }
+
+    /// The value at `path` below `data`: a number or a string without escapes as its text
+    /// (compared without being decoded), anything else parsed.
+    fn get<'e>(&'e self, path: &[String]) -> Option<Found<'e>>
+    where
+        'a: 'e,
+    {
+        let Some((first, rest)) = path.split_first() else {
+            return serde_json::from_str(self.text).ok().map(Found::Json);
+        };
+        let top = self.top.get_or_init(|| serde_json::from_str(self.text).ok()).as_ref()?;
+        let mut at: &RawValue = top.get(first.as_str())?;
+        for segment in rest {
+            let raw = at.get();
+            at = match raw.as_bytes().first() {
+                Some(b'{') => {
+                    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(raw).ok()?;
+                    fields.get(segment.as_str()).copied()?
+                }
+                Some(b'[') => {
+                    let items: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+                    items.get(segment.parse::<usize>().ok()?).copied()?
+                }
+                _ => return None,
+            };
+        }
+        let text: &'a str = at.get();
+        match text.as_bytes().first() {
+            Some(b'"') if !text.contains('\\') => Some(Found::Str(&text[1..text.len() - 1])),
+            Some(b'-' | b'0'..=b'9') => Some(Found::Num(text)),
+            _ => serde_json::from_str(text).ok().map(Found::Json),
+        }
+    }
 }
 
 /// A field found in the envelope.
 enum Found<'a> {
+    /// A string as it is (no escapes to decode).
     Str(&'a str),
-    Json(&'a Value),
+    /// A number's text.
+    Num(&'a str),
+    Json(Value),
 }
 
 impl Filter {
@@ -269,8 +322,16 @@ fn eval(cond: &Cond, env: &Envelope) -> bool {
                     let holds =
                         |o: Option<Ordering>| o.is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal));
                     match f {
-                        Found::Json(Value::Array(items)) => items.iter().any(|i| holds(compare(&Found::Json(i), v))),
-                        f => holds(compare(&f, v)),
+                        Found::Json(Value::Array(items)) => items.iter().any(|i| holds(compare_values(i, v))),
+                        Found::Json(f) => holds(compare_values(&f, v)),
+                        Found::Str(s) => holds(match v {
+                            Value::String(t) => Some(s.cmp(t.as_str())),
+                            _ => None,
+                        }),
+                        Found::Num(n) => holds(match v {
+                            Value::Number(m) => decimal_cmp(n, m.as_str()),
+                            _ => None,
+                        }),
                     }
                 }
             }
@@ -278,28 +339,21 @@ fn eval(cond: &Cond, env: &Envelope) -> bool {
     }
 }
 
-fn resolve<'a>(env: &'a Envelope, path: &[String]) -> Option<Found<'a>> {
+fn resolve<'e, 'd: 'e>(env: &Envelope<'e, 'd>, path: &[String]) -> Option<Found<'e>> {
     let (first, rest) = path.split_first()?;
-    let mut at = match first.as_str() {
-        "event" => return rest.is_empty().then_some(Found::Str(env.event)),
-        "timestamp" => return rest.is_empty().then_some(Found::Str(env.timestamp)),
-        "data" => env.data,
-        _ => return None,
-    };
-    for segment in rest {
-        at = match at {
-            Value::Object(m) => m.get(segment.as_str())?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+    match first.as_str() {
+        "event" => rest.is_empty().then_some(Found::Str(env.event)),
+        "timestamp" => rest.is_empty().then_some(Found::Str(env.timestamp)),
+        "data" => env.data.get(rest),
+        _ => None,
     }
-    Some(Found::Json(at))
 }
 
 /// Equality, or, for an array field and a value that is not an array, membership.
 fn contains_or_equals(found: &Found, v: &Value) -> bool {
     match found {
         Found::Str(s) => matches!(v, Value::String(t) if t == s),
+        Found::Num(n) => matches!(v, Value::Number(m) if decimal_cmp(n, m.as_str()) == Some(Ordering::Equal)),
         Found::Json(f) => {
             equal(f, v) || matches!(f, Value::Array(items) if !v.is_array() && items.iter().any(|i| equal(i, v)))
         }
@@ -318,23 +372,47 @@ fn equal(a: &Value, b: &Value) -> bool {
 }
 
 /// Numbers with numbers, strings with strings (by code point); anything else: no order.
-fn compare(found: &Found, v: &Value) -> Option<Ordering> {
+fn compare_values(found: &Value, v: &Value) -> Option<Ordering> {
     match (found, v) {
-        (Found::Str(s), Value::String(t)) => Some(s.cmp(&t.as_str())),
-        (Found::Json(Value::String(s)), Value::String(t)) => Some(s.as_str().cmp(t.as_str())),
-        (Found::Json(Value::Number(x)), Value::Number(y)) => decimal_cmp(x.as_str(), y.as_str()),
+        (Value::String(s), Value::String(t)) => Some(s.as_str().cmp(t.as_str())),
+        (Value::Number(x), Value::Number(y)) => decimal_cmp(x.as_str(), y.as_str()),
         _ => None,
     }
 }
 
-/// A JSON number as `sign × 0.digits × 10^point`, digits without leading or trailing zeros.
-struct Decimal {
+/// A JSON number as `sign × 0.digits × 10^point`, digits without leading or trailing zeros:
+/// the significant digits are `len` digits of `int` and `frac` read as one run, from `skip`.
+/// Borrowed from the text (no allocation: filters compare numbers on every ingest).
+struct Decimal<'a> {
     negative: bool,
-    digits: Vec<u8>,
+    int: &'a [u8],
+    frac: &'a [u8],
+    skip: usize,
+    len: usize,
     point: i64,
 }
 
-fn decimal(text: &str) -> Option<Decimal> {
+impl Decimal<'_> {
+    fn digit(&self, i: usize) -> u8 {
+        let at = self.skip + i;
+        if i >= self.len {
+            b'0'
+        } else if at < self.int.len() {
+            self.int[at]
+        } else {
+            self.frac[at - self.int.len()]
+        }
+    }
+
+    fn digits_cmp(&self, other: &Decimal) -> Ordering {
+        (0..self.len.max(other.len))
+            .map(|i| self.digit(i).cmp(&other.digit(i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    }
+}
+
+fn decimal(text: &str) -> Option<Decimal<'_>> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text),
@@ -367,25 +445,23 @@ fn decimal(text: &str) -> Option<Decimal> {
             magnitude
         }
     };
-    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
-    let mut point = (int.len() as i64).saturating_add(exp);
-    let leading = digits.iter().take_while(|&&d| d == b'0').count();
-    digits.drain(..leading);
-    point = point.saturating_sub(leading as i64);
-    while digits.last() == Some(&b'0') {
-        digits.pop();
-    }
-    Some(Decimal { negative: negative && !digits.is_empty(), digits, point })
+    let all = || int.bytes().chain(frac.bytes());
+    let total = int.len() + frac.len();
+    let skip = all().take_while(|&d| d == b'0').count();
+    let trailing = if skip == total { 0 } else { all().rev().take_while(|&d| d == b'0').count() };
+    let len = total - skip - trailing;
+    let point = (int.len() as i64).saturating_add(exp).saturating_sub(skip as i64);
+    Some(Decimal { negative: negative && len > 0, int: int.as_bytes(), frac: frac.as_bytes(), skip, len, point })
 }
 
 /// Exact order of two JSON numbers given as text (`None` if one is not a number).
 pub fn decimal_cmp(a: &str, b: &str) -> Option<Ordering> {
     let (a, b) = (decimal(a)?, decimal(b)?);
-    let magnitude = |x: &Decimal, y: &Decimal| match (x.digits.is_empty(), y.digits.is_empty()) {
+    let magnitude = |x: &Decimal, y: &Decimal| match (x.len == 0, y.len == 0) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
-        (false, false) => x.point.cmp(&y.point).then_with(|| x.digits.cmp(&y.digits)),
+        (false, false) => x.point.cmp(&y.point).then_with(|| x.digits_cmp(y)),
     };
     Some(match (a.negative, b.negative) {
         (false, false) => magnitude(&a, &b),
@@ -412,7 +488,7 @@ mod tests {
     }
 
     fn passes(f: &Filter, event: &str, data: &str) -> bool {
-        let data: Value = serde_json::from_str(data).unwrap();
+        let data = Document::new(data);
         f.matches(&Envelope { event, timestamp: "2025-01-20T10:30:00.000Z", data: &data })
     }
 
@@ -449,6 +525,33 @@ mod tests {
         let big = filter(json!({"data.n": {"$eq": serde_json::from_str::<Value>("9007199254740993").unwrap()}}));
         assert!(passes(&big, "e", r#"{"n": 9007199254740993}"#));
         assert!(!passes(&big, "e", r#"{"n": 9007199254740992}"#));
+    }
+
+    /// Every pair of n / 10^k (n in -30..30, k in 0..3), each written three ways (plain with
+    /// trailing zeros, an exponent, leading zeros), orders as the rationals do.
+    #[test]
+    fn decimal_order_agrees_with_exact_arithmetic_in_every_form() {
+        let forms = |n: i64, k: u32| {
+            let sign = if n < 0 { "-" } else { "" };
+            let m = n.unsigned_abs();
+            let scale = 10u64.pow(k);
+            let plain = format!("{sign}{}.{:0width$}00", m / scale, m % scale, width = k as usize);
+            vec![plain, format!("{n}e-{k}"), format!("{sign}000{m}0E-{}", k + 1)]
+        };
+        for n1 in -30..30i64 {
+            for k1 in 0..3u32 {
+                for n2 in -30..30i64 {
+                    for k2 in 0..3u32 {
+                        let expected = (n1 * 10i64.pow(k2)).cmp(&(n2 * 10i64.pow(k1)));
+                        for a in forms(n1, k1) {
+                            for b in forms(n2, k2) {
+                                assert_eq!(decimal_cmp(&a, &b), Some(expected), "{a} vs {b}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -524,6 +627,12 @@ mod tests {
             (json!({"data.s": {"$eq": "1"}}), r#"{"s": 1}"#, false),
             (json!({"data.b": true}), r#"{"b": true}"#, true),
             (json!({"data.b": true}), r#"{"b": "true"}"#, false),
+            (json!({"data.name": "Renée"}), r#"{"name": "Ren\u00e9e"}"#, true),
+            (json!({"data.name": "Renée"}), r#"{"name": "Renée"}"#, true),
+            (json!({"data.name": {"$gt": "Rena"}}), r#"{"name": "Ren\u00e9e"}"#, true),
+            (json!({"data.q": "a\"b"}), r#"{"q": "a\"b"}"#, true),
+            (json!({"data.n": {"$lt": 0}}), r#"{"n": -1.5e0}"#, true),
+            (json!({"data.n": null}), r#"{"n": null}"#, true),
         ];
         for (f, data, expected) in cases {
             assert_eq!(passes(&filter(f.clone()), "lead.qualified", data), *expected, "{f} on {data}");
