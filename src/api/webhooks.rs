@@ -83,8 +83,10 @@ pub struct WebhookBody {
     signature_header: Option<String>,
     signature_prefix: Option<String>,
     /// `none` (default): due order, up to `max_in_flight` at once; `strict`: one attempt
-    /// at a time, in event order.
-    ordering: Option<OrderingBody>,
+    /// at a time, in event order. (Read as a string and matched here, so that a wrong type
+    /// is a 422 naming the field like any other bad value.)
+    #[schema(value_type = Option<OrderingBody>)]
+    ordering: Option<Value>,
     /// Deprecated alias: `true` is `"ordering": "strict"`, `false` is `"none"`.
     ordered: Option<bool>,
     /// A condition an event must pass, besides its name, to be delivered: see
@@ -95,7 +97,8 @@ pub struct WebhookBody {
     /// `original` (default): `data` as it arrived; `javascript`: the body as
     /// `JSON.stringify(JSON.parse(body))` writes it, for receivers that verify the signature
     /// over a re-serialized body (`JSON.stringify(req.body)` after `express.json()`).
-    body_format: Option<BodyFormatBody>,
+    #[schema(value_type = Option<BodyFormatBody>)]
+    body_format: Option<Value>,
     /// Attempts on the wire at once, 1–256.
     #[schema(example = 16, minimum = 1, maximum = 256)]
     max_in_flight: Option<u32>,
@@ -118,7 +121,17 @@ impl WebhookBody {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let ordering = match (self.ordering, self.ordered) {
+        let ordering = self.ordering.map(|v| match v.as_str() {
+            Some("none") => Ok(OrderingBody::None),
+            Some("strict") => Ok(OrderingBody::Strict),
+            _ => Err(DomainError::invalid("ordering", "must be \"none\" or \"strict\"")),
+        });
+        let body_format = self.body_format.map(|v| match v.as_str() {
+            Some("original") => Ok(BodyFormat::Original),
+            Some("javascript") => Ok(BodyFormat::Javascript),
+            _ => Err(DomainError::invalid("body_format", "must be \"original\" or \"javascript\"")),
+        });
+        let ordering = match (ordering.transpose()?, self.ordered) {
             (Some(o), Some(alias)) if matches!(o, OrderingBody::Strict) != alias => {
                 return Err(DomainError::invalid("ordered", "contradicts `ordering`; send only `ordering`"));
             }
@@ -147,10 +160,7 @@ impl WebhookBody {
             max_in_flight: self.max_in_flight,
             rate_limit: self.rate_limit,
             filter: self.filter,
-            body_format: self.body_format.map(|f| match f {
-                BodyFormatBody::Original => BodyFormat::Original,
-                BodyFormatBody::Javascript => BodyFormat::Javascript,
-            }),
+            body_format: body_format.transpose()?,
         })
     }
 }
