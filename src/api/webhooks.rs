@@ -89,8 +89,12 @@ pub struct WebhookBody {
     ordering: Option<Value>,
     /// Deprecated alias: `true` is `"ordering": "strict"`, `false` is `"none"`.
     ordered: Option<bool>,
-    /// A condition an event must pass, besides its name, to be delivered: see
-    /// the README's "Content filters". `null` removes it.
+    /// A condition on the envelope (`event`, `timestamp`, `data`) an event must pass,
+    /// besides its name, to be delivered; `null` removes it. A field (dotted path or nested
+    /// objects) equal to a bare value, or containing it if it is an array; operators `$eq
+    /// $neq $gt $gte $lt $lte $in $nin $exist`; combinators `$and $or $not`. Numbers
+    /// compare exactly as decimals. At most 4 KiB, 8 levels, 64 conditions (422 naming the
+    /// problem). See the README's "Content filters".
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Object>, nullable, example = json!({"data.qualityScore": {"$gte": 80}}))]
     filter: Option<Option<Value>>,
