@@ -88,6 +88,12 @@ impl Queue {
         true
     }
 
+    /// Removes and returns delivery `d`'s item, if held.
+    pub fn take(&mut self, d: DeliveryRef) -> Option<Item> {
+        let key = self.keys.remove(&d)?;
+        self.items.remove(&(key, d))
+    }
+
     /// Takes in a new delivery if the window has room; else leaves it on disk for a refill.
     pub fn admit(&mut self, item: Item) {
         if self.items.len() >= self.window {
